@@ -1,0 +1,61 @@
+# Gastown. `make run` starts the coordinator on the embedded default;
+# `make test` installs what it needs and runs every check.
+
+GO        ?= go
+BIN       := $(CURDIR)/bin
+NATS      := $(BIN)/nats
+NATS_VER  := v0.5.0
+DATA_DIR  ?= ./data
+LISTEN    ?= 127.0.0.1:4222
+# A well-known secret for `make run` only; the binary never invents one.
+DEV_SECRET := gastown-development-secret-do-not-use-in-production
+
+export PATH := $(BIN):$(PATH)
+
+.PHONY: run build test tools vet fuzz bench soak clean
+
+build:
+	$(GO) build -o $(BIN)/gastown ./cmd/gastown
+
+run: build
+	@if [ -z "$$GASTOWN_JWT_SECRET" ]; then \
+	  echo "make run: GASTOWN_JWT_SECRET is not set; using a DEVELOPMENT secret (never do this in production)" >&2; \
+	fi
+	GASTOWN_JWT_SECRET="$${GASTOWN_JWT_SECRET:-$(DEV_SECRET)}" \
+	GASTOWN_DEV_SECRET="$$( [ -z "$$GASTOWN_JWT_SECRET" ] && echo 1 )" \
+	$(BIN)/gastown coordinator --listen $(LISTEN) --data-dir $(DATA_DIR)
+
+tools: $(NATS)
+
+$(NATS):
+	@mkdir -p $(BIN)
+	@echo "installing the nats CLI $(NATS_VER) into $(BIN) (takes a couple of minutes the first time)"
+	GOBIN=$(BIN) $(GO) install github.com/nats-io/natscli/nats@$(NATS_VER)
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l .)" || { echo "gofmt would change:"; gofmt -l .; exit 1; }
+
+# Each fuzz target runs briefly here and for longer in `make soak`.
+FUZZ_TIME ?= 5s
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+	    echo "fuzz $$pkg $$f"; \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZ_TIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+test: tools vet
+	$(GO) test -race -timeout 15m ./...
+	$(MAKE) fuzz FUZZ_TIME=3s
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+soak: tools
+	GASTOWN_SOAK=1 $(GO) test -race -timeout 60m -run 'Soak|Rotation' ./...
+	$(MAKE) fuzz FUZZ_TIME=60s
+
+clean:
+	rm -rf $(BIN) $(DATA_DIR)

@@ -1,0 +1,130 @@
+package bus
+
+import (
+	"crypto/subtle"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/gastown/gastown/schemas"
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// Usernames of the password identities.
+const (
+	OpsUser   = "ops"
+	AdminUser = "admin"
+	// internalUser is the coordinator's in-process identity; its password is
+	// made at start and known only to this process.
+	internalUser = "gastown-internal"
+)
+
+// Grant is what a verified connection token allows.
+type Grant struct {
+	// TownID is the town the token belongs to.
+	TownID string
+	// Deadline is when the connection is closed (the token's exp).
+	Deadline time.Time
+	// IssuedAt is when the token was minted, so that a revocation can
+	// close the connections that use older tokens.
+	IssuedAt time.Time
+	// RecoveryOnly is set for a token past its exp but within the recovery
+	// window: the connection may only ask for a fresh token.
+	RecoveryOnly bool
+}
+
+// TokenAuthorizer verifies a connection token. The coordinator's issuer
+// satisfies it. Its errors must never contain the token.
+type TokenAuthorizer interface {
+	AuthorizeConnection(token string) (Grant, error)
+}
+
+// authenticator is the server's CustomClientAuthentication: every connection
+// passes through Check, the in-process one too, and the server's own user
+// list is never consulted.
+type authenticator struct {
+	tokens         TokenAuthorizer
+	opsPassword    string
+	adminPassword  string
+	internalSecret string
+	log            *slog.Logger
+
+	// conns remembers the token connections, for Kick.
+	mu    sync.Mutex
+	conns map[uint64]tokenConn
+}
+
+type tokenConn struct {
+	town     string
+	issuedAt time.Time
+}
+
+func (a *authenticator) Check(c server.ClientAuthentication) bool {
+	if c.Kind() != server.CLIENT {
+		return false
+	}
+	o := c.GetOpts()
+	switch {
+	case o.Username == internalUser:
+		if !equal(o.Password, a.internalSecret) || c.RemoteAddress().Network() != "pipe" {
+			a.refuse(c, "internal identity used from outside the process")
+			return false
+		}
+		c.RegisterUser(&server.User{Username: internalUser})
+		return true
+	case o.Username == OpsUser:
+		return a.password(c, o.Password, a.opsPassword, OpsPermissions())
+	case o.Username == AdminUser:
+		return a.password(c, o.Password, a.adminPassword, AdminPermissions())
+	case o.Username != "":
+		a.refuse(c, "unknown user")
+		return false
+	case o.Token == "":
+		a.refuse(c, "no credentials")
+		return false
+	}
+	if a.tokens == nil {
+		a.refuse(c, "token connections are not enabled")
+		return false
+	}
+	g, err := a.tokens.AuthorizeConnection(o.Token)
+	if err != nil {
+		a.refuse(c, err.Error())
+		return false
+	}
+	t, err := schemas.ForTown(g.TownID)
+	if err != nil {
+		a.refuse(c, "token names a bad town")
+		return false
+	}
+	perms := ContainerPermissions(t)
+	name := "town:" + g.TownID
+	if g.RecoveryOnly {
+		perms, name = RecoveryPermissions(t), "recovery:"+g.TownID
+	}
+	c.RegisterUser(&server.User{Username: name, Permissions: perms, ConnectionDeadline: g.Deadline})
+	a.mu.Lock()
+	if a.conns == nil {
+		a.conns = map[uint64]tokenConn{}
+	}
+	a.conns[c.GetID()] = tokenConn{town: g.TownID, issuedAt: g.IssuedAt}
+	a.mu.Unlock()
+	a.log.Debug("container connected", KeyTown, g.TownID, KeyRecovery, g.RecoveryOnly, KeyRemote, c.RemoteAddress().String())
+	return true
+}
+
+func (a *authenticator) password(c server.ClientAuthentication, given, want string, perms *server.Permissions) bool {
+	user := c.GetOpts().Username
+	if want == "" || !equal(given, want) {
+		a.refuse(c, "wrong password for "+user)
+		return false
+	}
+	c.RegisterUser(&server.User{Username: user, Permissions: perms})
+	return true
+}
+
+func (a *authenticator) refuse(c server.ClientAuthentication, why string) {
+	a.log.Info("connection refused", KeyReason, why, KeyRemote, c.RemoteAddress().String())
+}
+
+func equal(a, b string) bool { return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1 }

@@ -1,0 +1,236 @@
+package bus
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/errors"
+	"github.com/gastown/gastown/schemas"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// Defaults of the embedded server.
+const (
+	DefaultListen  = "127.0.0.1:4222"
+	DefaultDataDir = "./data"
+	// readyTimeout bounds how long Start waits for the server to accept.
+	readyTimeout = 30 * time.Second
+)
+
+// ErrStart marks every failure to start the embedded server.
+var ErrStart = errors.New("embedded NATS server did not start")
+
+// Config configures the embedded server.
+type Config struct {
+	// Listen is host:port for client connections; port 0 picks a free one.
+	Listen string
+	// DataDir is where JetStream keeps its file store.
+	DataDir string
+	// Tokens verifies container tokens at connect. Nil refuses all tokens.
+	Tokens TokenAuthorizer
+	// OpsPassword enables the ops identity when not empty.
+	OpsPassword string
+	// AdminPassword enables the admin identity when not empty.
+	AdminPassword string
+	// Logger receives the server's log; nil discards it.
+	Logger *slog.Logger
+	// Debug passes the server's debug lines to Logger. The server's trace
+	// (which would print message bodies, and so tokens) is never enabled.
+	Debug bool
+}
+
+// Server is a running embedded NATS server with JetStream.
+type Server struct {
+	ns             *server.Server
+	auth           *authenticator
+	internalSecret string
+	log            *slog.Logger
+	closeOnce      sync.Once
+}
+
+// Start starts the embedded server and waits until it accepts connections.
+func Start(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.Listen == "" {
+		cfg.Listen = DefaultListen
+	}
+	if cfg.DataDir == "" {
+		cfg.DataDir = DefaultDataDir
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	host, portStr, err := net.SplitHostPort(cfg.Listen)
+	if err != nil {
+		return nil, errors.Mark(errors.WithHint(errors.Wrapf(err, "listen address %q", cfg.Listen), "give host:port, e.g. 127.0.0.1:4222"), ErrStart)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 0 || port > 65535 {
+		return nil, errors.Mark(errors.Newf("listen address %q has a bad port", cfg.Listen), ErrStart)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	storeDir, err := prepareDataDir(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	secret, err := randomSecret()
+	if err != nil {
+		return nil, err
+	}
+	auth := &authenticator{
+		tokens:         cfg.Tokens,
+		opsPassword:    cfg.OpsPassword,
+		adminPassword:  cfg.AdminPassword,
+		internalSecret: secret,
+		log:            cfg.Logger,
+	}
+	opts := &server.Options{
+		ServerName:                 "gastown",
+		Host:                       host,
+		Port:                       port,
+		JetStream:                  true,
+		StoreDir:                   storeDir,
+		MaxPayload:                 schemas.MaxBodySize + 64<<10, // room for headers
+		NoSigs:                     true,
+		NoSystemAccount:            false,
+		Debug:                      cfg.Debug,
+		Trace:                      false,
+		CustomClientAuthentication: auth,
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, errors.Mark(errors.Wrap(err, "configuring embedded NATS server"), ErrStart)
+	}
+	ns.SetLoggerV2(serverLog{cfg.Logger}, cfg.Debug, false, false)
+	go ns.Start()
+	deadline := time.Now().Add(readyTimeout)
+	for !ns.ReadyForConnections(100 * time.Millisecond) {
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			ns.Shutdown()
+			ns.WaitForShutdown()
+			if ctx.Err() != nil {
+				return nil, errors.Mark(errors.Wrap(ctx.Err(), "starting embedded NATS server"), ErrStart)
+			}
+			return nil, errors.Mark(errors.WithHint(errors.Newf("not accepting connections on %s after %s", cfg.Listen, readyTimeout),
+				"is the address in use by another process? choose another with --listen"), ErrStart)
+		}
+	}
+	if !ns.JetStreamEnabled() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		return nil, errors.Mark(errors.WithHint(errors.Newf("JetStream did not start on %s", cfg.DataDir),
+			"check that the data directory is writable and the disk is not full"), ErrStart)
+	}
+	s := &Server{ns: ns, auth: auth, internalSecret: secret, log: cfg.Logger}
+	s.log.Info("embedded NATS server ready", KeyURL, s.ClientURL(), KeyDataDir, storeDir)
+	return s, nil
+}
+
+// prepareDataDir makes the data directory and checks it is writable, so a
+// read-only or full disk is reported at start with what to do.
+func prepareDataDir(dir string) (string, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", errors.Mark(errors.Wrapf(err, "data directory %q", dir), ErrStart)
+	}
+	if err := os.MkdirAll(abs, 0o700); err != nil {
+		return "", errors.Mark(errors.WithHint(errors.Wrapf(err, "creating data directory %s", abs),
+			"choose a writable directory with --data-dir"), ErrStart)
+	}
+	probe, err := os.CreateTemp(abs, ".write-probe-*")
+	if err != nil {
+		return "", errors.Mark(errors.WithHint(errors.Wrapf(err, "data directory %s is not writable", abs),
+			"choose a writable directory with --data-dir, or free some disk space"), ErrStart)
+	}
+	name := probe.Name()
+	_, werr := probe.Write(make([]byte, 4096))
+	cerr := probe.Close()
+	_ = os.Remove(name)
+	if werr != nil || cerr != nil {
+		return "", errors.Mark(errors.WithHint(errors.Wrapf(errors.CombineErrors(werr, cerr), "writing to data directory %s", abs),
+			"free some disk space or choose another directory with --data-dir"), ErrStart)
+	}
+	return abs, nil
+}
+
+func randomSecret() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", errors.Wrap(err, "making the in-process secret")
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// ClientURL is the URL containers connect to.
+func (s *Server) ClientURL() string { return s.ns.ClientURL() }
+
+// Addr is the address the server listens on.
+func (s *Server) Addr() net.Addr { return s.ns.Addr() }
+
+// Connect opens an in-process connection with full permissions, for the
+// coordinator. Its inbox prefix is schemas.CoordinatorInbox.
+func (s *Server) Connect(name string, opts ...nats.Option) (*nats.Conn, error) {
+	all := append([]nats.Option{
+		nats.Name(name),
+		nats.InProcessServer(s.ns),
+		nats.UserInfo(internalUser, s.internalSecret),
+		nats.CustomInboxPrefix(schemas.CoordinatorInbox),
+		nats.MaxReconnects(-1),
+	}, opts...)
+	nc, err := nats.Connect("", all...)
+	if err != nil {
+		return nil, errors.Wrap(err, "connecting in-process to the embedded NATS server")
+	}
+	return nc, nil
+}
+
+// Close shuts the server down and waits for it, flushing JetStream's store.
+// It is safe to call more than once.
+func (s *Server) Close() {
+	s.closeOnce.Do(func() {
+		s.ns.Shutdown()
+		s.ns.WaitForShutdown()
+		s.log.Info("embedded NATS server stopped")
+	})
+}
+
+// NumClients is the number of client connections, for tests and status.
+func (s *Server) NumClients() int { return s.ns.NumClients() }
+
+// Kick closes every connection of town whose token was issued before
+// issuedBefore, and returns how many it closed.
+func (s *Server) Kick(townID string, issuedBefore time.Time) int {
+	s.auth.mu.Lock()
+	var ids []uint64
+	for id, c := range s.auth.conns {
+		if s.ns.GetClient(id) == nil {
+			delete(s.auth.conns, id) // gone already
+			continue
+		}
+		if c.town == townID && c.issuedAt.Before(issuedBefore) {
+			ids = append(ids, id)
+			delete(s.auth.conns, id)
+		}
+	}
+	s.auth.mu.Unlock()
+	n := 0
+	for _, id := range ids {
+		if s.ns.DisconnectClientByID(id) == nil {
+			n++
+		}
+	}
+	if n > 0 {
+		s.log.Info("closed connections using revoked tokens", KeyTown, townID, "count", n)
+	}
+	return n
+}

@@ -1,0 +1,69 @@
+package main
+
+import (
+	"context"
+	"time"
+
+	"github.com/gastown/gastown/bus"
+	"github.com/gastown/gastown/coordinator"
+)
+
+const coordinatorDesc = `
+Runs the coordinator: it signs container tokens and keeps every active town's
+token fresh, and answers containers and the administrator over NATS.
+
+By default it runs an embedded NATS server with JetStream (listening on
+--listen, storing under --data-dir). With --nats-url it uses an existing NATS
+server or cluster instead; connection permissions are then that cluster's
+own business.
+
+Environment:
+  GASTOWN_JWT_SECRET          signing secret, at least 32 bytes (required;
+                              make one with: openssl rand -hex 32)
+  GASTOWN_JWT_ACCEPT_SECRETS  more secrets whose tokens are still accepted,
+                              comma-separated (key rotation)
+  GASTOWN_OPS_PASSWORD        enables the read-only 'ops' NATS user
+  GASTOWN_ADMIN_PASSWORD      enables the 'admin' NATS user (admin verbs)`
+
+func runCoordinator(ctx context.Context, args []string, env Env) error {
+	fs := newFlags("coordinator", "coordinator [flags]", coordinatorDesc, env)
+	listen := fs.String("listen", bus.DefaultListen, "host:port the embedded NATS server listens on")
+	dataDir := fs.String("data-dir", bus.DefaultDataDir, "directory of the embedded server's JetStream store")
+	natsURL := fs.String("nats-url", "", "use this existing NATS server or cluster instead of the embedded one")
+	ttl := fs.Duration("token-ttl", coordinator.DefaultTokenTTL, "lifetime of a container token")
+	refresh := fs.Duration("refresh-interval", coordinator.DefaultRefreshInterval, "how often an active town's token is refreshed")
+	recovery := fs.Duration("recovery-window", coordinator.DefaultRecoveryWindow, "how long after expiry a container token may still ask for a fresh one")
+	replicas := fs.Int("replicas", 1, "replica count of the state buckets (3 on a cluster)")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	if done, err := parse(fs, args, env); done {
+		return err
+	}
+	log, err := newLogger(env.Stderr, *logLevel, *logFormat)
+	if err != nil {
+		return err
+	}
+	ring, err := coordinator.KeyRingFromEnv(env.Getenv)
+	if err != nil {
+		return err
+	}
+	if env.Getenv("GASTOWN_DEV_SECRET") == "1" {
+		log.Warn("DEVELOPMENT SECRET IN USE: tokens are signed with a well-known key; never run this way in production")
+	}
+	issuer := coordinator.NewIssuer(ring, time.Now)
+	log.Info("starting coordinator", "signingKey", ring.CurrentID(), "acceptedKeys", len(ring.IDs()),
+		"tokenTTL", *ttl, "refreshInterval", *refresh)
+	return coordinator.RunDaemon(ctx, issuer, coordinator.DaemonConfig{
+		Config: coordinator.Config{
+			TokenTTL: *ttl, RefreshInterval: *refresh, RecoveryWindow: *recovery,
+			Replicas: *replicas, Logger: log,
+		},
+		Bus: bus.Config{
+			Listen: *listen, DataDir: *dataDir,
+			OpsPassword:   env.Getenv("GASTOWN_OPS_PASSWORD"),
+			AdminPassword: env.Getenv("GASTOWN_ADMIN_PASSWORD"),
+			Debug:         *logLevel == "debug",
+		},
+		NatsURL: *natsURL,
+	})
+}

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/cockroachdb/errors"
+)
+
+// Env is what the process gives Run: its environment and its output.
+type Env struct {
+	Getenv func(string) string
+	Stdout io.Writer
+	Stderr io.Writer
+}
+
+// ErrUsage marks a mistake in the command line: exit status 2.
+var ErrUsage = errors.New("usage")
+
+// verb is one command of the binary.
+type verb struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, args []string, env Env) error
+}
+
+func verbs() []verb {
+	return []verb{
+		{"coordinator", "run the coordinator daemon (embedded NATS by default)", runCoordinator},
+		{"token", "mint, rotate or revoke a town's container token", runToken},
+	}
+}
+
+const topUsage = `gastown runs fleets of coding agents over NATS.
+
+Usage:
+  gastown <command> [flags]
+
+Commands:
+%s
+Run 'gastown <command> --help' for a command's flags.
+`
+
+func usageTop(w io.Writer) {
+	var b strings.Builder
+	for _, v := range verbs() {
+		fmt.Fprintf(&b, "  %-12s %s\n", v.name, v.summary)
+	}
+	fmt.Fprintf(w, topUsage, b.String())
+}
+
+// Run runs the command named by args. It is main without the process.
+func Run(ctx context.Context, args []string, env Env) error {
+	if len(args) == 0 {
+		usageTop(env.Stderr)
+		return errors.Mark(errors.New("no command given"), ErrUsage)
+	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		usageTop(env.Stdout)
+		return nil
+	}
+	for _, v := range verbs() {
+		if v.name == args[0] {
+			return v.run(ctx, args[1:], env)
+		}
+	}
+	usageTop(env.Stderr)
+	return errors.Mark(errors.Newf("unknown command %q", args[0]), ErrUsage)
+}
+
+// newFlags makes a flag set that prints a usage with a description and
+// every flag's default, and reports errors instead of exiting.
+func newFlags(name, usage, description string, env Env) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	fs.Usage = func() {
+		out := fs.Output()
+		fmt.Fprintf(out, "Usage: gastown %s\n\n%s\n\nFlags:\n", usage, strings.TrimSpace(description))
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parse parses flags; --help prints usage to stdout and ends with no error.
+func parse(fs *flag.FlagSet, args []string, env Env) (done bool, err error) {
+	for _, a := range args {
+		if a == "-h" || a == "--help" || a == "-help" {
+			fs.SetOutput(env.Stdout)
+			fs.Usage()
+			return true, nil
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		return true, errors.Mark(err, ErrUsage)
+	}
+	if fs.NArg() > 0 {
+		return true, errors.Mark(errors.Newf("unexpected argument %q", fs.Arg(0)), ErrUsage)
+	}
+	return false, nil
+}
+
+// exitCode maps an error to the process's exit status.
+func exitCode(err error) int {
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, ErrUsage):
+		return 2
+	}
+	return 1
+}
+
+// printError writes the error and its hints.
+func printError(w io.Writer, err error) {
+	fmt.Fprintf(w, "gastown: %v\n", err)
+	for _, h := range errors.GetAllHints(err) {
+		fmt.Fprintf(w, "hint: %s\n", h)
+	}
+}

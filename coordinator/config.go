@@ -1,0 +1,87 @@
+package coordinator
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/cockroachdb/errors"
+)
+
+// Defaults (ARCHITECTURE.md, Defaults).
+const (
+	DefaultTokenTTL        = 8 * time.Hour
+	DefaultRefreshInterval = time.Hour
+	DefaultRecoveryWindow  = 24 * time.Hour
+	// DefaultRecoveryConnTTL is how long a recovery connection may stay
+	// open: long enough to ask for a fresh token.
+	DefaultRecoveryConnTTL = time.Minute
+	// DefaultRequestTimeout bounds a request to a container.
+	DefaultRequestTimeout = 5 * time.Second
+)
+
+// Config holds every tunable of the coordinator. Tests shrink the durations
+// to milliseconds.
+type Config struct {
+	// TokenTTL is the lifetime of a container token.
+	TokenTTL time.Duration
+	// RefreshInterval is how often an active town's token is refreshed.
+	RefreshInterval time.Duration
+	// RefreshJitter spreads refreshes: each is due at RefreshInterval plus
+	// up to this much at random. Zero means a tenth of RefreshInterval.
+	RefreshJitter time.Duration
+	// RecoveryWindow is how long after its exp a container token may still
+	// connect to ask for a fresh one.
+	RecoveryWindow time.Duration
+	// RecoveryConnTTL is how long such a recovery connection stays open.
+	RecoveryConnTTL time.Duration
+	// RequestTimeout bounds each request the coordinator sends.
+	RequestTimeout time.Duration
+	// Replicas is the replica count of the state buckets (1 embedded, 3 on
+	// a cluster).
+	Replicas int
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Logger receives structured logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// withDefaults fills zero fields and checks the result.
+func (c Config) withDefaults() (Config, error) {
+	if c.TokenTTL == 0 {
+		c.TokenTTL = DefaultTokenTTL
+	}
+	if c.RefreshInterval == 0 {
+		c.RefreshInterval = DefaultRefreshInterval
+	}
+	if c.RefreshJitter == 0 {
+		c.RefreshJitter = c.RefreshInterval / 10
+	}
+	if c.RecoveryWindow == 0 {
+		c.RecoveryWindow = DefaultRecoveryWindow
+	}
+	if c.RecoveryConnTTL == 0 {
+		c.RecoveryConnTTL = DefaultRecoveryConnTTL
+	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = DefaultRequestTimeout
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	switch {
+	case c.TokenTTL < 0 || c.RefreshInterval < 0 || c.RefreshJitter < 0 || c.RecoveryWindow < 0:
+		return c, errors.New("durations must not be negative")
+	case c.RefreshInterval+c.RefreshJitter >= c.TokenTTL/2:
+		return c, errors.Newf("refresh interval %s (+ jitter %s) must be under half the token lifetime %s, so a container always holds a token with time to spare",
+			c.RefreshInterval, c.RefreshJitter, c.TokenTTL)
+	case c.Replicas < 1 || c.Replicas > 5:
+		return c, errors.Newf("replicas must be 1 to 5, not %d", c.Replicas)
+	}
+	return c, nil
+}

@@ -1,0 +1,68 @@
+package coordinator
+
+import (
+	"time"
+
+	"github.com/cockroachdb/errors"
+	"github.com/gastown/gastown/bus"
+)
+
+// ErrTokenRevoked is a well-signed token issued before its town's revocation.
+var ErrTokenRevoked = errors.New("token revoked")
+
+// ErrNotReady is returned while the coordinator has not yet loaded the
+// revocation list: no token is accepted before it knows which are revoked.
+var ErrNotReady = errors.New("coordinator is still starting")
+
+// revocationChecker says whether a town's token issued at a time is revoked.
+type revocationChecker interface {
+	revoked(townID string, issuedAt time.Time) (bool, error)
+}
+
+// ConnAuthorizer verifies the token a container connects with. It satisfies
+// bus.TokenAuthorizer. A valid container token gets the container's
+// permissions until its exp; one that expired within the recovery window
+// (and is not revoked) gets the recovery permissions for a short while.
+type ConnAuthorizer struct {
+	issuer  *Issuer
+	cfg     Config
+	revoked revocationChecker
+}
+
+// NewConnAuthorizer makes the authorizer. revoked may be nil while there is
+// no revocation store (tests of the bus alone).
+func NewConnAuthorizer(issuer *Issuer, cfg Config, revoked revocationChecker) (*ConnAuthorizer, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	return &ConnAuthorizer{issuer: issuer, cfg: cfg, revoked: revoked}, nil
+}
+
+var _ bus.TokenAuthorizer = (*ConnAuthorizer)(nil)
+
+// AuthorizeConnection implements bus.TokenAuthorizer.
+func (a *ConnAuthorizer) AuthorizeConnection(token string) (bus.Grant, error) {
+	c, err := a.issuer.VerifyContainer(token)
+	recovery := false
+	if errors.Is(err, ErrTokenExpired) && a.cfg.RecoveryWindow > 0 {
+		c, err = a.issuer.VerifyContainerExpired(token, a.cfg.RecoveryWindow)
+		recovery = err == nil
+	}
+	if err != nil {
+		return bus.Grant{}, err
+	}
+	if a.revoked != nil {
+		r, err := a.revoked.revoked(c.TownID, c.Issued())
+		if err != nil {
+			return bus.Grant{}, err
+		}
+		if r {
+			return bus.Grant{}, errors.Mark(errors.Newf("token of town %s was revoked", c.TownID), ErrTokenRevoked)
+		}
+	}
+	if recovery {
+		return bus.Grant{TownID: c.TownID, Deadline: a.issuer.Now().Add(a.cfg.RecoveryConnTTL), IssuedAt: c.Issued(), RecoveryOnly: true}, nil
+	}
+	return bus.Grant{TownID: c.TownID, Deadline: c.Expires(), IssuedAt: c.Issued()}, nil
+}

@@ -1,0 +1,195 @@
+package coordinator
+
+import (
+	"time"
+
+	"github.com/cockroachdb/errors"
+	"github.com/gastown/gastown/schemas"
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// DefaultLeeway is the clock skew tolerated when checking a token's times.
+const DefaultLeeway = 5 * time.Second
+
+// Token verification errors. All of them are unauthenticated on the wire;
+// none of them ever carries the token.
+var (
+	// ErrTokenInvalid is any token that is not one of ours: malformed, badly
+	// signed, an unknown key, a wrong algorithm, bad claims.
+	ErrTokenInvalid = errors.New("invalid token")
+	// ErrTokenExpired is a well-signed token past its exp.
+	ErrTokenExpired = errors.New("token expired")
+)
+
+// TokenKind says which kind of token verified.
+type TokenKind int
+
+// The kinds of token.
+const (
+	KindContainer TokenKind = iota + 1
+	KindAgent
+)
+
+func (k TokenKind) String() string {
+	switch k {
+	case KindContainer:
+		return "container"
+	case KindAgent:
+		return "legacy agent"
+	}
+	return "unknown"
+}
+
+// Verified is a token that passed verification, with the claims of its kind.
+type Verified struct {
+	Kind      TokenKind
+	Container schemas.ContainerClaims // when Kind is KindContainer
+	Agent     schemas.AgentClaims     // when Kind is KindAgent
+}
+
+// TownID is the town the token belongs to.
+func (v Verified) TownID() string {
+	if v.Kind == KindAgent {
+		return v.Agent.TownID
+	}
+	return v.Container.TownID
+}
+
+// Issued is when the token was minted.
+func (v Verified) Issued() time.Time {
+	if v.Kind == KindAgent {
+		return v.Agent.Issued()
+	}
+	return v.Container.Issued()
+}
+
+// Expires is when the token stops working.
+func (v Verified) Expires() time.Time {
+	if v.Kind == KindAgent {
+		return v.Agent.Expires()
+	}
+	return v.Container.Expires()
+}
+
+// Issuer mints and verifies tokens with a key ring. It is safe for
+// concurrent use.
+type Issuer struct {
+	ring   *KeyRing
+	now    func() time.Time
+	leeway time.Duration
+}
+
+// NewIssuer makes an issuer. now is the clock (time.Now when nil).
+func NewIssuer(ring *KeyRing, now func() time.Time) *Issuer {
+	if now == nil {
+		now = time.Now
+	}
+	return &Issuer{ring: ring, now: now, leeway: DefaultLeeway}
+}
+
+// Now is the issuer's clock.
+func (i *Issuer) Now() time.Time { return i.now() }
+
+// MintContainer signs a container token for town, valid for ttl from now.
+// userID falls back to townID.
+func (i *Issuer) MintContainer(townID, userID string, ttl time.Duration) (string, schemas.ContainerClaims, error) {
+	c := schemas.NewContainerClaims(townID, userID, i.now(), ttl)
+	if err := c.Validate(); err != nil {
+		return "", schemas.ContainerClaims{}, errors.Wrap(err, "minting container token")
+	}
+	tok, err := i.sign(c)
+	return tok, c, err
+}
+
+// MintAgent signs a legacy per-agent token, valid for ttl from now.
+func (i *Issuer) MintAgent(townID, rigID, agentID, userID string, ttl time.Duration) (string, schemas.AgentClaims, error) {
+	c := schemas.NewAgentClaims(townID, rigID, agentID, userID, i.now(), ttl)
+	if err := c.Validate(); err != nil {
+		return "", schemas.AgentClaims{}, errors.Wrap(err, "minting agent token")
+	}
+	tok, err := i.sign(c)
+	return tok, c, err
+}
+
+func (i *Issuer) sign(c jwt.Claims) (string, error) {
+	t := jwt.NewWithClaims(jwt.SigningMethodHS256, c)
+	t.Header["kid"] = i.ring.current.ID
+	s, err := t.SignedString(i.ring.current.secret)
+	if err != nil {
+		return "", errors.Wrap(err, "signing token")
+	}
+	return s, nil
+}
+
+// Verify checks a token of either kind: container first, then legacy.
+func (i *Issuer) Verify(token string) (Verified, error) {
+	c, cerr := i.VerifyContainer(token)
+	if cerr == nil {
+		return Verified{Kind: KindContainer, Container: c}, nil
+	}
+	a, aerr := i.VerifyAgent(token)
+	if aerr == nil {
+		return Verified{Kind: KindAgent, Agent: a}, nil
+	}
+	// Report expiry when the token was ours but late; otherwise invalid.
+	if errors.Is(cerr, ErrTokenExpired) {
+		return Verified{}, cerr
+	}
+	return Verified{}, aerr
+}
+
+// VerifyContainer checks a container token.
+func (i *Issuer) VerifyContainer(token string) (schemas.ContainerClaims, error) {
+	var c schemas.ContainerClaims
+	err := i.parse(token, &c, i.now)
+	return c, err
+}
+
+// VerifyAgent checks a legacy per-agent token.
+func (i *Issuer) VerifyAgent(token string) (schemas.AgentClaims, error) {
+	var c schemas.AgentClaims
+	err := i.parse(token, &c, i.now)
+	return c, err
+}
+
+// VerifyContainerExpired checks a container token that may have expired up
+// to grace ago: everything else about it must be right. It is for recovery
+// only: such a token may ask for a fresh one and do nothing else.
+func (i *Issuer) VerifyContainerExpired(token string, grace time.Duration) (schemas.ContainerClaims, error) {
+	var c schemas.ContainerClaims
+	err := i.parse(token, &c, func() time.Time { return i.now().Add(-grace) })
+	return c, err
+}
+
+// parse verifies signature, algorithm, key id and claims, checking times
+// against now.
+func (i *Issuer) parse(token string, claims jwt.Claims, now func() time.Time) error {
+	p := jwt.NewParser(
+		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
+		jwt.WithExpirationRequired(),
+		jwt.WithLeeway(i.leeway),
+		jwt.WithTimeFunc(now),
+	)
+	_, err := p.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) {
+		kid, _ := t.Header["kid"].(string)
+		k, ok := i.ring.lookup(kid)
+		if !ok {
+			return nil, errors.New("unknown key id")
+		}
+		return k.secret, nil
+	})
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return errors.Mark(errors.New("token has expired"), ErrTokenExpired)
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
+		return errors.Mark(errors.New("token signature is invalid"), ErrTokenInvalid)
+	case errors.Is(err, jwt.ErrTokenUnverifiable):
+		return errors.Mark(errors.New("token is signed with an unknown key or algorithm"), ErrTokenInvalid)
+	case errors.Is(err, jwt.ErrTokenMalformed):
+		return errors.Mark(errors.New("token is malformed"), ErrTokenInvalid)
+	}
+	// Claims errors come after the signature check and are our own words.
+	return errors.Mark(errors.Newf("token claims are invalid: %s", err.Error()), ErrTokenInvalid)
+}

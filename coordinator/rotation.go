@@ -1,0 +1,155 @@
+package coordinator
+
+import (
+	"context"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/errors"
+	"github.com/gastown/gastown/bus"
+	"github.com/gastown/gastown/schemas"
+	"github.com/nats-io/nats.go"
+)
+
+// rotationWorkers bounds how many towns are refreshed at once.
+const rotationWorkers = 64
+
+// rotationTick is how often the loop looks for due towns: often enough for
+// the refresh interval, never busier than every 10 ms nor idler than 1 s.
+func (c *Coordinator) rotationTick() time.Duration {
+	return min(max(c.cfg.RefreshInterval/8, 10*time.Millisecond), time.Second)
+}
+
+// idleRecheck is how long a town found with no container is left alone.
+func (c *Coordinator) idleRecheck() time.Duration {
+	return min(c.cfg.RefreshInterval, time.Minute)
+}
+
+// nextRefresh is when a token minted now is next due, with jitter so that
+// a thousand towns do not refresh in the same second.
+func (c *Coordinator) nextRefresh(now time.Time) time.Time {
+	j := time.Duration(0)
+	if c.cfg.RefreshJitter > 0 {
+		j = rand.N(c.cfg.RefreshJitter)
+	}
+	return now.Add(c.cfg.RefreshInterval + j)
+}
+
+// rotationLoop refreshes every town whose schedule is due until ctx is done.
+func (c *Coordinator) rotationLoop(ctx context.Context) {
+	t := time.NewTicker(c.rotationTick())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			c.refreshDue(ctx)
+		}
+	}
+}
+
+// refreshDue refreshes the due towns, a bounded number at a time, and
+// returns when all of them are done.
+func (c *Coordinator) refreshDue(ctx context.Context) {
+	now := c.now()
+	var due []string
+	c.idleMu.Lock()
+	for _, s := range c.tokens.snapshot() {
+		if s.NextRefreshAt.After(now) || c.idleUntil[s.TownID].After(now) {
+			continue
+		}
+		due = append(due, s.TownID)
+	}
+	c.idleMu.Unlock()
+	if len(due) == 0 {
+		return
+	}
+	work := make(chan string)
+	var wg sync.WaitGroup
+	for range min(rotationWorkers, len(due)) {
+		wg.Go(func() {
+			for town := range work {
+				c.refresh(ctx, town)
+			}
+		})
+	}
+	for _, town := range due {
+		select {
+		case work <- town:
+		case <-ctx.Done():
+		}
+	}
+	close(work)
+	wg.Wait()
+}
+
+// refresh mints a new token for town and pushes it to its container. The
+// schedule advances only when the container acknowledges; on failure the
+// town stays due and is tried on the next tick. The container keeps working
+// with its current token all the while.
+func (c *Coordinator) refresh(ctx context.Context, townID string) schemas.RotateResult {
+	res := schemas.RotateResult{TownID: townID}
+	t, err := schemas.ForTown(townID)
+	if err != nil {
+		res.Error = err.Error()
+		return res
+	}
+	state, _ := c.tokens.get(townID)
+	token, claims, err := c.issuer.MintContainer(townID, state.UserID, c.cfg.TokenTTL)
+	if err != nil {
+		res.Error = "minting failed"
+		c.log.Error("minting container token", KeyTown, townID, KeyErr, err)
+		return res
+	}
+	rctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+	defer cancel()
+	var ack schemas.Ack
+	err = bus.Request(rctx, c.nc, t.Token(), &schemas.TokenRotation{
+		TownID: townID, Token: token, IssuedAt: claims.Issued(), ExpiresAt: claims.Expires(),
+	}, &ack)
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		res.Idle = true
+		c.idleMu.Lock()
+		c.idleUntil[townID] = c.now().Add(c.idleRecheck())
+		c.idleMu.Unlock()
+		c.log.Debug("town has no connected container; not refreshed", KeyTown, townID)
+		return res
+	case err != nil:
+		res.Error = "container did not answer: " + errors.UnwrapAll(err).Error()
+		c.log.Warn("token refresh not delivered; will retry", KeyTown, townID, KeyErr, err)
+		return res
+	case !ack.OK:
+		res.Error = "container refused the token: " + ack.Error
+		c.log.Warn("token refresh refused; will retry", KeyTown, townID, KeyErr, ack.Error)
+		return res
+	}
+	res.Acknowledged, res.ExpiresAt = true, claims.Expires()
+	c.idleMu.Lock()
+	delete(c.idleUntil, townID)
+	c.idleMu.Unlock()
+	now := c.now()
+	next, err := c.tokens.update(ctx, townID, func(s *townTokens) {
+		s.LastIssuedAt, s.LastAckAt, s.NextRefreshAt = claims.Issued(), now, c.nextRefresh(now)
+	})
+	if err != nil {
+		c.log.Warn("token delivered but schedule not saved; the town will be refreshed again soon", KeyTown, townID, KeyErr, err)
+	} else {
+		c.log.Debug("token refreshed", KeyTown, townID, KeyExpires, claims.Expires(), KeyNext, next.NextRefreshAt)
+	}
+	c.publishEvent(t, schemas.EventTokenRotated, townID, map[string]any{"expiresAt": claims.Expires()})
+	return res
+}
+
+// publishEvent tells observers what happened. Never put a token in detail.
+func (c *Coordinator) publishEvent(t schemas.Town, kind, subject string, detail map[string]any) {
+	b, err := schemas.Encode(&schemas.TownEvent{TownID: t.ID(), Kind: kind, At: c.now().UTC(), Subject: subject, Detail: detail})
+	if err == nil {
+		err = c.nc.Publish(t.Events(), b)
+	}
+	if err != nil {
+		c.log.Warn("publishing event", KeyTown, t.ID(), "kind", kind, KeyErr, err)
+	}
+}

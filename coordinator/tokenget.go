@@ -1,0 +1,57 @@
+package coordinator
+
+import (
+	"context"
+
+	"github.com/gastown/gastown/bus"
+	"github.com/gastown/gastown/schemas"
+	"github.com/nats-io/nats.go"
+)
+
+// handleTokenGet answers …token.get: a fresh container token for the town,
+// valid for the full lifetime. Only a connection holding a (possibly just
+// expired, never revoked) token of that town can publish here, so the
+// subject's town is the caller's town.
+func (c *Coordinator) handleTokenGet(m *nats.Msg) {
+	townID, _, err := schemas.ParseTownSubject(m.Subject)
+	if err != nil {
+		_ = bus.Respond(m, &schemas.Ack{Error: "bad subject"})
+		return
+	}
+	var req schemas.TokenRequest
+	if err := schemas.Decode(m.Data, &req); err != nil {
+		_ = bus.Respond(m, &schemas.Ack{Error: "invalid_argument: " + err.Error()})
+		return
+	}
+	if req.TownID != townID {
+		_ = bus.Respond(m, &schemas.Ack{Error: "permission_denied: townId does not match the subject's town"})
+		return
+	}
+	state, _ := c.tokens.get(townID)
+	token, claims, err := c.issuer.MintContainer(townID, state.UserID, c.cfg.TokenTTL)
+	if err != nil {
+		c.log.Error("minting container token", KeyTown, townID, KeyErr, err)
+		_ = bus.Respond(m, &schemas.Ack{Error: "internal: minting failed"})
+		return
+	}
+	if err := bus.Respond(m, &schemas.TokenRotation{
+		TownID: townID, Token: token, IssuedAt: claims.Issued(), ExpiresAt: claims.Expires(),
+	}); err != nil {
+		c.log.Warn("answering token request", KeyTown, townID, KeyErr, err)
+		return
+	}
+	c.idleMu.Lock()
+	delete(c.idleUntil, townID)
+	c.idleMu.Unlock()
+	// The container now holds a full-lifetime token: next refresh is a full
+	// interval away.
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RequestTimeout)
+	defer cancel()
+	now := c.now()
+	if _, err := c.tokens.update(ctx, townID, func(s *townTokens) {
+		s.LastIssuedAt, s.NextRefreshAt = claims.Issued(), c.nextRefresh(now)
+	}); err != nil {
+		c.log.Warn("saving token schedule", KeyTown, townID, KeyErr, err)
+	}
+	c.log.Debug("token issued on request", KeyTown, townID, "container", req.ContainerID)
+}

@@ -1,0 +1,142 @@
+package schemas
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/cockroachdb/errors"
+)
+
+// Code is an RPC error code (PROTOCOL.md, RPC).
+type Code string
+
+// The RPC error codes.
+const (
+	CodeUnauthenticated  Code = "unauthenticated"
+	CodePermissionDenied Code = "permission_denied"
+	CodeInvalidArgument  Code = "invalid_argument"
+	CodeNotFound         Code = "not_found"
+	CodeConflict         Code = "conflict"
+	CodeUnavailable      Code = "unavailable"
+	CodeInternal         Code = "internal"
+)
+
+// ErrorHeader carries the code of an error reply.
+const ErrorHeader = "Gastown-Error"
+
+// RPC headers.
+const (
+	AuthorizationHeader = "Authorization"
+	AgentIDHeader       = "Gastown-Agent-Id"
+	RigIDHeader         = "Gastown-Rig-Id"
+	BearerPrefix        = "Bearer "
+)
+
+// Sentinels, one per code, to match with errors.Is.
+var (
+	ErrUnauthenticated  = &Error{Code: CodeUnauthenticated}
+	ErrPermissionDenied = &Error{Code: CodePermissionDenied}
+	ErrInvalidArgument  = &Error{Code: CodeInvalidArgument}
+	ErrNotFound         = &Error{Code: CodeNotFound}
+	ErrConflict         = &Error{Code: CodeConflict}
+	ErrUnavailable      = &Error{Code: CodeUnavailable}
+	ErrInternal         = &Error{Code: CodeInternal}
+)
+
+var codes = map[Code]*Error{
+	CodeUnauthenticated: ErrUnauthenticated, CodePermissionDenied: ErrPermissionDenied,
+	CodeInvalidArgument: ErrInvalidArgument, CodeNotFound: ErrNotFound, CodeConflict: ErrConflict,
+	CodeUnavailable: ErrUnavailable, CodeInternal: ErrInternal,
+}
+
+// Known reports whether c is one of the protocol's codes.
+func (c Code) Known() bool { _, ok := codes[c]; return ok }
+
+// Error is an error that crosses the wire. Its Message must never hold a
+// token or a secret.
+type Error struct {
+	Code    Code   `json:"code"`
+	Message string `json:"message"`
+}
+
+// NewError makes an error with a code and a message.
+func NewError(code Code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+func (e *Error) Error() string {
+	if e.Message == "" {
+		return string(e.Code)
+	}
+	return string(e.Code) + ": " + e.Message
+}
+
+// Is matches any *Error with the same code, so errors.Is(err,
+// ErrUnauthenticated) holds for every unauthenticated error.
+func (e *Error) Is(target error) bool {
+	t, ok := target.(*Error)
+	return ok && t.Code == e.Code
+}
+
+// CodeOf returns the code of err: its *Error's, ErrInvalidArgument's for
+// invalid identifiers, messages and claims, and internal otherwise.
+func CodeOf(err error) Code {
+	var e *Error
+	switch {
+	case err == nil:
+		return ""
+	case errors.As(err, &e):
+		return e.Code
+	case errors.Is(err, ErrInvalidID), errors.Is(err, ErrInvalidMessage):
+		return CodeInvalidArgument
+	case errors.Is(err, ErrInvalidClaims):
+		return CodeUnauthenticated
+	}
+	return CodeInternal
+}
+
+// Reply is the envelope of every RPC reply: a result or an error.
+type Reply struct {
+	Result json.RawMessage `json:"result,omitempty"`
+	Error  *Error          `json:"error,omitempty"`
+}
+
+// ErrInvalidReply marks a reply that is neither a result nor a known error.
+var ErrInvalidReply = errors.New("invalid reply")
+
+// DecodeReply parses a reply. A well-formed error reply is returned as its
+// *Error; a malformed one as ErrInvalidReply.
+func DecodeReply(data []byte) (json.RawMessage, error) {
+	if len(data) > MaxBodySize {
+		return nil, errors.Mark(errors.Newf("reply is %d bytes; at most %d are allowed", len(data), MaxBodySize), ErrInvalidReply)
+	}
+	var r Reply
+	if err := json.Unmarshal(data, &r); err != nil {
+		return nil, errors.Mark(errors.Wrap(err, "decoding reply"), ErrInvalidReply)
+	}
+	if r.Error != nil {
+		if !r.Error.Code.Known() {
+			return nil, errors.Mark(errors.Newf("reply has unknown error code %q", r.Error.Code), ErrInvalidReply)
+		}
+		return nil, r.Error
+	}
+	if r.Result == nil {
+		return nil, errors.Mark(errors.New("reply has neither result nor error"), ErrInvalidReply)
+	}
+	return r.Result, nil
+}
+
+// ResultReply marshals a result into a Reply.
+func ResultReply(result any) ([]byte, error) {
+	b, err := json.Marshal(result)
+	if err != nil {
+		return nil, errors.Wrap(err, "encoding result")
+	}
+	return json.Marshal(Reply{Result: b})
+}
+
+// ErrorReply marshals an error into a Reply.
+func ErrorReply(e *Error) []byte {
+	b, _ := json.Marshal(Reply{Error: e}) // two strings cannot fail to marshal
+	return b
+}
