@@ -36,6 +36,12 @@ type Coordinator struct {
 	idleMu    sync.Mutex
 	idleUntil map[string]time.Time
 
+	// handlers run concurrently, at most handlerConcurrency at once;
+	// Close waits for them.
+	sem       chan struct{}
+	handMu    sync.Mutex
+	closing   bool
+	handlers  sync.WaitGroup
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	subs      []*nats.Subscription
@@ -48,10 +54,12 @@ type Option func(*Coordinator)
 // WithKicker lets revocation close connections still using revoked tokens.
 func WithKicker(k Kicker) Option { return func(c *Coordinator) { c.kicker = k } }
 
+// withTokenState shares the token state cache with a connection authorizer.
+func withTokenState(r *revocations) Option { return func(c *Coordinator) { c.tokens = r } }
+
 // New opens the state buckets, loads them, subscribes the request handlers
-// and starts the rotation loop. tokens may be nil; the daemon passes the
-// cache its connection authorizer already asks.
-func New(ctx context.Context, nc *nats.Conn, issuer *Issuer, cfg Config, tokens *revocations, opts ...Option) (*Coordinator, error) {
+// and starts the rotation loop.
+func New(ctx context.Context, nc *nats.Conn, issuer *Issuer, cfg Config, opts ...Option) (*Coordinator, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, errors.Wrap(err, "coordinator configuration")
@@ -60,17 +68,16 @@ func New(ctx context.Context, nc *nats.Conn, issuer *Issuer, cfg Config, tokens 
 	if err != nil {
 		return nil, errors.Wrap(err, "opening JetStream")
 	}
-	if tokens == nil {
-		tokens = newRevocations()
-	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	c := &Coordinator{
-		nc: nc, js: js, issuer: issuer, cfg: cfg, log: cfg.Logger, tokens: tokens,
+		nc: nc, js: js, issuer: issuer, cfg: cfg, log: cfg.Logger, tokens: newRevocations(),
 		idleUntil: map[string]time.Time{}, cancel: cancel,
+		sem: make(chan struct{}, handlerConcurrency),
 	}
 	for _, o := range opts {
 		o(c)
 	}
+	tokens := c.tokens
 	loadCtx, stop := context.WithTimeout(ctx, 30*time.Second)
 	defer stop()
 	w, err := tokens.open(loadCtx, js, cfg.Replicas)
@@ -95,11 +102,12 @@ func (c *Coordinator) subscribe() error {
 		h       nats.MsgHandler
 	}{
 		{schemas.AllTowns.TokenGet(), c.handleTokenGet},
+		{schemas.AllTowns.RPCAll(), c.handleRPC(c.rpcMethods())},
 		{schemas.AdminRoot + "." + schemas.AdminTokenRotate, c.adminHandler(c.adminTokenRotate)},
 		{schemas.AdminRoot + "." + schemas.AdminTokenRevoke, c.adminHandler(c.adminTokenRevoke)},
 	}
 	for _, h := range handlers {
-		s, err := c.nc.QueueSubscribe(h.subject, schemas.CoordinatorQueue, h.h)
+		s, err := c.nc.QueueSubscribe(h.subject, schemas.CoordinatorQueue, c.concurrent(h.h))
 		if err != nil {
 			return errors.Wrapf(err, "subscribing %s", h.subject)
 		}
@@ -108,13 +116,39 @@ func (c *Coordinator) subscribe() error {
 	return errors.Wrap(c.nc.Flush(), "flushing subscriptions")
 }
 
+// handlerConcurrency bounds how many requests are handled at once.
+const handlerConcurrency = 256
+
+// concurrent runs h for each message on its own goroutine, bounded and
+// tracked so that Close waits for every one.
+func (c *Coordinator) concurrent(h nats.MsgHandler) nats.MsgHandler {
+	return func(m *nats.Msg) {
+		c.handMu.Lock()
+		if c.closing {
+			c.handMu.Unlock()
+			return
+		}
+		c.handlers.Add(1)
+		c.handMu.Unlock()
+		c.sem <- struct{}{}
+		go func() {
+			defer func() { <-c.sem; c.handlers.Done() }()
+			h(m)
+		}()
+	}
+}
+
 // Close stops every handler and loop and waits for them. It is safe to call
 // twice. It does not close the connection it was given.
 func (c *Coordinator) Close() {
 	c.closeOnce.Do(func() {
 		for _, s := range c.subs {
-			_ = s.Drain()
+			_ = s.Unsubscribe()
 		}
+		c.handMu.Lock()
+		c.closing = true
+		c.handMu.Unlock()
+		c.handlers.Wait()
 		c.cancel()
 		c.wg.Wait()
 	})

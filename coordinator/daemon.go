@@ -19,74 +19,103 @@ type DaemonConfig struct {
 	// NatsURL, when set, uses an existing NATS server or cluster instead of
 	// the embedded one. Its connection permissions are that cluster's own.
 	NatsURL string
-	// Ready, when set, is called once the daemon accepts connections, with
-	// the URL containers should use.
-	Ready func(clientURL string)
 }
 
-// RunDaemon runs the coordinator until ctx is done, then stops every part
-// it started, in reverse order, and returns.
-func RunDaemon(ctx context.Context, issuer *Issuer, dc DaemonConfig) error {
+// Daemon is a running coordinator with its bus connection and, by default,
+// its embedded NATS server.
+type Daemon struct {
+	srv       *bus.Server
+	nc        *nats.Conn
+	co        *Coordinator
+	clientURL string
+}
+
+// StartDaemon starts the embedded server (unless dc.NatsURL is set),
+// connects, and starts the coordinator. Close stops it all.
+func StartDaemon(ctx context.Context, issuer *Issuer, dc DaemonConfig) (*Daemon, error) {
 	cfg, err := dc.Config.withDefaults()
 	if err != nil {
-		return errors.Wrap(err, "coordinator configuration")
+		return nil, errors.Wrap(err, "coordinator configuration")
 	}
-	log := cfg.Logger
-
-	var (
-		nc        *nats.Conn
-		clientURL string
-		store     *revocations
-		opts      []Option
-	)
-	// The revocation cache exists before the server, so the authorizer can
-	// refuse every token until the cache is loaded.
-	store = newRevocations()
+	d := &Daemon{}
+	// The token state exists before the server, so the authorizer refuses
+	// every token until the state (and its revocations) is loaded.
+	state := newRevocations()
+	opts := []Option{withTokenState(state)}
 	if dc.NatsURL == "" {
-		auth, err := NewConnAuthorizer(issuer, cfg, store)
+		auth, err := NewConnAuthorizer(issuer, cfg, state)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		bc := dc.Bus
 		bc.Tokens = auth
 		if bc.Logger == nil {
-			bc.Logger = log.With(KeyComponent, "nats")
+			bc.Logger = cfg.Logger.With(KeyComponent, "nats")
 		}
-		srv, err := bus.Start(ctx, bc)
-		if err != nil {
-			return err
+		if d.srv, err = bus.Start(ctx, bc); err != nil {
+			return nil, err
 		}
-		defer srv.Close()
-		if nc, err = srv.Connect("gastown-coordinator"); err != nil {
-			return err
+		if d.nc, err = d.srv.Connect("gastown-coordinator"); err != nil {
+			d.Close()
+			return nil, err
 		}
-		clientURL = srv.ClientURL()
-		opts = append(opts, WithKicker(srv))
+		d.clientURL = d.srv.ClientURL()
+		opts = append(opts, WithKicker(d.srv))
 	} else {
-		if nc, err = nats.Connect(dc.NatsURL,
+		if d.nc, err = nats.Connect(dc.NatsURL,
 			nats.Name("gastown-coordinator"),
 			nats.CustomInboxPrefix(schemas.CoordinatorInbox),
 			nats.MaxReconnects(-1),
 		); err != nil {
-			return errors.WithHint(errors.Wrapf(err, "connecting to %s", redactURL(dc.NatsURL)),
+			return nil, errors.WithHint(errors.Wrapf(err, "connecting to %s", redactURL(dc.NatsURL)),
 				"check --nats-url and that the server is reachable")
 		}
-		clientURL = redactURL(dc.NatsURL)
-		log.Info("using an existing NATS server; its own configuration grants connection permissions", "url", clientURL)
+		d.clientURL = redactURL(dc.NatsURL)
+		cfg.Logger.Info("using an existing NATS server; its own configuration grants connection permissions", "url", d.clientURL)
 	}
-	defer nc.Close()
+	if d.co, err = New(ctx, d.nc, issuer, cfg, opts...); err != nil {
+		d.Close()
+		return nil, err
+	}
+	cfg.Logger.Info("coordinator ready", "url", d.clientURL)
+	return d, nil
+}
 
-	co, err := New(ctx, nc, issuer, cfg, store, opts...)
+// ClientURL is the URL containers connect to.
+func (d *Daemon) ClientURL() string { return d.clientURL }
+
+// Server is the embedded server, nil on an existing cluster.
+func (d *Daemon) Server() *bus.Server { return d.srv }
+
+// Conn is the daemon's own connection.
+func (d *Daemon) Conn() *nats.Conn { return d.nc }
+
+// Close stops the coordinator, its connection and the embedded server, in
+// that order. Safe to call twice.
+func (d *Daemon) Close() {
+	if d.co != nil {
+		d.co.Close()
+	}
+	if d.nc != nil {
+		d.nc.Close()
+	}
+	if d.srv != nil {
+		d.srv.Close()
+	}
+}
+
+// RunDaemon runs the coordinator until ctx is done, then stops everything
+// it started and returns.
+func RunDaemon(ctx context.Context, issuer *Issuer, dc DaemonConfig) error {
+	d, err := StartDaemon(ctx, issuer, dc)
 	if err != nil {
 		return err
 	}
-	defer co.Close()
-	if dc.Ready != nil {
-		dc.Ready(clientURL)
-	}
-	log.Info("coordinator ready", "url", clientURL)
 	<-ctx.Done()
-	log.Info("coordinator stopping")
+	if dc.Logger != nil {
+		dc.Logger.Info("coordinator stopping")
+	}
+	d.Close()
 	return nil
 }
 

@@ -193,3 +193,10 @@ func (i *Issuer) parse(token string, claims jwt.Claims, now func() time.Time) er
 	// Claims errors come after the signature check and are our own words.
 	return errors.Mark(errors.Newf("token claims are invalid: %s", err.Error()), ErrTokenInvalid)
 }
+
+// WithClock returns an issuer with the same keys and another clock.
+func (i *Issuer) WithClock(now func() time.Time) *Issuer {
+	c := *i
+	c.now = now
+	return &c
+}

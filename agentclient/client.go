@@ -1,0 +1,75 @@
+package agentclient
+
+import (
+	"context"
+	"encoding/json"
+
+	"github.com/cockroachdb/errors"
+	"github.com/gastown/gastown/bus"
+	"github.com/gastown/gastown/schemas"
+	"github.com/nats-io/nats.go"
+)
+
+// Session is what the tool client needs of a token source: the newest
+// token, a connection to send on, and a way to get a fresh token.
+type Session interface {
+	Town() schemas.Town
+	Token() string
+	Do(ctx context.Context, f func(nc *nats.Conn) error) error
+	Refresh(ctx context.Context) error
+}
+
+var _ Session = (*TokenSource)(nil)
+
+// Client calls the coordinator's tools for one agent. Every call carries
+// the newest token and the agent's identity, read at the moment of the
+// call. Error replies come back as *schemas.Error, matchable with
+// errors.Is(err, schemas.ErrPermissionDenied) and the like.
+type Client struct {
+	s       Session
+	agentID string
+	rigID   string
+}
+
+// NewClient makes a tool client for an agent of rig rigID.
+func NewClient(s Session, agentID, rigID string) *Client {
+	return &Client{s: s, agentID: agentID, rigID: rigID}
+}
+
+// Call invokes method with body (any JSON value, or nil for {}) and decodes
+// the result into out (when not nil). On unauthenticated it fetches a fresh
+// token once and retries once.
+func (c *Client) Call(ctx context.Context, method string, body, out any) error {
+	subject, err := c.s.Town().RPC(method)
+	if err != nil {
+		return errors.Mark(err, schemas.ErrInvalidArgument)
+	}
+	if body == nil {
+		body = struct{}{}
+	}
+	data, err := json.Marshal(body)
+	if err != nil {
+		return errors.Mark(errors.Wrapf(err, "encoding %s body", method), schemas.ErrInvalidArgument)
+	}
+	err = c.call(ctx, subject, data, out)
+	if !errors.Is(err, schemas.ErrUnauthenticated) {
+		return err
+	}
+	if rerr := c.s.Refresh(ctx); rerr != nil {
+		return errors.WithSecondaryError(err, rerr)
+	}
+	return c.call(ctx, subject, data, out)
+}
+
+func (c *Client) call(ctx context.Context, subject string, data []byte, out any) error {
+	m := nats.NewMsg(subject)
+	m.Data = data
+	m.Header.Set(schemas.AuthorizationHeader, schemas.BearerPrefix+c.s.Token())
+	if c.agentID != "" {
+		m.Header.Set(schemas.AgentIDHeader, c.agentID)
+	}
+	if c.rigID != "" {
+		m.Header.Set(schemas.RigIDHeader, c.rigID)
+	}
+	return c.s.Do(ctx, func(nc *nats.Conn) error { return bus.Call(ctx, nc, m, out) })
+}

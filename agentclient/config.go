@@ -1,0 +1,107 @@
+package agentclient
+
+import (
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/cockroachdb/errors"
+)
+
+// Environment variables of a container (PROTOCOL.md, Running a container).
+const (
+	EnvContainerToken = "GASTOWN_CONTAINER_TOKEN"
+	EnvSessionToken   = "GASTOWN_SESSION_TOKEN" // legacy per-agent token
+	EnvNatsURL        = "GASTOWN_NATS_URL"
+	EnvContainerID    = "GASTOWN_CONTAINER_ID"
+	EnvTokenFile      = "GASTOWN_TOKEN_FILE"
+)
+
+// DefaultURL is where the bus is when GASTOWN_NATS_URL is unset.
+const DefaultURL = "nats://127.0.0.1:4222"
+
+// Defaults of the token source.
+const (
+	DefaultRequestTimeout = 10 * time.Second
+	// DefaultDrainTimeout bounds how long an old connection waits for its
+	// requests in flight before it is closed.
+	DefaultDrainTimeout = 30 * time.Second
+)
+
+// Config configures a TokenSource.
+type Config struct {
+	// URL of the bus (comma-separated for a cluster).
+	URL string
+	// Token is the bootstrap container token.
+	Token string
+	// LegacyToken is a legacy per-agent token, used as the bearer token
+	// when there is no container token. It cannot open a connection.
+	LegacyToken string
+	// ContainerID names this container in token requests and heartbeats.
+	ContainerID string
+	// TokenFile, when set, receives every new token (mode 0600, replaced by
+	// rename) so that agent processes read the newest one at each call.
+	TokenFile string
+	// RequestTimeout bounds a request the source makes itself.
+	RequestTimeout time.Duration
+	// DrainTimeout bounds how long an old connection waits for its
+	// requests in flight.
+	DrainTimeout time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Logger receives structured logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// ConfigFromEnv reads a container's settings from its environment:
+// GASTOWN_CONTAINER_TOKEN (falling back to GASTOWN_SESSION_TOKEN for a legacy
+// token), GASTOWN_NATS_URL, GASTOWN_CONTAINER_ID (the host name) and
+// GASTOWN_TOKEN_FILE.
+func ConfigFromEnv(getenv func(string) string) Config {
+	c := Config{
+		URL:         getenv(EnvNatsURL),
+		Token:       getenv(EnvContainerToken),
+		ContainerID: getenv(EnvContainerID),
+		TokenFile:   getenv(EnvTokenFile),
+	}
+	if c.Token == "" {
+		c.LegacyToken = getenv(EnvSessionToken)
+	}
+	return c
+}
+
+// ErrNoToken is returned when no usable bootstrap token is configured.
+var ErrNoToken = errors.New("no container token")
+
+func (c Config) withDefaults() (Config, error) {
+	if c.URL == "" {
+		c.URL = DefaultURL
+	}
+	if c.ContainerID == "" {
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			h = "container"
+		}
+		c.ContainerID = h
+	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = DefaultRequestTimeout
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = DefaultDrainTimeout
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Token == "" {
+		hint := "set " + EnvContainerToken + " to the token printed by `gastown token mint --town <town>`"
+		if c.LegacyToken != "" {
+			return c, errors.WithHint(errors.Mark(errors.New("only a legacy per-agent token is set, and a legacy token cannot connect to the bus"), ErrNoToken), hint)
+		}
+		return c, errors.WithHint(errors.Mark(errors.Newf("%s is not set", EnvContainerToken), ErrNoToken), hint)
+	}
+	return c, nil
+}

@@ -1,0 +1,405 @@
+package agentclient
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/errors"
+	"github.com/gastown/gastown/bus"
+	"github.com/gastown/gastown/schemas"
+	"github.com/nats-io/nats.go"
+)
+
+// Log keys.
+const (
+	keyTown    = "town"
+	keyErr     = "err"
+	keyExpires = "expiresAt"
+	keySwitch  = "switchAt"
+)
+
+// held is a token and the claims read from it.
+type held struct {
+	token  string
+	claims schemas.ContainerClaims
+}
+
+// Handler is a subscription the source carries from connection to
+// connection, in a queue group so a message is handled once while two
+// connections overlap.
+type Handler struct {
+	Subject string
+	Queue   string
+	Handle  nats.MsgHandler
+}
+
+// TokenSource holds the newest container token of a town and keeps a
+// connection to the bus that uses it. New tokens arrive pushed on …token
+// (stored, then acknowledged) or asked for on …token.get; each one moves the
+// source to a new connection, make before break: the new connection is
+// opened and subscribed first, new requests go to it, and the old one is
+// closed once its requests in flight are answered. Safe for concurrent use.
+type TokenSource struct {
+	cfg  Config
+	town schemas.Town
+	log  *slog.Logger
+
+	newest atomic.Pointer[held]
+	// acceptMu orders token file writes with updates of newest.
+	acceptMu sync.Mutex
+
+	mu       sync.Mutex
+	cur      *conn
+	handlers []Handler
+
+	wake chan struct{}
+	// refreshWanted asks the loop for a fresh token now: after a reconnect
+	// (the server may have let us in with recovery permissions only) or a
+	// permissions violation.
+	refreshWanted atomic.Bool
+	ctx           context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	closed atomic.Bool
+
+	switches atomic.Int64
+}
+
+// conn is one connection and the requests in flight on it.
+type conn struct {
+	nc       *nats.Conn
+	subs     []*nats.Subscription
+	inflight sync.WaitGroup
+	closed   chan struct{}
+	// used is the token the connection last (re)connected with.
+	used atomic.Pointer[held]
+	// since is when it last (re)connected.
+	since atomic.Int64
+}
+
+// Start checks the bootstrap token, writes the token file, connects, asks
+// for a fresh token, and keeps the source fresh until Close. handlers are
+// subscribed on every connection besides the source's own …token handler.
+func Start(ctx context.Context, cfg Config, handlers ...Handler) (*TokenSource, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	claims, err := schemas.PeekContainerClaims(cfg.Token)
+	if err != nil {
+		return nil, errors.WithHint(errors.Wrap(err, EnvContainerToken),
+			"it must be a container token, as printed by `gastown token mint --town <town>`")
+	}
+	town, err := schemas.ForTown(claims.TownID)
+	if err != nil {
+		return nil, err
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	s := &TokenSource{
+		cfg: cfg, town: town, log: cfg.Logger.With(keyTown, town.ID()),
+		wake: make(chan struct{}, 1), ctx: runCtx, cancel: cancel,
+	}
+	s.handlers = append([]Handler{{Subject: town.Token(), Queue: schemas.ContainerQueue, Handle: s.handleRotation}}, handlers...)
+	if err := s.accept(cfg.Token); err != nil {
+		cancel()
+		return nil, err
+	}
+	c, err := s.dial(ctx)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	s.cur = c
+	// A fresh token right away: the bootstrap one may be old. Failing here
+	// is not fatal; the current token still works and the loop retries.
+	if err := s.Refresh(ctx); err != nil {
+		s.log.Warn("could not get a fresh token at start; carrying on with the bootstrap token", keyErr, err)
+	}
+	s.wg.Go(s.loop)
+	return s, nil
+}
+
+// Town is the source's town.
+func (s *TokenSource) Town() schemas.Town { return s.town }
+
+// ContainerID names this container.
+func (s *TokenSource) ContainerID() string { return s.cfg.ContainerID }
+
+// Token is the newest token held: what every request must carry.
+func (s *TokenSource) Token() string { return s.newest.Load().token }
+
+// Expires is when the newest token expires.
+func (s *TokenSource) Expires() time.Time { return s.newest.Load().claims.Expires() }
+
+// Switches counts how many times the source moved to a new connection.
+func (s *TokenSource) Switches() int64 { return s.switches.Load() }
+
+// Conn is the current connection. Prefer Do for requests, so the connection
+// is not closed under them.
+func (s *TokenSource) Conn() *nats.Conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cur.nc
+}
+
+// Do runs f with the current connection, which stays open until f returns.
+func (s *TokenSource) Do(ctx context.Context, f func(nc *nats.Conn) error) error {
+	if s.closed.Load() {
+		return errors.New("token source is closed")
+	}
+	s.mu.Lock()
+	c := s.cur
+	c.inflight.Add(1)
+	s.mu.Unlock()
+	defer c.inflight.Done()
+	return f(c.nc)
+}
+
+// Refresh asks the coordinator for a fresh token (…token.get) and adopts it.
+func (s *TokenSource) Refresh(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	var rot schemas.TokenRotation
+	err := s.Do(ctx, func(nc *nats.Conn) error {
+		return bus.Request(ctx, nc, s.town.TokenGet(),
+			&schemas.TokenRequest{TownID: s.town.ID(), ContainerID: s.cfg.ContainerID}, &rot)
+	})
+	if err != nil {
+		return errors.Wrap(err, "asking for a fresh token")
+	}
+	if rot.TownID != s.town.ID() {
+		return errors.Newf("coordinator answered with a token for town %s", rot.TownID)
+	}
+	return s.accept(rot.Token)
+}
+
+// accept adopts tok if it is a container token of this town newer than the
+// newest held: it is written to the token file first, then held.
+func (s *TokenSource) accept(tok string) error {
+	claims, err := schemas.PeekContainerClaims(tok)
+	if err != nil {
+		return errors.Wrap(err, "received token")
+	}
+	if s.town.ID() != "" && claims.TownID != s.town.ID() {
+		return errors.Newf("received a token for town %s, not %s", claims.TownID, s.town.ID())
+	}
+	s.acceptMu.Lock()
+	defer s.acceptMu.Unlock()
+	if cur := s.newest.Load(); cur != nil && !claims.Issued().After(cur.claims.Issued()) {
+		return nil // not newer: nothing to do
+	}
+	if s.cfg.TokenFile != "" {
+		if err := WriteTokenFile(s.cfg.TokenFile, tok); err != nil {
+			return err
+		}
+	}
+	s.newest.Store(&held{token: tok, claims: claims})
+	s.log.Debug("new token held", keyExpires, claims.Expires())
+	s.poke()
+	return nil
+}
+
+func (s *TokenSource) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// handleRotation answers …token: store the pushed token, then acknowledge.
+func (s *TokenSource) handleRotation(m *nats.Msg) {
+	var rot schemas.TokenRotation
+	if err := schemas.Decode(m.Data, &rot); err != nil {
+		_ = bus.Respond(m, &schemas.Ack{Error: "invalid token rotation: " + err.Error()})
+		return
+	}
+	if err := s.accept(rot.Token); err != nil {
+		s.log.Warn("refused a pushed token", keyErr, err)
+		_ = bus.Respond(m, &schemas.Ack{Error: err.Error()})
+		return
+	}
+	if err := bus.Respond(m, &schemas.Ack{OK: true}); err != nil {
+		s.log.Debug("acknowledging token", keyErr, err)
+	}
+}
+
+// dial opens a connection that authenticates with the newest token on every
+// connect and reconnect, and subscribes every handler on it.
+func (s *TokenSource) dial(ctx context.Context) (*conn, error) {
+	c := &conn{closed: make(chan struct{})}
+	nc, err := nats.Connect(s.cfg.URL,
+		nats.Name("gastown-container "+s.cfg.ContainerID),
+		nats.TokenHandler(func() string {
+			h := s.newest.Load()
+			c.used.Store(h)
+			c.since.Store(s.cfg.Now().UnixNano())
+			return h.token
+		}),
+		nats.CustomInboxPrefix(s.town.Inbox()),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(100*time.Millisecond),
+		nats.ReconnectJitter(100*time.Millisecond, time.Second),
+		nats.ReconnectHandler(func(*nats.Conn) { s.refreshWanted.Store(true); s.poke() }),
+		nats.ClosedHandler(func(*nats.Conn) { close(c.closed) }),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			s.log.Debug("bus error", keyErr, err)
+			if errors.Is(err, nats.ErrPermissionViolation) {
+				s.refreshWanted.Store(true)
+				s.poke()
+			}
+		}),
+	)
+	if err != nil {
+		return nil, errors.WithHint(errors.Wrapf(err, "connecting to %s", s.cfg.URL),
+			"is the coordinator reachable, and is the token valid and not revoked?")
+	}
+	c.nc = nc
+	s.mu.Lock()
+	handlers := s.handlers
+	s.mu.Unlock()
+	for _, h := range handlers {
+		sub, err := nc.QueueSubscribe(h.Subject, h.Queue, h.Handle)
+		if err != nil {
+			nc.Close()
+			return nil, errors.Wrapf(err, "subscribing %s", h.Subject)
+		}
+		c.subs = append(c.subs, sub)
+	}
+	if err := nc.FlushWithContext(ctxOr(ctx, s.cfg.RequestTimeout)); err != nil {
+		nc.Close()
+		return nil, errors.Wrap(err, "flushing subscriptions")
+	}
+	if err := nc.LastError(); err != nil {
+		nc.Close()
+		return nil, errors.Wrap(err, "subscribing")
+	}
+	return c, nil
+}
+
+func ctxOr(ctx context.Context, d time.Duration) context.Context {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx
+	}
+	c, cancel := context.WithTimeout(ctx, d)
+	context.AfterFunc(c, cancel)
+	return c
+}
+
+// switchAt is when a connection should be replaced: at half of its token's
+// remaining life when it connected.
+func (c *conn) switchAt() time.Time {
+	h := c.used.Load()
+	since := time.Unix(0, c.since.Load())
+	return since.Add(h.claims.Expires().Sub(since) / 2)
+}
+
+// loop moves to a new connection whenever a newer token is held, and asks
+// for a fresh token when the connection reaches half its life without one.
+func (s *TokenSource) loop() {
+	retry := time.Duration(0)
+	for {
+		s.mu.Lock()
+		c := s.cur
+		s.mu.Unlock()
+		wait := c.switchAt().Sub(s.cfg.Now())
+		if retry > 0 {
+			wait = min(wait, retry)
+		}
+		t := time.NewTimer(max(wait, 0))
+		select {
+		case <-s.ctx.Done():
+			t.Stop()
+			return
+		case <-s.wake:
+		case <-t.C:
+		}
+		t.Stop()
+		retry = 0
+		newest := s.newest.Load()
+		if newest.claims.Issued().After(c.used.Load().claims.Issued()) {
+			if err := s.switchConn(); err != nil {
+				s.log.Warn("could not open a connection with the new token; will retry", keyErr, err)
+				retry = s.backoff()
+			}
+			continue
+		}
+		if s.refreshWanted.Swap(false) || !s.cfg.Now().Before(c.switchAt()) {
+			if err := s.Refresh(s.ctx); err != nil {
+				s.refreshWanted.Store(true)
+				s.log.Warn("could not get a fresh token; carrying on with the current one", keyErr, err)
+				retry = s.backoff()
+			}
+		}
+	}
+}
+
+func (s *TokenSource) backoff() time.Duration {
+	h := s.newest.Load()
+	left := h.claims.Expires().Sub(s.cfg.Now())
+	return min(max(left/20, 50*time.Millisecond), 5*time.Second)
+}
+
+// switchConn opens a connection with the newest token, moves new requests
+// to it, and retires the old one in the background.
+func (s *TokenSource) switchConn() error {
+	c, err := s.dial(s.ctx)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	old := s.cur
+	s.cur = c
+	s.mu.Unlock()
+	s.switches.Add(1)
+	s.log.Debug("moved to a new connection", keySwitch, c.switchAt())
+	s.wg.Go(func() { s.retire(old) })
+	return nil
+}
+
+// retire waits for old's requests in flight (at most DrainTimeout), then
+// drains it: its subscriptions finish the messages they hold, and it closes.
+func (s *TokenSource) retire(old *conn) {
+	if !waitTimeout(&old.inflight, s.cfg.DrainTimeout) {
+		s.log.Warn("closing an old connection with requests still in flight")
+	}
+	if err := old.nc.Drain(); err != nil {
+		old.nc.Close()
+		return
+	}
+	select {
+	case <-old.closed:
+	case <-time.After(s.cfg.DrainTimeout):
+		old.nc.Close()
+	}
+}
+
+// waitTimeout waits for wg, at most d; it reports whether wg finished.
+func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// Close stops the source and closes its connections. Safe to call twice.
+func (s *TokenSource) Close() {
+	if !s.closed.CompareAndSwap(false, true) {
+		return
+	}
+	s.cancel()
+	s.wg.Wait()
+	s.mu.Lock()
+	c := s.cur
+	s.mu.Unlock()
+	waitTimeout(&c.inflight, s.cfg.DrainTimeout)
+	c.nc.Close()
+}

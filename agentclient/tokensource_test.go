@@ -1,0 +1,209 @@
+package agentclient_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/errors"
+	"github.com/gastown/gastown/agentclient"
+	"github.com/gastown/gastown/bus"
+	"github.com/gastown/gastown/coordinator"
+	"github.com/gastown/gastown/coordinator/coordinatortest"
+	"github.com/gastown/gastown/schemas"
+	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/require"
+)
+
+func ping(t *testing.T, c *agentclient.Client) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var out map[string]string
+	return c.Call(ctx, "ping", nil, &out)
+}
+
+func adminCall(t *testing.T, h *coordinatortest.Harness, method, town string, out any) {
+	t.Helper()
+	subject, err := schemas.Admin(method)
+	require.NoError(t, err)
+	b, _ := json.Marshal(schemas.TownRequest{TownID: town})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, bus.Call(ctx, h.Conn(), &nats.Msg{Subject: subject, Data: b}, out))
+}
+
+// TestRotationUnderLoad is the seed's outage made impossible: tokens live
+// ~2 s and are refreshed every 200 ms, connections are closed by the server
+// at each token's exp, and 64 concurrent callers never see unauthenticated.
+func TestRotationUnderLoad(t *testing.T) {
+	duration := 20 * time.Second
+	if testing.Short() {
+		duration = 3 * time.Second
+	}
+	h := coordinatortest.Start(t, coordinator.Config{
+		TokenTTL: 2 * time.Second, RefreshInterval: 200 * time.Millisecond, RefreshJitter: 20 * time.Millisecond,
+		RequestTimeout: 2 * time.Second,
+	})
+	src := startContainer(t, h, "load", 2*time.Second)
+	client := agentclient.NewClient(src, "mayor", "")
+
+	rotations := atomic.Int64{}
+	sub, err := h.Conn().Subscribe(schemas.AllTowns.Events(), func(m *nats.Msg) {
+		var ev schemas.TownEvent
+		if schemas.Decode(m.Data, &ev) == nil && ev.Kind == schemas.EventTokenRotated {
+			rotations.Add(1)
+		}
+	})
+	require.NoError(t, err)
+	defer sub.Unsubscribe()
+
+	var ok, unauth, other atomic.Int64
+	var firstErr atomic.Value
+	ctx, cancel := context.WithTimeout(context.Background(), duration)
+	defer cancel()
+	var wg sync.WaitGroup
+	for range 64 {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Second)
+				err := client.Call(rctx, "ping", nil, nil)
+				rcancel()
+				switch {
+				case err == nil:
+					ok.Add(1)
+				case errors.Is(err, schemas.ErrUnauthenticated):
+					unauth.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+				default:
+					other.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+				}
+			}
+		})
+	}
+	wg.Wait()
+	t.Logf("rotation under load: %s, %d rotations, %d connection switches, %d requests ok, %d unauthenticated, %d other errors",
+		duration, rotations.Load(), src.Switches(), ok.Load(), unauth.Load(), other.Load())
+	require.Zero(t, unauth.Load(), "requests failed with unauthenticated: %v", firstErr.Load())
+	require.Zero(t, other.Load(), "requests failed: %v", firstErr.Load())
+	require.Positive(t, ok.Load())
+	// Tokens live 2 s: without rotation every request after 2 s would fail.
+	require.GreaterOrEqual(t, rotations.Load(), int64(duration/(400*time.Millisecond)))
+	require.GreaterOrEqual(t, src.Switches(), int64(duration/(2*time.Second)))
+}
+
+// TestRefreshFailureKeepsWorking: a container that cannot store new tokens
+// refuses them; the coordinator keeps retrying and the container keeps
+// working with its current token.
+func TestRefreshFailureKeepsWorking(t *testing.T) {
+	h := coordinatortest.Start(t, coordinator.Config{TokenTTL: time.Hour, RefreshInterval: 10 * time.Minute})
+	dir := t.TempDir()
+	require.NoError(t, os.MkdirAll(dir+"/sub", 0o700))
+	src := startContainer(t, h, "fail", time.Hour, func(c *agentclient.Config) { c.TokenFile = dir + "/sub/token" })
+	client := agentclient.NewClient(src, "mayor", "")
+	held := src.Token()
+	require.NoError(t, ping(t, client))
+
+	require.NoError(t, os.RemoveAll(dir+"/sub")) // the token file can no longer be written
+	var res schemas.RotateResult
+	adminCall(t, h, schemas.AdminTokenRotate, "fail", &res)
+	require.False(t, res.Acknowledged)
+	require.False(t, res.Idle)
+	require.Contains(t, res.Error, "refused")
+	require.Equal(t, held, src.Token(), "an unstored token must not be used")
+	require.NoError(t, ping(t, client), "the current token still works")
+
+	require.NoError(t, os.MkdirAll(dir+"/sub", 0o700))
+	adminCall(t, h, schemas.AdminTokenRotate, "fail", &res)
+	require.True(t, res.Acknowledged)
+	require.NotEqual(t, held, src.Token())
+	b, err := os.ReadFile(dir + "/sub/token")
+	require.NoError(t, err)
+	require.Equal(t, src.Token()+"\n", string(b))
+	require.NoError(t, ping(t, client))
+}
+
+// TestRevocation: a revoked token is refused on the next request and at the
+// next connect; the container carries on with the fresh one it is given.
+func TestRevocation(t *testing.T) {
+	h := coordinatortest.Start(t, coordinator.Config{TokenTTL: time.Hour, RefreshInterval: 10 * time.Minute})
+	src := startContainer(t, h, "rev", time.Hour)
+	client := agentclient.NewClient(src, "mayor", "")
+	require.NoError(t, ping(t, client))
+	old := src.Token()
+
+	var res schemas.RevokeResult
+	adminCall(t, h, schemas.AdminTokenRevoke, "rev", &res)
+	require.True(t, res.Rotation.Acknowledged, "the connected container gets a fresh token: %+v", res)
+	require.NotEqual(t, old, src.Token())
+
+	// The old token, on a request: unauthenticated.
+	m := nats.NewMsg("gastown.town.rev.rpc.ping")
+	m.Header.Set(schemas.AuthorizationHeader, schemas.BearerPrefix+old)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := bus.Call(ctx, h.Conn(), m, nil)
+	require.ErrorIs(t, err, schemas.ErrUnauthenticated)
+	require.NotContains(t, err.Error(), old)
+
+	// The old token, at connect: refused.
+	_, err = nats.Connect(h.URL(), nats.Token(old), nats.MaxReconnects(0))
+	require.Error(t, err)
+	require.ErrorIs(t, err, nats.ErrAuthorization)
+
+	// The container carries on, on its fresh token.
+	require.NoError(t, ping(t, client))
+	require.Eventually(t, func() bool { return src.Switches() >= 1 }, 10*time.Second, 10*time.Millisecond)
+	require.NoError(t, ping(t, client))
+
+	// Revocation survives a restart.
+	h.Restart(nil)
+	_, err = nats.Connect(h.URL(), nats.Token(old), nats.MaxReconnects(0))
+	require.ErrorIs(t, err, nats.ErrAuthorization)
+	require.Eventually(t, func() bool { return ping(t, client) == nil }, 10*time.Second, 20*time.Millisecond)
+}
+
+// TestRecovery: a container cut off past its token's exp comes back on its
+// own within the recovery window, and stays out after it.
+func TestRecovery(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		offset   time.Duration // how far the coordinator's clock jumps while it is down
+		recovers bool
+	}{
+		{"within the window", time.Hour + time.Minute, true},
+		{"past the window", time.Hour + 2*time.Hour, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := coordinatortest.Start(t, coordinator.Config{
+				TokenTTL: time.Hour, RefreshInterval: 10 * time.Minute, RecoveryWindow: time.Hour,
+			})
+			town := "rec" + fmt.Sprint(tc.recovers)
+			src := startContainer(t, h, town, time.Hour)
+			client := agentclient.NewClient(src, "mayor", "")
+			require.NoError(t, ping(t, client))
+			before := src.Token()
+
+			// Cut off: the coordinator goes away and comes back later than
+			// the token's exp.
+			h.Restart(func() time.Time { return time.Now().Add(tc.offset) })
+			if tc.recovers {
+				require.Eventually(t, func() bool { return src.Token() != before }, 15*time.Second, 20*time.Millisecond,
+					"the container asks for and receives a fresh token")
+				require.Eventually(t, func() bool { return ping(t, client) == nil }, 15*time.Second, 20*time.Millisecond)
+				return
+			}
+			// Past the window it gets nothing: its connection attempts are
+			// refused, and a call fails with unauthenticated.
+			_, err := nats.Connect(h.URL(), nats.Token(before), nats.MaxReconnects(0))
+			require.ErrorIs(t, err, nats.ErrAuthorization)
+			require.Equal(t, before, src.Token())
+		})
+	}
+}

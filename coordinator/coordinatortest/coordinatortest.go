@@ -1,0 +1,99 @@
+// Package coordinatortest runs a real coordinator daemon (embedded NATS,
+// JetStream in a temporary directory) for tests, and restarts it in place.
+package coordinatortest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"testing"
+	"time"
+
+	"github.com/gastown/gastown/bus"
+	"github.com/gastown/gastown/bus/bustest"
+	"github.com/gastown/gastown/coordinator"
+	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/require"
+)
+
+// Harness is a running daemon and what it was made with.
+type Harness struct {
+	t       testing.TB
+	Issuer  *coordinator.Issuer
+	Config  coordinator.DaemonConfig
+	Daemon  *coordinator.Daemon
+	dataDir string
+	listen  string
+}
+
+// Start runs a daemon with cfg (zero fields get test defaults: a random
+// secret, a free loopback port, a temporary data directory) and stops it
+// when the test ends.
+func Start(t testing.TB, cfg coordinator.Config) *Harness {
+	t.Helper()
+	secret := make([]byte, 32)
+	_, _ = rand.Read(secret)
+	key, err := coordinator.NewKey([]byte(hex.EncodeToString(secret)))
+	require.NoError(t, err)
+	if cfg.Logger == nil {
+		cfg.Logger = bustest.Logger(t)
+	}
+	h := &Harness{
+		t:       t,
+		Issuer:  coordinator.NewIssuer(coordinator.NewKeyRing(key), cfg.Now),
+		dataDir: t.TempDir(),
+		listen:  "127.0.0.1:0",
+	}
+	h.Config = coordinator.DaemonConfig{Config: cfg, Bus: bus.Config{
+		OpsPassword: "ops-test-password", AdminPassword: "admin-test-password",
+	}}
+	h.start()
+	// Restarts reuse the port containers know.
+	h.listen = h.Daemon.Server().Addr().String()
+	t.Cleanup(h.Stop)
+	return h
+}
+
+func (h *Harness) start() {
+	h.t.Helper()
+	dc := h.Config
+	dc.Bus.Listen, dc.Bus.DataDir = h.listen, h.dataDir
+	d, err := coordinator.StartDaemon(context.Background(), h.Issuer, dc)
+	require.NoError(h.t, err)
+	h.Daemon = d
+}
+
+// URL is where containers connect.
+func (h *Harness) URL() string { return "nats://" + h.listen }
+
+// Stop stops the daemon (safe when stopped).
+func (h *Harness) Stop() {
+	if h.Daemon != nil {
+		h.Daemon.Close()
+		h.Daemon = nil
+	}
+}
+
+// Restart stops the daemon and starts it again on the same port and data
+// directory. now, when not nil, replaces the clock of the new daemon and
+// its issuer.
+func (h *Harness) Restart(now func() time.Time) {
+	h.t.Helper()
+	h.Stop()
+	if now != nil {
+		h.Config.Now = now
+		h.Issuer = h.Issuer.WithClock(now)
+	}
+	h.start()
+}
+
+// Conn is the daemon's in-process connection (full permissions).
+func (h *Harness) Conn() *nats.Conn { return h.Daemon.Conn() }
+
+// ContainerToken mints a container token for town.
+func (h *Harness) ContainerToken(town string) string {
+	h.t.Helper()
+	tok, _, err := h.Issuer.MintContainer(town, "", 8*time.Hour)
+	require.NoError(h.t, err)
+	return tok
+}

@@ -1,0 +1,135 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+
+	"github.com/cockroachdb/errors"
+	"github.com/gastown/gastown/bus"
+	"github.com/gastown/gastown/schemas"
+	"github.com/nats-io/nats.go"
+)
+
+// Caller is who made an RPC request, as established by the middleware.
+type Caller struct {
+	TownID  string
+	UserID  string
+	AgentID string
+	RigID   string
+	Kind    TokenKind
+}
+
+// rpcMethod handles one tool method for an authenticated caller.
+type rpcMethod func(ctx context.Context, caller Caller, body json.RawMessage) (any, error)
+
+// rpcMethods is the table of tool methods.
+func (c *Coordinator) rpcMethods() map[string]rpcMethod {
+	return map[string]rpcMethod{
+		// ping is a no-op tool call: it proves the token and identity are
+		// accepted, and measures the middleware.
+		"ping": func(_ context.Context, caller Caller, _ json.RawMessage) (any, error) {
+			return map[string]string{"townId": caller.TownID, "agentId": caller.AgentID}, nil
+		},
+	}
+}
+
+// handleRPC is the middleware of every gastown.town.<T>.rpc.<method>.
+func (c *Coordinator) handleRPC(methods map[string]rpcMethod) nats.MsgHandler {
+	return func(m *nats.Msg) {
+		res, err := c.serveRPC(methods, m)
+		if err != nil {
+			_ = bus.RespondError(m, c.wireError(m.Subject, err))
+			return
+		}
+		if err := bus.RespondResult(m, res); err != nil {
+			c.log.Warn("answering rpc", KeySubject, m.Subject, KeyErr, err)
+		}
+	}
+}
+
+func (c *Coordinator) serveRPC(methods map[string]rpcMethod, m *nats.Msg) (any, error) {
+	townID, rest, err := schemas.ParseTownSubject(m.Subject)
+	if err != nil {
+		return nil, schemas.NewError(schemas.CodeInvalidArgument, "bad subject")
+	}
+	method := strings.TrimPrefix(rest, "rpc.")
+	caller, err := c.authenticate(townID, m.Header)
+	if err != nil {
+		return nil, err
+	}
+	h, ok := methods[method]
+	if !ok {
+		return nil, schemas.NewError(schemas.CodeNotFound, "no method %q", method)
+	}
+	if len(m.Data) > schemas.MaxBodySize {
+		return nil, schemas.NewError(schemas.CodeInvalidArgument, "body is %d bytes; at most %d are allowed", len(m.Data), schemas.MaxBodySize)
+	}
+	body := json.RawMessage(m.Data)
+	if len(body) == 0 {
+		body = json.RawMessage("{}")
+	}
+	if !json.Valid(body) {
+		return nil, schemas.NewError(schemas.CodeInvalidArgument, "body is not JSON")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*c.cfg.RequestTimeout)
+	defer cancel()
+	return h(ctx, caller, body)
+}
+
+// authenticate checks the bearer token (container first, then legacy), its
+// town, its revocation, and establishes the caller's identity.
+func (c *Coordinator) authenticate(townID string, h nats.Header) (Caller, error) {
+	auth := h.Get(schemas.AuthorizationHeader)
+	token, ok := strings.CutPrefix(auth, schemas.BearerPrefix)
+	if !ok || token == "" {
+		return Caller{}, schemas.NewError(schemas.CodeUnauthenticated, "no bearer token in the Authorization header")
+	}
+	v, err := c.issuer.Verify(token)
+	switch {
+	case errors.Is(err, ErrTokenExpired):
+		return Caller{}, schemas.NewError(schemas.CodeUnauthenticated, "token has expired; fetch a fresh one")
+	case err != nil:
+		return Caller{}, schemas.NewError(schemas.CodeUnauthenticated, "token is not valid")
+	}
+	if v.TownID() != townID {
+		return Caller{}, schemas.NewError(schemas.CodePermissionDenied, "token is for another town")
+	}
+	if revoked, err := c.tokens.revoked(townID, v.Issued()); err != nil {
+		return Caller{}, schemas.NewError(schemas.CodeUnavailable, "coordinator is starting; try again")
+	} else if revoked {
+		return Caller{}, schemas.NewError(schemas.CodeUnauthenticated, "token was revoked; fetch a fresh one")
+	}
+	agentID, rigID := h.Get(schemas.AgentIDHeader), h.Get(schemas.RigIDHeader)
+	for _, p := range [][2]string{{schemas.AgentIDHeader, agentID}, {schemas.RigIDHeader, rigID}} {
+		if p[1] != "" {
+			if err := schemas.ValidateID(p[0], p[1]); err != nil {
+				return Caller{}, schemas.NewError(schemas.CodeInvalidArgument, "%s", err.Error())
+			}
+		}
+	}
+	if v.Kind == KindAgent {
+		a := v.Agent
+		if (agentID != "" && agentID != a.AgentID) || (rigID != "" && rigID != a.RigID) {
+			return Caller{}, schemas.NewError(schemas.CodePermissionDenied, "identity headers do not match the token")
+		}
+		return Caller{TownID: townID, UserID: a.UserID, AgentID: a.AgentID, RigID: a.RigID, Kind: KindAgent}, nil
+	}
+	return Caller{TownID: townID, UserID: v.Container.UserID, AgentID: agentID, RigID: rigID, Kind: KindContainer}, nil
+}
+
+// wireError turns a handler error into what the caller sees. Errors that
+// are not *schemas.Error are internal: logged with a correlation id, no
+// detail sent.
+func (c *Coordinator) wireError(subject string, err error) *schemas.Error {
+	var e *schemas.Error
+	if errors.As(err, &e) {
+		return e
+	}
+	if code := schemas.CodeOf(err); code == schemas.CodeInvalidArgument {
+		return schemas.NewError(code, "%s", err.Error())
+	}
+	id := nats.NewInbox()[len(nats.InboxPrefix):]
+	c.log.Error("rpc failed", KeySubject, subject, "correlationId", id, KeyErr, err)
+	return schemas.NewError(schemas.CodeInternal, "internal error; correlation id %s", id)
+}
