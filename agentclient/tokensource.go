@@ -61,9 +61,9 @@ type TokenSource struct {
 	// permissions violation.
 	refreshWanted atomic.Bool
 	ctx           context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	closed atomic.Bool
+	cancel        context.CancelFunc
+	wg            sync.WaitGroup
+	closed        atomic.Bool
 
 	switches atomic.Int64
 }
