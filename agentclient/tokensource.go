@@ -56,9 +56,10 @@ type TokenSource struct {
 	handlers []Handler
 
 	wake chan struct{}
-	// refreshWanted asks the loop for a fresh token now: after a reconnect
-	// (the server may have let us in with recovery permissions only) or a
-	// permissions violation.
+	// refreshWanted asks the loop for a fresh token now: after a
+	// permissions violation, which is how a reconnect with recovery
+	// permissions only (an expired token) shows itself. A plain reconnect
+	// asks for nothing, so a restarted server is not flooded.
 	refreshWanted atomic.Bool
 	ctx           context.Context
 	cancel        context.CancelFunc
@@ -242,7 +243,7 @@ func (s *TokenSource) dial(ctx context.Context) (*conn, error) {
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(100*time.Millisecond),
 		nats.ReconnectJitter(100*time.Millisecond, time.Second),
-		nats.ReconnectHandler(func(*nats.Conn) { s.refreshWanted.Store(true); s.poke() }),
+		nats.ReconnectHandler(func(*nats.Conn) { s.poke() }),
 		nats.ClosedHandler(func(*nats.Conn) { close(c.closed) }),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			s.log.Debug("bus error", keyErr, err)

@@ -80,7 +80,7 @@ func New(ctx context.Context, nc *nats.Conn, issuer *Issuer, cfg Config, opts ..
 	tokens := c.tokens
 	loadCtx, stop := context.WithTimeout(ctx, 30*time.Second)
 	defer stop()
-	w, err := tokens.open(loadCtx, js, cfg.Replicas)
+	w, err := tokens.open(loadCtx, runCtx, js, cfg.Replicas)
 	if err != nil {
 		cancel()
 		return nil, errors.WithHint(errors.Wrap(err, "loading token state"), "is JetStream enabled on the NATS server?")

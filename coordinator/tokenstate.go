@@ -90,9 +90,9 @@ func (r *revocations) apply(s townTokens, rev uint64) {
 	r.towns[s.TownID] = tokenEntry{state: s, revision: rev}
 }
 
-// open creates or binds the bucket and loads it; watch keeps it true until
-// ctx is done.
-func (r *revocations) open(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyWatcher, error) {
+// open creates or binds the bucket and loads it, waiting at most until
+// ctx is done; the returned watch keeps the cache true until runCtx is done.
+func (r *revocations) open(ctx, runCtx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyWatcher, error) {
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      schemas.BucketTokens,
 		Description: "Gastown: each town's token refresh schedule, owner and revocation time (never a token)",
@@ -104,7 +104,7 @@ func (r *revocations) open(ctx context.Context, js jetstream.JetStream, replicas
 		return nil, errors.Wrapf(err, "opening bucket %s", schemas.BucketTokens)
 	}
 	r.kv = kv
-	w, err := kv.WatchAll(ctx)
+	w, err := kv.WatchAll(runCtx)
 	if err != nil {
 		return nil, errors.Wrapf(err, "watching bucket %s", schemas.BucketTokens)
 	}
