@@ -80,13 +80,10 @@ func New(ctx context.Context, nc *nats.Conn, issuer *Issuer, cfg Config, opts ..
 	tokens := c.tokens
 	loadCtx, stop := context.WithTimeout(ctx, 30*time.Second)
 	defer stop()
-	w, err := tokens.open(loadCtx, runCtx, js, cfg.Replicas)
-	if err != nil {
+	if err := tokens.open(loadCtx, runCtx, js, cfg.Replicas, &c.wg); err != nil {
 		cancel()
 		return nil, errors.WithHint(errors.Wrap(err, "loading token state"), "is JetStream enabled on the NATS server?")
 	}
-	c.wg.Go(func() { tokens.follow(w) })
-	c.wg.Go(func() { <-runCtx.Done(); _ = w.Stop() })
 
 	if err := c.subscribe(); err != nil {
 		c.Close()

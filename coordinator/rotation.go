@@ -96,7 +96,7 @@ func (c *Coordinator) refresh(ctx context.Context, townID string) schemas.Rotate
 		res.Error = err.Error()
 		return res
 	}
-	state, _ := c.tokens.get(townID)
+	state := c.tokens.get(townID)
 	token, claims, err := c.issuer.MintContainer(townID, state.UserID, c.cfg.TokenTTL)
 	if err != nil {
 		res.Error = "minting failed"

@@ -27,7 +27,7 @@ func (c *Coordinator) handleTokenGet(m *nats.Msg) {
 		_ = bus.Respond(m, &schemas.Ack{Error: "permission_denied: townId does not match the subject's town"})
 		return
 	}
-	state, _ := c.tokens.get(townID)
+	state := c.tokens.get(townID)
 	token, claims, err := c.issuer.MintContainer(townID, state.UserID, c.cfg.TokenTTL)
 	if err != nil {
 		c.log.Error("minting container token", KeyTown, townID, KeyErr, err)

@@ -1,0 +1,215 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+
+	"github.com/cockroachdb/errors"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ErrNotFound is a key that is not in its bucket.
+var ErrNotFound = errors.New("not found")
+
+// ErrExists is a create of a key that is already there.
+var ErrExists = errors.New("already exists")
+
+// bucket is one JetStream KV bucket of JSON values of type T, with an
+// in-memory view that a KV watch keeps true. Every write is a
+// compare-and-set against the revision read, so two writers can never
+// silently overwrite each other.
+type bucket[T any] struct {
+	name string
+	kv   jetstream.KeyValue
+
+	mu     sync.RWMutex
+	items  map[string]versioned[T]
+	onSet  func(key string, v T) // called for every value the watch sees
+	loaded bool
+}
+
+type versioned[T any] struct {
+	value    T
+	revision uint64
+}
+
+// openBucket creates or binds a bucket and loads it; the watch keeps the
+// view true until runCtx is done. ctx bounds the initial load.
+func openBucket[T any](ctx, runCtx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig, wg *sync.WaitGroup, onSet func(string, T)) (*bucket[T], error) {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, cfg)
+	if err != nil {
+		return nil, errors.Wrapf(err, "opening bucket %s", cfg.Bucket)
+	}
+	b := &bucket[T]{name: cfg.Bucket, kv: kv, items: map[string]versioned[T]{}, onSet: onSet}
+	w, err := kv.WatchAll(runCtx)
+	if err != nil {
+		return nil, errors.Wrapf(err, "watching bucket %s", cfg.Bucket)
+	}
+	for !b.loaded {
+		select {
+		case <-ctx.Done():
+			_ = w.Stop()
+			return nil, errors.Wrapf(ctx.Err(), "loading bucket %s", cfg.Bucket)
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, errors.Newf("watch of bucket %s closed while loading", cfg.Bucket)
+			}
+			if e == nil {
+				b.loaded = true
+				continue
+			}
+			b.applyEntry(e)
+		}
+	}
+	wg.Go(func() {
+		for e := range w.Updates() {
+			if e != nil {
+				b.applyEntry(e)
+			}
+		}
+	})
+	return b, nil
+}
+
+func (b *bucket[T]) applyEntry(e jetstream.KeyValueEntry) {
+	if e.Operation() != jetstream.KeyValuePut {
+		b.mu.Lock()
+		if cur, ok := b.items[e.Key()]; !ok || cur.revision < e.Revision() {
+			delete(b.items, e.Key())
+		}
+		b.mu.Unlock()
+		return
+	}
+	var v T
+	if err := json.Unmarshal(e.Value(), &v); err != nil {
+		return // never crash on a hand-edited value; it is simply not seen
+	}
+	b.apply(e.Key(), v, e.Revision())
+}
+
+// apply records a value seen at a revision, keeping the newest.
+func (b *bucket[T]) apply(key string, v T, rev uint64) {
+	b.mu.Lock()
+	if cur, ok := b.items[key]; ok && cur.revision >= rev {
+		b.mu.Unlock()
+		return
+	}
+	b.items[key] = versioned[T]{value: v, revision: rev}
+	b.mu.Unlock()
+	if b.onSet != nil {
+		b.onSet(key, v)
+	}
+}
+
+// Get returns the cached value of key.
+func (b *bucket[T]) Get(key string) (T, bool) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	v, ok := b.items[key]
+	return v.value, ok
+}
+
+// List returns every cached value whose key passes keep (all when nil).
+func (b *bucket[T]) List(keep func(key string, v T) bool) []T {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	out := make([]T, 0, len(b.items))
+	for k, v := range b.items {
+		if keep == nil || keep(k, v.value) {
+			out = append(out, v.value)
+		}
+	}
+	return out
+}
+
+// Create writes key only if it does not exist yet.
+func (b *bucket[T]) Create(ctx context.Context, key string, v T) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return errors.Wrapf(err, "encoding %s/%s", b.name, key)
+	}
+	rev, err := b.kv.Create(ctx, key, data)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return errors.Mark(errors.Newf("%s already exists", key), ErrExists)
+	}
+	if err != nil {
+		return errors.Wrapf(err, "creating %s/%s", b.name, key)
+	}
+	b.apply(key, v, rev)
+	return nil
+}
+
+// Put writes key unconditionally: only for values no two writers build
+// on (a heartbeat record), never for state read-modify-written.
+func (b *bucket[T]) Put(ctx context.Context, key string, v T) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return errors.Wrapf(err, "encoding %s/%s", b.name, key)
+	}
+	rev, err := b.kv.Put(ctx, key, data)
+	if err != nil {
+		return errors.Wrapf(err, "writing %s/%s", b.name, key)
+	}
+	b.apply(key, v, rev)
+	return nil
+}
+
+// Update reads key from the bucket, applies change, and writes it back
+// with compare-and-set, retrying when another writer got there first.
+// change may return an error to abandon the write; it is returned as is.
+// A key that does not exist is ErrNotFound.
+func (b *bucket[T]) Update(ctx context.Context, key string, change func(*T) error) (T, error) {
+	var zero T
+	for attempt := 0; ; attempt++ {
+		e, err := b.kv.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return zero, errors.Mark(errors.Newf("%s not found", key), ErrNotFound)
+		}
+		if err != nil {
+			return zero, errors.Wrapf(err, "reading %s/%s", b.name, key)
+		}
+		var v T
+		if err := json.Unmarshal(e.Value(), &v); err != nil {
+			return zero, errors.Wrapf(err, "decoding %s/%s", b.name, key)
+		}
+		if err := change(&v); err != nil {
+			return zero, err
+		}
+		data, err := json.Marshal(v)
+		if err != nil {
+			return zero, errors.Wrapf(err, "encoding %s/%s", b.name, key)
+		}
+		rev, err := b.kv.Update(ctx, key, data, e.Revision())
+		if err == nil {
+			b.apply(key, v, rev)
+			return v, nil
+		}
+		stale := errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)
+		if !stale || attempt >= 10 {
+			if stale {
+				err = errors.Mark(err, ErrStale)
+			}
+			return zero, errors.Wrapf(err, "writing %s/%s", b.name, key)
+		}
+	}
+}
+
+// Upsert is Update for a key that may not exist yet: change then starts
+// from T's zero value, and the key is created.
+func (b *bucket[T]) Upsert(ctx context.Context, key string, change func(*T) error) (T, error) {
+	for attempt := 0; ; attempt++ {
+		v, err := b.Update(ctx, key, change)
+		if !errors.Is(err, ErrNotFound) {
+			return v, err
+		}
+		var fresh T
+		if err := change(&fresh); err != nil {
+			return fresh, err
+		}
+		err = b.Create(ctx, key, fresh)
+		if err == nil || !errors.Is(err, ErrExists) || attempt >= 3 {
+			return fresh, err
+		}
+	}
+}
