@@ -9,29 +9,32 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// adminHandler decodes a TownRequest, runs h and sends its result or error
-// as a Reply. Only the admin identity (and the coordinator) can publish on
-// gastown.admin.>.
-func (c *Coordinator) adminHandler(h func(ctx context.Context, req schemas.TownRequest) (any, *schemas.Error)) nats.MsgHandler {
+// validator is an admin request body.
+type validator interface{ Validate() error }
+
+// adminMethod decodes a request of type R, runs h, and sends its result or
+// error as a Reply. Only the admin identity (and the coordinator) can
+// publish on gastown.admin.>.
+func adminMethod[R validator](c *Coordinator, h func(ctx context.Context, req R) (any, error)) nats.MsgHandler {
 	return func(m *nats.Msg) {
-		var req schemas.TownRequest
+		var req R
 		if len(m.Data) > schemas.MaxBodySize {
 			_ = bus.RespondError(m, schemas.NewError(schemas.CodeInvalidArgument, "body over %d bytes", schemas.MaxBodySize))
 			return
 		}
 		if err := json.Unmarshal(m.Data, &req); err != nil {
-			_ = bus.RespondError(m, schemas.NewError(schemas.CodeInvalidArgument, "body is not a JSON object with townId"))
+			_ = bus.RespondError(m, schemas.NewError(schemas.CodeInvalidArgument, "body is not the JSON object this method takes"))
 			return
 		}
 		if err := req.Validate(); err != nil {
 			_ = bus.RespondError(m, schemas.NewError(schemas.CodeInvalidArgument, "%s", err.Error()))
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*c.cfg.RequestTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), 3*c.cfg.RequestTimeout)
 		defer cancel()
-		res, e := h(ctx, req)
-		if e != nil {
-			_ = bus.RespondError(m, e)
+		res, err := h(ctx, req)
+		if err != nil {
+			_ = bus.RespondError(m, c.wireError(m.Subject, err))
 			return
 		}
 		if err := bus.RespondResult(m, res); err != nil {
@@ -40,16 +43,36 @@ func (c *Coordinator) adminHandler(h func(ctx context.Context, req schemas.TownR
 	}
 }
 
-// adminTokenRotate refreshes a town's token now, bypassing the schedule.
-func (c *Coordinator) adminTokenRotate(ctx context.Context, req schemas.TownRequest) (any, *schemas.Error) {
-	c.log.Info("token rotation requested by admin", KeyTown, req.TownID)
-	return c.refresh(ctx, req.TownID), nil
+// adminHandlers maps each admin method to its handler.
+func (c *Coordinator) adminHandlers() map[string]nats.MsgHandler {
+	return map[string]nats.MsgHandler{
+		schemas.AdminTokenRotate: adminMethod(c, func(ctx context.Context, r schemas.TownRequest) (any, error) {
+			c.log.Info("token rotation requested by admin", KeyTown, r.TownID)
+			return c.refresh(ctx, r.TownID), nil
+		}),
+		schemas.AdminTokenRevoke: adminMethod(c, c.adminTokenRevoke),
+		schemas.AdminTownCreate: adminMethod(c, func(ctx context.Context, r schemas.TownCreate) (any, error) {
+			return c.createTown(ctx, r)
+		}),
+		schemas.AdminRigAdd: adminMethod(c, func(ctx context.Context, r schemas.RigAdd) (any, error) {
+			return c.addRig(ctx, r)
+		}),
+		schemas.AdminBeadCreate: adminMethod(c, func(ctx context.Context, r schemas.BeadCreate) (any, error) {
+			return c.createBead(ctx, r)
+		}),
+		schemas.AdminSling: adminMethod(c, func(ctx context.Context, r schemas.Sling) (any, error) {
+			return c.sling(ctx, r)
+		}),
+		schemas.AdminStatus: adminMethod(c, func(_ context.Context, r schemas.TownRequest) (any, error) {
+			return c.townStatus(r.TownID)
+		}),
+	}
 }
 
 // adminTokenRevoke makes every token of the town issued before now stop
 // working, gives its container a fresh one, and closes connections still
 // using a revoked token.
-func (c *Coordinator) adminTokenRevoke(ctx context.Context, req schemas.TownRequest) (any, *schemas.Error) {
+func (c *Coordinator) adminTokenRevoke(ctx context.Context, req schemas.TownRequest) (any, error) {
 	before := c.now().Truncate(1e6) // the claims' millisecond precision
 	if _, err := c.tokens.update(ctx, req.TownID, func(s *townTokens) {
 		if before.After(s.RevokedBefore) {

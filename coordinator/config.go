@@ -17,6 +17,11 @@ const (
 	DefaultRecoveryConnTTL = time.Minute
 	// DefaultRequestTimeout bounds a request to a container.
 	DefaultRequestTimeout = 5 * time.Second
+
+	DefaultHeartbeatInterval = 30 * time.Second
+	DefaultDeadAfter         = 3 // missed heartbeat intervals
+	DefaultDispatchCooldown  = 2 * time.Minute
+	DefaultMaxAttempts       = 5
 )
 
 // Config holds every tunable of the coordinator. Tests shrink the durations
@@ -36,6 +41,15 @@ type Config struct {
 	RecoveryConnTTL time.Duration
 	// RequestTimeout bounds each request the coordinator sends.
 	RequestTimeout time.Duration
+	// HeartbeatInterval is how often containers send heartbeats.
+	HeartbeatInterval time.Duration
+	// DeadAfter is how many heartbeat intervals an agent may miss before
+	// it is dead.
+	DeadAfter int
+	// DispatchCooldown is the wait after a failed dispatch or run.
+	DispatchCooldown time.Duration
+	// MaxAttempts is how many failed dispatches fail a bead.
+	MaxAttempts int
 	// Replicas is the replica count of the state buckets (1 embedded, 3 on
 	// a cluster).
 	Replicas int
@@ -65,6 +79,18 @@ func (c Config) withDefaults() (Config, error) {
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = DefaultRequestTimeout
 	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if c.DeadAfter == 0 {
+		c.DeadAfter = DefaultDeadAfter
+	}
+	if c.DispatchCooldown == 0 {
+		c.DispatchCooldown = DefaultDispatchCooldown
+	}
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = DefaultMaxAttempts
+	}
 	if c.Replicas == 0 {
 		c.Replicas = 1
 	}
@@ -75,7 +101,8 @@ func (c Config) withDefaults() (Config, error) {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	switch {
-	case c.TokenTTL < 0 || c.RefreshInterval < 0 || c.RefreshJitter < 0 || c.RecoveryWindow < 0:
+	case c.TokenTTL < 0 || c.RefreshInterval < 0 || c.RefreshJitter < 0 || c.RecoveryWindow < 0 ||
+		c.HeartbeatInterval < 0 || c.DispatchCooldown < 0 || c.DeadAfter < 0 || c.MaxAttempts < 0:
 		return c, errors.New("durations must not be negative")
 	case c.RefreshInterval+c.RefreshJitter >= c.TokenTTL/2:
 		return c, errors.Newf("refresh interval %s (+ jitter %s) must be under half the token lifetime %s, so a container always holds a token with time to spare",

@@ -28,6 +28,8 @@ type Coordinator struct {
 	cfg    Config
 	log    *slog.Logger
 	tokens *revocations
+	st     *state
+	live   *liveness
 	kicker Kicker
 
 	// idleUntil remembers towns found with no container, so the rotation
@@ -85,11 +87,19 @@ func New(ctx context.Context, nc *nats.Conn, issuer *Issuer, cfg Config, opts ..
 		return nil, errors.WithHint(errors.Wrap(err, "loading token state"), "is JetStream enabled on the NATS server?")
 	}
 
+	c.live = &liveness{lastSeen: map[seenKey]time.Time{}, startedAt: c.now()}
+	if c.st, err = openState(loadCtx, runCtx, js, cfg.Replicas, &c.wg, c.live.record); err != nil {
+		cancel()
+		c.wg.Wait()
+		return nil, errors.Wrap(err, "loading state")
+	}
+
 	if err := c.subscribe(); err != nil {
 		c.Close()
 		return nil, err
 	}
 	c.wg.Go(func() { c.rotationLoop(runCtx) })
+	c.wg.Go(func() { c.patrolLoop(runCtx) })
 	return c, nil
 }
 
@@ -100,8 +110,13 @@ func (c *Coordinator) subscribe() error {
 	}{
 		{schemas.AllTowns.TokenGet(), c.handleTokenGet},
 		{schemas.AllTowns.RPCAll(), c.handleRPC(c.rpcMethods())},
-		{schemas.AdminRoot + "." + schemas.AdminTokenRotate, c.adminHandler(c.adminTokenRotate)},
-		{schemas.AdminRoot + "." + schemas.AdminTokenRevoke, c.adminHandler(c.adminTokenRevoke)},
+		{schemas.AllTowns.Heartbeat(), c.handleHeartbeat},
+	}
+	for method, h := range c.adminHandlers() {
+		handlers = append(handlers, struct {
+			subject string
+			h       nats.MsgHandler
+		}{schemas.AdminRoot + "." + method, h})
 	}
 	for _, h := range handlers {
 		s, err := c.nc.QueueSubscribe(h.subject, schemas.CoordinatorQueue, c.concurrent(h.h))

@@ -11,3 +11,11 @@ const (
 	KeyCount     = "count"
 	KeyMethod    = "method"
 )
+
+// Domain log keys.
+const (
+	KeyAgent  = "agent"
+	KeyRun    = "run"
+	KeyBead   = "bead"
+	KeyReason = "reason"
+)

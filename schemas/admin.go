@@ -38,3 +38,104 @@ type RevokeResult struct {
 	// token (only on the embedded server).
 	Disconnected int `json:"disconnected"`
 }
+
+// More administration methods.
+const (
+	AdminTownCreate = "town.create"
+	AdminRigAdd     = "rig.add"
+	AdminBeadCreate = "bead.create"
+	AdminSling      = "sling"
+	AdminStatus     = "status"
+)
+
+// TownCreate creates a town with its owner (the town id when empty).
+type TownCreate struct {
+	TownID string `json:"townId"`
+	UserID string `json:"userId,omitempty"`
+}
+
+// Validate checks the ids.
+func (r TownCreate) Validate() error {
+	if err := validIDs("townId", r.TownID); err != nil {
+		return err
+	}
+	if r.UserID != "" {
+		return validIDs("userId", r.UserID)
+	}
+	return nil
+}
+
+// RigAdd adds a git repository to a town.
+type RigAdd struct {
+	TownID        string `json:"townId"`
+	RigID         string `json:"rigId"`
+	GitURL        string `json:"gitUrl"`
+	DefaultBranch string `json:"defaultBranch,omitempty"`
+}
+
+// Validate checks the ids and the URL.
+func (r RigAdd) Validate() error {
+	if err := validIDs("townId", r.TownID, "rigId", r.RigID); err != nil {
+		return err
+	}
+	return required("gitUrl", r.GitURL)
+}
+
+// BeadCreate creates a bead; its id is made when empty.
+type BeadCreate struct {
+	TownID string `json:"townId"`
+	BeadID string `json:"beadId,omitempty"`
+	Type   string `json:"type,omitempty"`
+	RigID  string `json:"rigId,omitempty"`
+	Title  string `json:"title"`
+	Body   string `json:"body,omitempty"`
+}
+
+// Validate checks the ids and that the bead has a title.
+func (r BeadCreate) Validate() error {
+	if err := validIDs("townId", r.TownID); err != nil {
+		return err
+	}
+	for _, p := range [][2]string{{"beadId", r.BeadID}, {"rigId", r.RigID}} {
+		if p[1] != "" {
+			if err := validIDs(p[0], p[1]); err != nil {
+				return err
+			}
+		}
+	}
+	return required("title", r.Title)
+}
+
+// Sling hooks a bead to a polecat of a rig (an idle one, or a new one from
+// the name pool) and dispatches it. AgentID picks the polecat.
+type Sling struct {
+	TownID  string `json:"townId"`
+	BeadID  string `json:"beadId"`
+	RigID   string `json:"rigId,omitempty"`
+	AgentID string `json:"agentId,omitempty"`
+}
+
+// Validate checks the ids.
+func (r Sling) Validate() error {
+	if err := validIDs("townId", r.TownID, "beadId", r.BeadID); err != nil {
+		return err
+	}
+	for _, p := range [][2]string{{"rigId", r.RigID}, {"agentId", r.AgentID}} {
+		if p[1] != "" {
+			if err := validIDs(p[0], p[1]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// SlingResult names the polecat the bead was hooked to.
+type SlingResult struct {
+	TownID     string `json:"townId"`
+	BeadID     string `json:"beadId"`
+	AgentID    string `json:"agentId"`
+	Dispatched bool   `json:"dispatched"`
+	// Error says why the dispatch did not happen yet (patrol retries it).
+	Error string `json:"error,omitempty"`
+}

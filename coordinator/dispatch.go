@@ -1,0 +1,174 @@
+package coordinator
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/cockroachdb/errors"
+	"github.com/gastown/gastown/bus"
+	"github.com/gastown/gastown/schemas"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
+)
+
+// newRunID makes a fresh run id: 22 characters of [A-Za-z0-9].
+func newRunID() string { return nuid.Next() }
+
+// dispatch starts a new run of an agent in its town's container: the run
+// id is recorded first (compare-and-set, so two coordinators never start
+// the same agent twice), then the container is asked, and a failure is
+// recorded with its cooldown. It never waits on a token refresh.
+func (c *Coordinator) dispatch(ctx context.Context, townID, agentID string) error {
+	key := schemas.Key(townID, agentID)
+	runID := newRunID()
+	now := c.now()
+	a, err := c.st.agents.Update(ctx, key, func(a *Agent) error {
+		switch {
+		case a.Status == AgentWorking && a.RunID != "":
+			return schemas.NewError(schemas.CodeConflict, "agent %s is already running (run %s)", agentID, a.RunID)
+		case a.NextAttemptAt.After(now):
+			return schemas.NewError(schemas.CodeConflict, "agent %s is cooling down until %s", agentID, a.NextAttemptAt.UTC().Format("15:04:05"))
+		}
+		a.RunID, a.Status, a.DispatchedAt, a.UpdatedAt = runID, AgentWorking, now, now
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	req, err := c.startRequest(a)
+	if err != nil {
+		return c.dispatchFailed(ctx, a, runID, err.Error())
+	}
+	t, _ := schemas.ForTown(townID)
+	rctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+	defer cancel()
+	var res schemas.StartAgentResult
+	err = bus.Request(rctx, c.nc, t.Dispatch(), req, &res)
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		return c.dispatchFailed(ctx, a, runID, "no container of the town is connected")
+	case err != nil:
+		return c.dispatchFailed(ctx, a, runID, "container did not answer: "+errors.UnwrapAll(err).Error())
+	case !res.OK:
+		return c.dispatchFailed(ctx, a, runID, "container refused: "+res.Error)
+	case res.RunID != runID:
+		return c.dispatchFailed(ctx, a, runID, "container answered for another run")
+	}
+	if _, err := c.st.agents.Update(ctx, key, func(a *Agent) error {
+		if a.RunID != runID {
+			return errStaleRun
+		}
+		a.Attempts, a.LastError, a.UpdatedAt = 0, "", c.now()
+		return nil
+	}); err != nil && !errors.Is(err, errStaleRun) {
+		c.log.Warn("recording a started run", KeyTown, townID, KeyAgent, agentID, KeyErr, err)
+	}
+	if a.Hook != "" {
+		c.setBeadStatus(ctx, townID, a.Hook, BeadInProgress, BeadOpen)
+	}
+	c.log.Info("agent dispatched", KeyTown, townID, KeyAgent, agentID, KeyRun, runID, "role", a.Role)
+	return nil
+}
+
+// errStaleRun abandons a write about a run that is no longer current.
+var errStaleRun = schemas.NewError(schemas.CodeConflict, "stale run: a newer run of the agent exists")
+
+// dispatchFailed records a failed dispatch: the agent waits the cooldown,
+// and after MaxAttempts its bead fails and it is unhooked.
+func (c *Coordinator) dispatchFailed(ctx context.Context, a Agent, runID, reason string) error {
+	var failed string
+	now := c.now()
+	if _, err := c.st.agents.Update(ctx, schemas.Key(a.TownID, a.AgentID), func(a *Agent) error {
+		if a.RunID != runID {
+			return errStaleRun
+		}
+		failed = ""
+		a.Status, a.RunID, a.LastError, a.UpdatedAt = AgentIdle, "", reason, now
+		a.Attempts++
+		a.NextAttemptAt = now.Add(c.cfg.DispatchCooldown)
+		if a.Attempts >= c.cfg.MaxAttempts && a.Hook != "" {
+			failed, a.Hook, a.Attempts, a.NextAttemptAt = a.Hook, "", 0, now
+		}
+		return nil
+	}); err != nil && !errors.Is(err, errStaleRun) {
+		c.log.Error("recording a failed dispatch", KeyTown, a.TownID, KeyAgent, a.AgentID, KeyErr, err)
+	}
+	c.log.Warn("dispatch failed", KeyTown, a.TownID, KeyAgent, a.AgentID, KeyRun, runID, KeyReason, reason)
+	if failed != "" {
+		c.setBeadStatus(ctx, a.TownID, failed, BeadFailed)
+		c.log.Warn("bead failed after too many dispatch attempts", KeyTown, a.TownID, KeyBead, failed, KeyCount, c.cfg.MaxAttempts)
+	}
+	return schemas.NewError(schemas.CodeUnavailable, "dispatch of %s failed: %s", a.AgentID, reason)
+}
+
+// setBeadStatus moves a bead to status, but only from one of the given
+// statuses (any non-final one when none are given).
+func (c *Coordinator) setBeadStatus(ctx context.Context, townID, beadID, status string, from ...string) {
+	_, err := c.st.beads.Update(ctx, schemas.Key(townID, beadID), func(b *Bead) error {
+		if b.Final() || (len(from) > 0 && !contains(from, b.Status)) {
+			return errNoChange
+		}
+		b.Status, b.UpdatedAt = status, c.now()
+		if status == BeadFailed {
+			b.Assignee = ""
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errNoChange) {
+		c.log.Warn("updating bead status", KeyTown, townID, KeyBead, beadID, KeyErr, err)
+	}
+}
+
+var errNoChange = errors.New("no change")
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// startRequest builds the StartAgent of a run: its workspace from the
+// agent's rig, its prompt from its hooked bead. It never holds a token.
+func (c *Coordinator) startRequest(a Agent) (*schemas.StartAgent, error) {
+	req := &schemas.StartAgent{
+		TownID: a.TownID, RigID: a.RigID, AgentID: a.AgentID, RunID: a.RunID, Role: a.Role,
+		BeadID: a.Hook, Workspace: schemas.Workspace{Kind: schemas.WorkspaceEmpty},
+	}
+	if a.Hook != "" {
+		if b, ok := c.st.beads.Get(schemas.Key(a.TownID, a.Hook)); ok {
+			req.Prompt = b.Title
+			if b.Body != "" {
+				req.Prompt += "\n\n" + b.Body
+			}
+		}
+	}
+	if a.Role == schemas.RolePolecat || a.Role == schemas.RoleRefinery {
+		rig, ok := c.st.rigs.Get(schemas.Key(a.TownID, a.RigID))
+		if !ok {
+			return nil, errors.Newf("rig %s of agent %s does not exist", a.RigID, a.AgentID)
+		}
+		branch := rig.DefaultBranch
+		if a.Role == schemas.RolePolecat && a.Hook != "" {
+			branch = fmt.Sprintf("polecat/%s/%s", a.AgentID, a.Hook)
+		}
+		req.Workspace = schemas.Workspace{Kind: schemas.WorkspaceGit, GitURL: rig.GitURL, Branch: branch, DefaultBranch: rig.DefaultBranch}
+	}
+	return req, req.Validate()
+}
+
+// stopRun asks the container to stop a run, best effort.
+func (c *Coordinator) stopRun(ctx context.Context, townID, agentID, runID, reason string) {
+	t, err := schemas.ForTown(townID)
+	if err != nil {
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+	defer cancel()
+	var ack schemas.Ack
+	if err := bus.Request(rctx, c.nc, t.ControlStop(), &schemas.StopAgent{AgentID: agentID, RunID: runID, Reason: reason}, &ack); err != nil {
+		c.log.Debug("stop request not delivered", KeyTown, townID, KeyAgent, agentID, KeyRun, runID, KeyErr, err)
+	}
+}

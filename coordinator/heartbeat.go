@@ -1,0 +1,78 @@
+package coordinator
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/cockroachdb/errors"
+	"github.com/gastown/gastown/schemas"
+	"github.com/nats-io/nats.go"
+)
+
+// handleHeartbeat takes a container's heartbeat: lines naming each agent's
+// current run are kept (stored as the town's last heartbeat, which every
+// coordinator's liveness view follows); lines and exits naming an older run
+// are dropped and logged, so a late message never touches a newer run.
+func (c *Coordinator) handleHeartbeat(m *nats.Msg) {
+	townID, _, err := schemas.ParseTownSubject(m.Subject)
+	if err != nil {
+		return
+	}
+	var hb schemas.Heartbeat
+	if err := schemas.Decode(m.Data, &hb); err != nil {
+		c.log.Warn("malformed heartbeat dropped", KeyTown, townID, KeyErr, err)
+		return
+	}
+	if hb.TownID != townID {
+		c.log.Warn("heartbeat naming another town dropped", KeyTown, townID, "claimed", hb.TownID)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RequestTimeout)
+	defer cancel()
+	rec := heartbeatRecord{TownID: townID, ContainerID: hb.ContainerID, ReceivedAt: c.now()}
+	for _, line := range hb.Agents {
+		a, ok := c.st.agents.Get(schemas.Key(townID, line.AgentID))
+		if !ok || a.RunID != line.RunID {
+			c.log.Info("stale heartbeat line dropped", KeyTown, townID, KeyAgent, line.AgentID, KeyRun, line.RunID)
+			continue
+		}
+		rec.Agents = append(rec.Agents, line)
+	}
+	for _, e := range hb.Exits {
+		if err := c.recordExit(ctx, townID, e); err != nil && !errors.Is(err, errStaleRun) {
+			c.log.Warn("recording an agent exit", KeyTown, townID, KeyAgent, e.AgentID, KeyErr, err)
+		}
+	}
+	if err := c.st.heartbeats.Put(ctx, townID, rec); err != nil {
+		c.log.Warn("storing heartbeat", KeyTown, townID, KeyErr, err)
+	}
+}
+
+// recordExit ends the agent's current run if the exit names it: the agent
+// is idle again and, if it failed, the failure is counted and its work
+// waits the cooldown before it is dispatched again. An exit naming another
+// run is errStaleRun and changes nothing.
+func (c *Coordinator) recordExit(ctx context.Context, townID string, e schemas.AgentExit) error {
+	now := c.now()
+	_, err := c.st.agents.Update(ctx, schemas.Key(townID, e.AgentID), func(a *Agent) error {
+		if a.RunID != e.RunID {
+			return errStaleRun
+		}
+		a.Status, a.RunID, a.UpdatedAt = AgentIdle, "", now
+		a.NextAttemptAt = now.Add(c.cfg.DispatchCooldown)
+		if e.ExitCode != 0 {
+			a.LastError = fmt.Sprintf("exited with code %d", e.ExitCode)
+			a.Failures = recentFailures(append(a.Failures, now), now)
+		}
+		return nil
+	})
+	if errors.Is(err, errStaleRun) {
+		c.log.Info("stale exit dropped", KeyTown, townID, KeyAgent, e.AgentID, KeyRun, e.RunID)
+		return err
+	}
+	if err == nil {
+		c.live.forget(townID, e.AgentID, e.RunID)
+		c.log.Info("agent exited", KeyTown, townID, KeyAgent, e.AgentID, KeyRun, e.RunID, "exitCode", e.ExitCode)
+	}
+	return err
+}

@@ -1,0 +1,101 @@
+package coordinator
+
+import (
+	"time"
+
+	"github.com/gastown/gastown/schemas"
+)
+
+// Agent statuses.
+const (
+	AgentIdle    = "idle"
+	AgentWorking = "working"
+	AgentStalled = "stalled"
+	AgentDead    = "dead"
+)
+
+// Bead types.
+const (
+	BeadIssue        = "issue"
+	BeadMessage      = "message"
+	BeadMergeRequest = "merge_request"
+	BeadConvoy       = "convoy"
+	BeadEscalation   = "escalation"
+)
+
+// Bead statuses; closed and failed are final.
+const (
+	BeadOpen       = "open"
+	BeadInProgress = "in_progress"
+	BeadInReview   = "in_review"
+	BeadClosed     = "closed"
+	BeadFailed     = "failed"
+)
+
+// Town is a town: its owner and one container.
+type Town struct {
+	TownID    string    `json:"townId"`
+	UserID    string    `json:"userId"`
+	CreatedAt time.Time `json:"createdAt"`
+}
+
+// Rig is one git repository of a town.
+type Rig struct {
+	TownID        string    `json:"townId"`
+	RigID         string    `json:"rigId"`
+	GitURL        string    `json:"gitUrl"`
+	DefaultBranch string    `json:"defaultBranch"`
+	CreatedAt     time.Time `json:"createdAt"`
+}
+
+// Agent is one agent of a town and the state of its current run.
+type Agent struct {
+	TownID  string `json:"townId"`
+	AgentID string `json:"agentId"`
+	RigID   string `json:"rigId"`
+	Role    string `json:"role"`
+	Status  string `json:"status"`
+	// RunID is the current run; every message about the agent must name it.
+	RunID string `json:"runId,omitempty"`
+	// Hook is the bead the agent works on, if any.
+	Hook string `json:"hook,omitempty"`
+	// Attempts counts failed dispatches of the hooked bead.
+	Attempts int `json:"attempts"`
+	// NextAttemptAt is the earliest time of the next dispatch.
+	NextAttemptAt time.Time `json:"nextAttemptAt,omitzero"`
+	// DispatchedAt is when the current run was dispatched.
+	DispatchedAt time.Time `json:"dispatchedAt,omitzero"`
+	// LastError says why the last dispatch or run failed.
+	LastError string `json:"lastError,omitempty"`
+	// Failures are the times of recent failed runs (crash-loop detection).
+	Failures  []time.Time `json:"failures,omitempty"`
+	UpdatedAt time.Time   `json:"updatedAt"`
+}
+
+// Bead is a unit of work (or mail, a review, a convoy, an escalation).
+type Bead struct {
+	TownID   string `json:"townId"`
+	BeadID   string `json:"beadId"`
+	Type     string `json:"type"`
+	Status   string `json:"status"`
+	RigID    string `json:"rigId,omitempty"`
+	Title    string `json:"title"`
+	Body     string `json:"body,omitempty"`
+	Assignee string `json:"assignee,omitempty"`
+	// Attempts counts the dispatches of this bead that failed.
+	Attempts  int       `json:"attempts,omitempty"`
+	CreatedAt time.Time `json:"createdAt"`
+	UpdatedAt time.Time `json:"updatedAt"`
+}
+
+// Final reports whether the bead can no longer change status.
+func (b Bead) Final() bool { return b.Status == BeadClosed || b.Status == BeadFailed }
+
+// heartbeatRecord is a town's last heartbeat as received, fenced: only the
+// lines naming each agent's current run are kept.
+type heartbeatRecord struct {
+	TownID      string              `json:"townId"`
+	ContainerID string              `json:"containerId"`
+	ReceivedAt  time.Time           `json:"receivedAt"`
+	Agents      []schemas.AgentBeat `json:"agents"`
+}

@@ -1,0 +1,94 @@
+package coordinator
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/gastown/gastown/schemas"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// state is every domain bucket, each with the view its watch keeps true.
+type state struct {
+	towns      *bucket[Town]
+	rigs       *bucket[Rig]
+	agents     *bucket[Agent]
+	beads      *bucket[Bead]
+	heartbeats *bucket[heartbeatRecord]
+}
+
+// openState opens and loads every domain bucket. seen receives every
+// heartbeat record any coordinator stores.
+func openState(ctx, runCtx context.Context, js jetstream.JetStream, replicas int, wg *sync.WaitGroup, seen func(heartbeatRecord)) (*state, error) {
+	cfg := func(name, desc string) jetstream.KeyValueConfig {
+		return jetstream.KeyValueConfig{Bucket: name, Description: desc, History: 1, Replicas: replicas, Storage: jetstream.FileStorage}
+	}
+	var s state
+	var err error
+	if s.towns, err = openBucket[Town](ctx, runCtx, js, cfg(schemas.BucketTowns, "Gastown: towns and their owners"), wg, nil); err != nil {
+		return nil, err
+	}
+	if s.rigs, err = openBucket[Rig](ctx, runCtx, js, cfg(schemas.BucketRigs, "Gastown: rigs (git repositories) of each town"), wg, nil); err != nil {
+		return nil, err
+	}
+	if s.agents, err = openBucket[Agent](ctx, runCtx, js, cfg(schemas.BucketAgents, "Gastown: agents, their runs and hooks"), wg, nil); err != nil {
+		return nil, err
+	}
+	if s.beads, err = openBucket[Bead](ctx, runCtx, js, cfg(schemas.BucketBeads, "Gastown: beads (work, mail, reviews, convoys)"), wg, nil); err != nil {
+		return nil, err
+	}
+	if s.heartbeats, err = openBucket(ctx, runCtx, js, cfg(schemas.BucketHeartbeats, "Gastown: each town's last heartbeat"), wg,
+		func(_ string, r heartbeatRecord) { seen(r) }); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+// seenKey names one run of one agent.
+type seenKey struct{ town, agent, run string }
+
+// liveness remembers when each agent run was last heard of. It is a cache
+// of the heartbeats bucket, kept true by its watch on every coordinator.
+type liveness struct {
+	mu        sync.Mutex
+	lastSeen  map[seenKey]time.Time
+	startedAt time.Time
+}
+
+func (l *liveness) record(r heartbeatRecord) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, a := range r.Agents {
+		k := seenKey{r.TownID, a.AgentID, a.RunID}
+		if r.ReceivedAt.After(l.lastSeen[k]) {
+			l.lastSeen[k] = r.ReceivedAt
+		}
+	}
+}
+
+// seen is when the run was last heard of: its last heartbeat, its
+// dispatch, or this coordinator's start, whichever is latest, so that
+// nothing is declared dead because the coordinator was down.
+func (l *liveness) seen(town, agent, run string, dispatchedAt time.Time) time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return maxTime(l.lastSeen[seenKey{town, agent, run}], dispatchedAt, l.startedAt)
+}
+
+// forget drops what is known of a run that ended.
+func (l *liveness) forget(town, agent, run string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.lastSeen, seenKey{town, agent, run})
+}
+
+func maxTime(ts ...time.Time) time.Time {
+	var m time.Time
+	for _, t := range ts {
+		if t.After(m) {
+			m = t
+		}
+	}
+	return m
+}

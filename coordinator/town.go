@@ -1,0 +1,256 @@
+package coordinator
+
+import (
+	"context"
+	"fmt"
+	"sort"
+
+	"github.com/cockroachdb/errors"
+	"github.com/gastown/gastown/schemas"
+	"github.com/nats-io/nuid"
+)
+
+// polecatNames is the name pool new polecats are named from.
+var polecatNames = []string{"toast", "nux", "slit", "capable", "furiosa", "dag", "ace", "rictus", "cheedo", "angharad"}
+
+// createTown records a town and its owner (written into its tokens).
+func (c *Coordinator) createTown(ctx context.Context, req schemas.TownCreate) (Town, error) {
+	t := Town{TownID: req.TownID, UserID: req.UserID, CreatedAt: c.now().UTC()}
+	if t.UserID == "" {
+		t.UserID = t.TownID
+	}
+	if err := c.st.towns.Create(ctx, t.TownID, t); err != nil {
+		if errors.Is(err, ErrExists) {
+			return Town{}, schemas.NewError(schemas.CodeConflict, "town %s already exists", t.TownID)
+		}
+		return Town{}, err
+	}
+	if _, err := c.tokens.update(ctx, t.TownID, func(s *townTokens) { s.UserID = t.UserID }); err != nil {
+		return Town{}, err
+	}
+	c.log.Info("town created", KeyTown, t.TownID, "owner", t.UserID)
+	return t, nil
+}
+
+// requireTown returns the town or not_found.
+func (c *Coordinator) requireTown(townID string) (Town, error) {
+	t, ok := c.st.towns.Get(townID)
+	if !ok {
+		return Town{}, schemas.NewError(schemas.CodeNotFound, "no town %s", townID)
+	}
+	return t, nil
+}
+
+// addRig records a git repository of a town.
+func (c *Coordinator) addRig(ctx context.Context, req schemas.RigAdd) (Rig, error) {
+	if _, err := c.requireTown(req.TownID); err != nil {
+		return Rig{}, err
+	}
+	r := Rig{TownID: req.TownID, RigID: req.RigID, GitURL: req.GitURL, DefaultBranch: req.DefaultBranch, CreatedAt: c.now().UTC()}
+	if r.DefaultBranch == "" {
+		r.DefaultBranch = "main"
+	}
+	if err := c.st.rigs.Create(ctx, schemas.Key(r.TownID, r.RigID), r); err != nil {
+		if errors.Is(err, ErrExists) {
+			return Rig{}, schemas.NewError(schemas.CodeConflict, "rig %s already exists in town %s", r.RigID, r.TownID)
+		}
+		return Rig{}, err
+	}
+	c.log.Info("rig added", KeyTown, r.TownID, "rig", r.RigID)
+	return r, nil
+}
+
+// createBead records a new bead, open.
+func (c *Coordinator) createBead(ctx context.Context, req schemas.BeadCreate) (Bead, error) {
+	if _, err := c.requireTown(req.TownID); err != nil {
+		return Bead{}, err
+	}
+	if req.RigID != "" {
+		if _, ok := c.st.rigs.Get(schemas.Key(req.TownID, req.RigID)); !ok {
+			return Bead{}, schemas.NewError(schemas.CodeNotFound, "no rig %s in town %s", req.RigID, req.TownID)
+		}
+	}
+	typ := req.Type
+	if typ == "" {
+		typ = BeadIssue
+	}
+	switch typ {
+	case BeadIssue, BeadMessage, BeadMergeRequest, BeadConvoy, BeadEscalation:
+	default:
+		return Bead{}, schemas.NewError(schemas.CodeInvalidArgument, "bead type %q is not issue, message, merge_request, convoy or escalation", typ)
+	}
+	id := req.BeadID
+	if id == "" {
+		id = "b-" + nuid.Next()[:10]
+	}
+	now := c.now().UTC()
+	b := Bead{TownID: req.TownID, BeadID: id, Type: typ, Status: BeadOpen, RigID: req.RigID, Title: req.Title, Body: req.Body, CreatedAt: now, UpdatedAt: now}
+	if err := c.st.beads.Create(ctx, schemas.Key(b.TownID, b.BeadID), b); err != nil {
+		if errors.Is(err, ErrExists) {
+			return Bead{}, schemas.NewError(schemas.CodeConflict, "bead %s already exists", id)
+		}
+		return Bead{}, err
+	}
+	return b, nil
+}
+
+// sling hooks a bead to a polecat (the one named, an idle one of the rig,
+// or a new one from the name pool) and dispatches it. A failed dispatch is
+// reported in the result; patrol tries again after the cooldown.
+func (c *Coordinator) sling(ctx context.Context, req schemas.Sling) (schemas.SlingResult, error) {
+	res := schemas.SlingResult{TownID: req.TownID, BeadID: req.BeadID}
+	if _, err := c.requireTown(req.TownID); err != nil {
+		return res, err
+	}
+	bead, ok := c.st.beads.Get(schemas.Key(req.TownID, req.BeadID))
+	if !ok {
+		return res, schemas.NewError(schemas.CodeNotFound, "no bead %s in town %s", req.BeadID, req.TownID)
+	}
+	rigID := req.RigID
+	if rigID == "" {
+		rigID = bead.RigID
+	}
+	if rigID == "" {
+		return res, schemas.NewError(schemas.CodeInvalidArgument, "bead %s names no rig; give one", req.BeadID)
+	}
+	if _, ok := c.st.rigs.Get(schemas.Key(req.TownID, rigID)); !ok {
+		return res, schemas.NewError(schemas.CodeNotFound, "no rig %s in town %s", rigID, req.TownID)
+	}
+	agentID, err := c.hookPolecat(ctx, req.TownID, rigID, req.AgentID, req.BeadID)
+	if err != nil {
+		return res, err
+	}
+	res.AgentID = agentID
+	if err := c.dispatch(ctx, req.TownID, agentID); err != nil {
+		res.Error = err.Error()
+	} else {
+		res.Dispatched = true
+	}
+	return res, nil
+}
+
+// hookPolecat hooks the bead to a polecat, then assigns the bead to it,
+// each with compare-and-set, so two slings never share a bead or a
+// polecat; the loser's polecat is unhooked again.
+func (c *Coordinator) hookPolecat(ctx context.Context, townID, rigID, agentID, beadID string) (string, error) {
+	now := c.now().UTC()
+	if b, _ := c.st.beads.Get(schemas.Key(townID, beadID)); b.Final() || b.Assignee != "" {
+		return "", schemas.NewError(schemas.CodeConflict, "bead %s is %s and hooked to %q", beadID, b.Status, b.Assignee)
+	}
+	hook := func(a *Agent) error {
+		if a.Hook != "" || a.Status == AgentWorking {
+			return schemas.NewError(schemas.CodeConflict, "polecat %s is busy", a.AgentID)
+		}
+		a.Hook, a.Attempts, a.NextAttemptAt, a.LastError, a.UpdatedAt = beadID, 0, now, "", now
+		return nil
+	}
+	var err error
+	if agentID != "" {
+		err = c.hookNamed(ctx, townID, rigID, agentID, hook)
+	} else {
+		agentID, err = c.hookAny(ctx, townID, rigID, hook)
+	}
+	if err != nil {
+		return "", err
+	}
+	_, err = c.st.beads.Update(ctx, schemas.Key(townID, beadID), func(b *Bead) error {
+		if b.Final() || b.Assignee != "" {
+			return schemas.NewError(schemas.CodeConflict, "bead %s is %s and hooked to %q", beadID, b.Status, b.Assignee)
+		}
+		b.Assignee, b.RigID, b.UpdatedAt = agentID, rigID, now
+		return nil
+	})
+	if err != nil {
+		c.unhook(ctx, townID, agentID, beadID)
+		return "", err
+	}
+	return agentID, nil
+}
+
+// unhook clears an agent's hook if it still holds beadID.
+func (c *Coordinator) unhook(ctx context.Context, townID, agentID, beadID string) {
+	if _, err := c.st.agents.Update(ctx, schemas.Key(townID, agentID), func(a *Agent) error {
+		if a.Hook != beadID {
+			return errNoChange
+		}
+		a.Hook, a.Attempts, a.UpdatedAt = "", 0, c.now().UTC()
+		return nil
+	}); err != nil && !errors.Is(err, errNoChange) {
+		c.log.Warn("unhooking agent", KeyTown, townID, KeyAgent, agentID, KeyErr, err)
+	}
+}
+
+// hookNamed hooks a named polecat, creating it if new.
+func (c *Coordinator) hookNamed(ctx context.Context, townID, rigID, agentID string, hook func(*Agent) error) error {
+	key := schemas.Key(townID, agentID)
+	if a, ok := c.st.agents.Get(key); ok && (a.Role != schemas.RolePolecat || a.RigID != rigID) {
+		return schemas.NewError(schemas.CodeConflict, "agent %s is a %s of rig %s, not a polecat of %s", agentID, a.Role, a.RigID, rigID)
+	}
+	_, err := c.st.agents.Upsert(ctx, key, func(a *Agent) error {
+		if a.AgentID == "" {
+			*a = Agent{TownID: townID, AgentID: agentID, RigID: rigID, Role: schemas.RolePolecat, Status: AgentIdle}
+		}
+		return hook(a)
+	})
+	return err
+}
+
+// hookAny hooks an idle polecat of the rig, or a new one from the pool.
+func (c *Coordinator) hookAny(ctx context.Context, townID, rigID string, hook func(*Agent) error) (string, error) {
+	idle := c.st.agents.List(func(_ string, a Agent) bool {
+		return a.TownID == townID && a.RigID == rigID && a.Role == schemas.RolePolecat && a.Hook == "" && a.Status != AgentWorking
+	})
+	sort.Slice(idle, func(i, j int) bool { return idle[i].AgentID < idle[j].AgentID })
+	for _, a := range idle {
+		if _, err := c.st.agents.Update(ctx, schemas.Key(townID, a.AgentID), hook); err == nil {
+			return a.AgentID, nil
+		} else if !errors.Is(err, schemas.ErrConflict) {
+			return "", err
+		}
+	}
+	for i := 0; i < 1000; i++ {
+		name := polecatNames[i%len(polecatNames)]
+		if i >= len(polecatNames) {
+			name = fmt.Sprintf("%s-%d", name, i/len(polecatNames)+1)
+		}
+		a := Agent{TownID: townID, AgentID: name, RigID: rigID, Role: schemas.RolePolecat, Status: AgentIdle}
+		if err := hook(&a); err != nil {
+			return "", err
+		}
+		err := c.st.agents.Create(ctx, schemas.Key(townID, name), a)
+		if err == nil {
+			c.log.Info("polecat created", KeyTown, townID, KeyAgent, name, "rig", rigID)
+			return name, nil
+		}
+		if !errors.Is(err, ErrExists) {
+			return "", err
+		}
+	}
+	return "", schemas.NewError(schemas.CodeUnavailable, "the polecat name pool of town %s is exhausted", townID)
+}
+
+// TownStatus is what `gastown status` shows of a town.
+type TownStatus struct {
+	Town   Town    `json:"town"`
+	Rigs   []Rig   `json:"rigs"`
+	Agents []Agent `json:"agents"`
+	Beads  []Bead  `json:"beads"`
+}
+
+// townStatus lists a town's rigs, agents and beads.
+func (c *Coordinator) townStatus(townID string) (TownStatus, error) {
+	t, err := c.requireTown(townID)
+	if err != nil {
+		return TownStatus{}, err
+	}
+	st := TownStatus{
+		Town:   t,
+		Rigs:   c.st.rigs.List(func(_ string, r Rig) bool { return r.TownID == townID }),
+		Agents: c.st.agents.List(func(_ string, a Agent) bool { return a.TownID == townID }),
+		Beads:  c.st.beads.List(func(_ string, b Bead) bool { return b.TownID == townID }),
+	}
+	sort.Slice(st.Rigs, func(i, j int) bool { return st.Rigs[i].RigID < st.Rigs[j].RigID })
+	sort.Slice(st.Agents, func(i, j int) bool { return st.Agents[i].AgentID < st.Agents[j].AgentID })
+	sort.Slice(st.Beads, func(i, j int) bool { return st.Beads[i].CreatedAt.Before(st.Beads[j].CreatedAt) })
+	return st, nil
+}
