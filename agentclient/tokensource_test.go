@@ -51,7 +51,7 @@ func TestRotationUnderLoad(t *testing.T) {
 		RequestTimeout: 2 * time.Second,
 	})
 	src := startContainer(t, h, "load", 2*time.Second)
-	client := agentclient.NewClient(src, "mayor", "")
+	client := agentclient.NewClient(src, "", "")
 
 	rotations := atomic.Int64{}
 	sub, err := h.Conn().Subscribe(schemas.AllTowns.Events(), func(m *nats.Msg) {
@@ -106,7 +106,7 @@ func TestRefreshFailureKeepsWorking(t *testing.T) {
 	dir := t.TempDir()
 	require.NoError(t, os.MkdirAll(dir+"/sub", 0o700))
 	src := startContainer(t, h, "fail", time.Hour, func(c *agentclient.Config) { c.TokenFile = dir + "/sub/token" })
-	client := agentclient.NewClient(src, "mayor", "")
+	client := agentclient.NewClient(src, "", "")
 	held := src.Token()
 	require.NoError(t, ping(t, client))
 
@@ -134,7 +134,7 @@ func TestRefreshFailureKeepsWorking(t *testing.T) {
 func TestRevocation(t *testing.T) {
 	h := coordinatortest.Start(t, coordinator.Config{TokenTTL: time.Hour, RefreshInterval: 10 * time.Minute})
 	src := startContainer(t, h, "rev", time.Hour)
-	client := agentclient.NewClient(src, "mayor", "")
+	client := agentclient.NewClient(src, "", "")
 	require.NoError(t, ping(t, client))
 	old := src.Token()
 
@@ -186,7 +186,7 @@ func TestRecovery(t *testing.T) {
 			})
 			town := "rec" + fmt.Sprint(tc.recovers)
 			src := startContainer(t, h, town, time.Hour)
-			client := agentclient.NewClient(src, "mayor", "")
+			client := agentclient.NewClient(src, "", "")
 			require.NoError(t, ping(t, client))
 			before := src.Token()
 

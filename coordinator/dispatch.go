@@ -26,6 +26,8 @@ func (c *Coordinator) dispatch(ctx context.Context, townID, agentID string) erro
 		switch {
 		case a.Status == AgentWorking && a.RunID != "":
 			return schemas.NewError(schemas.CodeConflict, "agent %s is already running (run %s)", agentID, a.RunID)
+		case a.Status == AgentStalled:
+			return schemas.NewError(schemas.CodeConflict, "agent %s is stalled in a crash loop, waiting for triage", agentID)
 		case a.NextAttemptAt.After(now):
 			return schemas.NewError(schemas.CodeConflict, "agent %s is cooling down until %s", agentID, a.NextAttemptAt.UTC().Format("15:04:05"))
 		}

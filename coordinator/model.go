@@ -68,8 +68,10 @@ type Agent struct {
 	// LastError says why the last dispatch or run failed.
 	LastError string `json:"lastError,omitempty"`
 	// Failures are the times of recent failed runs (crash-loop detection).
-	Failures  []time.Time `json:"failures,omitempty"`
-	UpdatedAt time.Time   `json:"updatedAt"`
+	Failures []time.Time `json:"failures,omitempty"`
+	// Checkpoint is the agent's last progress note.
+	Checkpoint string    `json:"checkpoint,omitempty"`
+	UpdatedAt  time.Time `json:"updatedAt"`
 }
 
 // Bead is a unit of work (or mail, a review, a convoy, an escalation).
@@ -82,8 +84,25 @@ type Bead struct {
 	Title    string `json:"title"`
 	Body     string `json:"body,omitempty"`
 	Assignee string `json:"assignee,omitempty"`
-	// Attempts counts the dispatches of this bead that failed.
-	Attempts  int       `json:"attempts,omitempty"`
+	// From is the sender of a message bead.
+	From string `json:"from,omitempty"`
+	// ConvoyID is the convoy tracking this bead.
+	ConvoyID string `json:"convoyId,omitempty"`
+	// Tracks are the beads a convoy tracks.
+	Tracks []string `json:"tracks,omitempty"`
+	// Landed: every bead the convoy tracks is closed.
+	Landed bool `json:"landed,omitempty"`
+	// SourceBead is the bead a merge request or escalation is about.
+	SourceBead string `json:"sourceBead,omitempty"`
+	// Polecat is the agent whose work a merge request carries.
+	Polecat string `json:"polecat,omitempty"`
+	Branch  string `json:"branch,omitempty"`
+	PRURL   string `json:"prUrl,omitempty"`
+	Summary string `json:"summary,omitempty"`
+	// TriageFor names the crash-looping agent a patrol triage bead is about.
+	TriageFor string `json:"triageFor,omitempty"`
+	// CreatedBy is "patrol" for beads patrol made, else the creator.
+	CreatedBy string    `json:"createdBy,omitempty"`
 	CreatedAt time.Time `json:"createdAt"`
 	UpdatedAt time.Time `json:"updatedAt"`
 }

@@ -42,7 +42,9 @@ func (c *Coordinator) patrolLoop(ctx context.Context) {
 func (c *Coordinator) patrol(ctx context.Context) {
 	now := c.now()
 	var due []Agent
-	for _, a := range c.st.agents.List(nil) {
+	agents := c.st.agents.List(nil)
+	c.triageCrashLoops(ctx, agents)
+	for _, a := range agents {
 		switch {
 		case a.Status == AgentWorking && a.RunID != "":
 			if seen := c.live.seen(a.TownID, a.AgentID, a.RunID, a.DispatchedAt); now.Sub(seen) > c.deadAfter() {

@@ -17,21 +17,17 @@ type Caller struct {
 	UserID  string
 	AgentID string
 	RigID   string
+	Role    string
 	Kind    TokenKind
 }
 
-// rpcMethod handles one tool method for an authenticated caller.
-type rpcMethod func(ctx context.Context, caller Caller, body json.RawMessage) (any, error)
-
-// rpcMethods is the table of tool methods.
-func (c *Coordinator) rpcMethods() map[string]rpcMethod {
-	return map[string]rpcMethod{
-		// ping is a no-op tool call: it proves the token and identity are
-		// accepted, and measures the middleware.
-		"ping": func(_ context.Context, caller Caller, _ json.RawMessage) (any, error) {
-			return map[string]string{"townId": caller.TownID, "agentId": caller.AgentID}, nil
-		},
-	}
+// rpcMethod is one tool method: who may call it, and its handler.
+type rpcMethod struct {
+	// container: the container itself may call it with no agent identity.
+	container bool
+	// roles that may call it; none means every agent.
+	roles []string
+	h     func(ctx context.Context, caller Caller, body json.RawMessage) (any, error)
 }
 
 // handleRPC is the middleware of every gastown.town.<T>.rpc.<method>.
@@ -62,6 +58,9 @@ func (c *Coordinator) serveRPC(methods map[string]rpcMethod, m *nats.Msg) (any, 
 	if !ok {
 		return nil, schemas.NewError(schemas.CodeNotFound, "no method %q", method)
 	}
+	if err := c.allowed(h, &caller, method); err != nil {
+		return nil, err
+	}
 	if len(m.Data) > schemas.MaxBodySize {
 		return nil, schemas.NewError(schemas.CodeInvalidArgument, "body is %d bytes; at most %d are allowed", len(m.Data), schemas.MaxBodySize)
 	}
@@ -74,7 +73,30 @@ func (c *Coordinator) serveRPC(methods map[string]rpcMethod, m *nats.Msg) (any, 
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*c.cfg.RequestTimeout)
 	defer cancel()
-	return h(ctx, caller, body)
+	return h.h(ctx, caller, body)
+}
+
+// allowed checks that the caller is an agent of its town and rig (or the
+// container itself, for container methods) whose role may call method.
+func (c *Coordinator) allowed(h rpcMethod, caller *Caller, method string) error {
+	if caller.AgentID == "" {
+		if h.container && caller.Kind == KindContainer {
+			return nil
+		}
+		return schemas.NewError(schemas.CodePermissionDenied, "%s needs the calling agent's identity (%s and %s headers)", method, schemas.AgentIDHeader, schemas.RigIDHeader)
+	}
+	a, ok := c.st.agents.Get(schemas.Key(caller.TownID, caller.AgentID))
+	if !ok {
+		return schemas.NewError(schemas.CodePermissionDenied, "no agent %s in town %s", caller.AgentID, caller.TownID)
+	}
+	if caller.RigID != a.RigID {
+		return schemas.NewError(schemas.CodePermissionDenied, "agent %s belongs to rig %s, not %q", caller.AgentID, a.RigID, caller.RigID)
+	}
+	caller.Role = a.Role
+	if len(h.roles) > 0 && !contains(h.roles, a.Role) {
+		return schemas.NewError(schemas.CodePermissionDenied, "%s is for %v, not a %s", method, h.roles, a.Role)
+	}
+	return nil
 }
 
 // authenticate checks the bearer token (container first, then legacy), its

@@ -1,0 +1,300 @@
+package coordinator
+
+import (
+	"context"
+	"fmt"
+	"sort"
+
+	"github.com/cockroachdb/errors"
+	"github.com/gastown/gastown/schemas"
+)
+
+func isNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
+
+// DoneResult names the merge request a polecat's done created.
+type DoneResult struct {
+	MergeRequest string `json:"mergeRequest"`
+	SourceBead   string `json:"sourceBead"`
+}
+
+// toolDone: the polecat's work on its hooked bead is ready. A merge-request
+// bead is created, the source bead goes to in_review, the polecat is
+// unhooked, and the rig's refinery is dispatched to merge.
+func (c *Coordinator) toolDone(ctx context.Context, caller Caller, r schemas.DoneRequest) (any, error) {
+	if err := selfOnly(caller, r.AgentID); err != nil {
+		return nil, err
+	}
+	a, _ := c.st.agents.Get(schemas.Key(caller.TownID, caller.AgentID))
+	if a.Hook == "" {
+		return nil, schemas.NewError(schemas.CodeConflict, "nothing is on your hook")
+	}
+	src, err := c.bead(caller.TownID, a.Hook)
+	if err != nil {
+		return nil, err
+	}
+	if src.Final() || src.Status == BeadInReview {
+		return nil, schemas.NewError(schemas.CodeConflict, "bead %s is %s", src.BeadID, src.Status)
+	}
+	mr, err := c.createBead(ctx, schemas.BeadCreate{TownID: caller.TownID, Type: BeadMergeRequest, RigID: a.RigID,
+		Title: fmt.Sprintf("Merge %s (%s)", r.Branch, src.Title), Body: r.Summary})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.st.beads.Update(ctx, schemas.Key(caller.TownID, mr.BeadID), func(b *Bead) error {
+		b.SourceBead, b.Polecat, b.Branch, b.Summary, b.PRURL, b.CreatedBy = src.BeadID, caller.AgentID, r.Branch, r.Summary, r.PRURL, caller.AgentID
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	c.setBeadStatus(ctx, caller.TownID, src.BeadID, BeadInReview, BeadOpen, BeadInProgress)
+	if _, err := c.st.agents.Update(ctx, schemas.Key(caller.TownID, caller.AgentID), func(x *Agent) error {
+		if x.Hook != src.BeadID {
+			return errNoChange
+		}
+		x.Hook, x.Status, x.RunID, x.Attempts, x.UpdatedAt = "", AgentIdle, "", 0, c.now().UTC()
+		return nil
+	}); err != nil && !errors.Is(err, errNoChange) {
+		return nil, err
+	}
+	c.log.Info("polecat done; merge request created", KeyTown, caller.TownID, KeyAgent, caller.AgentID, KeyBead, src.BeadID, "mergeRequest", mr.BeadID)
+	c.feedRefinery(ctx, caller.TownID, a.RigID)
+	return DoneResult{MergeRequest: mr.BeadID, SourceBead: src.BeadID}, nil
+}
+
+// refineryID names the refinery of a rig (one per rig).
+func refineryID(rigID string) string {
+	id := rigID + "-refinery"
+	if len(id) > schemas.MaxIDLen {
+		id = id[len(id)-schemas.MaxIDLen:]
+	}
+	return id
+}
+
+// feedRefinery hooks the oldest waiting merge request of the rig to its
+// refinery, if the refinery is free, and dispatches it: the review queue.
+func (c *Coordinator) feedRefinery(ctx context.Context, townID, rigID string) {
+	queue := c.st.beads.List(func(_ string, b Bead) bool {
+		return b.TownID == townID && b.RigID == rigID && b.Type == BeadMergeRequest && b.Status == BeadOpen && b.Assignee == ""
+	})
+	if len(queue) == 0 {
+		return
+	}
+	sort.Slice(queue, func(i, j int) bool { return queue[i].CreatedAt.Before(queue[j].CreatedAt) })
+	ref := refineryID(rigID)
+	now := c.now().UTC()
+	_, err := c.st.agents.Upsert(ctx, schemas.Key(townID, ref), func(a *Agent) error {
+		if a.AgentID == "" {
+			*a = Agent{TownID: townID, AgentID: ref, RigID: rigID, Role: schemas.RoleRefinery, Status: AgentIdle}
+		}
+		if a.Hook != "" || a.Status == AgentWorking {
+			return errNoChange // busy: the queue waits
+		}
+		a.Hook, a.Attempts, a.NextAttemptAt, a.UpdatedAt = queue[0].BeadID, 0, now, now
+		return nil
+	})
+	if errors.Is(err, errNoChange) {
+		return
+	}
+	if err != nil {
+		c.log.Warn("hooking refinery", KeyTown, townID, KeyAgent, ref, KeyErr, err)
+		return
+	}
+	if _, err := c.st.beads.Update(ctx, schemas.Key(townID, queue[0].BeadID), func(b *Bead) error {
+		b.Assignee, b.Status = ref, BeadInProgress
+		return nil
+	}); err != nil {
+		c.log.Warn("assigning merge request", KeyTown, townID, KeyBead, queue[0].BeadID, KeyErr, err)
+	}
+	if err := c.dispatch(ctx, townID, ref); err != nil {
+		c.log.Info("refinery dispatch deferred to patrol", KeyTown, townID, KeyAgent, ref, KeyErr, err)
+	}
+}
+
+// toolReviewComplete: the refinery's verdict. Merged closes the source
+// bead (and moves its convoy); failed or conflict sends it back to work,
+// and conflict also opens an escalation.
+func (c *Coordinator) toolReviewComplete(ctx context.Context, caller Caller, r schemas.ReviewComplete) (any, error) {
+	mr, err := c.bead(caller.TownID, r.BeadID)
+	if err != nil {
+		return nil, err
+	}
+	if mr.Type != BeadMergeRequest || mr.Assignee != caller.AgentID {
+		return nil, schemas.NewError(schemas.CodePermissionDenied, "merge request %s is not on your hook", r.BeadID)
+	}
+	if mr.Final() {
+		return nil, schemas.NewError(schemas.CodeConflict, "merge request %s is already %s", r.BeadID, mr.Status)
+	}
+	final := BeadClosed
+	if r.Outcome != schemas.ReviewMerged {
+		final = BeadFailed
+	}
+	if _, err := c.st.beads.Update(ctx, schemas.Key(caller.TownID, mr.BeadID), func(b *Bead) error {
+		if b.Final() {
+			return schemas.NewError(schemas.CodeConflict, "merge request %s is already %s", r.BeadID, b.Status)
+		}
+		b.Status, b.Summary, b.UpdatedAt = final, r.Note, c.now().UTC()
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	c.unhook(ctx, caller.TownID, caller.AgentID, mr.BeadID)
+	if _, err := c.st.agents.Update(ctx, schemas.Key(caller.TownID, caller.AgentID), func(a *Agent) error {
+		a.Status, a.RunID = AgentIdle, ""
+		return nil
+	}); err != nil {
+		c.log.Warn("idling refinery", KeyTown, caller.TownID, KeyErr, err)
+	}
+	var out any = map[string]string{"mergeRequest": mr.BeadID, "outcome": r.Outcome}
+	if r.Outcome == schemas.ReviewMerged {
+		if _, err := c.closeBead(ctx, caller.TownID, mr.SourceBead); err != nil {
+			return nil, err
+		}
+	} else {
+		c.backToWork(ctx, caller.TownID, mr)
+		if r.Outcome == schemas.ReviewConflict {
+			if _, err := c.escalate(ctx, caller.TownID, caller.AgentID, mr.SourceBead,
+				"Merge conflict on "+mr.Branch, r.Note); err != nil {
+				c.log.Warn("opening escalation", KeyTown, caller.TownID, KeyErr, err)
+			}
+		}
+	}
+	c.feedRefinery(ctx, caller.TownID, mr.RigID)
+	return out, nil
+}
+
+// backToWork reopens a merge request's source bead and slings it again,
+// to its polecat when that one is free.
+func (c *Coordinator) backToWork(ctx context.Context, townID string, mr Bead) {
+	if _, err := c.st.beads.Update(ctx, schemas.Key(townID, mr.SourceBead), func(b *Bead) error {
+		if b.Final() {
+			return errNoChange
+		}
+		b.Status, b.Assignee, b.UpdatedAt = BeadOpen, "", c.now().UTC()
+		return nil
+	}); err != nil {
+		if !errors.Is(err, errNoChange) {
+			c.log.Warn("reopening bead", KeyTown, townID, KeyBead, mr.SourceBead, KeyErr, err)
+		}
+		return
+	}
+	res, err := c.sling(ctx, schemas.Sling{TownID: townID, BeadID: mr.SourceBead, RigID: mr.RigID, AgentID: mr.Polecat})
+	if err != nil && errors.Is(err, schemas.ErrConflict) {
+		res, err = c.sling(ctx, schemas.Sling{TownID: townID, BeadID: mr.SourceBead, RigID: mr.RigID})
+	}
+	if err != nil {
+		c.log.Warn("sending bead back to work", KeyTown, townID, KeyBead, mr.SourceBead, KeyErr, err)
+		return
+	}
+	c.log.Info("bead sent back to work", KeyTown, townID, KeyBead, mr.SourceBead, KeyAgent, res.AgentID)
+}
+
+// closeBead closes a bead and moves its convoy; a convoy whose every bead
+// is closed lands.
+func (c *Coordinator) closeBead(ctx context.Context, townID, beadID string) (Bead, error) {
+	b, err := c.st.beads.Update(ctx, schemas.Key(townID, beadID), func(b *Bead) error {
+		if b.Status == BeadClosed {
+			return errNoChange
+		}
+		if b.Final() {
+			return schemas.NewError(schemas.CodeConflict, "bead %s is %s", beadID, b.Status)
+		}
+		b.Status, b.UpdatedAt = BeadClosed, c.now().UTC()
+		return nil
+	})
+	if errors.Is(err, errNoChange) {
+		return c.bead(townID, beadID)
+	}
+	if err != nil {
+		return Bead{}, notFoundAs(err, "no bead %s", beadID)
+	}
+	t, _ := schemas.ForTown(townID)
+	c.publishEvent(t, schemas.EventBeadClosed, beadID, map[string]any{"title": b.Title, "convoyId": b.ConvoyID})
+	if b.ConvoyID != "" {
+		c.convoyProgress(ctx, townID, b.ConvoyID)
+	}
+	return b, nil
+}
+
+// convoyProgress lands the convoy when every bead it tracks is closed.
+func (c *Coordinator) convoyProgress(ctx context.Context, townID, convoyID string) {
+	st, err := c.convoyStatus(townID, convoyID)
+	if err != nil || st.Closed < st.Tracked {
+		return
+	}
+	_, err = c.st.beads.Update(ctx, schemas.Key(townID, convoyID), func(b *Bead) error {
+		if b.Landed {
+			return errNoChange
+		}
+		b.Landed, b.Status, b.UpdatedAt = true, BeadClosed, c.now().UTC()
+		return nil
+	})
+	if errors.Is(err, errNoChange) {
+		return
+	}
+	if err != nil {
+		c.log.Warn("landing convoy", KeyTown, townID, KeyBead, convoyID, KeyErr, err)
+		return
+	}
+	c.log.Info("convoy landed", KeyTown, townID, KeyBead, convoyID, KeyCount, st.Tracked)
+	t, _ := schemas.ForTown(townID)
+	c.publishEvent(t, schemas.EventConvoyLanded, convoyID, map[string]any{"title": st.Title, "beads": st.Tracked})
+}
+
+// convoyStatus counts a convoy's closed beads.
+func (c *Coordinator) convoyStatus(townID, convoyID string) (schemas.ConvoyStatus, error) {
+	cv, err := c.bead(townID, convoyID)
+	if err != nil {
+		return schemas.ConvoyStatus{}, err
+	}
+	if cv.Type != BeadConvoy {
+		return schemas.ConvoyStatus{}, schemas.NewError(schemas.CodeInvalidArgument, "bead %s is not a convoy", convoyID)
+	}
+	st := schemas.ConvoyStatus{ConvoyID: convoyID, Title: cv.Title, Tracked: len(cv.Tracks), Landed: cv.Landed}
+	for _, id := range cv.Tracks {
+		if b, ok := c.st.beads.Get(schemas.Key(townID, id)); ok && b.Status == BeadClosed {
+			st.Closed++
+		} else {
+			st.Open = append(st.Open, id)
+		}
+	}
+	return st, nil
+}
+
+// toolConvoyCreate creates a convoy tracking beads not yet in one.
+func (c *Coordinator) toolConvoyCreate(ctx context.Context, caller Caller, r schemas.ConvoyCreate) (any, error) {
+	return c.createConvoy(ctx, caller.TownID, r)
+}
+
+func (c *Coordinator) createConvoy(ctx context.Context, townID string, r schemas.ConvoyCreate) (Bead, error) {
+	for _, id := range r.Beads {
+		b, err := c.bead(townID, id)
+		if err != nil {
+			return Bead{}, err
+		}
+		if b.ConvoyID != "" {
+			return Bead{}, schemas.NewError(schemas.CodeConflict, "bead %s is already in convoy %s", id, b.ConvoyID)
+		}
+	}
+	cv, err := c.createBead(ctx, schemas.BeadCreate{TownID: townID, Type: BeadConvoy, Title: r.Title})
+	if err != nil {
+		return Bead{}, err
+	}
+	if cv, err = c.st.beads.Update(ctx, schemas.Key(townID, cv.BeadID), func(b *Bead) error {
+		b.Tracks = append([]string(nil), r.Beads...)
+		return nil
+	}); err != nil {
+		return Bead{}, err
+	}
+	for _, id := range r.Beads {
+		if _, err := c.st.beads.Update(ctx, schemas.Key(townID, id), func(b *Bead) error {
+			if b.ConvoyID != "" && b.ConvoyID != cv.BeadID {
+				return schemas.NewError(schemas.CodeConflict, "bead %s joined convoy %s meanwhile", id, b.ConvoyID)
+			}
+			b.ConvoyID = cv.BeadID
+			return nil
+		}); err != nil {
+			return Bead{}, err
+		}
+	}
+	return cv, nil
+}

@@ -1,0 +1,255 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"sort"
+
+	"github.com/gastown/gastown/schemas"
+)
+
+// tool makes an rpcMethod that decodes and validates a body of type R.
+func tool[R validator](roles []string, h func(ctx context.Context, caller Caller, req R) (any, error)) rpcMethod {
+	return rpcMethod{roles: roles, h: func(ctx context.Context, caller Caller, body json.RawMessage) (any, error) {
+		var req R
+		if err := json.Unmarshal(body, &req); err != nil {
+			return nil, schemas.NewError(schemas.CodeInvalidArgument, "body is not the JSON object this method takes")
+		}
+		if err := req.Validate(); err != nil {
+			return nil, schemas.NewError(schemas.CodeInvalidArgument, "%s", err.Error())
+		}
+		return h(ctx, caller, req)
+	}}
+}
+
+// noBody is the body of methods that take none.
+type noBody struct{}
+
+func (noBody) Validate() error { return nil }
+
+var (
+	mayorOnly    = []string{schemas.RoleMayor}
+	refineryOnly = []string{schemas.RoleRefinery}
+	triageOnly   = []string{schemas.RoleTriage}
+)
+
+// rpcMethods is the table of tool methods (PROTOCOL.md, RPC).
+func (c *Coordinator) rpcMethods() map[string]rpcMethod {
+	return map[string]rpcMethod{
+		// ping is a no-op: it proves the token (and identity, if given) is
+		// accepted, and measures the middleware.
+		schemas.ToolPing: {container: true, h: func(_ context.Context, caller Caller, _ json.RawMessage) (any, error) {
+			return map[string]string{"townId": caller.TownID, "agentId": caller.AgentID}, nil
+		}},
+		schemas.ToolPrime:      tool(nil, func(_ context.Context, caller Caller, _ noBody) (any, error) { return c.prime(caller) }),
+		schemas.ToolBeadGet:    tool(nil, c.toolBeadGet),
+		schemas.ToolBeadClose:  tool(nil, c.toolBeadClose),
+		schemas.ToolDone:       tool(nil, c.toolDone),
+		schemas.ToolMailSend:   tool(nil, c.toolMailSend),
+		schemas.ToolMailCheck:  tool(nil, c.toolMailCheck),
+		schemas.ToolEscalate:   tool(nil, c.toolEscalate),
+		schemas.ToolCheckpoint: tool(nil, c.toolCheckpoint),
+		schemas.ToolRigsList: tool(mayorOnly, func(_ context.Context, caller Caller, _ noBody) (any, error) {
+			return c.rigsOfUser(caller.UserID), nil
+		}),
+		schemas.ToolBeadsList: tool(mayorOnly, func(_ context.Context, caller Caller, r schemas.BeadsList) (any, error) {
+			return c.listBeads(caller.TownID, r), nil
+		}),
+		schemas.ToolAgentsList: tool(mayorOnly, func(_ context.Context, caller Caller, _ noBody) (any, error) {
+			st, err := c.townStatus(caller.TownID)
+			return st.Agents, err
+		}),
+		schemas.ToolSling: tool(mayorOnly, func(ctx context.Context, caller Caller, r schemas.Sling) (any, error) {
+			if r.TownID == "" {
+				r.TownID = caller.TownID
+			}
+			if r.TownID != caller.TownID {
+				return nil, schemas.NewError(schemas.CodePermissionDenied, "sling names another town")
+			}
+			return c.sling(ctx, r)
+		}),
+		schemas.ToolBeadUpdate:   tool(mayorOnly, c.toolBeadUpdate),
+		schemas.ToolConvoyCreate: tool(mayorOnly, c.toolConvoyCreate),
+		schemas.ToolConvoyStatus: tool(mayorOnly, func(_ context.Context, caller Caller, r schemas.BeadRef) (any, error) {
+			return c.convoyStatus(caller.TownID, r.BeadID)
+		}),
+		schemas.ToolReviewComplete: tool(refineryOnly, c.toolReviewComplete),
+		schemas.ToolTriageResolve:  tool(triageOnly, c.toolTriageResolve),
+	}
+}
+
+// selfOnly refuses a body field that names an agent other than the caller.
+func selfOnly(caller Caller, named string) error {
+	if named != "" && named != caller.AgentID {
+		return schemas.NewError(schemas.CodePermissionDenied, "the body names agent %s, but the caller is %s", named, caller.AgentID)
+	}
+	return nil
+}
+
+// Prime is what an agent learns when it starts.
+type Prime struct {
+	AgentID      string `json:"agentId"`
+	RigID        string `json:"rigId"`
+	Role         string `json:"role"`
+	RunID        string `json:"runId,omitempty"`
+	Hook         *Bead  `json:"hook,omitempty"`
+	Instructions string `json:"instructions"`
+}
+
+var roleInstructions = map[string]string{
+	schemas.RoleMayor:    "You are the mayor: plan the town's work, create convoys, and sling beads to polecats.",
+	schemas.RolePolecat:  "You are a polecat: do the work on your hook in your workspace, commit it on your branch, then call done.",
+	schemas.RoleRefinery: "You are the refinery: review the merge request on your hook, merge it into the default branch, then call review.complete.",
+	schemas.RoleTriage:   "You are a triage agent: look at the crash-looping agent on your hook, then call triage.resolve with restart or fail.",
+}
+
+func (c *Coordinator) prime(caller Caller) (Prime, error) {
+	a, _ := c.st.agents.Get(schemas.Key(caller.TownID, caller.AgentID))
+	p := Prime{AgentID: a.AgentID, RigID: a.RigID, Role: a.Role, RunID: a.RunID, Instructions: roleInstructions[a.Role]}
+	if a.Hook != "" {
+		if b, ok := c.st.beads.Get(schemas.Key(caller.TownID, a.Hook)); ok {
+			p.Hook = &b
+		}
+	}
+	return p, nil
+}
+
+// bead returns a bead of the caller's town, or not_found.
+func (c *Coordinator) bead(townID, beadID string) (Bead, error) {
+	b, ok := c.st.beads.Get(schemas.Key(townID, beadID))
+	if !ok {
+		return Bead{}, schemas.NewError(schemas.CodeNotFound, "no bead %s", beadID)
+	}
+	return b, nil
+}
+
+func (c *Coordinator) toolBeadGet(_ context.Context, caller Caller, r schemas.BeadRef) (any, error) {
+	return c.bead(caller.TownID, r.BeadID)
+}
+
+// toolBeadClose closes a bead: the caller's hooked bead, or any (mayor).
+func (c *Coordinator) toolBeadClose(ctx context.Context, caller Caller, r schemas.BeadRef) (any, error) {
+	b, err := c.bead(caller.TownID, r.BeadID)
+	if err != nil {
+		return nil, err
+	}
+	if caller.Role != schemas.RoleMayor && b.Assignee != caller.AgentID {
+		return nil, schemas.NewError(schemas.CodePermissionDenied, "bead %s is not on your hook", r.BeadID)
+	}
+	return c.closeBead(ctx, caller.TownID, r.BeadID)
+}
+
+func (c *Coordinator) toolMailSend(ctx context.Context, caller Caller, r schemas.MailSend) (any, error) {
+	if err := selfOnly(caller, r.From); err != nil {
+		return nil, err
+	}
+	if _, ok := c.st.agents.Get(schemas.Key(caller.TownID, r.To)); !ok {
+		return nil, schemas.NewError(schemas.CodeNotFound, "no agent %s", r.To)
+	}
+	b, err := c.createBead(ctx, schemas.BeadCreate{TownID: caller.TownID, Type: BeadMessage, Title: r.Subject, Body: r.Body})
+	if err != nil {
+		return nil, err
+	}
+	return c.st.beads.Update(ctx, schemas.Key(caller.TownID, b.BeadID), func(m *Bead) error {
+		m.From, m.Assignee = caller.AgentID, r.To
+		return nil
+	})
+}
+
+// toolMailCheck returns the caller's unread mail and marks it read.
+func (c *Coordinator) toolMailCheck(ctx context.Context, caller Caller, _ noBody) (any, error) {
+	mail := c.st.beads.List(func(_ string, b Bead) bool {
+		return b.TownID == caller.TownID && b.Type == BeadMessage && b.Assignee == caller.AgentID && b.Status == BeadOpen
+	})
+	sort.Slice(mail, func(i, j int) bool { return mail[i].CreatedAt.Before(mail[j].CreatedAt) })
+	for _, m := range mail {
+		c.setBeadStatus(ctx, caller.TownID, m.BeadID, BeadClosed, BeadOpen)
+	}
+	return mail, nil
+}
+
+func (c *Coordinator) toolEscalate(ctx context.Context, caller Caller, r schemas.Escalate) (any, error) {
+	return c.escalate(ctx, caller.TownID, caller.AgentID, r.BeadID, r.Title, r.Body)
+}
+
+// escalate opens an escalation bead for the mayor.
+func (c *Coordinator) escalate(ctx context.Context, townID, from, source, title, body string) (Bead, error) {
+	b, err := c.createBead(ctx, schemas.BeadCreate{TownID: townID, Type: BeadEscalation, Title: title, Body: body})
+	if err != nil {
+		return Bead{}, err
+	}
+	return c.st.beads.Update(ctx, schemas.Key(townID, b.BeadID), func(e *Bead) error {
+		e.From, e.SourceBead, e.CreatedBy = from, source, from
+		return nil
+	})
+}
+
+func (c *Coordinator) toolCheckpoint(ctx context.Context, caller Caller, r schemas.Checkpoint) (any, error) {
+	if err := selfOnly(caller, r.AgentID); err != nil {
+		return nil, err
+	}
+	a, err := c.st.agents.Update(ctx, schemas.Key(caller.TownID, caller.AgentID), func(a *Agent) error {
+		a.Checkpoint, a.UpdatedAt = r.Note, c.now().UTC()
+		return nil
+	})
+	return map[string]string{"agentId": a.AgentID, "checkpoint": a.Checkpoint}, err
+}
+
+// rigsOfUser lists the rigs of every town the user owns.
+func (c *Coordinator) rigsOfUser(userID string) []Rig {
+	rigs := c.st.rigs.List(func(_ string, r Rig) bool {
+		t, ok := c.st.towns.Get(r.TownID)
+		return ok && t.UserID == userID
+	})
+	sort.Slice(rigs, func(i, j int) bool {
+		return schemas.Key(rigs[i].TownID, rigs[i].RigID) < schemas.Key(rigs[j].TownID, rigs[j].RigID)
+	})
+	return rigs
+}
+
+func (c *Coordinator) listBeads(townID string, r schemas.BeadsList) []Bead {
+	beads := c.st.beads.List(func(_ string, b Bead) bool {
+		return b.TownID == townID && (r.Status == "" || b.Status == r.Status) && (r.Type == "" || b.Type == r.Type)
+	})
+	sort.Slice(beads, func(i, j int) bool { return beads[i].CreatedAt.Before(beads[j].CreatedAt) })
+	return beads
+}
+
+func (c *Coordinator) toolBeadUpdate(ctx context.Context, caller Caller, r schemas.BeadUpdate) (any, error) {
+	if r.Status == BeadClosed {
+		return c.closeBead(ctx, caller.TownID, r.BeadID)
+	}
+	switch r.Status {
+	case "", BeadOpen, BeadInProgress, BeadInReview, BeadFailed:
+	default:
+		return nil, schemas.NewError(schemas.CodeInvalidArgument, "status %q is not a bead status", r.Status)
+	}
+	b, err := c.st.beads.Update(ctx, schemas.Key(caller.TownID, r.BeadID), func(b *Bead) error {
+		if r.Status != "" && b.Final() {
+			return schemas.NewError(schemas.CodeConflict, "bead %s is %s; it cannot change status", r.BeadID, b.Status)
+		}
+		if r.Title != "" {
+			b.Title = r.Title
+		}
+		if r.Body != "" {
+			b.Body = r.Body
+		}
+		if r.Status != "" {
+			b.Status = r.Status
+		}
+		b.UpdatedAt = c.now().UTC()
+		return nil
+	})
+	if err != nil {
+		return nil, notFoundAs(err, "no bead %s", r.BeadID)
+	}
+	return b, nil
+}
+
+// notFoundAs turns the store's ErrNotFound into not_found.
+func notFoundAs(err error, format string, args ...any) error {
+	if isNotFound(err) {
+		return schemas.NewError(schemas.CodeNotFound, format, args...)
+	}
+	return err
+}
