@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/cockroachdb/errors"
+	"github.com/gastown/gastown/schemas"
 )
 
 // Env is what the process gives Run: its environment and its output.
@@ -31,6 +32,13 @@ func verbs() []verb {
 	return []verb{
 		{"coordinator", "run the coordinator daemon (embedded NATS by default)", runCoordinator},
 		{"token", "mint, rotate or revoke a town's container token", runToken},
+		{"town", "create a town (admin)", runTown},
+		{"rig", "add a rig: a git repository of a town (admin)", runRig},
+		{"bead", "create a bead: a unit of work (admin)", runBead},
+		{"sling", "hook a bead to a polecat and dispatch it (admin)", runSling},
+		{"status", "show a town's rigs, agents and beads (admin)", runStatus},
+		{"tool", "call a coordinator tool as this agent (inside a container)", runTool},
+		{"agent", "run a built-in agent (agent sim: no LLM needed)", runAgent},
 	}
 }
 
@@ -110,6 +118,12 @@ func exitCode(err error) int {
 		return 0
 	case errors.Is(err, ErrUsage):
 		return 2
+	}
+	var e *schemas.Error
+	if errors.As(err, &e) {
+		if code, ok := toolExitCodes[e.Code]; ok {
+			return code
+		}
 	}
 	return 1
 }

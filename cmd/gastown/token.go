@@ -90,30 +90,15 @@ func runTokenMint(args []string, env Env) error {
 func runTokenAdmin(ctx context.Context, sub string, args []string, env Env) error {
 	fs := newFlags("token "+sub, "token "+sub+" --town T [--server URL]", tokenDesc, env)
 	town := fs.String("town", "", "town id (required)")
-	server := fs.String("server", "nats://127.0.0.1:4222", "NATS URL of the coordinator's bus")
-	timeout := fs.Duration("timeout", 15*time.Second, "how long to wait for the coordinator")
+	af := addAdminFlags(fs)
 	if done, err := parse(fs, args, env); done {
 		return err
 	}
-	if err := schemas.ValidateID("--town", *town); err != nil {
-		return errors.Mark(err, ErrUsage)
-	}
-	nc, err := adminConnect(*server, env)
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
 	method := schemas.AdminTokenRotate
 	if sub == "revoke" {
 		method = schemas.AdminTokenRevoke
 	}
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
-	defer cancel()
-	var out json.RawMessage
-	if err := adminCall(ctx, nc, method, schemas.TownRequest{TownID: *town}, &out); err != nil {
-		return err
-	}
-	return printJSON(env, out)
+	return runAdmin(ctx, env, af, method, schemas.TownRequest{TownID: *town})
 }
 
 // adminConnect connects as the admin identity.

@@ -1,0 +1,90 @@
+package agentclient
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/errors"
+	"github.com/gastown/gastown/bus"
+	"github.com/gastown/gastown/schemas"
+	"github.com/nats-io/nats.go"
+)
+
+// Environment an agent process gets from its container.
+const (
+	EnvTownID    = "GASTOWN_TOWN_ID"
+	EnvRigID     = "GASTOWN_RIG_ID"
+	EnvAgentID   = "GASTOWN_AGENT_ID"
+	EnvAgentRole = "GASTOWN_AGENT_ROLE"
+	EnvRunID     = "GASTOWN_RUN_ID"
+)
+
+// FileSession is an agent process's session: it reads the container's
+// token file when it connects (never a copy taken at start), holds the
+// container's permissions, and on Refresh asks …token.get itself (keeping
+// the fresh token in memory: the file is the container's to write).
+type FileSession struct {
+	town    schemas.Town
+	nc      *nats.Conn
+	timeout time.Duration
+
+	mu    sync.Mutex
+	token string
+}
+
+// OpenFileSession connects to url with the token in tokenFile.
+func OpenFileSession(ctx context.Context, url, tokenFile string, timeout time.Duration) (*FileSession, error) {
+	tok, err := ReadTokenFile(tokenFile)
+	if err != nil {
+		return nil, err
+	}
+	claims, err := schemas.PeekContainerClaims(tok)
+	if err != nil {
+		return nil, errors.Wrapf(err, "token file %s", tokenFile)
+	}
+	town, err := schemas.ForTown(claims.TownID)
+	if err != nil {
+		return nil, err
+	}
+	s := &FileSession{town: town, token: tok, timeout: timeout}
+	s.nc, err = nats.Connect(url, nats.Name("gastown-tool"),
+		nats.TokenHandler(func() string { s.mu.Lock(); defer s.mu.Unlock(); return s.token }),
+		nats.CustomInboxPrefix(town.Inbox()), nats.MaxReconnects(3))
+	if err != nil {
+		return nil, errors.WithHint(errors.Wrapf(err, "connecting to %s", url),
+			"is the bus reachable from this container, and is the token file current?")
+	}
+	return s, nil
+}
+
+// Town is the session's town.
+func (s *FileSession) Town() schemas.Town { return s.town }
+
+// Token is the newest token the session holds.
+func (s *FileSession) Token() string { s.mu.Lock(); defer s.mu.Unlock(); return s.token }
+
+// Do runs f on the session's connection.
+func (s *FileSession) Do(_ context.Context, f func(nc *nats.Conn) error) error { return f(s.nc) }
+
+// Refresh asks the coordinator for a fresh token.
+func (s *FileSession) Refresh(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	var rot schemas.TokenRotation
+	if err := bus.Request(ctx, s.nc, s.town.TokenGet(), &schemas.TokenRequest{TownID: s.town.ID(), ContainerID: "tool"}, &rot); err != nil {
+		return errors.Wrap(err, "asking for a fresh token")
+	}
+	if _, err := schemas.PeekContainerClaims(rot.Token); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.token = rot.Token
+	s.mu.Unlock()
+	return nil
+}
+
+// Close closes the connection.
+func (s *FileSession) Close() { s.nc.Close() }
+
+var _ Session = (*FileSession)(nil)

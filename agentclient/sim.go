@@ -1,0 +1,149 @@
+package agentclient
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/cockroachdb/errors"
+	"github.com/gastown/gastown/schemas"
+)
+
+// SimConfig configures the built-in simulated agent.
+type SimConfig struct {
+	// Work is how long the agent "works" before it reports.
+	Work time.Duration
+	// Fail makes the agent exit with an error instead of working (to
+	// exercise failure paths and crash loops).
+	Fail bool
+	// Dir is the agent's workspace (its working directory).
+	Dir    string
+	Logger *slog.Logger
+}
+
+// simPrime is what the sim needs of prime's result.
+type simPrime struct {
+	AgentID string `json:"agentId"`
+	Role    string `json:"role"`
+	Hook    *struct {
+		BeadID  string `json:"beadId"`
+		Title   string `json:"title"`
+		Branch  string `json:"branch"`
+		RigID   string `json:"rigId"`
+		Polecat string `json:"polecat"`
+	} `json:"hook"`
+}
+
+// RunSim is an agent without an LLM: it primes, works for a while, and
+// reports through the same tools a real agent uses — a polecat commits and
+// pushes its branch and calls done; a refinery merges the branch on its
+// hook and calls review.complete; a triage agent restarts the agent it
+// triages; a mayor waits until it is stopped.
+func RunSim(ctx context.Context, c *Client, cfg SimConfig) error {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Fail {
+		return errors.New("simulated failure (--fail)")
+	}
+	var p simPrime
+	if err := c.Call(ctx, schemas.ToolPrime, nil, &p); err != nil {
+		return errors.Wrap(err, "prime")
+	}
+	log.Info("primed", "agent", p.AgentID, "role", p.Role, "hook", p.Hook != nil)
+	if p.Role == schemas.RoleMayor {
+		<-ctx.Done()
+		return nil
+	}
+	if p.Hook == nil {
+		log.Info("nothing on the hook; done")
+		return nil
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(cfg.Work):
+	}
+	switch p.Role {
+	case schemas.RolePolecat:
+		branch, err := simCommit(ctx, cfg.Dir, p.Hook.BeadID, p.Hook.Title)
+		if err != nil {
+			return err
+		}
+		var res json.RawMessage
+		if err := c.Call(ctx, schemas.ToolDone, schemas.DoneRequest{Branch: branch, Summary: "simulated work on " + p.Hook.Title}, &res); err != nil {
+			return errors.Wrap(err, "done")
+		}
+		log.Info("done", "branch", branch, "result", string(res))
+	case schemas.RoleRefinery:
+		outcome, note := simMerge(ctx, cfg.Dir, p.Hook.Branch)
+		if err := c.Call(ctx, schemas.ToolReviewComplete, schemas.ReviewComplete{BeadID: p.Hook.BeadID, Outcome: outcome, Note: note}, nil); err != nil {
+			return errors.Wrap(err, "review.complete")
+		}
+		log.Info("review complete", "outcome", outcome)
+	case schemas.RoleTriage:
+		if err := c.Call(ctx, schemas.ToolTriageResolve, schemas.TriageResolve{Action: schemas.TriageRestart, Note: "simulated triage"}, nil); err != nil {
+			return errors.Wrap(err, "triage.resolve")
+		}
+	}
+	return nil
+}
+
+// git runs a git command in dir.
+func git(ctx context.Context, dir string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, "git", append([]string{"-c", "user.name=Gastown Sim", "-c", "user.email=sim@gastown.invalid"}, args...)...)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), errors.Wrapf(err, "git %s: %s", strings.Join(args, " "), strings.TrimSpace(string(out)))
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// simCommit writes a file for the bead, commits it on the current branch
+// and pushes the branch.
+func simCommit(ctx context.Context, dir, beadID, title string) (string, error) {
+	branch, err := git(ctx, dir, "rev-parse", "--abbrev-ref", "HEAD")
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, "work", beadID+".md")
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return "", errors.Wrap(err, "writing work")
+	}
+	if err := os.WriteFile(path, []byte(fmt.Sprintf("# %s\n\nDone by the simulated agent.\n", title)), 0o644); err != nil {
+		return "", errors.Wrap(err, "writing work")
+	}
+	for _, args := range [][]string{{"add", "work"}, {"commit", "-m", "sim: " + title}, {"push", "origin", "HEAD:refs/heads/" + branch}} {
+		if _, err := git(ctx, dir, args...); err != nil {
+			return "", err
+		}
+	}
+	return branch, nil
+}
+
+// simMerge merges branch into the workspace's branch and pushes it.
+func simMerge(ctx context.Context, dir, branch string) (outcome, note string) {
+	target, err := git(ctx, dir, "rev-parse", "--abbrev-ref", "HEAD")
+	if err != nil {
+		return schemas.ReviewFailed, err.Error()
+	}
+	if _, err := git(ctx, dir, "fetch", "origin", branch); err != nil {
+		return schemas.ReviewFailed, err.Error()
+	}
+	if _, err := git(ctx, dir, "merge", "--no-ff", "-m", "Merge "+branch, "FETCH_HEAD"); err != nil {
+		_, _ = git(ctx, dir, "merge", "--abort")
+		return schemas.ReviewConflict, err.Error()
+	}
+	if _, err := git(ctx, dir, "push", "origin", "HEAD:refs/heads/"+target); err != nil {
+		return schemas.ReviewFailed, err.Error()
+	}
+	return schemas.ReviewMerged, "merged " + branch + " into " + target
+}

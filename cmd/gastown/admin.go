@@ -1,0 +1,131 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/cockroachdb/errors"
+	"github.com/gastown/gastown/schemas"
+)
+
+// adminFlags are the flags every admin verb has.
+type adminFlags struct {
+	server  *string
+	timeout *time.Duration
+}
+
+func addAdminFlags(fs interface {
+	String(name, value, usage string) *string
+	Duration(name string, value time.Duration, usage string) *time.Duration
+}) adminFlags {
+	return adminFlags{
+		server:  fs.String("server", "nats://127.0.0.1:4222", "NATS URL of the coordinator's bus"),
+		timeout: fs.Duration("timeout", 30*time.Second, "how long to wait for the coordinator"),
+	}
+}
+
+// runAdmin connects as admin, calls method with body, and prints the result.
+func runAdmin(ctx context.Context, env Env, af adminFlags, method string, body interface{ Validate() error }) error {
+	if err := body.Validate(); err != nil {
+		return errors.Mark(err, ErrUsage)
+	}
+	nc, err := adminConnect(*af.server, env)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(ctx, *af.timeout)
+	defer cancel()
+	var out json.RawMessage
+	if err := adminCall(ctx, nc, method, body, &out); err != nil {
+		return err
+	}
+	return printJSON(env, out)
+}
+
+const adminNote = "Connects as the 'admin' user with GASTOWN_ADMIN_PASSWORD and prints the result as JSON."
+
+func runTown(ctx context.Context, args []string, env Env) error {
+	if len(args) == 0 || args[0] != "create" {
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+			newFlags("town", "town create --town T [--owner U]", "Creates a town. "+adminNote, env).Usage()
+			return nil
+		}
+		return errors.Mark(errors.New("town needs a subcommand: create"), ErrUsage)
+	}
+	fs := newFlags("town create", "town create --town T [--owner U]", "Creates a town owned by a user. "+adminNote, env)
+	town := fs.String("town", "", "town id (required)")
+	owner := fs.String("owner", "", "owner's user id (default: the town id)")
+	af := addAdminFlags(fs)
+	if done, err := parse(fs, args[1:], env); done {
+		return err
+	}
+	return runAdmin(ctx, env, af, schemas.AdminTownCreate, schemas.TownCreate{TownID: *town, UserID: *owner})
+}
+
+func runRig(ctx context.Context, args []string, env Env) error {
+	if len(args) == 0 || args[0] != "add" {
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+			newFlags("rig", "rig add --town T --rig R --git URL [--branch main]", "Adds a rig. "+adminNote, env).Usage()
+			return nil
+		}
+		return errors.Mark(errors.New("rig needs a subcommand: add"), ErrUsage)
+	}
+	fs := newFlags("rig add", "rig add --town T --rig R --git URL [--branch main]", "Adds a git repository to a town as a rig. "+adminNote, env)
+	town := fs.String("town", "", "town id (required)")
+	rig := fs.String("rig", "", "rig id (required)")
+	git := fs.String("git", "", "git URL of the repository, any URL git clones, including a local path (required)")
+	branch := fs.String("branch", "main", "the repository's default branch")
+	af := addAdminFlags(fs)
+	if done, err := parse(fs, args[1:], env); done {
+		return err
+	}
+	return runAdmin(ctx, env, af, schemas.AdminRigAdd, schemas.RigAdd{TownID: *town, RigID: *rig, GitURL: *git, DefaultBranch: *branch})
+}
+
+func runBead(ctx context.Context, args []string, env Env) error {
+	if len(args) == 0 || args[0] != "create" {
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+			newFlags("bead", "bead create --town T --title TEXT [--rig R] [--body TEXT] [--id B] [--type issue]", "Creates a bead. "+adminNote, env).Usage()
+			return nil
+		}
+		return errors.Mark(errors.New("bead needs a subcommand: create"), ErrUsage)
+	}
+	fs := newFlags("bead create", "bead create --town T --title TEXT [--rig R] [--body TEXT] [--id B] [--type issue]", "Creates a bead: a unit of work. "+adminNote, env)
+	town := fs.String("town", "", "town id (required)")
+	title := fs.String("title", "", "what is to be done (required)")
+	rig := fs.String("rig", "", "the rig it is done in")
+	body := fs.String("body", "", "details")
+	id := fs.String("id", "", "bead id (default: made up)")
+	typ := fs.String("type", "issue", "bead type: issue, message, merge_request, convoy, escalation")
+	af := addAdminFlags(fs)
+	if done, err := parse(fs, args[1:], env); done {
+		return err
+	}
+	return runAdmin(ctx, env, af, schemas.AdminBeadCreate, schemas.BeadCreate{TownID: *town, BeadID: *id, Type: *typ, RigID: *rig, Title: *title, Body: *body})
+}
+
+func runSling(ctx context.Context, args []string, env Env) error {
+	fs := newFlags("sling", "sling --town T --bead B [--rig R] [--agent A]",
+		"Hooks a bead to a polecat (an idle one, or a new one) and dispatches it. "+adminNote, env)
+	town := fs.String("town", "", "town id (required)")
+	bead := fs.String("bead", "", "bead id (required)")
+	rig := fs.String("rig", "", "rig (default: the bead's)")
+	agent := fs.String("agent", "", "polecat to use (default: an idle one, or a new one)")
+	af := addAdminFlags(fs)
+	if done, err := parse(fs, args, env); done {
+		return err
+	}
+	return runAdmin(ctx, env, af, schemas.AdminSling, schemas.Sling{TownID: *town, BeadID: *bead, RigID: *rig, AgentID: *agent})
+}
+
+func runStatus(ctx context.Context, args []string, env Env) error {
+	fs := newFlags("status", "status --town T", "Prints a town's rigs, agents and beads. "+adminNote, env)
+	town := fs.String("town", "", "town id (required)")
+	af := addAdminFlags(fs)
+	if done, err := parse(fs, args, env); done {
+		return err
+	}
+	return runAdmin(ctx, env, af, schemas.AdminStatus, schemas.TownRequest{TownID: *town})
+}

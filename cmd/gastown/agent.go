@@ -1,0 +1,61 @@
+package main
+
+import (
+	"context"
+	"os"
+	"time"
+
+	"github.com/cockroachdb/errors"
+	"github.com/gastown/gastown/agentclient"
+)
+
+const agentSimDesc = `
+A built-in agent for running the whole flow without an LLM. Started by a
+container (e.g. --polecat-cmd "gastown agent sim"), it primes, works for a
+while, and reports with the same tools a real agent uses: a polecat commits
+and pushes its branch and calls done; a refinery merges the branch on its
+hook and calls review.complete; a triage agent restarts the agent it
+triages; a mayor waits until it is stopped.`
+
+func runAgent(ctx context.Context, args []string, env Env) error {
+	if len(args) == 0 || args[0] != "sim" {
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+			newFlags("agent", "agent sim [--work 2s] [--fail]", agentSimDesc, env).Usage()
+			return nil
+		}
+		return errors.Mark(errors.New("agent needs a subcommand: sim"), ErrUsage)
+	}
+	fs := newFlags("agent sim", "agent sim [--work 2s] [--fail]", agentSimDesc, env)
+	work := fs.Duration("work", 2*time.Second, "how long the simulated work takes")
+	fail := fs.Bool("fail", false, "exit with an error at once (exercises failure paths)")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	if done, err := parse(fs, args[1:], env); done {
+		return err
+	}
+	log, err := newLogger(env.Stderr, *logLevel, "text")
+	if err != nil {
+		return err
+	}
+	if *fail {
+		return errors.New("simulated failure (--fail)")
+	}
+	tokenFile := env.Getenv(agentclient.EnvTokenFile)
+	if tokenFile == "" {
+		return errors.Mark(errors.Newf("%s is not set: agent sim runs inside a container", agentclient.EnvTokenFile), ErrUsage)
+	}
+	url := env.Getenv(agentclient.EnvNatsURL)
+	if url == "" {
+		url = agentclient.DefaultURL
+	}
+	sess, err := agentclient.OpenFileSession(ctx, url, tokenFile, 30*time.Second)
+	if err != nil {
+		return err
+	}
+	defer sess.Close()
+	dir, err := os.Getwd()
+	if err != nil {
+		return errors.Wrap(err, "working directory")
+	}
+	client := agentclient.NewClient(sess, env.Getenv(agentclient.EnvAgentID), env.Getenv(agentclient.EnvRigID))
+	return agentclient.RunSim(ctx, client, agentclient.SimConfig{Work: *work, Dir: dir, Logger: log})
+}
