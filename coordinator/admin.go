@@ -63,6 +63,12 @@ func (c *Coordinator) adminHandlers() map[string]nats.MsgHandler {
 		schemas.AdminSling: adminMethod(c, func(ctx context.Context, r schemas.Sling) (any, error) {
 			return c.sling(ctx, r)
 		}),
+		schemas.AdminConvoy: adminMethod(c, func(ctx context.Context, r schemas.AdminConvoyCreate) (any, error) {
+			if _, err := c.requireTown(r.TownID); err != nil {
+				return nil, err
+			}
+			return c.createConvoy(ctx, r.TownID, r.ConvoyCreate)
+		}),
 		schemas.AdminStatus: adminMethod(c, func(_ context.Context, r schemas.TownRequest) (any, error) {
 			return c.townStatus(r.TownID)
 		}),

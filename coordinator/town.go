@@ -13,6 +13,12 @@ import (
 // polecatNames is the name pool new polecats are named from.
 var polecatNames = []string{"toast", "nux", "slit", "capable", "furiosa", "dag", "ace", "rictus", "cheedo", "angharad"}
 
+// The mayor's agent id and the pseudo-rig it belongs to.
+const (
+	MayorID  = "mayor"
+	MayorRig = "town"
+)
+
 // createTown records a town and its owner (written into its tokens).
 func (c *Coordinator) createTown(ctx context.Context, req schemas.TownCreate) (Town, error) {
 	t := Town{TownID: req.TownID, UserID: req.UserID, CreatedAt: c.now().UTC()}
@@ -26,6 +32,12 @@ func (c *Coordinator) createTown(ctx context.Context, req schemas.TownCreate) (T
 		return Town{}, err
 	}
 	if _, err := c.tokens.update(ctx, t.TownID, func(s *townTokens) { s.UserID = t.UserID }); err != nil {
+		return Town{}, err
+	}
+	// One mayor per town. It belongs to the town's pseudo-rig MayorRig and
+	// is kept running by patrol.
+	mayor := Agent{TownID: t.TownID, AgentID: MayorID, RigID: MayorRig, Role: schemas.RoleMayor, Status: AgentIdle, UpdatedAt: t.CreatedAt}
+	if err := c.st.agents.Create(ctx, schemas.Key(t.TownID, MayorID), mayor); err != nil && !errors.Is(err, ErrExists) {
 		return Town{}, err
 	}
 	c.log.Info("town created", KeyTown, t.TownID, "owner", t.UserID)

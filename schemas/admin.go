@@ -46,7 +46,23 @@ const (
 	AdminBeadCreate = "bead.create"
 	AdminSling      = "sling"
 	AdminStatus     = "status"
+	AdminConvoy     = "convoy.create"
 )
+
+// AdminConvoyCreate creates a convoy in a town (the mayor's convoy.create,
+// for the administrator).
+type AdminConvoyCreate struct {
+	TownID string `json:"townId"`
+	ConvoyCreate
+}
+
+// Validate checks the town and the convoy.
+func (r AdminConvoyCreate) Validate() error {
+	if err := validIDs("townId", r.TownID); err != nil {
+		return err
+	}
+	return r.ConvoyCreate.Validate()
+}
 
 // TownCreate creates a town with its owner (the town id when empty).
 type TownCreate struct {

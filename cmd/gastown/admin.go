@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"time"
 
 	"github.com/cockroachdb/errors"
@@ -104,6 +105,32 @@ func runBead(ctx context.Context, args []string, env Env) error {
 		return err
 	}
 	return runAdmin(ctx, env, af, schemas.AdminBeadCreate, schemas.BeadCreate{TownID: *town, BeadID: *id, Type: *typ, RigID: *rig, Title: *title, Body: *body})
+}
+
+func runConvoy(ctx context.Context, args []string, env Env) error {
+	if len(args) == 0 || args[0] != "create" {
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+			newFlags("convoy", "convoy create --town T --title TEXT --beads B1,B2,...", "Creates a convoy. "+adminNote, env).Usage()
+			return nil
+		}
+		return errors.Mark(errors.New("convoy needs a subcommand: create"), ErrUsage)
+	}
+	fs := newFlags("convoy create", "convoy create --town T --title TEXT --beads B1,B2,...",
+		"Creates a convoy tracking beads; it lands when all of them are closed. "+adminNote, env)
+	town := fs.String("town", "", "town id (required)")
+	title := fs.String("title", "", "what the convoy delivers (required)")
+	beads := fs.String("beads", "", "comma-separated bead ids (required)")
+	af := addAdminFlags(fs)
+	if done, err := parse(fs, args[1:], env); done {
+		return err
+	}
+	var ids []string
+	for _, b := range strings.Split(*beads, ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			ids = append(ids, b)
+		}
+	}
+	return runAdmin(ctx, env, af, schemas.AdminConvoy, schemas.AdminConvoyCreate{TownID: *town, ConvoyCreate: schemas.ConvoyCreate{Title: *title, Beads: ids}})
 }
 
 func runSling(ctx context.Context, args []string, env Env) error {

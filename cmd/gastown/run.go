@@ -35,6 +35,7 @@ func verbs() []verb {
 		{"town", "create a town (admin)", runTown},
 		{"rig", "add a rig: a git repository of a town (admin)", runRig},
 		{"bead", "create a bead: a unit of work (admin)", runBead},
+		{"convoy", "create a convoy of beads (admin)", runConvoy},
 		{"sling", "hook a bead to a polecat and dispatch it (admin)", runSling},
 		{"status", "show a town's rigs, agents and beads (admin)", runStatus},
 		{"tool", "call a coordinator tool as this agent (inside a container)", runTool},
