@@ -12,7 +12,7 @@ DEV_SECRET := gastown-development-secret-do-not-use-in-production
 
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run build test tools vet fuzz bench soak clean
+.PHONY: run build test tools vet fuzz bench soak demo clean
 
 build:
 	$(GO) build -o $(BIN)/gastown ./cmd/gastown
@@ -56,6 +56,9 @@ bench:
 soak: tools
 	GASTOWN_SOAK=1 $(GO) test -race -timeout 60m -run 'Soak|Rotation' ./...
 	$(MAKE) fuzz FUZZ_TIME=60s
+
+demo: build
+	BIN=$(BIN)/gastown scripts/demo.sh
 
 clean:
 	rm -rf $(BIN) $(DATA_DIR)
