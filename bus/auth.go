@@ -49,14 +49,39 @@ type authenticator struct {
 	internalSecret string
 	log            *slog.Logger
 
-	// conns remembers the token connections, for Kick.
-	mu    sync.Mutex
-	conns map[uint64]tokenConn
+	// conns remembers the token connections, for Kick. Nothing tells the
+	// authenticator when a connection closes, so entries past their
+	// deadline (whose connections the server has closed) are dropped
+	// whenever the map has doubled since the last sweep.
+	mu      sync.Mutex
+	conns   map[uint64]tokenConn
+	sweepAt int
 }
 
 type tokenConn struct {
 	town     string
 	issuedAt time.Time
+	deadline time.Time
+}
+
+// minSweep is the size below which conns is never swept.
+const minSweep = 64
+
+// rememberLocked records a token connection, sweeping expired entries
+// first when the map has grown enough. a.mu must be held.
+func (a *authenticator) rememberLocked(id uint64, tc tokenConn, now time.Time) {
+	if a.conns == nil {
+		a.conns = map[uint64]tokenConn{}
+	}
+	if len(a.conns) >= max(a.sweepAt, minSweep) {
+		for id, c := range a.conns {
+			if !c.deadline.IsZero() && !c.deadline.After(now) {
+				delete(a.conns, id)
+			}
+		}
+		a.sweepAt = 2 * len(a.conns)
+	}
+	a.conns[id] = tc
 }
 
 func (a *authenticator) Check(c server.ClientAuthentication) bool {
@@ -104,10 +129,7 @@ func (a *authenticator) Check(c server.ClientAuthentication) bool {
 	}
 	c.RegisterUser(&server.User{Username: name, Permissions: perms, ConnectionDeadline: g.Deadline})
 	a.mu.Lock()
-	if a.conns == nil {
-		a.conns = map[uint64]tokenConn{}
-	}
-	a.conns[c.GetID()] = tokenConn{town: g.TownID, issuedAt: g.IssuedAt}
+	a.rememberLocked(c.GetID(), tokenConn{town: g.TownID, issuedAt: g.IssuedAt, deadline: g.Deadline}, time.Now())
 	a.mu.Unlock()
 	a.log.Debug("container connected", KeyTown, g.TownID, KeyRecovery, g.RecoveryOnly, KeyRemote, c.RemoteAddress().String())
 	return true

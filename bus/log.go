@@ -18,7 +18,13 @@ const (
 )
 
 // serverLog adapts slog to the nats-server Logger interface.
-type serverLog struct{ l *slog.Logger }
+type serverLog struct {
+	l *slog.Logger
+	// fatal, when not nil, receives the server's fatal errors (it cannot
+	// listen, JetStream did not start). The server only logs them and
+	// never becomes ready, so Start watches for them to fail at once.
+	fatal chan<- string
+}
 
 func (s serverLog) logf(level slog.Level, format string, v []any) {
 	if !s.l.Enabled(context.Background(), level) {
@@ -29,7 +35,17 @@ func (s serverLog) logf(level slog.Level, format string, v []any) {
 
 func (s serverLog) Noticef(format string, v ...any) { s.logf(slog.LevelInfo, format, v) }
 func (s serverLog) Warnf(format string, v ...any)   { s.logf(slog.LevelWarn, format, v) }
-func (s serverLog) Fatalf(format string, v ...any)  { s.logf(slog.LevelError, format, v) }
 func (s serverLog) Errorf(format string, v ...any)  { s.logf(slog.LevelError, format, v) }
 func (s serverLog) Debugf(format string, v ...any)  { s.logf(slog.LevelDebug, format, v) }
 func (s serverLog) Tracef(format string, v ...any)  { s.logf(slog.LevelDebug-4, format, v) }
+
+// Fatalf logs and, when Start is watching, tells it the server gave up.
+func (s serverLog) Fatalf(format string, v ...any) {
+	s.logf(slog.LevelError, format, v)
+	if s.fatal != nil {
+		select {
+		case s.fatal <- fmt.Sprintf(format, v...):
+		default: // the first one is enough
+		}
+	}
+}

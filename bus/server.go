@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -111,18 +112,30 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, errors.Mark(errors.Wrap(err, "configuring embedded NATS server"), ErrStart)
 	}
-	ns.SetLoggerV2(serverLog{cfg.Logger}, cfg.Debug, false, false)
+	fatal := make(chan string, 1)
+	ns.SetLoggerV2(serverLog{l: cfg.Logger, fatal: fatal}, cfg.Debug, false, false)
 	go ns.Start()
 	deadline := time.Now().Add(readyTimeout)
 	for !ns.ReadyForConnections(100 * time.Millisecond) {
-		if ctx.Err() != nil || time.Now().After(deadline) {
+		var failed error
+		select {
+		case msg := <-fatal:
+			// The server gave up (it could not listen, or JetStream did
+			// not start) and will never be ready: say why now.
+			failed = errors.WithHint(errors.Newf("embedded NATS server failed: %s", msg), fatalHint(msg))
+		default:
+			switch {
+			case ctx.Err() != nil:
+				failed = errors.Wrap(ctx.Err(), "starting embedded NATS server")
+			case time.Now().After(deadline):
+				failed = errors.WithHint(errors.Newf("not accepting connections on %s after %s", cfg.Listen, readyTimeout),
+					"is the address in use by another process? choose another with --listen")
+			}
+		}
+		if failed != nil {
 			ns.Shutdown()
 			ns.WaitForShutdown()
-			if ctx.Err() != nil {
-				return nil, errors.Mark(errors.Wrap(ctx.Err(), "starting embedded NATS server"), ErrStart)
-			}
-			return nil, errors.Mark(errors.WithHint(errors.Newf("not accepting connections on %s after %s", cfg.Listen, readyTimeout),
-				"is the address in use by another process? choose another with --listen"), ErrStart)
+			return nil, errors.Mark(failed, ErrStart)
 		}
 	}
 	if !ns.JetStreamEnabled() {
@@ -134,6 +147,17 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	s := &Server{ns: ns, auth: auth, internalSecret: secret, log: cfg.Logger}
 	s.log.Info("embedded NATS server ready", KeyURL, s.ClientURL(), KeyDataDir, storeDir)
 	return s, nil
+}
+
+// fatalHint says what to do about a fatal error of the server.
+func fatalHint(msg string) string {
+	switch {
+	case strings.Contains(msg, "JetStream"):
+		return "check that the data directory is writable and the disk is not full, or choose another with --data-dir"
+	case strings.Contains(msg, "listen"):
+		return "is the address in use by another process? choose another with --listen"
+	}
+	return "see the server's log above"
 }
 
 // prepareDataDir makes the data directory and checks it is writable, so a

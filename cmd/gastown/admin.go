@@ -50,7 +50,7 @@ const adminNote = "Connects as the 'admin' user with GASTOWN_ADMIN_PASSWORD and 
 func runTown(ctx context.Context, args []string, env Env) error {
 	if len(args) == 0 || args[0] != "create" {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
-			newFlags("town", "town create --town T [--owner U]", "Creates a town. "+adminNote, env).Usage()
+			helpTo(env, newFlags("town", "town create --town T [--owner U]", "Creates a town. "+adminNote, env))
 			return nil
 		}
 		return errors.Mark(errors.New("town needs a subcommand: create"), ErrUsage)
@@ -68,7 +68,7 @@ func runTown(ctx context.Context, args []string, env Env) error {
 func runRig(ctx context.Context, args []string, env Env) error {
 	if len(args) == 0 || args[0] != "add" {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
-			newFlags("rig", "rig add --town T --rig R --git URL [--branch main]", "Adds a rig. "+adminNote, env).Usage()
+			helpTo(env, newFlags("rig", "rig add --town T --rig R --git URL [--branch main]", "Adds a rig. "+adminNote, env))
 			return nil
 		}
 		return errors.Mark(errors.New("rig needs a subcommand: add"), ErrUsage)
@@ -88,7 +88,7 @@ func runRig(ctx context.Context, args []string, env Env) error {
 func runBead(ctx context.Context, args []string, env Env) error {
 	if len(args) == 0 || args[0] != "create" {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
-			newFlags("bead", "bead create --town T --title TEXT [--rig R] [--body TEXT] [--id B] [--type issue]", "Creates a bead. "+adminNote, env).Usage()
+			helpTo(env, newFlags("bead", "bead create --town T --title TEXT [--rig R] [--body TEXT] [--id B] [--type issue]", "Creates a bead. "+adminNote, env))
 			return nil
 		}
 		return errors.Mark(errors.New("bead needs a subcommand: create"), ErrUsage)
@@ -110,7 +110,7 @@ func runBead(ctx context.Context, args []string, env Env) error {
 func runConvoy(ctx context.Context, args []string, env Env) error {
 	if len(args) == 0 || args[0] != "create" {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
-			newFlags("convoy", "convoy create --town T --title TEXT --beads B1,B2,...", "Creates a convoy. "+adminNote, env).Usage()
+			helpTo(env, newFlags("convoy", "convoy create --town T --title TEXT --beads B1,B2,...", "Creates a convoy. "+adminNote, env))
 			return nil
 		}
 		return errors.Mark(errors.New("convoy needs a subcommand: create"), ErrUsage)

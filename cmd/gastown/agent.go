@@ -20,7 +20,7 @@ triages; a mayor waits until it is stopped.`
 func runAgent(ctx context.Context, args []string, env Env) error {
 	if len(args) == 0 || args[0] != "sim" {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
-			newFlags("agent", "agent sim [--work 2s] [--fail]", agentSimDesc, env).Usage()
+			helpTo(env, newFlags("agent", "agent sim [--work 2s] [--fail]", agentSimDesc, env))
 			return nil
 		}
 		return errors.Mark(errors.New("agent needs a subcommand: sim"), ErrUsage)

@@ -136,3 +136,9 @@ func printError(w io.Writer, err error) {
 		fmt.Fprintf(w, "hint: %s\n", h)
 	}
 }
+
+// helpTo prints fs's usage on stdout: asked-for help is output, not an error.
+func helpTo(env Env, fs *flag.FlagSet) {
+	fs.SetOutput(env.Stdout)
+	fs.Usage()
+}
