@@ -57,7 +57,6 @@ func OpsPermissions() *server.Permissions {
 			"$JS.API.DIRECT.GET."+stream+".>",
 			"$JS.API.CONSUMER.CREATE."+stream,
 			"$JS.API.CONSUMER.CREATE."+stream+".>",
-			"$JS.API.CONSUMER.DELETE."+stream+".>",
 			"$JS.API.CONSUMER.INFO."+stream+".>",
 			"$JS.API.CONSUMER.MSG.NEXT."+stream+".>",
 			"$JS.FC."+stream+".>",
