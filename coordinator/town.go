@@ -133,7 +133,11 @@ func (c *Coordinator) sling(ctx context.Context, req schemas.Sling) (schemas.Sli
 		return res, err
 	}
 	res.AgentID = agentID
-	if err := c.dispatch(ctx, req.TownID, agentID); err != nil {
+	err = c.dispatch(ctx, req.TownID, agentID)
+	if a, _ := c.st.agents.Get(schemas.Key(req.TownID, agentID)); err != nil && a.Status == AgentWorking && a.Hook == req.BeadID {
+		err = nil // patrol dispatched it first
+	}
+	if err != nil {
 		res.Error = err.Error()
 	} else {
 		res.Dispatched = true

@@ -1,0 +1,214 @@
+package coordinator_test
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gastown/gastown/agentclient"
+	"github.com/gastown/gastown/bus"
+	"github.com/gastown/gastown/bus/bustest"
+	"github.com/gastown/gastown/coordinator"
+	"github.com/gastown/gastown/coordinator/coordinatortest"
+	"github.com/gastown/gastown/schemas"
+	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/require"
+)
+
+// beatingContainer is a container on the bus that accepts dispatches and
+// sends heartbeats for the runs it was given, until it is killed. It runs
+// no processes: the coordinator's side of liveness is under test here.
+type beatingContainer struct {
+	src    *agentclient.TokenSource
+	mu     sync.Mutex
+	runs   map[string]string // agent → run
+	starts map[string]int    // agent → dispatches received
+	stop   context.CancelFunc
+	done   chan struct{}
+}
+
+func startBeating(t *testing.T, h *coordinatortest.Harness, town string, interval time.Duration) *beatingContainer {
+	t.Helper()
+	bc := &beatingContainer{runs: map[string]string{}, starts: map[string]int{}, done: make(chan struct{})}
+	tw, _ := schemas.ForTown(town)
+	src, err := agentclient.Start(context.Background(), agentclient.Config{
+		URL: h.URL(), Token: h.ContainerToken(town), ContainerID: "c", Logger: bustest.Logger(t),
+	}, agentclient.Handler{Subject: tw.Dispatch(), Queue: schemas.ContainerQueue, Handle: func(m *nats.Msg) {
+		var req schemas.StartAgent
+		if err := schemas.Decode(m.Data, &req); err != nil {
+			return
+		}
+		bc.mu.Lock()
+		bc.runs[req.AgentID] = req.RunID
+		bc.starts[req.AgentID]++
+		bc.mu.Unlock()
+		_ = bus.Respond(m, &schemas.StartAgentResult{OK: true, AgentID: req.AgentID, RunID: req.RunID})
+	}})
+	require.NoError(t, err)
+	bc.src = src
+	ctx, cancel := context.WithCancel(context.Background())
+	bc.stop = cancel
+	go func() {
+		defer close(bc.done)
+		tk := time.NewTicker(interval)
+		defer tk.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tk.C:
+				bc.beat(t, tw, nil)
+			}
+		}
+	}()
+	t.Cleanup(bc.kill)
+	return bc
+}
+
+// beat sends one heartbeat of the runs held, or of the given lines.
+func (bc *beatingContainer) beat(t *testing.T, tw schemas.Town, lines []schemas.AgentBeat) {
+	if lines == nil {
+		bc.mu.Lock()
+		for a, r := range bc.runs {
+			lines = append(lines, schemas.AgentBeat{AgentID: a, RunID: r, Status: schemas.RunRunning, LastActivityAt: time.Now()})
+		}
+		bc.mu.Unlock()
+	}
+	data, err := schemas.Encode(&schemas.Heartbeat{TownID: tw.ID(), ContainerID: "c", SentAt: time.Now(), Agents: lines})
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	_ = bc.src.Do(context.Background(), func(nc *nats.Conn) error { return nc.Publish(tw.Heartbeat(), data) })
+}
+
+func (bc *beatingContainer) run(agent string) string {
+	bc.mu.Lock()
+	defer bc.mu.Unlock()
+	return bc.runs[agent]
+}
+
+// kill stops its heartbeats and closes its connections: the container died.
+func (bc *beatingContainer) kill() {
+	bc.stop()
+	<-bc.done
+	bc.src.Close()
+}
+
+func agentState(t *testing.T, h *coordinatortest.Harness, town, agent string) coordinator.Agent {
+	t.Helper()
+	var st coordinator.TownStatus
+	require.NoError(t, admin(t, h, schemas.AdminStatus, schemas.TownRequest{TownID: town}, &st))
+	for _, a := range st.Agents {
+		if a.AgentID == agent {
+			return a
+		}
+	}
+	t.Fatalf("no agent %s", agent)
+	return coordinator.Agent{}
+}
+
+func slingOne(t *testing.T, h *coordinatortest.Harness) {
+	t.Helper()
+	require.NoError(t, admin(t, h, schemas.AdminTownCreate, schemas.TownCreate{TownID: "T"}, nil))
+	require.NoError(t, admin(t, h, schemas.AdminRigAdd, schemas.RigAdd{TownID: "T", RigID: "r", GitURL: "/repo"}, nil))
+	require.NoError(t, admin(t, h, schemas.AdminBeadCreate, schemas.BeadCreate{TownID: "T", BeadID: "b", RigID: "r", Title: "work"}, nil))
+}
+
+// TestDeadContainerWorkRedispatched: a killed container's agent is dead
+// within 3 heartbeat intervals, its work goes to a new container with a
+// new run id, and a late heartbeat from the old run changes nothing.
+func TestDeadContainerWorkRedispatched(t *testing.T) {
+	const interval = 100 * time.Millisecond
+	h := coordinatortest.Start(t, coordinator.Config{HeartbeatInterval: interval, DispatchCooldown: interval})
+	slingOne(t, h)
+	c1 := startBeating(t, h, "T", interval/2)
+	dead := make(chan schemas.TownEvent, 4)
+	sub, err := h.Conn().Subscribe("gastown.town.T.events", func(m *nats.Msg) {
+		var ev schemas.TownEvent
+		if schemas.Decode(m.Data, &ev) == nil && ev.Kind == schemas.EventAgentDead {
+			dead <- ev
+		}
+	})
+	require.NoError(t, err)
+	defer sub.Unsubscribe()
+
+	var res schemas.SlingResult
+	require.NoError(t, admin(t, h, schemas.AdminSling, schemas.Sling{TownID: "T", BeadID: "b"}, &res))
+	require.True(t, res.Dispatched, res.Error)
+	run1 := c1.run(res.AgentID)
+	require.NotEmpty(t, run1)
+	require.Equal(t, coordinator.AgentWorking, agentState(t, h, "T", res.AgentID).Status)
+
+	killedAt := time.Now()
+	c1.kill()
+	c2 := startBeating(t, h, "T", interval/2)
+	var ev schemas.TownEvent
+	select {
+	case ev = <-dead:
+	case <-time.After(30 * interval):
+		t.Fatal("the agent of the killed container was never declared dead")
+	}
+	require.Equal(t, res.AgentID, ev.Subject)
+	require.Equal(t, run1, ev.Detail["runId"])
+	t.Logf("declared dead %s after the kill (3 intervals = %s)", time.Since(killedAt).Round(time.Millisecond), 3*interval)
+
+	require.Eventually(t, func() bool { return c2.run(res.AgentID) != "" }, 10*time.Second, 10*time.Millisecond,
+		"the work is dispatched again, to the new container")
+	run2 := c2.run(res.AgentID)
+	require.NotEqual(t, run1, run2)
+	a := agentState(t, h, "T", res.AgentID)
+	require.Equal(t, run2, a.RunID)
+	require.Equal(t, "b", a.Hook)
+
+	// A late heartbeat from the dead run is refused: nothing changes, and
+	// the new run is not touched.
+	tw, _ := schemas.ForTown("T")
+	c2.beat(t, tw, []schemas.AgentBeat{{AgentID: res.AgentID, RunID: run1, Status: schemas.RunRunning, LastActivityAt: time.Now()}})
+	c2.beat(t, tw, []schemas.AgentBeat{{AgentID: res.AgentID, RunID: run1, Status: schemas.RunExited}})
+	require.NoError(t, h.Conn().Flush())
+	after := agentState(t, h, "T", res.AgentID)
+	require.Equal(t, run2, after.RunID)
+	require.Equal(t, coordinator.AgentWorking, after.Status)
+}
+
+// TestRestartKeepsLiveness: restarting the coordinator while agents run
+// declares nothing dead and dispatches nothing twice.
+func TestRestartKeepsLiveness(t *testing.T) {
+	const interval = 100 * time.Millisecond
+	h := coordinatortest.Start(t, coordinator.Config{HeartbeatInterval: interval, DispatchCooldown: interval})
+	slingOne(t, h)
+	c1 := startBeating(t, h, "T", interval/2)
+	var res schemas.SlingResult
+	require.NoError(t, admin(t, h, schemas.AdminSling, schemas.Sling{TownID: "T", BeadID: "b"}, &res))
+	require.True(t, res.Dispatched, res.Error)
+	run := c1.run(res.AgentID)
+
+	// Down for longer than the dead-after time.
+	h.Stop()
+	downUntil := time.Now().Add(5 * interval)
+	require.Eventually(t, func() bool { return time.Now().After(downUntil) }, 10*time.Second, interval/4)
+	h.Restart(nil)
+
+	dead := atomic.Int64{}
+	sub, err := h.Conn().Subscribe("gastown.town.T.events", func(m *nats.Msg) {
+		var ev schemas.TownEvent
+		if schemas.Decode(m.Data, &ev) == nil && ev.Kind == schemas.EventAgentDead {
+			dead.Add(1)
+		}
+	})
+	require.NoError(t, err)
+	defer sub.Unsubscribe()
+	// Watch 10 intervals of heartbeats arrive after the restart.
+	watchUntil := time.Now().Add(10 * interval)
+	require.Eventually(t, func() bool { return time.Now().After(watchUntil) }, 10*time.Second, interval/4)
+	a := agentState(t, h, "T", res.AgentID)
+	require.Equal(t, coordinator.AgentWorking, a.Status)
+	require.Equal(t, run, a.RunID, "the same run carries on")
+	require.Zero(t, dead.Load(), "nothing is declared dead because the coordinator was down")
+	c1.mu.Lock()
+	defer c1.mu.Unlock()
+	require.Equal(t, 1, c1.starts[res.AgentID], "nothing is dispatched twice")
+}
