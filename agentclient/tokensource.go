@@ -245,6 +245,11 @@ func (s *TokenSource) dial(ctx context.Context) (*conn, error) {
 		nats.ReconnectJitter(100*time.Millisecond, time.Second),
 		nats.ReconnectHandler(func(*nats.Conn) { s.poke() }),
 		nats.ClosedHandler(func(*nats.Conn) { close(c.closed) }),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				s.log.Warn("connection to the bus lost; reconnecting", keyErr, err)
+			}
+		}),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			s.log.Debug("bus error", keyErr, err)
 			if errors.Is(err, nats.ErrPermissionViolation) {

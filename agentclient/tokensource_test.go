@@ -71,7 +71,9 @@ func TestRotationUnderLoad(t *testing.T) {
 	for range 64 {
 		wg.Go(func() {
 			for ctx.Err() == nil {
-				rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Second)
+				// Generous: only a lost request may fail, not a slow one on a
+				// starved machine.
+				rctx, rcancel := context.WithTimeout(context.Background(), 30*time.Second)
 				err := client.Call(rctx, "ping", nil, nil)
 				rcancel()
 				switch {
@@ -81,7 +83,9 @@ func TestRotationUnderLoad(t *testing.T) {
 					unauth.Add(1)
 					firstErr.CompareAndSwap(nil, err.Error())
 				default:
-					other.Add(1)
+					if n := other.Add(1); n <= 5 {
+						t.Logf("request failed at %s: %v", time.Now().Format("15:04:05.000"), err)
+					}
 					firstErr.CompareAndSwap(nil, err.Error())
 				}
 			}

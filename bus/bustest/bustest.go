@@ -5,6 +5,8 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"strings"
+	"sync"
 	"testing"
 
 	"github.com/gastown/gastown/bus"
@@ -43,13 +45,40 @@ func Connect(t testing.TB, s *bus.Server, opts ...nats.Option) *nats.Conn {
 	return nc
 }
 
-// Logger is a logger for tests: silent unless GASTOWN_TEST_LOG is set.
+// Logger is a logger for tests: warnings and errors go to the test's log
+// (shown when it fails, or with -v); GASTOWN_TEST_LOG=debug (or info)
+// prints everything from that level to stderr instead.
 func Logger(t testing.TB) *slog.Logger {
 	switch os.Getenv("GASTOWN_TEST_LOG") {
 	case "debug":
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	case "":
-		return slog.New(slog.DiscardHandler)
+		w := &testWriter{t: t}
+		t.Cleanup(w.close)
+		return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, nil))
+}
+
+// testWriter writes to t.Log until the test's cleanup, then drops lines,
+// since goroutines may outlive the test by a moment.
+type testWriter struct {
+	mu   sync.Mutex
+	t    testing.TB
+	done bool
+}
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
+	return len(p), nil
+}
+
+func (w *testWriter) close() {
+	w.mu.Lock()
+	w.done = true
+	w.mu.Unlock()
 }
