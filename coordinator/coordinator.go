@@ -25,12 +25,14 @@ type Coordinator struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	issuer *Issuer
-	cfg    Config
-	log    *slog.Logger
-	tokens *revocations
-	st     *state
-	live   *liveness
-	kicker Kicker
+	// verified caches signature checks of RPC bearer tokens.
+	verified *verifyCache
+	cfg      Config
+	log      *slog.Logger
+	tokens   *revocations
+	st       *state
+	live     *liveness
+	kicker   Kicker
 
 	// idleUntil remembers towns found with no container, so the rotation
 	// loop does not probe them every tick. A cache only: losing it costs
@@ -72,7 +74,7 @@ func New(ctx context.Context, nc *nats.Conn, issuer *Issuer, cfg Config, opts ..
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	c := &Coordinator{
-		nc: nc, js: js, issuer: issuer, cfg: cfg, log: cfg.Logger, tokens: newRevocations(),
+		nc: nc, js: js, issuer: issuer, verified: newVerifyCache(issuer), cfg: cfg, log: cfg.Logger, tokens: newRevocations(),
 		idleUntil: map[string]time.Time{}, cancel: cancel,
 		sem: make(chan struct{}, handlerConcurrency),
 	}

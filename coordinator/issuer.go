@@ -11,6 +11,12 @@ import (
 // DefaultLeeway is the clock skew tolerated when checking a token's times.
 const DefaultLeeway = 5 * time.Second
 
+// maxTokenLen is the longest token verified or minted. Ours are a few
+// hundred bytes; refusing anything longer before parsing bounds the work an
+// unauthenticated caller can cause (a NATS CONNECT line is at most 4 KiB
+// by default anyway).
+const maxTokenLen = 8 << 10
+
 // Token verification errors. All of them are unauthenticated on the wire;
 // none of them ever carries the token.
 var (
@@ -114,9 +120,16 @@ func (i *Issuer) MintAgent(townID, rigID, agentID, userID string, ttl time.Durat
 func (i *Issuer) sign(c jwt.Claims) (string, error) {
 	t := jwt.NewWithClaims(jwt.SigningMethodHS256, c)
 	t.Header["kid"] = i.ring.current.ID
-	s, err := t.SignedString(i.ring.current.secret)
+	key := i.ring.current.bytes()
+	if len(key) < MinSecretLen {
+		return "", errors.Mark(errors.New("signing token: the key ring has no usable current key"), ErrNoSecret)
+	}
+	s, err := t.SignedString(key)
 	if err != nil {
 		return "", errors.Wrap(err, "signing token")
+	}
+	if len(s) > maxTokenLen {
+		return "", errors.Newf("signing token: it is %d bytes; at most %d are accepted", len(s), maxTokenLen)
 	}
 	return s, nil
 }
@@ -141,15 +154,19 @@ func (i *Issuer) Verify(token string) (Verified, error) {
 // VerifyContainer checks a container token.
 func (i *Issuer) VerifyContainer(token string) (schemas.ContainerClaims, error) {
 	var c schemas.ContainerClaims
-	err := i.parse(token, &c, i.now)
-	return c, err
+	if err := i.parse(token, &c, i.now); err != nil {
+		return schemas.ContainerClaims{}, err // never hand out unverified claims
+	}
+	return c, nil
 }
 
 // VerifyAgent checks a legacy per-agent token.
 func (i *Issuer) VerifyAgent(token string) (schemas.AgentClaims, error) {
 	var c schemas.AgentClaims
-	err := i.parse(token, &c, i.now)
-	return c, err
+	if err := i.parse(token, &c, i.now); err != nil {
+		return schemas.AgentClaims{}, err
+	}
+	return c, nil
 }
 
 // VerifyContainerExpired checks a container token that may have expired up
@@ -157,13 +174,18 @@ func (i *Issuer) VerifyAgent(token string) (schemas.AgentClaims, error) {
 // only: such a token may ask for a fresh one and do nothing else.
 func (i *Issuer) VerifyContainerExpired(token string, grace time.Duration) (schemas.ContainerClaims, error) {
 	var c schemas.ContainerClaims
-	err := i.parse(token, &c, func() time.Time { return i.now().Add(-grace) })
-	return c, err
+	if err := i.parse(token, &c, func() time.Time { return i.now().Add(-grace) }); err != nil {
+		return schemas.ContainerClaims{}, err
+	}
+	return c, nil
 }
 
 // parse verifies signature, algorithm, key id and claims, checking times
 // against now.
 func (i *Issuer) parse(token string, claims jwt.Claims, now func() time.Time) error {
+	if len(token) > maxTokenLen {
+		return errors.Mark(errors.Newf("token is %d bytes; at most %d are accepted", len(token), maxTokenLen), ErrTokenInvalid)
+	}
 	p := jwt.NewParser(
 		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
 		jwt.WithExpirationRequired(),
@@ -176,12 +198,20 @@ func (i *Issuer) parse(token string, claims jwt.Claims, now func() time.Time) er
 		if !ok {
 			return nil, errors.New("unknown key id")
 		}
-		return k.secret, nil
+		return k.bytes(), nil
 	})
 	switch {
 	case err == nil:
 		return nil
 	case errors.Is(err, jwt.ErrTokenExpired):
+		// The parser reports expiry together with the claims' own errors: a
+		// token of the other kind that has also expired is the wrong kind,
+		// not a late token of this kind (so it is not offered recovery).
+		if v, ok := claims.(jwt.ClaimsValidator); ok {
+			if verr := v.Validate(); verr != nil {
+				return errors.Mark(errors.Newf("token claims are invalid: %s", verr.Error()), ErrTokenInvalid)
+			}
+		}
 		return errors.Mark(errors.New("token has expired"), ErrTokenExpired)
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
 		return errors.Mark(errors.New("token signature is invalid"), ErrTokenInvalid)

@@ -28,8 +28,19 @@ var ErrNoSecret = errors.New("no usable signing secret")
 // secret (a prefix of its SHA-256), so every coordinator given the same
 // secret names it the same way, and the id reveals nothing of the secret.
 type Key struct {
-	ID     string
-	secret []byte
+	ID string
+	// secret returns the secret. It is a func so that printing a Key or a
+	// KeyRing by mistake, with any verb, shows an address and never the
+	// secret's bytes.
+	secret func() []byte
+}
+
+// bytes is the HMAC key; nil for a Key that was not made by NewKey.
+func (k Key) bytes() []byte {
+	if k.secret == nil {
+		return nil
+	}
+	return k.secret()
 }
 
 // NewKey checks a secret and derives its key id.
@@ -38,7 +49,8 @@ func NewKey(secret []byte) (Key, error) {
 		return Key{}, errors.Mark(errors.Newf("a signing secret must be at least %d bytes; this one is %d", MinSecretLen, len(secret)), ErrNoSecret)
 	}
 	sum := sha256.Sum256(secret)
-	return Key{ID: hex.EncodeToString(sum[:8]), secret: append([]byte(nil), secret...)}, nil
+	b := append([]byte(nil), secret...)
+	return Key{ID: hex.EncodeToString(sum[:8]), secret: func() []byte { return b }}, nil
 }
 
 // KeyRing is the current signing key plus the others still accepted.
@@ -96,7 +108,13 @@ func (r *KeyRing) IDs() []string {
 	return ids
 }
 
+// lookup finds an accepted key. A Key that was not made by NewKey (its zero
+// value, with an empty id and no secret) is never found: an empty HMAC key
+// would accept tokens anyone can sign.
 func (r *KeyRing) lookup(id string) (Key, bool) {
 	k, ok := r.byID[id]
-	return k, ok
+	if !ok || len(k.bytes()) < MinSecretLen {
+		return Key{}, false
+	}
+	return k, true
 }

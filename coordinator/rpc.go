@@ -107,7 +107,7 @@ func (c *Coordinator) authenticate(townID string, h nats.Header) (Caller, error)
 	if !ok || token == "" {
 		return Caller{}, schemas.NewError(schemas.CodeUnauthenticated, "no bearer token in the Authorization header")
 	}
-	v, err := c.issuer.Verify(token)
+	v, err := c.verified.Verify(token)
 	switch {
 	case errors.Is(err, ErrTokenExpired):
 		return Caller{}, schemas.NewError(schemas.CodeUnauthenticated, "token has expired; fetch a fresh one")

@@ -1,6 +1,7 @@
 package schemas
 
 import (
+	"bytes"
 	"encoding/json"
 	"math"
 	"strconv"
@@ -40,7 +41,9 @@ func (n *NumericTime) UnmarshalJSON(b []byte) error {
 		return nil
 	}
 	var f json.Number
-	if err := json.Unmarshal(b, &f); err != nil {
+	// json.Number also takes a string holding a number; RFC 7519 says a
+	// NumericDate is a JSON number, so a quoted one is refused.
+	if err := json.Unmarshal(b, &f); err != nil || bytes.HasPrefix(bytes.TrimLeft(b, " \t\r\n"), []byte{'"'}) {
 		return errors.Mark(errors.New("a time claim must be a number of seconds"), ErrInvalidClaims)
 	}
 	v, err := f.Float64()

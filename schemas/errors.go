@@ -78,8 +78,9 @@ func (e *Error) Is(target error) bool {
 	return ok && t.Code == e.Code
 }
 
-// CodeOf returns the code of err: its *Error's, ErrInvalidArgument's for
-// invalid identifiers, messages and claims, and internal otherwise.
+// CodeOf returns the code of err: its *Error's, unauthenticated for invalid
+// token claims, invalid_argument for invalid identifiers and messages, and
+// internal otherwise.
 func CodeOf(err error) Code {
 	var e *Error
 	switch {
@@ -87,10 +88,12 @@ func CodeOf(err error) Code {
 		return ""
 	case errors.As(err, &e):
 		return e.Code
+	case errors.Is(err, ErrInvalidClaims):
+		// Before the identifier check: a token whose townId claim is bad is
+		// a bad token (unauthenticated), not a bad argument.
+		return CodeUnauthenticated
 	case errors.Is(err, ErrInvalidID), errors.Is(err, ErrInvalidMessage):
 		return CodeInvalidArgument
-	case errors.Is(err, ErrInvalidClaims):
-		return CodeUnauthenticated
 	}
 	return CodeInternal
 }
