@@ -49,3 +49,12 @@ func (s serverLog) Fatalf(format string, v ...any) {
 		}
 	}
 }
+
+// PlainErrors is a slog ReplaceAttr that logs an error as its message on
+// one line (slog would print its %+v form: a multi-line stack trace).
+func PlainErrors(_ []string, a slog.Attr) slog.Attr {
+	if err, ok := a.Value.Any().(error); ok && a.Value.Kind() == slog.KindAny {
+		return slog.String(a.Key, err.Error())
+	}
+	return a
+}

@@ -51,13 +51,13 @@ func Connect(t testing.TB, s *bus.Server, opts ...nats.Option) *nats.Conn {
 func Logger(t testing.TB) *slog.Logger {
 	switch os.Getenv("GASTOWN_TEST_LOG") {
 	case "debug":
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug, ReplaceAttr: bus.PlainErrors}))
 	case "":
 		w := &testWriter{t: t}
 		t.Cleanup(w.close)
-		return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn, ReplaceAttr: bus.PlainErrors}))
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, nil))
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{ReplaceAttr: bus.PlainErrors}))
 }
 
 // testWriter writes to t.Log until the test's cleanup, then drops lines,
