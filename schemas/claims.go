@@ -23,7 +23,7 @@ var ErrInvalidClaims = errors.New("invalid token claims")
 type NumericTime struct{ time.Time }
 
 // At makes a NumericTime, truncated to the millisecond.
-func At(t time.Time) NumericTime { return NumericTime{t.Truncate(time.Millisecond)} }
+func At(t time.Time) NumericTime { return NumericTime{t.Truncate(time.Millisecond).UTC()} }
 
 // MarshalJSON writes seconds since the epoch with up to three decimals.
 func (n NumericTime) MarshalJSON() ([]byte, error) {
