@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"encoding/json"
+	"time"
 
 	"github.com/gastown/gastown/bus"
 	"github.com/gastown/gastown/schemas"
@@ -79,7 +80,9 @@ func (c *Coordinator) adminHandlers() map[string]nats.MsgHandler {
 // working, gives its container a fresh one, and closes connections still
 // using a revoked token.
 func (c *Coordinator) adminTokenRevoke(ctx context.Context, req schemas.TownRequest) (any, error) {
-	before := c.now().Truncate(1e6) // the claims' millisecond precision
+	// Tokens carry iat to the millisecond: revoke every one issued up to
+	// and including this millisecond.
+	before := c.now().Truncate(time.Millisecond).Add(time.Millisecond)
 	if _, err := c.tokens.update(ctx, req.TownID, func(s *townTokens) {
 		if before.After(s.RevokedBefore) {
 			s.RevokedBefore = before
@@ -92,6 +95,11 @@ func (c *Coordinator) adminTokenRevoke(ctx context.Context, req schemas.TownRequ
 	t, _ := schemas.ForTown(req.TownID)
 	c.publishEvent(t, schemas.EventTokenRevoked, req.TownID, map[string]any{"revokedBefore": before})
 	res := schemas.RevokeResult{TownID: req.TownID, RevokedBefore: before}
+	// The fresh token must be issued after the revocation: at most a
+	// millisecond away.
+	if d := before.Sub(c.now()); d > 0 {
+		time.Sleep(d)
+	}
 	res.Rotation = c.refresh(ctx, req.TownID)
 	if c.kicker != nil {
 		res.Disconnected = c.kicker.Kick(req.TownID, before)

@@ -50,6 +50,8 @@ type Config struct {
 	DispatchCooldown time.Duration
 	// MaxAttempts is how many failed dispatches fail a bead.
 	MaxAttempts int
+	// LeaseTTL is how long a town's lease lasts unless renewed.
+	LeaseTTL time.Duration
 	// Replicas is the replica count of the state buckets (1 embedded, 3 on
 	// a cluster).
 	Replicas int
@@ -90,6 +92,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.MaxAttempts == 0 {
 		c.MaxAttempts = DefaultMaxAttempts
+	}
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = DefaultLeaseTTL
 	}
 	if c.Replicas == 0 {
 		c.Replicas = 1

@@ -32,6 +32,7 @@ type Coordinator struct {
 	tokens   *revocations
 	st       *state
 	live     *liveness
+	leases   *leases
 	kicker   Kicker
 
 	// idleUntil remembers towns found with no container, so the rotation
@@ -96,12 +97,20 @@ func New(ctx context.Context, nc *nats.Conn, issuer *Issuer, cfg Config, opts ..
 		return nil, errors.Wrap(err, "loading state")
 	}
 
+	if c.leases, err = openLeases(loadCtx, runCtx, c, &c.wg); err != nil {
+		cancel()
+		c.wg.Wait()
+		return nil, errors.Wrap(err, "loading leases")
+	}
+	c.leases.renewAll(loadCtx)
+
 	if err := c.subscribe(); err != nil {
 		c.Close()
 		return nil, err
 	}
 	c.wg.Go(func() { c.rotationLoop(runCtx) })
 	c.wg.Go(func() { c.patrolLoop(runCtx) })
+	c.wg.Go(func() { c.leaseLoop(runCtx) })
 	return c, nil
 }
 
@@ -165,7 +174,24 @@ func (c *Coordinator) Close() {
 		c.handlers.Wait()
 		c.cancel()
 		c.wg.Wait()
+		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RequestTimeout)
+		defer cancel()
+		c.leases.releaseAll(ctx)
 	})
 }
 
 func (c *Coordinator) now() time.Time { return c.cfg.Now() }
+
+// leaseLoop keeps this coordinator's towns' leases until ctx is done.
+func (c *Coordinator) leaseLoop(ctx context.Context) {
+	t := time.NewTicker(max(c.cfg.LeaseTTL/6, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			c.leases.renewAll(ctx)
+		}
+	}
+}

@@ -42,7 +42,7 @@ func (c *Coordinator) patrolLoop(ctx context.Context) {
 func (c *Coordinator) patrol(ctx context.Context) {
 	now := c.now()
 	var due []Agent
-	agents := c.st.agents.List(nil)
+	agents := c.st.agents.List(func(_ string, a Agent) bool { return c.leases.holds(a.TownID) })
 	c.triageCrashLoops(ctx, agents)
 	for _, a := range agents {
 		switch {

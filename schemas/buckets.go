@@ -16,10 +16,12 @@ const (
 	BucketBeads = "gastown_beads"
 	// BucketHeartbeats holds each town's last heartbeat, as received.
 	BucketHeartbeats = "gastown_heartbeats"
+	// BucketLeases holds which coordinator runs each town's loops.
+	BucketLeases = "gastown_leases"
 )
 
 // StateBuckets lists every state bucket, so that permissions name them all.
-var StateBuckets = []string{BucketTokens, BucketTowns, BucketRigs, BucketAgents, BucketBeads, BucketHeartbeats}
+var StateBuckets = []string{BucketTokens, BucketTowns, BucketRigs, BucketAgents, BucketBeads, BucketHeartbeats, BucketLeases}
 
 // Key of something that belongs to a town in a state bucket.
 func Key(townID, id string) string { return townID + "." + id }
