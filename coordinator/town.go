@@ -93,7 +93,7 @@ func (c *Coordinator) createBead(ctx context.Context, req schemas.BeadCreate) (B
 	}
 	id := req.BeadID
 	if id == "" {
-		id = "b-" + nuid.Next()[:10]
+		id = "b-" + nuid.Next()
 	}
 	now := c.now().UTC()
 	b := Bead{TownID: req.TownID, BeadID: id, Type: typ, Status: BeadOpen, RigID: req.RigID, Title: req.Title, Body: req.Body, CreatedAt: now, UpdatedAt: now}
