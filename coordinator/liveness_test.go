@@ -25,13 +25,15 @@ type beatingContainer struct {
 	mu     sync.Mutex
 	runs   map[string]string // agent → run
 	starts map[string]int    // agent → dispatches received
-	stop   context.CancelFunc
-	done   chan struct{}
+	// workspaces is the workspace kind of each agent's last dispatch.
+	workspaces map[string]string
+	stop       context.CancelFunc
+	done       chan struct{}
 }
 
 func startBeating(t *testing.T, h *coordinatortest.Harness, town string, interval time.Duration) *beatingContainer {
 	t.Helper()
-	bc := &beatingContainer{runs: map[string]string{}, starts: map[string]int{}, done: make(chan struct{})}
+	bc := &beatingContainer{runs: map[string]string{}, starts: map[string]int{}, workspaces: map[string]string{}, done: make(chan struct{})}
 	tw, _ := schemas.ForTown(town)
 	src, err := agentclient.Start(context.Background(), agentclient.Config{
 		URL: h.URL(), Token: h.ContainerToken(town), ContainerID: "c", Logger: bustest.Logger(t),
@@ -43,6 +45,7 @@ func startBeating(t *testing.T, h *coordinatortest.Harness, town string, interva
 		bc.mu.Lock()
 		bc.runs[req.AgentID] = req.RunID
 		bc.starts[req.AgentID]++
+		bc.workspaces[req.AgentID] = req.Workspace.Kind
 		bc.mu.Unlock()
 		_ = bus.Respond(m, &schemas.StartAgentResult{OK: true, AgentID: req.AgentID, RunID: req.RunID})
 	}})
