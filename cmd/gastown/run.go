@@ -31,6 +31,7 @@ type verb struct {
 func verbs() []verb {
 	return []verb{
 		{"coordinator", "run the coordinator daemon (embedded NATS by default)", runCoordinator},
+		{"container", "run a town's container: its agents, token file and heartbeats", runContainer},
 		{"token", "mint, rotate or revoke a town's container token", runToken},
 		{"town", "create a town (admin)", runTown},
 		{"rig", "add a rig: a git repository of a town (admin)", runRig},

@@ -1,0 +1,345 @@
+package agentclient
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/cockroachdb/errors"
+	"github.com/gastown/gastown/bus"
+	"github.com/gastown/gastown/schemas"
+	"github.com/nats-io/nats.go"
+)
+
+// DefaultStopGrace is how long an agent has to stop after SIGTERM.
+const DefaultStopGrace = 10 * time.Second
+
+// RunnerConfig configures the agents a container runs.
+type RunnerConfig struct {
+	// WorkDir holds the workspaces and per-run log files.
+	WorkDir string
+	// Commands maps a role to the argv of its agent program.
+	Commands map[string][]string
+	// NatsURL and TokenFile are passed to agents (never the token).
+	NatsURL   string
+	TokenFile string
+	// StopGrace is the wait between SIGTERM and SIGKILL.
+	StopGrace time.Duration
+	// Now is the clock; nil means time.Now.
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+// run is one agent run: its process and what is known of it.
+type run struct {
+	req     schemas.StartAgent
+	cmd     *exec.Cmd
+	logPath string
+	started time.Time
+	exited  chan struct{} // closed when the process has been waited for
+	status  string
+	code    int
+}
+
+// Runner starts and stops a town's agents as child processes, each in a
+// workspace of its own, and reports them for heartbeats. Dispatch is
+// idempotent by run id; a stop or start naming an older run never touches
+// a newer one.
+type Runner struct {
+	town string
+	cfg  RunnerConfig
+	log  *slog.Logger
+
+	mu     sync.Mutex
+	runs   map[string]*run // agent → current run
+	exits  []schemas.AgentExit
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// NewRunner makes the runner of a town's container.
+func NewRunner(townID string, cfg RunnerConfig) (*Runner, error) {
+	if err := schemas.ValidateID("townId", townID); err != nil {
+		return nil, err
+	}
+	if cfg.WorkDir == "" {
+		return nil, errors.New("the runner needs a work directory")
+	}
+	abs, err := filepath.Abs(cfg.WorkDir)
+	if err != nil {
+		return nil, errors.Wrap(err, "work directory")
+	}
+	cfg.WorkDir = abs
+	for _, d := range []string{"workspaces", "logs"} {
+		if err := os.MkdirAll(filepath.Join(abs, d), 0o700); err != nil {
+			return nil, errors.WithHint(errors.Wrapf(err, "creating %s", filepath.Join(abs, d)), "choose a writable --workdir")
+		}
+	}
+	if cfg.StopGrace == 0 {
+		cfg.StopGrace = DefaultStopGrace
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Runner{town: townID, cfg: cfg, log: cfg.Logger.With(keyTown, townID), runs: map[string]*run{}}, nil
+}
+
+// HandleDispatch answers …dispatch.
+func (r *Runner) HandleDispatch(m *nats.Msg) {
+	var req schemas.StartAgent
+	if err := schemas.Decode(m.Data, &req); err != nil {
+		_ = bus.Respond(m, &schemas.StartAgentResult{AgentID: "invalid", RunID: "invalid", Error: "invalid start request: " + err.Error()})
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	res := r.Start(ctx, req)
+	if err := bus.Respond(m, &res); err != nil {
+		r.log.Warn("answering dispatch", keyErr, err)
+	}
+}
+
+// HandleStop answers …control.stop.
+func (r *Runner) HandleStop(m *nats.Msg) {
+	var req schemas.StopAgent
+	if err := schemas.Decode(m.Data, &req); err != nil {
+		_ = bus.Respond(m, &schemas.Ack{Error: "invalid stop request: " + err.Error()})
+		return
+	}
+	if err := r.Stop(context.Background(), req.AgentID, req.RunID, req.Reason); err != nil {
+		_ = bus.Respond(m, &schemas.Ack{Error: err.Error()})
+		return
+	}
+	_ = bus.Respond(m, &schemas.Ack{OK: true})
+}
+
+// Start starts a run, unless it is already running (idempotent by run id).
+// A different run of the same agent is stopped first.
+func (r *Runner) Start(ctx context.Context, req schemas.StartAgent) schemas.StartAgentResult {
+	res := schemas.StartAgentResult{AgentID: req.AgentID, RunID: req.RunID}
+	fail := func(format string, args ...any) schemas.StartAgentResult {
+		res.Error = fmt.Sprintf(format, args...)
+		r.log.Warn("agent not started", "agent", req.AgentID, "run", req.RunID, keyErr, res.Error)
+		return res
+	}
+	if req.TownID != r.town {
+		return fail("this container runs town %s, not %s", r.town, req.TownID)
+	}
+	argv := r.cfg.Commands[req.Role]
+	if len(argv) == 0 {
+		return fail("no command is configured for role %s", req.Role)
+	}
+	for k := range req.Env {
+		if strings.HasPrefix(k, "GASTOWN_") || strings.Contains(strings.ToUpper(k), "TOKEN") {
+			return fail("env %s is not allowed: GASTOWN_ variables and tokens are the container's to set", k)
+		}
+	}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return fail("the container is stopping")
+	}
+	old := r.runs[req.AgentID]
+	r.mu.Unlock()
+	if old != nil {
+		if old.req.RunID == req.RunID && old.status != schemas.RunExited {
+			res.OK = true // already running: dispatch is idempotent
+			return res
+		}
+		if old.status != schemas.RunExited {
+			r.terminate(old, "replaced by run "+req.RunID)
+		}
+	}
+	dir, err := r.workspace(ctx, req)
+	if err != nil {
+		return fail("preparing the workspace: %s", err.Error())
+	}
+	logPath := filepath.Join(r.cfg.WorkDir, "logs", req.AgentID+"-"+req.RunID+".log")
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fail("opening the log file: %s", err.Error())
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Dir, cmd.Stdout, cmd.Stderr = dir, logf, logf
+	cmd.Env = r.agentEnv(req)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		_ = logf.Close()
+		return fail("starting %s: %s", argv[0], err.Error())
+	}
+	ru := &run{req: req, cmd: cmd, logPath: logPath, started: r.cfg.Now(), exited: make(chan struct{}), status: schemas.RunRunning}
+	r.mu.Lock()
+	r.runs[req.AgentID] = ru
+	r.mu.Unlock()
+	r.wg.Go(func() { r.wait(ru, logf) })
+	r.log.Info("agent started", "agent", req.AgentID, "run", req.RunID, "role", req.Role, "pid", cmd.Process.Pid)
+	res.OK = true
+	return res
+}
+
+// wait records the run's exit.
+func (r *Runner) wait(ru *run, logf *os.File) {
+	err := ru.cmd.Wait()
+	_ = logf.Close()
+	code := 0
+	if err != nil {
+		code = -1
+		var ee *exec.ExitError
+		if errors.As(err, &ee) && ee.Exited() {
+			code = ee.ExitCode()
+		}
+	}
+	r.mu.Lock()
+	ru.status, ru.code = schemas.RunExited, code
+	r.exits = append(r.exits, schemas.AgentExit{AgentID: ru.req.AgentID, RunID: ru.req.RunID, ExitCode: code, EndedAt: r.cfg.Now().UTC()})
+	r.mu.Unlock()
+	close(ru.exited)
+	r.log.Info("agent exited", "agent", ru.req.AgentID, "run", ru.req.RunID, "exitCode", code)
+}
+
+// agentEnv is the agent's environment: the container's, without any
+// token, plus what names the run. Never the token itself.
+func (r *Runner) agentEnv(req schemas.StartAgent) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if k == EnvContainerToken || k == EnvSessionToken || strings.HasPrefix(k, "GASTOWN_") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	for k, v := range req.Env {
+		env = append(env, k+"="+v)
+	}
+	return append(env,
+		EnvTownID+"="+req.TownID, EnvRigID+"="+req.RigID, EnvAgentID+"="+req.AgentID,
+		EnvAgentRole+"="+req.Role, EnvRunID+"="+req.RunID, "GASTOWN_BEAD_ID="+req.BeadID,
+		EnvNatsURL+"="+r.cfg.NatsURL, EnvTokenFile+"="+r.cfg.TokenFile, "GASTOWN_PROMPT="+req.Prompt,
+	)
+}
+
+// workspace prepares the run's directory: a git clone on the requested
+// branch, or an empty directory.
+func (r *Runner) workspace(ctx context.Context, req schemas.StartAgent) (string, error) {
+	dir := filepath.Join(r.cfg.WorkDir, "workspaces", req.AgentID, req.RunID)
+	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
+		return "", err
+	}
+	if req.Workspace.Kind != schemas.WorkspaceGit {
+		return dir, os.MkdirAll(dir, 0o700)
+	}
+	w := req.Workspace
+	if _, err := git(ctx, filepath.Dir(dir), "clone", "--quiet", "--", w.GitURL, dir); err != nil {
+		return "", err
+	}
+	if w.Branch == "" || w.Branch == w.DefaultBranch {
+		if w.DefaultBranch != "" {
+			if _, err := git(ctx, dir, "checkout", "--quiet", w.DefaultBranch); err != nil {
+				return "", err
+			}
+		}
+		return dir, nil
+	}
+	if _, err := git(ctx, dir, "checkout", "--quiet", w.Branch); err == nil {
+		return dir, nil
+	}
+	base := "HEAD"
+	if w.DefaultBranch != "" {
+		base = "origin/" + w.DefaultBranch
+	}
+	_, err := git(ctx, dir, "checkout", "--quiet", "-b", w.Branch, base)
+	return dir, err
+}
+
+// Stop ends the agent's run if runID is its current run.
+func (r *Runner) Stop(ctx context.Context, agentID, runID, reason string) error {
+	r.mu.Lock()
+	ru := r.runs[agentID]
+	r.mu.Unlock()
+	if ru == nil {
+		return errors.Newf("not_found: agent %s has no run here", agentID)
+	}
+	if ru.req.RunID != runID {
+		return errors.Newf("conflict: run %s is not the current run of agent %s", runID, agentID)
+	}
+	code := r.terminate(ru, reason)
+	r.log.Info("agent stopped", "agent", agentID, "run", runID, "reason", reason, "exitCode", code)
+	return nil
+}
+
+// terminate sends SIGTERM to the run's process group, SIGKILL after the
+// grace period, and waits for it; it returns the exit code.
+func (r *Runner) terminate(ru *run, reason string) int {
+	select {
+	case <-ru.exited:
+		return ru.code
+	default:
+	}
+	r.log.Info("stopping agent", "agent", ru.req.AgentID, "run", ru.req.RunID, "reason", reason)
+	pgid := ru.cmd.Process.Pid
+	_ = syscall.Kill(-pgid, syscall.SIGTERM)
+	select {
+	case <-ru.exited:
+	case <-time.After(r.cfg.StopGrace):
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		<-ru.exited
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return ru.code
+}
+
+// Beat lists every agent run and drains the exits since the last call.
+func (r *Runner) Beat() ([]schemas.AgentBeat, []schemas.AgentExit) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	agents := make([]schemas.AgentBeat, 0, len(r.runs))
+	for _, ru := range r.runs {
+		last := ru.started
+		if fi, err := os.Stat(ru.logPath); err == nil && fi.ModTime().After(last) {
+			last = fi.ModTime()
+		}
+		agents = append(agents, schemas.AgentBeat{AgentID: ru.req.AgentID, RunID: ru.req.RunID, Status: ru.status, LastActivityAt: last.UTC()})
+	}
+	exits := r.exits
+	r.exits = nil
+	return agents, exits
+}
+
+// requeue puts exits back, for a heartbeat that was not sent.
+func (r *Runner) requeue(exits []schemas.AgentExit) {
+	r.mu.Lock()
+	r.exits = append(exits, r.exits...)
+	r.mu.Unlock()
+}
+
+// Close stops every agent and waits for them. Safe to call twice.
+func (r *Runner) Close() {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return
+	}
+	r.closed = true
+	runs := make([]*run, 0, len(r.runs))
+	for _, ru := range r.runs {
+		runs = append(runs, ru)
+	}
+	r.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, ru := range runs {
+		wg.Go(func() { r.terminate(ru, "container stopping") })
+	}
+	wg.Wait()
+	r.wg.Wait()
+}

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"strings"
+
+	"github.com/cockroachdb/errors"
+	"github.com/gastown/gastown/agentclient"
+	"github.com/gastown/gastown/schemas"
+)
+
+const containerDesc = `
+Runs a town's container: it keeps the newest container token (asking for a
+fresh one at start, storing each pushed one in the token file before
+acknowledging it), starts the agents the coordinator dispatches as child
+processes, each in a workspace of its own (a git clone for polecats and the
+refinery, an empty directory for the mayor and triage agents), and sends a
+heartbeat listing them every --heartbeat. Ctrl-C stops the agents (SIGTERM,
+then SIGKILL after --stop-grace) and exits.
+
+Agents get GASTOWN_TOWN_ID, GASTOWN_RIG_ID, GASTOWN_AGENT_ID,
+GASTOWN_AGENT_ROLE, GASTOWN_RUN_ID, GASTOWN_NATS_URL and GASTOWN_TOKEN_FILE,
+never the token itself. Their output goes to <workdir>/logs/<agent>-<run>.log.
+
+Environment:
+  GASTOWN_CONTAINER_TOKEN  the bootstrap container token (required);
+                           its townId claim names the town
+  GASTOWN_NATS_URL         default for --server
+  GASTOWN_CONTAINER_ID     default for --id
+
+--config FILE is JSON: {"commands": {"polecat": ["prog", "arg"], ...}};
+the --<role>-cmd flags override it.`
+
+func runContainer(ctx context.Context, args []string, env Env) error {
+	fs := newFlags("container", "container [flags]", containerDesc, env)
+	defURL := env.Getenv(agentclient.EnvNatsURL)
+	if defURL == "" {
+		defURL = agentclient.DefaultURL
+	}
+	town := fs.String("town", "", "town id; must match the token's (default: the token's)")
+	server := fs.String("server", defURL, "NATS URL of the bus")
+	id := fs.String("id", env.Getenv(agentclient.EnvContainerID), "container id in heartbeats (default: the host name)")
+	workdir := fs.String("workdir", "./container", "directory for workspaces, logs and the token file")
+	tokenFile := fs.String("token-file", "", "where agents read the newest token (default: <workdir>/token)")
+	heartbeat := fs.Duration("heartbeat", agentclient.DefaultHeartbeatInterval, "heartbeat interval")
+	grace := fs.Duration("stop-grace", agentclient.DefaultStopGrace, "wait between SIGTERM and SIGKILL when stopping an agent")
+	config := fs.String("config", "", "JSON file with the agent commands per role")
+	roleCmds := map[string]*string{}
+	for _, role := range []string{schemas.RoleMayor, schemas.RolePolecat, schemas.RoleRefinery, schemas.RoleTriage} {
+		roleCmds[role] = fs.String(role+"-cmd", "", "command line of the "+role+" agent, e.g. \"gastown agent sim\"")
+	}
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	if done, err := parse(fs, args, env); done {
+		return err
+	}
+	log, err := newLogger(env.Stderr, *logLevel, *logFormat)
+	if err != nil {
+		return err
+	}
+	commands := map[string][]string{}
+	if *config != "" {
+		b, err := os.ReadFile(*config)
+		if err != nil {
+			return errors.Wrapf(err, "reading --config %s", *config)
+		}
+		var cf struct {
+			Commands map[string][]string `json:"commands"`
+		}
+		if err := json.Unmarshal(b, &cf); err != nil {
+			return errors.Mark(errors.Wrapf(err, "--config %s is not {\"commands\": {role: [argv...]}}", *config), ErrUsage)
+		}
+		for role, argv := range cf.Commands {
+			if err := schemas.ValidateRole(role); err != nil {
+				return errors.Mark(errors.Wrapf(err, "--config %s", *config), ErrUsage)
+			}
+			commands[role] = argv
+		}
+	}
+	for role, cmd := range roleCmds {
+		if f := strings.Fields(*cmd); len(f) > 0 {
+			commands[role] = f
+		}
+	}
+	if len(commands) == 0 {
+		return errors.Mark(errors.WithHint(errors.New("no agent commands configured"),
+			"give --polecat-cmd and the others, or --config; e.g. --polecat-cmd \"gastown agent sim\""), ErrUsage)
+	}
+	src := agentclient.ConfigFromEnv(env.Getenv)
+	src.URL, src.ContainerID, src.TokenFile, src.Logger = *server, *id, *tokenFile, log
+	if src.Token == "" {
+		return errors.Mark(errors.WithHint(errors.Newf("%s is not set", agentclient.EnvContainerToken),
+			"set it to the token printed by `gastown token mint --town <town>`"), ErrUsage)
+	}
+	claims, err := schemas.PeekContainerClaims(src.Token)
+	if err != nil {
+		return errors.Mark(errors.Wrap(err, agentclient.EnvContainerToken), ErrUsage)
+	}
+	if *town != "" && *town != claims.TownID {
+		return errors.Mark(errors.Newf("--town %s does not match the token, which is for town %s", *town, claims.TownID), ErrUsage)
+	}
+	return agentclient.RunContainer(ctx, agentclient.ContainerConfig{
+		Source:            src,
+		Runner:            agentclient.RunnerConfig{WorkDir: *workdir, Commands: commands, StopGrace: *grace, Logger: log},
+		HeartbeatInterval: *heartbeat,
+	})
+}
