@@ -150,15 +150,14 @@ func (r *Runner) Start(ctx context.Context, req schemas.StartAgent) schemas.Star
 		return fail("the container is stopping")
 	}
 	old := r.runs[req.AgentID]
+	oldRunning := old != nil && old.status != schemas.RunExited
 	r.mu.Unlock()
-	if old != nil {
-		if old.req.RunID == req.RunID && old.status != schemas.RunExited {
+	if oldRunning {
+		if old.req.RunID == req.RunID {
 			res.OK = true // already running: dispatch is idempotent
 			return res
 		}
-		if old.status != schemas.RunExited {
-			r.terminate(old, "replaced by run "+req.RunID)
-		}
+		r.terminate(old, "replaced by run "+req.RunID)
 	}
 	dir, err := r.workspace(ctx, req)
 	if err != nil {
@@ -282,6 +281,8 @@ func (r *Runner) Stop(ctx context.Context, agentID, runID, reason string) error 
 func (r *Runner) terminate(ru *run, reason string) int {
 	select {
 	case <-ru.exited:
+		r.mu.Lock()
+		defer r.mu.Unlock()
 		return ru.code
 	default:
 	}

@@ -1,0 +1,258 @@
+package agentclient_test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gastown/gastown/agentclient"
+	"github.com/gastown/gastown/bus/bustest"
+	"github.com/gastown/gastown/coordinator"
+	"github.com/gastown/gastown/coordinator/coordinatortest"
+	"github.com/gastown/gastown/schemas"
+	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/require"
+)
+
+// gitRepo makes a repository with one commit on main, usable as a rig.
+func gitRepo(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, args := range [][]string{
+		{"init", "-q", "-b", "main"},
+		{"-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-q", "--allow-empty", "-m", "init"},
+	} {
+		cmd := exec.Command("git", args...)
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, string(out))
+	}
+	return dir
+}
+
+type containerRun struct {
+	cancel context.CancelFunc
+	done   chan error
+	work   string
+	token  string
+}
+
+// runContainer runs RunContainer for town with the test agent script for
+// every role, until the test ends.
+func runContainer(t *testing.T, h *coordinatortest.Harness, town string, grace time.Duration) *containerRun {
+	t.Helper()
+	tok, _, err := h.Issuer.MintContainer(town, "", time.Hour)
+	require.NoError(t, err)
+	script, err := filepath.Abs("testdata/agent.sh")
+	require.NoError(t, err)
+	cr := &containerRun{done: make(chan error, 1), work: t.TempDir(), token: tok}
+	ctx, cancel := context.WithCancel(context.Background())
+	cr.cancel = cancel
+	cmds := map[string][]string{}
+	for _, r := range []string{schemas.RoleMayor, schemas.RolePolecat, schemas.RoleRefinery, schemas.RoleTriage} {
+		cmds[r] = []string{script}
+	}
+	go func() {
+		cr.done <- agentclient.RunContainer(ctx, agentclient.ContainerConfig{
+			Source:            agentclient.Config{URL: h.URL(), Token: tok, ContainerID: "c-" + town, Logger: bustest.Logger(t)},
+			Runner:            agentclient.RunnerConfig{WorkDir: cr.work, Commands: cmds, StopGrace: grace},
+			HeartbeatInterval: 50 * time.Millisecond,
+		})
+	}()
+	t.Cleanup(func() { cr.stop(t) })
+	// Ready when its dispatch subscription answers.
+	require.Eventually(t, func() bool {
+		_, err := h.Conn().Request("gastown.town."+town+".dispatch", []byte("{}"), time.Second)
+		return err == nil
+	}, 10*time.Second, 20*time.Millisecond)
+	return cr
+}
+
+func (cr *containerRun) stop(t *testing.T) {
+	cr.cancel()
+	select {
+	case err := <-cr.done:
+		require.NoError(t, err)
+		cr.done <- nil
+	case <-time.After(30 * time.Second):
+		t.Fatal("the container did not stop")
+	}
+}
+
+func dispatch(t *testing.T, h *coordinatortest.Harness, req schemas.StartAgent) (schemas.StartAgentResult, []byte) {
+	t.Helper()
+	body, err := schemas.Encode(&req)
+	require.NoError(t, err)
+	m, err := h.Conn().Request("gastown.town."+req.TownID+".dispatch", body, 30*time.Second)
+	require.NoError(t, err)
+	var res schemas.StartAgentResult
+	require.NoError(t, schemas.Decode(m.Data, &res))
+	return res, m.Data
+}
+
+func readEnv(t *testing.T, path string) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	env := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok {
+			env[k] = v
+		}
+	}
+	return env
+}
+
+// TestDispatchStartsAgentInWorkspace: a dispatched agent runs in its own
+// workspace (a clone on its branch, or an empty directory), sees its
+// environment, never the token, and logs to its run's log file.
+func TestDispatchStartsAgentInWorkspace(t *testing.T) {
+	h := coordinatortest.Start(t, coordinator.Config{})
+	repo := gitRepo(t)
+	out := t.TempDir()
+	t.Setenv(agentclient.EnvContainerToken, "must-never-reach-an-agent")
+	cr := runContainer(t, h, "W", 5*time.Second)
+
+	for _, tc := range []struct {
+		name, role, branch string
+		ws                 schemas.Workspace
+	}{
+		{"polecat on a new branch", schemas.RolePolecat, "polecat/p1/b1", schemas.Workspace{Kind: schemas.WorkspaceGit, GitURL: repo, Branch: "polecat/p1/b1", DefaultBranch: "main"}},
+		{"refinery on the default branch", schemas.RoleRefinery, "main", schemas.Workspace{Kind: schemas.WorkspaceGit, GitURL: repo, Branch: "main", DefaultBranch: "main"}},
+		{"mayor in an empty directory", schemas.RoleMayor, "", schemas.Workspace{Kind: schemas.WorkspaceEmpty}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			agent := strings.ReplaceAll(tc.role, "/", "")
+			req := schemas.StartAgent{TownID: "W", RigID: "r", AgentID: agent, RunID: "run1", Role: tc.role, BeadID: "b1",
+				Prompt: "do it", Workspace: tc.ws, Env: map[string]string{"AGENT_OUT": out}}
+			res, raw := dispatch(t, h, req)
+			require.True(t, res.OK, res.Error)
+			require.NotContains(t, string(raw), cr.token, "the reply never holds the token")
+			base := filepath.Join(out, agent+"-run1")
+			require.Eventually(t, func() bool { _, err := os.Stat(base + ".ready"); return err == nil }, 20*time.Second, 10*time.Millisecond)
+			env := readEnv(t, base+".env")
+			for k, v := range map[string]string{
+				"GASTOWN_TOWN_ID": "W", "GASTOWN_RIG_ID": "r", "GASTOWN_AGENT_ID": agent, "GASTOWN_AGENT_ROLE": tc.role,
+				"GASTOWN_RUN_ID": "run1", "GASTOWN_NATS_URL": h.URL(), "GASTOWN_TOKEN_FILE": filepath.Join(cr.work, "token"),
+			} {
+				require.Equal(t, v, env[k], k)
+			}
+			envText, _ := os.ReadFile(base + ".env")
+			require.NotContains(t, string(envText), cr.token, "the token is never in an agent's environment")
+			require.NotContains(t, string(envText), "must-never-reach-an-agent")
+			require.NotContains(t, string(envText), agentclient.EnvContainerToken)
+			pwd, _ := os.ReadFile(base + ".pwd")
+			require.Contains(t, string(pwd), filepath.Join(cr.work, "workspaces", agent, "run1"))
+			branch, _ := os.ReadFile(base + ".branch")
+			require.Equal(t, tc.branch, strings.TrimSpace(string(branch)))
+			require.Eventually(t, func() bool {
+				b, _ := os.ReadFile(filepath.Join(cr.work, "logs", agent+"-run1.log"))
+				return strings.Contains(string(b), "run run1 started")
+			}, 10*time.Second, 10*time.Millisecond, "output goes to the run's log file")
+		})
+	}
+	// A request carrying a token-like env variable is refused.
+	res, _ := dispatch(t, h, schemas.StartAgent{TownID: "W", RigID: "r", AgentID: "x", RunID: "r1", Role: schemas.RoleMayor,
+		Workspace: schemas.Workspace{Kind: schemas.WorkspaceEmpty}, Env: map[string]string{"MY_TOKEN": "x"}})
+	require.False(t, res.OK)
+	require.Contains(t, res.Error, "MY_TOKEN")
+}
+
+// TestRunnerRunsAndStops: dispatch is idempotent by run id, a new run
+// replaces the old, a stale stop is refused, SIGKILL follows an ignored
+// SIGTERM, and an exit is reported once with its code.
+func TestRunnerRunsAndStops(t *testing.T) {
+	out := t.TempDir()
+	script, _ := filepath.Abs("testdata/agent.sh")
+	r, err := agentclient.NewRunner("T", agentclient.RunnerConfig{WorkDir: t.TempDir(),
+		Commands: map[string][]string{schemas.RoleMayor: {script}}, StopGrace: 300 * time.Millisecond})
+	require.NoError(t, err)
+	defer r.Close()
+	ctx := context.Background()
+	start := func(agent, run string, env map[string]string) schemas.StartAgentResult {
+		env["AGENT_OUT"] = out
+		return r.Start(ctx, schemas.StartAgent{TownID: "T", RigID: "r", AgentID: agent, RunID: run, Role: schemas.RoleMayor,
+			Workspace: schemas.Workspace{Kind: schemas.WorkspaceEmpty}, Env: env})
+	}
+	pids := func(agent, run string) bool { _, err := os.Stat(filepath.Join(out, agent+"-"+run+".ready")); return err == nil }
+
+	require.True(t, start("a", "r1", map[string]string{}).OK)
+	require.True(t, start("a", "r1", map[string]string{}).OK, "the same run again: ok, not a second process")
+	require.Eventually(t, func() bool { return pids("a", "r1") }, 10*time.Second, 10*time.Millisecond)
+	require.ErrorContains(t, r.Stop(ctx, "a", "old", "late"), "conflict", "a stale stop never kills its successor")
+	agents, _ := r.Beat()
+	require.Len(t, agents, 1)
+	require.Equal(t, schemas.RunRunning, agents[0].Status)
+
+	require.True(t, start("a", "r2", map[string]string{}).OK, "a new run replaces the old one")
+	var exits []schemas.AgentExit
+	require.Eventually(t, func() bool { _, e := r.Beat(); exits = append(exits, e...); return len(exits) == 1 }, 10*time.Second, 10*time.Millisecond)
+	require.Equal(t, "r1", exits[0].RunID)
+	require.Equal(t, -1, exits[0].ExitCode, "ended by a signal")
+
+	// SIGTERM ignored: SIGKILL after the grace period.
+	require.True(t, start("b", "r1", map[string]string{"AGENT_IGNORE_TERM": "1"}).OK)
+	require.Eventually(t, func() bool { return pids("b", "r1") }, 10*time.Second, 10*time.Millisecond)
+	began := time.Now()
+	require.NoError(t, r.Stop(ctx, "b", "r1", "test"))
+	require.GreaterOrEqual(t, time.Since(began), 300*time.Millisecond)
+
+	// An exit code is reported once.
+	require.True(t, start("c", "r1", map[string]string{"AGENT_EXIT": "3"}).OK)
+	exits = nil
+	require.Eventually(t, func() bool {
+		_, e := r.Beat()
+		for _, x := range e {
+			if x.AgentID == "c" {
+				exits = append(exits, x)
+			}
+		}
+		return len(exits) == 1
+	}, 10*time.Second, 10*time.Millisecond)
+	require.Equal(t, 3, exits[0].ExitCode)
+	_, again := r.Beat()
+	require.Empty(t, again, "reported once")
+}
+
+// TestHeartbeatsListAgents: a container's heartbeats reach the bus, list
+// its agents and never hold a token.
+func TestHeartbeatsListAgents(t *testing.T) {
+	h := coordinatortest.Start(t, coordinator.Config{})
+	got := make(chan schemas.Heartbeat, 16)
+	raw := make(chan []byte, 16)
+	sub, err := h.Conn().Subscribe("gastown.town.H.heartbeat", func(m *nats.Msg) {
+		var hb schemas.Heartbeat
+		if schemas.Decode(m.Data, &hb) == nil {
+			select {
+			case got <- hb:
+				raw <- m.Data
+			default:
+			}
+		}
+	})
+	require.NoError(t, err)
+	defer sub.Unsubscribe()
+	cr := runContainer(t, h, "H", time.Second)
+	res, _ := dispatch(t, h, schemas.StartAgent{TownID: "H", RigID: "r", AgentID: "m", RunID: "r1", Role: schemas.RoleMayor,
+		Workspace: schemas.Workspace{Kind: schemas.WorkspaceEmpty}, Env: map[string]string{"AGENT_OUT": t.TempDir()}})
+	require.True(t, res.OK, res.Error)
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case hb := <-got:
+			b := <-raw
+			require.NotContains(t, string(b), cr.token)
+			require.Equal(t, "c-H", hb.ContainerID)
+			if len(hb.Agents) == 1 && hb.Agents[0].AgentID == "m" && hb.Agents[0].RunID == "r1" {
+				return
+			}
+		case <-deadline:
+			t.Fatal("no heartbeat listed the agent")
+		}
+	}
+}
+
