@@ -178,7 +178,10 @@ func TestRunnerRunsAndStops(t *testing.T) {
 		return r.Start(ctx, schemas.StartAgent{TownID: "T", RigID: "r", AgentID: agent, RunID: run, Role: schemas.RoleMayor,
 			Workspace: schemas.Workspace{Kind: schemas.WorkspaceEmpty}, Env: env})
 	}
-	pids := func(agent, run string) bool { _, err := os.Stat(filepath.Join(out, agent+"-"+run+".ready")); return err == nil }
+	pids := func(agent, run string) bool {
+		_, err := os.Stat(filepath.Join(out, agent+"-"+run+".ready"))
+		return err == nil
+	}
 
 	require.True(t, start("a", "r1", map[string]string{}).OK)
 	require.True(t, start("a", "r1", map[string]string{}).OK, "the same run again: ok, not a second process")
@@ -255,4 +258,3 @@ func TestHeartbeatsListAgents(t *testing.T) {
 		}
 	}
 }
-
