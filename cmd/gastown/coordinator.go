@@ -34,6 +34,11 @@ func runCoordinator(ctx context.Context, args []string, env Env) error {
 	refresh := fs.Duration("refresh-interval", coordinator.DefaultRefreshInterval, "how often an active town's token is refreshed")
 	recovery := fs.Duration("recovery-window", coordinator.DefaultRecoveryWindow, "how long after expiry a container token may still ask for a fresh one")
 	replicas := fs.Int("replicas", 1, "replica count of the state buckets (3 on a cluster)")
+	heartbeat := fs.Duration("heartbeat-interval", coordinator.DefaultHeartbeatInterval, "how often containers send heartbeats")
+	deadAfter := fs.Int("dead-after", coordinator.DefaultDeadAfter, "missed heartbeat intervals before an agent is dead")
+	cooldown := fs.Duration("dispatch-cooldown", coordinator.DefaultDispatchCooldown, "wait after a failed dispatch or run")
+	attempts := fs.Int("max-attempts", coordinator.DefaultMaxAttempts, "failed dispatches before a bead fails")
+	leaseTTL := fs.Duration("lease-ttl", coordinator.DefaultLeaseTTL, "how long a coordinator's lease on a town lasts unless renewed")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	if done, err := parse(fs, args, env); done {
@@ -57,6 +62,8 @@ func runCoordinator(ctx context.Context, args []string, env Env) error {
 		Config: coordinator.Config{
 			TokenTTL: *ttl, RefreshInterval: *refresh, RecoveryWindow: *recovery,
 			Replicas: *replicas, Logger: log,
+			HeartbeatInterval: *heartbeat, DeadAfter: *deadAfter, DispatchCooldown: *cooldown,
+			MaxAttempts: *attempts, LeaseTTL: *leaseTTL,
 		},
 		Bus: bus.Config{
 			Listen: *listen, DataDir: *dataDir,
