@@ -3,6 +3,7 @@
 # line to its log, then exits with $AGENT_EXIT or sleeps until stopped.
 out="$AGENT_OUT/$GASTOWN_AGENT_ID-$GASTOWN_RUN_ID"
 env > "$out.env"
+echo $$ > "$out.pid"
 pwd > "$out.pwd"
 git rev-parse --abbrev-ref HEAD > "$out.branch" 2>/dev/null || true
 touch "$out.ready"

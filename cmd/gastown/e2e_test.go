@@ -3,18 +3,32 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/gastown/gastown/coordinator"
+	"github.com/gastown/gastown/schemas"
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 )
+
+// natsConnect connects as a town's container.
+func natsConnect(url, token, town string) (*nats.Conn, error) {
+	t, err := schemas.ForTown(town)
+	if err != nil {
+		return nil, err
+	}
+	return nats.Connect(url, nats.Token(token), nats.CustomInboxPrefix(t.Inbox()), nats.MaxReconnects(0))
+}
 
 var (
 	buildOnce sync.Once
@@ -168,4 +182,103 @@ func TestEndToEndSimFlow(t *testing.T) {
 			require.NotContains(t, text, secret, name)
 		}
 	}
+}
+
+// TestKilledContainerWorkRedispatched kills a container process (and its
+// agent) with SIGKILL: within 3 heartbeat intervals the coordinator marks
+// the agent dead and dispatches its work again, with a new run id, to a new
+// container; a late heartbeat from the old run changes nothing.
+func TestKilledContainerWorkRedispatched(t *testing.T) {
+	bin := binary(t)
+	script, err := filepath.Abs("../../agentclient/testdata/agent.sh")
+	require.NoError(t, err)
+	addr := freeAddr(t)
+	url := "nats://" + addr
+	vars := map[string]string{"GASTOWN_JWT_SECRET": testSecret, "GASTOWN_ADMIN_PASSWORD": "admin-pw"}
+	coordLogs := daemon(t, vars, "coordinator", "--listen", addr, "--data-dir", t.TempDir(),
+		"--heartbeat-interval", "200ms", "--dispatch-cooldown", "100ms")
+	admin := func(args ...string) string {
+		t.Helper()
+		var out string
+		require.Eventually(t, func() bool {
+			o, _, err := run(t, vars, append(args, "--server", url, "--timeout", "5s")...)
+			out = o
+			return err == nil
+		}, 20*time.Second, 50*time.Millisecond, "gastown %v", args)
+		return out
+	}
+	admin("town", "create", "--town", "k")
+	admin("rig", "add", "--town", "k", "--rig", "r", "--git", bareRepo(t))
+	admin("bead", "create", "--town", "k", "--rig", "r", "--id", "b", "--title", "work")
+	token, _, err := run(t, vars, "token", "mint", "--town", "k")
+	require.NoError(t, err)
+	out := t.TempDir()
+	container := func() *exec.Cmd {
+		cmd := exec.Command(bin, "container", "--server", url, "--workdir", t.TempDir(), "--heartbeat", "100ms",
+			"--polecat-cmd", script, "--mayor-cmd", script)
+		cmd.Env = append(os.Environ(), "GASTOWN_CONTAINER_TOKEN="+strings.TrimSpace(token), "AGENT_OUT="+out)
+		require.NoError(t, cmd.Start())
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		return cmd
+	}
+	agentRun := func(agent string) (run, status string) {
+		var st coordinator.TownStatus
+		require.NoError(t, json.Unmarshal([]byte(admin("status", "--town", "k")), &st))
+		for _, a := range st.Agents {
+			if a.AgentID == agent {
+				return a.RunID, a.Status
+			}
+		}
+		return "", ""
+	}
+	started := func(agent, run string) bool {
+		_, err := os.Stat(filepath.Join(out, agent+"-"+run+".ready"))
+		return run != "" && err == nil
+	}
+
+	c1 := container()
+	require.Eventually(t, func() bool {
+		var res schemas.RotateResult
+		return json.Unmarshal([]byte(admin("token", "rotate", "--town", "k")), &res) == nil && res.Acknowledged
+	}, 20*time.Second, 100*time.Millisecond, "the container connects")
+	var sling schemas.SlingResult
+	require.NoError(t, json.Unmarshal([]byte(admin("sling", "--town", "k", "--bead", "b")), &sling))
+	require.True(t, sling.Dispatched, sling.Error)
+	p := sling.AgentID
+	run1, _ := agentRun(p)
+	require.Eventually(t, func() bool { return started(p, run1) }, 20*time.Second, 20*time.Millisecond)
+
+	// Kill the container and its agent, as a machine dying would.
+	pid, err := os.ReadFile(filepath.Join(out, p+"-"+run1+".pid"))
+	require.NoError(t, err)
+	agentPid, err := strconv.Atoi(strings.TrimSpace(string(pid)))
+	require.NoError(t, err)
+	require.Greater(t, agentPid, 1)
+	require.NoError(t, c1.Process.Kill())
+	require.NoError(t, syscall.Kill(-agentPid, syscall.SIGKILL)) // its process group
+	killedAt := time.Now()
+	container()
+
+	var run2 string
+	require.Eventually(t, func() bool {
+		r, status := agentRun(p)
+		run2 = r
+		return r != run1 && status == coordinator.AgentWorking && started(p, r)
+	}, 30*time.Second, 50*time.Millisecond, "the work runs again in the new container\n%s", coordLogs.String())
+	t.Logf("work re-dispatched %s after the kill (3 heartbeat intervals = 600ms)", time.Since(killedAt).Round(time.Millisecond))
+	require.Contains(t, coordLogs.String(), "agent dead: missed heartbeats")
+	require.Contains(t, coordLogs.String(), "run="+run1)
+
+	// A late heartbeat from the dead run changes nothing.
+	nc, err := natsConnect(url, strings.TrimSpace(token), "k")
+	require.NoError(t, err)
+	defer nc.Close()
+	late := fmt.Sprintf(`{"type":"gastown.v1.heartbeat","townId":"k","containerId":"old","sentAt":%q,"agents":[{"agentId":%q,"runId":%q,"status":"running","lastActivityAt":%q}],"exits":[{"agentId":%q,"runId":%q,"exitCode":1,"endedAt":%q}]}`,
+		time.Now().UTC().Format(time.RFC3339), p, run1, time.Now().UTC().Format(time.RFC3339), p, run1, time.Now().UTC().Format(time.RFC3339))
+	require.NoError(t, nc.Publish("gastown.town.k.heartbeat", []byte(late)))
+	require.NoError(t, nc.Flush())
+	require.Eventually(t, func() bool { return strings.Contains(coordLogs.String(), "stale exit dropped") }, 10*time.Second, 20*time.Millisecond)
+	r, status := agentRun(p)
+	require.Equal(t, run2, r)
+	require.Equal(t, coordinator.AgentWorking, status)
 }
