@@ -215,3 +215,23 @@ func TestRestartKeepsLiveness(t *testing.T) {
 	defer c1.mu.Unlock()
 	require.Equal(t, 1, c1.starts[res.AgentID], "nothing is dispatched twice")
 }
+
+// TestDispatchRetriesThenFails: with no container to take it, a dispatch
+// is tried again after each cooldown, and after 5 tries the bead fails and
+// the polecat is unhooked.
+func TestDispatchRetriesThenFails(t *testing.T) {
+	h := coordinatortest.Start(t, coordinator.Config{DispatchCooldown: 30 * time.Millisecond, MaxAttempts: 5})
+	slingOne(t, h)
+	var res schemas.SlingResult
+	require.NoError(t, admin(t, h, schemas.AdminSling, schemas.Sling{TownID: "T", BeadID: "b"}, &res))
+	require.False(t, res.Dispatched)
+	require.Contains(t, res.Error, "no container")
+	a := agentState(t, h, "T", res.AgentID)
+	require.Equal(t, 1, a.Attempts)
+	require.True(t, a.NextAttemptAt.After(a.UpdatedAt), "it waits the cooldown")
+	require.Eventually(t, func() bool { return bead(t, h, "b").Status == coordinator.BeadFailed }, 10*time.Second, 10*time.Millisecond)
+	a = agentState(t, h, "T", res.AgentID)
+	require.Empty(t, a.Hook, "unhooked")
+	require.Equal(t, coordinator.AgentIdle, a.Status)
+	require.Empty(t, bead(t, h, "b").Assignee)
+}

@@ -164,6 +164,35 @@ func TestEndToEndSimFlow(t *testing.T) {
 		require.Contains(t, string(out), "sim: Add "+b)
 	}
 
+	// gastown tool, as an agent inside the container calls it: the token
+	// from the container's token file, the identity from the environment,
+	// an exit status per error code.
+	toolVars := func(agent, rig string) map[string]string {
+		return map[string]string{"GASTOWN_TOKEN_FILE": filepath.Join(work, "token"), "GASTOWN_NATS_URL": url,
+			"GASTOWN_AGENT_ID": agent, "GASTOWN_RIG_ID": rig}
+	}
+	o, _, err := run(t, toolVars("mayor", "town"), "tool", "beads.list", "type=issue")
+	require.NoError(t, err)
+	var listed []coordinator.Bead
+	require.NoError(t, json.Unmarshal([]byte(o), &listed))
+	require.Len(t, listed, 3)
+	replies.WriteString(o)
+	for _, tc := range []struct {
+		agent, rig string
+		args       []string
+		code       int
+	}{
+		{"toast", "app", []string{"tool", "rigs.list"}, 11},
+		{"mayor", "town", []string{"tool", "bead.get", "beadId=nope"}, 13},
+		{"mayor", "town", []string{"tool", "bead.get", "beadId=a.b"}, 12},
+		{"ghost", "app", []string{"tool", "prime"}, 11},
+		{"mayor", "town", []string{"tool", "prime", "--json", "not json"}, 2},
+	} {
+		o, e, err := run(t, toolVars(tc.agent, tc.rig), tc.args...)
+		require.Equal(t, tc.code, exitCode(err), "%v: %v", tc.args, err)
+		replies.WriteString(o + e + printed(err))
+	}
+
 	// No token and no secret anywhere: coordinator and container logs,
 	// every agent's log, every reply.
 	texts := map[string]string{"coordinator log": coordLogs.String(), "container log": contLogs.String(), "replies": replies.String()}
