@@ -184,14 +184,5 @@ func (c *Coordinator) now() time.Time { return c.cfg.Now() }
 
 // leaseLoop keeps this coordinator's towns' leases until ctx is done.
 func (c *Coordinator) leaseLoop(ctx context.Context) {
-	t := time.NewTicker(max(c.cfg.LeaseTTL/6, 10*time.Millisecond))
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			c.leases.renewAll(ctx)
-		}
-	}
+	every(ctx, max(c.cfg.LeaseTTL/6, 10*time.Millisecond), c.leases.renewAll)
 }

@@ -3,7 +3,6 @@ package coordinator
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/cockroachdb/errors"
@@ -25,18 +24,7 @@ func (c *Coordinator) deadAfter() time.Duration {
 
 // patrolLoop declares silent runs dead and dispatches the agents whose work
 // is waiting, until ctx is done.
-func (c *Coordinator) patrolLoop(ctx context.Context) {
-	t := time.NewTicker(c.patrolTick())
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			c.patrol(ctx)
-		}
-	}
-}
+func (c *Coordinator) patrolLoop(ctx context.Context) { every(ctx, c.patrolTick(), c.patrol) }
 
 // patrol runs one round: liveness first, then dispatches.
 func (c *Coordinator) patrol(ctx context.Context) {
@@ -54,29 +42,12 @@ func (c *Coordinator) patrol(ctx context.Context) {
 			due = append(due, a)
 		}
 	}
-	if len(due) == 0 {
-		return
-	}
-	work := make(chan Agent)
-	var wg sync.WaitGroup
-	for range min(patrolWorkers, len(due)) {
-		wg.Go(func() {
-			for a := range work {
-				err := c.dispatch(ctx, a.TownID, a.AgentID)
-				if err != nil && !errors.Is(err, schemas.ErrConflict) && !errors.Is(err, schemas.ErrUnavailable) {
-					c.log.Warn("patrol dispatch", KeyTown, a.TownID, KeyAgent, a.AgentID, KeyErr, err)
-				}
-			}
-		})
-	}
-	for _, a := range due {
-		select {
-		case work <- a:
-		case <-ctx.Done():
+	forEach(ctx, patrolWorkers, due, func(a Agent) {
+		err := c.dispatch(ctx, a.TownID, a.AgentID)
+		if err != nil && !errors.Is(err, schemas.ErrConflict) && !errors.Is(err, schemas.ErrUnavailable) {
+			c.log.Warn("patrol dispatch", KeyTown, a.TownID, KeyAgent, a.AgentID, KeyErr, err)
 		}
-	}
-	close(work)
-	wg.Wait()
+	})
 }
 
 // markDead ends a run that missed its heartbeats: the agent is dead, the

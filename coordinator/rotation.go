@@ -3,7 +3,6 @@ package coordinator
 import (
 	"context"
 	"math/rand/v2"
-	"sync"
 	"time"
 
 	"github.com/cockroachdb/errors"
@@ -37,18 +36,7 @@ func (c *Coordinator) nextRefresh(now time.Time) time.Time {
 }
 
 // rotationLoop refreshes every town whose schedule is due until ctx is done.
-func (c *Coordinator) rotationLoop(ctx context.Context) {
-	t := time.NewTicker(c.rotationTick())
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			c.refreshDue(ctx)
-		}
-	}
-}
+func (c *Coordinator) rotationLoop(ctx context.Context) { every(ctx, c.rotationTick(), c.refreshDue) }
 
 // refreshDue refreshes the due towns, a bounded number at a time, and
 // returns when all of them are done.
@@ -63,26 +51,7 @@ func (c *Coordinator) refreshDue(ctx context.Context) {
 		due = append(due, s.TownID)
 	}
 	c.idleMu.Unlock()
-	if len(due) == 0 {
-		return
-	}
-	work := make(chan string)
-	var wg sync.WaitGroup
-	for range min(rotationWorkers, len(due)) {
-		wg.Go(func() {
-			for town := range work {
-				c.refresh(ctx, town)
-			}
-		})
-	}
-	for _, town := range due {
-		select {
-		case work <- town:
-		case <-ctx.Done():
-		}
-	}
-	close(work)
-	wg.Wait()
+	forEach(ctx, rotationWorkers, due, func(town string) { c.refresh(ctx, town) })
 }
 
 // refresh mints a new token for town and pushes it to its container. The

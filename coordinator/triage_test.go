@@ -67,8 +67,15 @@ func TestCrashLoopTriage(t *testing.T) {
 	crash(t, h, c, p, 2)
 	require.Empty(t, openTriage(t, h), "two failures are not a crash loop")
 	crash(t, h, c, p, 1)
-	require.Eventually(t, func() bool { return len(openTriage(t, h)) == 1 }, 10*time.Second, 5*time.Millisecond)
-	tb := openTriage(t, h)[0]
+	var tb coordinator.Bead
+	require.Eventually(t, func() bool {
+		open := openTriage(t, h)
+		if len(open) != 1 || open[0].Assignee == "" {
+			return false
+		}
+		tb = open[0]
+		return true
+	}, 10*time.Second, 5*time.Millisecond, "one triage request, hooked to a triage agent")
 	require.Equal(t, p, tb.TriageFor)
 	require.Equal(t, coordinator.AgentStalled, agentState(t, h, "T", p).Status)
 	tri := agentState(t, h, "T", tb.Assignee)
@@ -111,10 +118,17 @@ func TestTriageCapAndExclusion(t *testing.T) {
 	for _, p := range polecats {
 		crash(t, h, c, p, 3)
 	}
-	require.Eventually(t, func() bool { return len(openTriage(t, h)) == 5 }, 10*time.Second, 5*time.Millisecond)
+	var tri string
+	require.Eventually(t, func() bool {
+		open := openTriage(t, h)
+		if len(open) != 5 || open[0].Assignee == "" {
+			return false
+		}
+		tri = open[0].Assignee
+		return true
+	}, 10*time.Second, 5*time.Millisecond)
 
 	// Triage agents fail too: they never count.
-	tri := openTriage(t, h)[0].Assignee
 	crash(t, h, c, tri, 3)
 	a := agentState(t, h, "T", tri)
 	require.NotEqual(t, coordinator.AgentStalled, a.Status)
