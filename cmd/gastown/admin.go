@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"strings"
 	"time"
 
@@ -48,12 +49,8 @@ func runAdmin(ctx context.Context, env Env, af adminFlags, method string, body i
 const adminNote = "Connects as the 'admin' user with GASTOWN_ADMIN_PASSWORD and prints the result as JSON."
 
 func runTown(ctx context.Context, args []string, env Env) error {
-	if len(args) == 0 || args[0] != "create" {
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
-			helpTo(env, newFlags("town", "town create --town T [--owner U]", "Creates a town. "+adminNote, env))
-			return nil
-		}
-		return errors.Mark(errors.New("town needs a subcommand: create"), ErrUsage)
+	if done, err := subcommand(args, "create", newFlags("town", "town create --town T [--owner U]", "Creates a town. "+adminNote, env), env); done {
+		return err
 	}
 	fs := newFlags("town create", "town create --town T [--owner U]", "Creates a town owned by a user. "+adminNote, env)
 	town := fs.String("town", "", "town id (required)")
@@ -66,12 +63,8 @@ func runTown(ctx context.Context, args []string, env Env) error {
 }
 
 func runRig(ctx context.Context, args []string, env Env) error {
-	if len(args) == 0 || args[0] != "add" {
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
-			helpTo(env, newFlags("rig", "rig add --town T --rig R --git URL [--branch main]", "Adds a rig. "+adminNote, env))
-			return nil
-		}
-		return errors.Mark(errors.New("rig needs a subcommand: add"), ErrUsage)
+	if done, err := subcommand(args, "add", newFlags("rig", "rig add --town T --rig R --git URL [--branch main]", "Adds a rig. "+adminNote, env), env); done {
+		return err
 	}
 	fs := newFlags("rig add", "rig add --town T --rig R --git URL [--branch main]", "Adds a git repository to a town as a rig. "+adminNote, env)
 	town := fs.String("town", "", "town id (required)")
@@ -86,12 +79,8 @@ func runRig(ctx context.Context, args []string, env Env) error {
 }
 
 func runBead(ctx context.Context, args []string, env Env) error {
-	if len(args) == 0 || args[0] != "create" {
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
-			helpTo(env, newFlags("bead", "bead create --town T --title TEXT [--rig R] [--body TEXT] [--id B] [--type issue]", "Creates a bead. "+adminNote, env))
-			return nil
-		}
-		return errors.Mark(errors.New("bead needs a subcommand: create"), ErrUsage)
+	if done, err := subcommand(args, "create", newFlags("bead", "bead create --town T --title TEXT [--rig R] [--body TEXT] [--id B] [--type issue]", "Creates a bead. "+adminNote, env), env); done {
+		return err
 	}
 	fs := newFlags("bead create", "bead create --town T --title TEXT [--rig R] [--body TEXT] [--id B] [--type issue]", "Creates a bead: a unit of work. "+adminNote, env)
 	town := fs.String("town", "", "town id (required)")
@@ -108,12 +97,8 @@ func runBead(ctx context.Context, args []string, env Env) error {
 }
 
 func runConvoy(ctx context.Context, args []string, env Env) error {
-	if len(args) == 0 || args[0] != "create" {
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
-			helpTo(env, newFlags("convoy", "convoy create --town T --title TEXT --beads B1,B2,...", "Creates a convoy. "+adminNote, env))
-			return nil
-		}
-		return errors.Mark(errors.New("convoy needs a subcommand: create"), ErrUsage)
+	if done, err := subcommand(args, "create", newFlags("convoy", "convoy create --town T --title TEXT --beads B1,B2,...", "Creates a convoy. "+adminNote, env), env); done {
+		return err
 	}
 	fs := newFlags("convoy create", "convoy create --town T --title TEXT --beads B1,B2,...",
 		"Creates a convoy tracking beads; it lands when all of them are closed. "+adminNote, env)
@@ -155,4 +140,17 @@ func runStatus(ctx context.Context, args []string, env Env) error {
 		return err
 	}
 	return runAdmin(ctx, env, af, schemas.AdminStatus, schemas.TownRequest{TownID: *town})
+}
+
+// subcommand checks that args start with the verb's one subcommand; bare
+// --help prints the verb's usage.
+func subcommand(args []string, sub string, fs *flag.FlagSet, env Env) (done bool, err error) {
+	switch {
+	case len(args) > 0 && args[0] == sub:
+		return false, nil
+	case len(args) > 0 && (args[0] == "-h" || args[0] == "--help"):
+		helpTo(env, fs)
+		return true, nil
+	}
+	return true, errors.Mark(errors.Newf("%s needs a subcommand: %s", fs.Name(), sub), ErrUsage)
 }

@@ -18,12 +18,8 @@ hook and calls review.complete; a triage agent restarts the agent it
 triages; a mayor waits until it is stopped.`
 
 func runAgent(ctx context.Context, args []string, env Env) error {
-	if len(args) == 0 || args[0] != "sim" {
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
-			helpTo(env, newFlags("agent", "agent sim [--work 2s] [--fail]", agentSimDesc, env))
-			return nil
-		}
-		return errors.Mark(errors.New("agent needs a subcommand: sim"), ErrUsage)
+	if done, err := subcommand(args, "sim", newFlags("agent", "agent sim [--work 2s] [--fail]", agentSimDesc, env), env); done {
+		return err
 	}
 	fs := newFlags("agent sim", "agent sim [--work 2s] [--fail]", agentSimDesc, env)
 	work := fs.Duration("work", 2*time.Second, "how long the simulated work takes")

@@ -93,6 +93,21 @@ func daemon(t *testing.T, vars map[string]string, args ...string) *lockedBuffer 
 	return logs
 }
 
+// adminCLI runs an admin verb against the coordinator at url until it
+// succeeds (the coordinator may still be starting) and returns its output.
+func adminCLI(t *testing.T, vars map[string]string, url string) func(args ...string) string {
+	return func(args ...string) string {
+		t.Helper()
+		var out string
+		require.Eventually(t, func() bool {
+			o, _, err := run(t, vars, append(args, "--server", url, "--timeout", "5s")...)
+			out = o
+			return err == nil
+		}, 20*time.Second, 50*time.Millisecond, "gastown %v", args)
+		return out
+	}
+}
+
 var jwtPattern = regexp.MustCompile(`eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}`)
 
 // TestEndToEndSimFlow runs the whole flow with real processes: the
@@ -111,14 +126,9 @@ func TestEndToEndSimFlow(t *testing.T) {
 	coordLogs := daemon(t, vars, "coordinator", "--listen", addr, "--data-dir", t.TempDir(), "--log-level", "debug",
 		"--heartbeat-interval", "500ms")
 	var replies strings.Builder
+	call := adminCLI(t, vars, url)
 	admin := func(args ...string) string {
-		t.Helper()
-		var out string
-		require.Eventually(t, func() bool {
-			o, _, err := run(t, vars, append(args, "--server", url, "--timeout", "5s")...)
-			out = o
-			return err == nil
-		}, 20*time.Second, 50*time.Millisecond, "gastown %v", args)
+		out := call(args...)
 		replies.WriteString(out)
 		return out
 	}
@@ -226,16 +236,7 @@ func TestKilledContainerWorkRedispatched(t *testing.T) {
 	vars := map[string]string{"GASTOWN_JWT_SECRET": testSecret, "GASTOWN_ADMIN_PASSWORD": "admin-pw"}
 	coordLogs := daemon(t, vars, "coordinator", "--listen", addr, "--data-dir", t.TempDir(),
 		"--heartbeat-interval", "200ms", "--dispatch-cooldown", "100ms")
-	admin := func(args ...string) string {
-		t.Helper()
-		var out string
-		require.Eventually(t, func() bool {
-			o, _, err := run(t, vars, append(args, "--server", url, "--timeout", "5s")...)
-			out = o
-			return err == nil
-		}, 20*time.Second, 50*time.Millisecond, "gastown %v", args)
-		return out
-	}
+	admin := adminCLI(t, vars, url)
 	admin("town", "create", "--town", "k")
 	admin("rig", "add", "--town", "k", "--rig", "r", "--git", bareRepo(t))
 	admin("bead", "create", "--town", "k", "--rig", "r", "--id", "b", "--title", "work")
