@@ -20,10 +20,9 @@ build:
 run: build
 	@if [ -z "$$GASTOWN_JWT_SECRET" ]; then \
 	  echo "make run: GASTOWN_JWT_SECRET is not set; using a DEVELOPMENT secret (never do this in production)" >&2; \
-	fi
-	GASTOWN_JWT_SECRET="$${GASTOWN_JWT_SECRET:-$(DEV_SECRET)}" \
-	GASTOWN_DEV_SECRET="$$( [ -z "$$GASTOWN_JWT_SECRET" ] && echo 1 )" \
-	$(BIN)/gastown coordinator --listen $(LISTEN) --data-dir $(DATA_DIR)
+	  export GASTOWN_JWT_SECRET="$(DEV_SECRET)" GASTOWN_DEV_SECRET=1; \
+	fi; \
+	exec $(BIN)/gastown coordinator --listen $(LISTEN) --data-dir $(DATA_DIR)
 
 tools: $(NATS)
 
