@@ -57,11 +57,13 @@ type Runner struct {
 	cfg  RunnerConfig
 	log  *slog.Logger
 
-	mu     sync.Mutex
-	runs   map[string]*run // agent → current run
-	exits  []schemas.AgentExit
-	closed bool
-	wg     sync.WaitGroup
+	mu   sync.Mutex
+	runs map[string]*run // agent → current run
+	// agentMu serializes starts of one agent.
+	agentMu map[string]*sync.Mutex
+	exits   []schemas.AgentExit
+	closed  bool
+	wg      sync.WaitGroup
 }
 
 // NewRunner makes the runner of a town's container.
@@ -91,7 +93,7 @@ func NewRunner(townID string, cfg RunnerConfig) (*Runner, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Runner{town: townID, cfg: cfg, log: cfg.Logger.With(keyTown, townID), runs: map[string]*run{}}, nil
+	return &Runner{town: townID, cfg: cfg, log: cfg.Logger.With(keyTown, townID), runs: map[string]*run{}, agentMu: map[string]*sync.Mutex{}}, nil
 }
 
 // HandleDispatch answers …dispatch.
@@ -132,6 +134,9 @@ func (r *Runner) Start(ctx context.Context, req schemas.StartAgent) schemas.Star
 		r.log.Warn("agent not started", "agent", req.AgentID, "run", req.RunID, keyErr, res.Error)
 		return res
 	}
+	if err := req.Validate(); err != nil {
+		return fail("invalid start request: %s", err.Error())
+	}
 	if req.TownID != r.town {
 		return fail("this container runs town %s, not %s", r.town, req.TownID)
 	}
@@ -144,11 +149,24 @@ func (r *Runner) Start(ctx context.Context, req schemas.StartAgent) schemas.Star
 			return fail("env %s is not allowed: GASTOWN_ variables and tokens are the container's to set", k)
 		}
 	}
+	// One start of an agent at a time: a second dispatch waits, then finds
+	// the first running. Close waits for starts in progress.
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
 		return fail("the container is stopping")
 	}
+	r.wg.Add(1)
+	defer r.wg.Done()
+	am := r.agentMu[req.AgentID]
+	if am == nil {
+		am = &sync.Mutex{}
+		r.agentMu[req.AgentID] = am
+	}
+	r.mu.Unlock()
+	am.Lock()
+	defer am.Unlock()
+	r.mu.Lock()
 	old := r.runs[req.AgentID]
 	oldRunning := old != nil && old.status != schemas.RunExited
 	r.mu.Unlock()
@@ -177,10 +195,17 @@ func (r *Runner) Start(ctx context.Context, req schemas.StartAgent) schemas.Star
 		return fail("starting %s: %s", argv[0], err.Error())
 	}
 	ru := &run{req: req, cmd: cmd, logPath: logPath, started: r.cfg.Now(), exited: make(chan struct{}), status: schemas.RunRunning}
-	r.mu.Lock()
-	r.runs[req.AgentID] = ru
-	r.mu.Unlock()
 	r.wg.Go(func() { r.wait(ru, logf) })
+	r.mu.Lock()
+	closed := r.closed
+	if !closed {
+		r.runs[req.AgentID] = ru
+	}
+	r.mu.Unlock()
+	if closed { // Close came while it started: it must not outlive the container
+		r.terminate(ru, "container stopping")
+		return fail("the container is stopping")
+	}
 	r.log.Info("agent started", "agent", req.AgentID, "run", req.RunID, "role", req.Role, "pid", cmd.Process.Pid)
 	res.OK = true
 	return res
@@ -311,6 +336,9 @@ func (r *Runner) Beat() ([]schemas.AgentBeat, []schemas.AgentExit) {
 			last = fi.ModTime()
 		}
 		agents = append(agents, schemas.AgentBeat{AgentID: ru.req.AgentID, RunID: ru.req.RunID, Status: ru.status, LastActivityAt: last.UTC()})
+		if ru.status == schemas.RunExited {
+			delete(r.runs, ru.req.AgentID) // listed once as exited, then gone
+		}
 	}
 	exits := r.exits
 	r.exits = nil

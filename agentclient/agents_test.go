@@ -261,3 +261,45 @@ func TestHeartbeatsListAgents(t *testing.T) {
 		}
 	}
 }
+
+// TestRunnerConcurrentStartsAndClose: two runs of one agent dispatched at
+// once leave one process, and Close (even during starts) ends every agent.
+func TestRunnerConcurrentStartsAndClose(t *testing.T) {
+	out := t.TempDir()
+	script, _ := filepath.Abs("testdata/agent.sh")
+	r, err := agentclient.NewRunner("T", agentclient.RunnerConfig{WorkDir: t.TempDir(),
+		Commands: map[string][]string{schemas.RoleMayor: {script}}, StopGrace: time.Second})
+	require.NoError(t, err)
+	start := func(run string) schemas.StartAgentResult {
+		return r.Start(context.Background(), schemas.StartAgent{TownID: "T", RigID: "r", AgentID: "a", RunID: run, Role: schemas.RoleMayor,
+			Workspace: schemas.Workspace{Kind: schemas.WorkspaceEmpty}, Env: map[string]string{"AGENT_OUT": out}})
+	}
+	results := make(chan schemas.StartAgentResult, 8)
+	for _, run := range []string{"r1", "r2", "r1", "r2"} {
+		go func() { results <- start(run) }()
+	}
+	for range 4 {
+		require.True(t, (<-results).OK)
+	}
+	agents, _ := r.Beat()
+	require.Len(t, agents, 1, "one run of the agent")
+	// Starts racing with Close: none outlives it.
+	for _, run := range []string{"r3", "r4"} {
+		go func() { results <- start(run) }()
+	}
+	closed := make(chan struct{})
+	go func() { r.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(60 * time.Second):
+		t.Fatal("Close hung")
+	}
+	for range 2 {
+		<-results
+	}
+	pids, _ := filepath.Glob(filepath.Join(out, "*.pid"))
+	for _, p := range pids {
+		b, _ := os.ReadFile(p)
+		require.Error(t, exec.Command("kill", "-0", strings.TrimSpace(string(b))).Run(), "%s still runs after Close", filepath.Base(p))
+	}
+}

@@ -100,6 +100,7 @@ func RunSim(ctx context.Context, c *Client, cfg SimConfig) error {
 func git(ctx context.Context, dir string, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, "git", append([]string{"-c", "user.name=Gastown Sim", "-c", "user.email=sim@gastown.invalid"}, args...)...)
 	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0") // never wait on a credential prompt
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return string(out), errors.Wrapf(err, "git %s: %s", strings.Join(args, " "), strings.TrimSpace(string(out)))

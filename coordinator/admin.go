@@ -31,7 +31,7 @@ func adminMethod[R validator](c *Coordinator, h func(ctx context.Context, req R)
 			_ = bus.RespondError(m, schemas.NewError(schemas.CodeInvalidArgument, "%s", err.Error()))
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 3*c.cfg.RequestTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.DispatchTimeout+c.cfg.RequestTimeout) // sling dispatches
 		defer cancel()
 		res, err := h(ctx, req)
 		if err != nil {

@@ -22,6 +22,7 @@ const (
 	DefaultDeadAfter         = 3 // missed heartbeat intervals
 	DefaultDispatchCooldown  = 2 * time.Minute
 	DefaultMaxAttempts       = 5
+	DefaultDispatchTimeout   = 2 * time.Minute
 )
 
 // Config holds every tunable of the coordinator. Tests shrink the durations
@@ -41,6 +42,9 @@ type Config struct {
 	RecoveryConnTTL time.Duration
 	// RequestTimeout bounds each request the coordinator sends.
 	RequestTimeout time.Duration
+	// DispatchTimeout bounds a dispatch: the container clones the rig and
+	// stops an older run before it answers.
+	DispatchTimeout time.Duration
 	// HeartbeatInterval is how often containers send heartbeats.
 	HeartbeatInterval time.Duration
 	// DeadAfter is how many heartbeat intervals an agent may miss before
@@ -80,6 +84,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = DefaultRequestTimeout
+	}
+	if c.DispatchTimeout == 0 {
+		c.DispatchTimeout = DefaultDispatchTimeout
 	}
 	if c.HeartbeatInterval == 0 {
 		c.HeartbeatInterval = DefaultHeartbeatInterval

@@ -42,7 +42,7 @@ func (c *Coordinator) dispatch(ctx context.Context, townID, agentID string) erro
 		return c.dispatchFailed(ctx, a, runID, err.Error())
 	}
 	t, _ := schemas.ForTown(townID)
-	rctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+	rctx, cancel := context.WithTimeout(ctx, c.cfg.DispatchTimeout)
 	defer cancel()
 	var res schemas.StartAgentResult
 	err = bus.Request(rctx, c.nc, t.Dispatch(), req, &res)

@@ -71,7 +71,7 @@ func (c *Coordinator) serveRPC(methods map[string]rpcMethod, m *nats.Msg) (any, 
 	if !json.Valid(body) {
 		return nil, schemas.NewError(schemas.CodeInvalidArgument, "body is not JSON")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*c.cfg.RequestTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.DispatchTimeout+c.cfg.RequestTimeout) // tools may dispatch
 	defer cancel()
 	return h.h(ctx, caller, body)
 }

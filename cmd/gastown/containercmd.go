@@ -43,7 +43,7 @@ func runContainer(ctx context.Context, args []string, env Env) error {
 	server := fs.String("server", defURL, "NATS URL of the bus")
 	id := fs.String("id", env.Getenv(agentclient.EnvContainerID), "container id in heartbeats (default: the host name)")
 	workdir := fs.String("workdir", "./container", "directory for workspaces, logs and the token file")
-	tokenFile := fs.String("token-file", "", "where agents read the newest token (default: <workdir>/token)")
+	tokenFile := fs.String("token-file", env.Getenv(agentclient.EnvTokenFile), "where agents read the newest token (default: GASTOWN_TOKEN_FILE, or <workdir>/token)")
 	heartbeat := fs.Duration("heartbeat", agentclient.DefaultHeartbeatInterval, "heartbeat interval")
 	grace := fs.Duration("stop-grace", agentclient.DefaultStopGrace, "wait between SIGTERM and SIGKILL when stopping an agent")
 	config := fs.String("config", "", "JSON file with the agent commands per role")
