@@ -86,6 +86,9 @@ func KeyRingFromEnv(getenv func(string) string) (*KeyRing, error) {
 	var accepted []Key
 	if extra := getenv(EnvJWTAcceptSecrets); extra != "" {
 		for i, s := range strings.Split(extra, ",") {
+			if strings.TrimSpace(s) == "" {
+				continue // a trailing or doubled comma
+			}
 			k, err := NewKey([]byte(strings.TrimSpace(s)))
 			if err != nil {
 				return nil, errors.Wrapf(err, "%s entry %d", EnvJWTAcceptSecrets, i+1)
