@@ -241,10 +241,13 @@ func (s *TokenSource) dial(ctx context.Context) (*conn, error) {
 		}),
 		nats.CustomInboxPrefix(s.town.Inbox()),
 		nats.MaxReconnects(-1),
+		// A restarting coordinator refuses tokens until it has loaded its
+		// revocations: keep trying rather than give up on auth errors.
+		nats.IgnoreAuthErrorAbort(),
 		nats.ReconnectWait(100*time.Millisecond),
 		nats.ReconnectJitter(100*time.Millisecond, time.Second),
 		nats.ReconnectHandler(func(*nats.Conn) { s.poke() }),
-		nats.ClosedHandler(func(*nats.Conn) { close(c.closed) }),
+		nats.ClosedHandler(func(*nats.Conn) { close(c.closed); s.poke() }),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				s.log.Warn("connection to the bus lost; reconnecting", keyErr, err)
@@ -325,7 +328,7 @@ func (s *TokenSource) loop() {
 		t.Stop()
 		retry = 0
 		newest := s.newest.Load()
-		if newest.claims.Issued().After(c.used.Load().claims.Issued()) {
+		if newest.claims.Issued().After(c.used.Load().claims.Issued()) || (c.nc.IsClosed() && !s.closed.Load()) {
 			if err := s.switchConn(); err != nil {
 				s.log.Warn("could not open a connection with the new token; will retry", keyErr, err)
 				retry = s.backoff()

@@ -91,7 +91,7 @@ func (a *authenticator) Check(c server.ClientAuthentication) bool {
 	o := c.GetOpts()
 	switch {
 	case o.Username == internalUser:
-		if !equal(o.Password, a.internalSecret) || c.RemoteAddress().Network() != "pipe" {
+		if addr := c.RemoteAddress(); !equal(o.Password, a.internalSecret) || addr == nil || addr.Network() != "pipe" {
 			a.refuse(c, "internal identity used from outside the process")
 			return false
 		}
@@ -131,7 +131,7 @@ func (a *authenticator) Check(c server.ClientAuthentication) bool {
 	a.mu.Lock()
 	a.rememberLocked(c.GetID(), tokenConn{town: g.TownID, issuedAt: g.IssuedAt, deadline: g.Deadline}, time.Now())
 	a.mu.Unlock()
-	a.log.Debug("container connected", KeyTown, g.TownID, KeyRecovery, g.RecoveryOnly, KeyRemote, c.RemoteAddress().String())
+	a.log.Debug("container connected", KeyTown, g.TownID, KeyRecovery, g.RecoveryOnly, KeyRemote, remote(c))
 	return true
 }
 
@@ -146,7 +146,16 @@ func (a *authenticator) password(c server.ClientAuthentication, given, want stri
 }
 
 func (a *authenticator) refuse(c server.ClientAuthentication, why string) {
-	a.log.Info("connection refused", KeyReason, why, KeyRemote, c.RemoteAddress().String())
+	a.log.Info("connection refused", KeyReason, why, KeyRemote, remote(c))
+}
+
+// remote is the client's address, or "" when it is already gone (the
+// server may hand over a connection that closed meanwhile).
+func remote(c server.ClientAuthentication) string {
+	if a := c.RemoteAddress(); a != nil {
+		return a.String()
+	}
+	return ""
 }
 
 func equal(a, b string) bool { return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1 }

@@ -87,6 +87,16 @@ func (h *Harness) Restart(now func() time.Time) {
 	h.start()
 }
 
+// Crash stops the daemon the hard way: its NATS server goes first, so the
+// coordinator can neither answer nor release its leases, as if the process
+// were killed. Then it starts again on the same port and data directory.
+func (h *Harness) Crash() {
+	h.t.Helper()
+	h.Daemon.Server().Close()
+	h.Stop()
+	h.start()
+}
+
 // Conn is the daemon's in-process connection (full permissions).
 func (h *Harness) Conn() *nats.Conn { return h.Daemon.Conn() }
 
