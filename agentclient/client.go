@@ -3,6 +3,7 @@ package agentclient
 import (
 	"context"
 	"encoding/json"
+	"time"
 
 	"github.com/cockroachdb/errors"
 	"github.com/gastown/gastown/bus"
@@ -51,14 +52,35 @@ func (c *Client) Call(ctx context.Context, method string, body, out any) error {
 	if err != nil {
 		return errors.Mark(errors.Wrapf(err, "encoding %s body", method), schemas.ErrInvalidArgument)
 	}
-	err = c.call(ctx, subject, data, out)
+	err = c.callDelivered(ctx, subject, data, out)
 	if !errors.Is(err, schemas.ErrUnauthenticated) {
 		return err
 	}
 	if rerr := c.s.Refresh(ctx); rerr != nil {
 		return errors.WithSecondaryError(err, rerr)
 	}
-	return c.call(ctx, subject, data, out)
+	return c.callDelivered(ctx, subject, data, out)
+}
+
+// callDelivered is call, tried again while no coordinator is there to
+// answer (the bus or the coordinator restarting): a request nobody received
+// is always safe to send again. ctx bounds it.
+func (c *Client) callDelivered(ctx context.Context, subject string, data []byte, out any) error {
+	wait := 50 * time.Millisecond
+	for {
+		err := c.call(ctx, subject, data, out)
+		if !errors.Is(err, nats.ErrNoResponders) {
+			return err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		wait = min(2*wait, time.Second)
+	}
 }
 
 func (c *Client) call(ctx context.Context, subject string, data []byte, out any) error {

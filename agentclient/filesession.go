@@ -29,8 +29,25 @@ type FileSession struct {
 	nc      *nats.Conn
 	timeout time.Duration
 
+	file string
+
 	mu    sync.Mutex
 	token string
+}
+
+// connectToken is the token to (re)connect with: the token file's, read
+// now, unless the session holds a newer one.
+func (s *FileSession) connectToken() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if tok, err := ReadTokenFile(s.file); err == nil && tok != s.token {
+		if fresh, err := schemas.PeekContainerClaims(tok); err == nil {
+			if held, err := schemas.PeekContainerClaims(s.token); err != nil || fresh.Issued().After(held.Issued()) {
+				s.token = tok
+			}
+		}
+	}
+	return s.token
 }
 
 // OpenFileSession connects to url with the token in tokenFile.
@@ -47,11 +64,21 @@ func OpenFileSession(ctx context.Context, url, tokenFile string, timeout time.Du
 	if err != nil {
 		return nil, err
 	}
-	s := &FileSession{town: town, token: tok, timeout: timeout}
+	s := &FileSession{town: town, token: tok, timeout: timeout, file: tokenFile}
+	// The bus may be restarting: keep trying (requests wait, bounded by
+	// their context) rather than fail the agent at once.
 	s.nc, err = nats.Connect(url, nats.Name("gastown-tool"),
-		nats.TokenHandler(func() string { s.mu.Lock(); defer s.mu.Unlock(); return s.token }),
-		nats.CustomInboxPrefix(town.Inbox()), nats.MaxReconnects(3))
+		nats.TokenHandler(s.connectToken),
+		nats.CustomInboxPrefix(town.Inbox()), nats.MaxReconnects(-1),
+		nats.RetryOnFailedConnect(true), nats.IgnoreAuthErrorAbort(),
+		nats.ReconnectWait(100*time.Millisecond))
+	if err == nil {
+		err = waitConnected(ctx, s.nc)
+	}
 	if err != nil {
+		if s.nc != nil {
+			s.nc.Close()
+		}
 		return nil, errors.WithHint(errors.Wrapf(err, "connecting to %s", url),
 			"is the bus reachable from this container, and is the token file current?")
 	}
@@ -88,3 +115,18 @@ func (s *FileSession) Refresh(ctx context.Context) error {
 func (s *FileSession) Close() { s.nc.Close() }
 
 var _ Session = (*FileSession)(nil)
+
+// waitConnected waits until nc is connected (a first connect may still be
+// retrying), at most until ctx is done.
+func waitConnected(ctx context.Context, nc *nats.Conn) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for !nc.IsConnected() {
+		select {
+		case <-ctx.Done():
+			return errors.Wrap(ctx.Err(), "waiting for the bus")
+		case <-t.C:
+		}
+	}
+	return nil
+}

@@ -43,7 +43,9 @@ func runAgent(ctx context.Context, args []string, env Env) error {
 	if url == "" {
 		url = agentclient.DefaultURL
 	}
-	sess, err := agentclient.OpenFileSession(ctx, url, tokenFile, 30*time.Second)
+	cctx, cancel := context.WithTimeout(ctx, time.Minute) // the bus may be restarting
+	sess, err := agentclient.OpenFileSession(cctx, url, tokenFile, 30*time.Second)
+	cancel()
 	if err != nil {
 		return err
 	}

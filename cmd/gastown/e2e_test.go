@@ -18,6 +18,7 @@ import (
 	"github.com/gastown/gastown/coordinator"
 	"github.com/gastown/gastown/schemas"
 	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -77,20 +78,31 @@ func bareRepo(t *testing.T) string {
 // daemon runs a Run verb in the background until the test ends.
 func daemon(t *testing.T, vars map[string]string, args ...string) *lockedBuffer {
 	t.Helper()
+	logs, stop := stoppable(t, vars, args...)
+	t.Cleanup(stop)
+	return logs
+}
+
+// stoppable runs a Run verb in the background; stop ends it and checks it
+// stopped cleanly (safe to call twice).
+func stoppable(t *testing.T, vars map[string]string, args ...string) (*lockedBuffer, func()) {
+	t.Helper()
 	env, _, logs := envOf(vars)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, args, env) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			require.NoError(t, err, "%s stops cleanly", args[0])
-		case <-time.After(60 * time.Second):
-			t.Errorf("%s did not stop", args[0])
-		}
-	})
-	return logs
+	var once sync.Once
+	return logs, func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				require.NoError(t, err, "%s stops cleanly", args[0])
+			case <-time.After(60 * time.Second):
+				t.Errorf("%s did not stop", args[0])
+			}
+		})
+	}
 }
 
 // adminCLI runs an admin verb against the coordinator at url until it
@@ -311,4 +323,73 @@ func TestKilledContainerWorkRedispatched(t *testing.T) {
 	r, status := agentRun(p)
 	require.Equal(t, run2, r)
 	require.Equal(t, coordinator.AgentWorking, status)
+}
+
+// TestWorkSurvivesCoordinatorRestart: the coordinator restarts while
+// polecats work; nothing is lost, nothing is dispatched twice, and the
+// convoy still lands.
+func TestWorkSurvivesCoordinatorRestart(t *testing.T) {
+	bin := binary(t)
+	addr := freeAddr(t)
+	url := "nats://" + addr
+	vars := map[string]string{"GASTOWN_JWT_SECRET": testSecret, "GASTOWN_ADMIN_PASSWORD": "admin-pw"}
+	dataDir := t.TempDir()
+	coordArgs := []string{"coordinator", "--listen", addr, "--data-dir", dataDir, "--heartbeat-interval", "300ms"}
+	_, stop := stoppable(t, vars, coordArgs...)
+	admin := adminCLI(t, vars, url)
+	repo := bareRepo(t)
+	admin("town", "create", "--town", "rs")
+	admin("rig", "add", "--town", "rs", "--rig", "app", "--git", repo)
+	token, _, err := run(t, vars, "token", "mint", "--town", "rs")
+	require.NoError(t, err)
+	work := t.TempDir()
+	sim := bin + " agent sim --work 3s"
+	contLogs := daemon(t, map[string]string{"GASTOWN_CONTAINER_TOKEN": strings.TrimSpace(token)}, "container", "--server", url,
+		"--workdir", work, "--heartbeat", "150ms", "--polecat-cmd", sim, "--refinery-cmd", bin+" agent sim --work 100ms")
+	require.Eventually(t, func() bool {
+		var res schemas.RotateResult
+		return json.Unmarshal([]byte(admin("token", "rotate", "--town", "rs")), &res) == nil && res.Acknowledged
+	}, 20*time.Second, 100*time.Millisecond, "the container connects")
+	for _, b := range []string{"x", "y"} {
+		admin("bead", "create", "--town", "rs", "--rig", "app", "--id", b, "--title", "Do "+b)
+	}
+	var convoy coordinator.Bead
+	require.NoError(t, json.Unmarshal([]byte(admin("convoy", "create", "--town", "rs", "--title", "two", "--beads", "x,y")), &convoy))
+	for _, b := range []string{"x", "y"} {
+		var res schemas.SlingResult
+		require.NoError(t, json.Unmarshal([]byte(admin("sling", "--town", "rs", "--bead", b)), &res))
+		require.True(t, res.Dispatched, res.Error)
+	}
+
+	// Restart the coordinator while the polecats work.
+	stop()
+	coordLogs, stop2 := stoppable(t, vars, coordArgs...)
+	t.Cleanup(stop2)
+
+	landed := assert.Eventually(t, func() bool {
+		var st coordinator.TownStatus
+		if json.Unmarshal([]byte(admin("status", "--town", "rs")), &st) != nil {
+			return false
+		}
+		for _, b := range st.Beads {
+			if b.BeadID == convoy.BeadID {
+				return b.Landed
+			}
+		}
+		return false
+	}, 90*time.Second, 200*time.Millisecond, "the convoy lands after the restart")
+	if !landed {
+		t.Fatalf("container log:\n%s\ncoordinator log:\n%s", contLogs.String(), coordLogs.String())
+	}
+	// Each polecat ran once: one log file per bead's polecat run.
+	logs, _ := filepath.Glob(filepath.Join(work, "logs", "*.log"))
+	polecatRuns, texts := 0, ""
+	for _, l := range logs {
+		if !strings.Contains(filepath.Base(l), "refinery") {
+			polecatRuns++
+			b, _ := os.ReadFile(l)
+			texts += filepath.Base(l) + ":\n" + string(b) + "\n"
+		}
+	}
+	require.Equal(t, 2, polecatRuns, "nothing was dispatched twice:\n%s", texts)
 }
