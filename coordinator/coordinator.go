@@ -33,7 +33,9 @@ type Coordinator struct {
 	st       *state
 	live     *liveness
 	leases   *leases
-	kicker   Kicker
+	// dispatching holds the agents patrol is dispatching now.
+	dispatching sync.Map
+	kicker      Kicker
 
 	// idleUntil remembers towns found with no container, so the rotation
 	// loop does not probe them every tick. A cache only: losing it costs

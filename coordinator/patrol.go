@@ -9,9 +9,6 @@ import (
 	"github.com/gastown/gastown/schemas"
 )
 
-// patrolWorkers bounds how many dispatches run at once.
-const patrolWorkers = 32
-
 // patrolTick is how often patrol looks at every agent.
 func (c *Coordinator) patrolTick() time.Duration {
 	return min(max(min(c.cfg.HeartbeatInterval/2, c.cfg.DispatchCooldown/4), 10*time.Millisecond), time.Second)
@@ -42,12 +39,21 @@ func (c *Coordinator) patrol(ctx context.Context) {
 			due = append(due, a)
 		}
 	}
-	forEach(ctx, patrolWorkers, due, func(a Agent) {
-		err := c.dispatch(ctx, a.TownID, a.AgentID)
-		if err != nil && !errors.Is(err, schemas.ErrConflict) && !errors.Is(err, schemas.ErrUnavailable) {
-			c.log.Warn("patrol dispatch", KeyTown, a.TownID, KeyAgent, a.AgentID, KeyErr, err)
+	// Dispatches run on their own (a container may take minutes to clone),
+	// so a slow one never holds up liveness; one at a time per agent.
+	for _, a := range due {
+		key := schemas.Key(a.TownID, a.AgentID)
+		if _, busy := c.dispatching.LoadOrStore(key, true); busy {
+			continue
 		}
-	})
+		c.wg.Go(func() {
+			defer c.dispatching.Delete(key)
+			err := c.dispatch(ctx, a.TownID, a.AgentID)
+			if err != nil && !errors.Is(err, schemas.ErrConflict) && !errors.Is(err, schemas.ErrUnavailable) {
+				c.log.Warn("patrol dispatch", KeyTown, a.TownID, KeyAgent, a.AgentID, KeyErr, err)
+			}
+		})
+	}
 }
 
 // markDead ends a run that missed its heartbeats: the agent is dead, the
