@@ -180,7 +180,7 @@ func TestDeadContainerWorkRedispatched(t *testing.T) {
 // TestRestartKeepsLiveness: restarting the coordinator while agents run
 // declares nothing dead and dispatches nothing twice.
 func TestRestartKeepsLiveness(t *testing.T) {
-	const interval = 100 * time.Millisecond
+	const interval = 200 * time.Millisecond
 	h := coordinatortest.Start(t, coordinator.Config{HeartbeatInterval: interval, DispatchCooldown: interval})
 	slingOne(t, h)
 	c1 := startBeating(t, h, "T", interval/2)

@@ -54,6 +54,9 @@ type liveness struct {
 	mu        sync.Mutex
 	lastSeen  map[seenKey]time.Time
 	startedAt time.Time
+	// restartGrace is added to startedAt: containers need a moment to
+	// reconnect to a restarted coordinator before their heartbeats count.
+	restartGrace time.Duration
 }
 
 func (l *liveness) record(r heartbeatRecord) {
@@ -68,12 +71,13 @@ func (l *liveness) record(r heartbeatRecord) {
 }
 
 // seen is when the run was last heard of: its last heartbeat, its
-// dispatch, or this coordinator's start, whichever is latest, so that
-// nothing is declared dead because the coordinator was down.
+// dispatch, or this coordinator's start (plus a grace to reconnect),
+// whichever is latest, so nothing is declared dead because the coordinator
+// was down.
 func (l *liveness) seen(town, agent, run string, dispatchedAt time.Time) time.Time {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return maxTime(l.lastSeen[seenKey{town, agent, run}], dispatchedAt, l.startedAt)
+	return maxTime(l.lastSeen[seenKey{town, agent, run}], dispatchedAt, l.startedAt.Add(l.restartGrace))
 }
 
 // forget drops what is known of a run that ended.

@@ -247,7 +247,7 @@ func TestKilledContainerWorkRedispatched(t *testing.T) {
 	url := "nats://" + addr
 	vars := map[string]string{"GASTOWN_JWT_SECRET": testSecret, "GASTOWN_ADMIN_PASSWORD": "admin-pw"}
 	coordLogs := daemon(t, vars, "coordinator", "--listen", addr, "--data-dir", t.TempDir(),
-		"--heartbeat-interval", "200ms", "--dispatch-cooldown", "100ms")
+		"--heartbeat-interval", "500ms", "--dispatch-cooldown", "100ms")
 	admin := adminCLI(t, vars, url)
 	admin("town", "create", "--town", "k")
 	admin("rig", "add", "--town", "k", "--rig", "r", "--git", bareRepo(t))
@@ -307,7 +307,7 @@ func TestKilledContainerWorkRedispatched(t *testing.T) {
 		run2 = r
 		return r != run1 && status == coordinator.AgentWorking && started(p, r)
 	}, 30*time.Second, 50*time.Millisecond, "the work runs again in the new container\n%s", coordLogs.String())
-	t.Logf("work re-dispatched %s after the kill (3 heartbeat intervals = 600ms)", time.Since(killedAt).Round(time.Millisecond))
+	t.Logf("work re-dispatched %s after the kill (3 heartbeat intervals = 1.5s)", time.Since(killedAt).Round(time.Millisecond))
 	require.Contains(t, coordLogs.String(), "agent dead: missed heartbeats")
 	require.Contains(t, coordLogs.String(), "run="+run1)
 
