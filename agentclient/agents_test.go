@@ -169,7 +169,7 @@ func TestRunnerRunsAndStops(t *testing.T) {
 	out := t.TempDir()
 	script, _ := filepath.Abs("testdata/agent.sh")
 	r, err := agentclient.NewRunner("T", agentclient.RunnerConfig{WorkDir: t.TempDir(),
-		Commands: map[string][]string{schemas.RoleMayor: {script}}, StopGrace: 300 * time.Millisecond})
+		Commands: map[string][]string{schemas.RoleMayor: {script}}, StopGrace: 2 * time.Second})
 	require.NoError(t, err)
 	defer r.Close()
 	ctx := context.Background()
