@@ -52,7 +52,8 @@ test: tools vet
 	$(MAKE) fuzz FUZZ_TIME=3s
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+	@# One program, one run: every figure next to a baseline measured in the same run (see BENCHMARKS.md).
+	$(GO) run ./bench -json bench.json -cpuprofile bench-cpu.out $(BENCH_FLAGS)
 
 soak: tools
 	GASTOWN_SOAK=1 $(GO) test -race -timeout 60m -run 'Soak|Rotation' ./...

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gastown/gastown/bus"
+	"github.com/gastown/gastown/coordinator"
+	"github.com/nats-io/nats.go"
+)
+
+// daemon is a coordinator started in this process on loopback TCP with a
+// temporary data directory.
+type daemon struct {
+	*coordinator.Daemon
+	issuer *coordinator.Issuer
+	secret string
+	dir    string
+	owned  bool
+}
+
+// newSecret makes a random signing secret: 64 hex characters.
+func newSecret() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// startDaemon starts a coordinator with secret on dir (a new temporary
+// directory when dir is empty, removed by close). Dispatch retries are
+// pushed an hour away, so agents that could not be dispatched stay quiet.
+func startDaemon(ctx context.Context, secret, dir string) (*daemon, error) {
+	key, err := coordinator.NewKey([]byte(secret))
+	if err != nil {
+		return nil, err
+	}
+	d := &daemon{issuer: coordinator.NewIssuer(coordinator.NewKeyRing(key), time.Now), secret: secret, dir: dir}
+	if d.dir == "" {
+		if d.dir, err = os.MkdirTemp("", "gastown-bench-*"); err != nil {
+			return nil, err
+		}
+		d.owned = true
+	}
+	d.Daemon, err = coordinator.StartDaemon(ctx, d.issuer, coordinator.DaemonConfig{
+		Config: coordinator.Config{Logger: discard, DispatchCooldown: time.Hour},
+		Bus:    bus.Config{Listen: "127.0.0.1:0", DataDir: d.dir, Logger: discard},
+	})
+	if err != nil {
+		d.removeDir()
+		return nil, err
+	}
+	return d, nil
+}
+
+// URL is where containers connect.
+func (d *daemon) URL() string { return "nats://" + d.Server().Addr().String() }
+
+// containerToken mints a container token for town, valid 8 h.
+func (d *daemon) containerToken(town string) (string, error) {
+	tok, _, err := d.issuer.MintContainer(town, "", 8*time.Hour)
+	return tok, err
+}
+
+func (d *daemon) close() {
+	d.Close()
+	d.removeDir()
+}
+
+func (d *daemon) removeDir() {
+	if d.owned {
+		_ = os.RemoveAll(d.dir)
+	}
+}
+
+// admin calls gastown.admin.<method> on the daemon's own connection and
+// decodes the result into out.
+func admin(ctx context.Context, nc *nats.Conn, method string, body, out any) error {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return bus.Call(ctx, nc, &nats.Msg{Subject: "gastown.admin." + method, Data: b}, out)
+}
+
+// parallel runs f(0..n-1), at most workers at a time, and returns the
+// first error and how many calls failed.
+func parallel(ctx context.Context, n, workers int, f func(i int) error) (int, error) {
+	var (
+		next    atomic.Int64
+		failed  atomic.Int64
+		firstMu sync.Mutex
+		first   error
+		wg      sync.WaitGroup
+	)
+	for range min(workers, n) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				if err := f(i); err != nil {
+					failed.Add(1)
+					firstMu.Lock()
+					if first == nil {
+						first = fmt.Errorf("item %d: %w", i, err)
+					}
+					firstMu.Unlock()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if first == nil && ctx.Err() != nil {
+		first = ctx.Err()
+	}
+	return int(failed.Load()), first
+}
+
+// createTowns creates towns named by name(0..n-1) through the admin API.
+func createTowns(ctx context.Context, nc *nats.Conn, n int, name func(int) string) error {
+	_, err := parallel(ctx, n, 64, func(i int) error {
+		return admin(ctx, nc, "town.create", map[string]string{"townId": name(i)}, nil)
+	})
+	return err
+}
