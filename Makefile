@@ -48,7 +48,9 @@ fuzz:
 test: tools vet
 	@# Build every test binary first, so no test runs while others compile.
 	$(GO) test -race -count=1 -run '^$$' ./... > /dev/null
-	$(GO) test -race -timeout 15m ./...
+	@# One package at a time: the end-to-end tests run real processes and
+	@# time heartbeats; on 2 shared cores they must not compete with each other.
+	$(GO) test -race -p 1 -timeout 15m ./...
 	$(MAKE) fuzz FUZZ_TIME=3s
 
 bench:
