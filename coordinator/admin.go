@@ -102,7 +102,21 @@ func (c *Coordinator) adminTokenRevoke(ctx context.Context, req schemas.TownRequ
 	}
 	res.Rotation = c.refresh(ctx, req.TownID)
 	if c.kicker != nil {
-		res.Disconnected = c.kicker.Kick(req.TownID, before)
+		// The container moves to a connection with its fresh token right
+		// after acknowledging it; close what still uses a revoked token
+		// once it has had the time to, so its requests are not cut.
+		res.DisconnectAfter = c.cfg.RequestTimeout.String()
+		c.wg.Go(func() {
+			t := time.NewTimer(c.cfg.RequestTimeout)
+			defer t.Stop()
+			select {
+			case <-t.C:
+				if n := c.kicker.Kick(req.TownID, before); n > 0 {
+					c.log.Info("closed connections still using revoked tokens", KeyTown, req.TownID, KeyCount, n)
+				}
+			case <-c.runCtx.Done():
+			}
+		})
 	}
 	return res, nil
 }

@@ -49,6 +49,7 @@ type Coordinator struct {
 	handMu    sync.Mutex
 	closing   bool
 	handlers  sync.WaitGroup
+	runCtx    context.Context // done when Close begins stopping the loops
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	subs      []*nats.Subscription
@@ -78,7 +79,7 @@ func New(ctx context.Context, nc *nats.Conn, issuer *Issuer, cfg Config, opts ..
 	runCtx, cancel := context.WithCancel(context.Background())
 	c := &Coordinator{
 		nc: nc, js: js, issuer: issuer, verified: newVerifyCache(issuer), cfg: cfg, log: cfg.Logger, tokens: newRevocations(),
-		idleUntil: map[string]time.Time{}, cancel: cancel,
+		idleUntil: map[string]time.Time{}, runCtx: runCtx, cancel: cancel,
 		sem: make(chan struct{}, handlerConcurrency),
 	}
 	for _, o := range opts {

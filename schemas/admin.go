@@ -34,9 +34,9 @@ type RevokeResult struct {
 	TownID        string       `json:"townId"`
 	RevokedBefore time.Time    `json:"revokedBefore"`
 	Rotation      RotateResult `json:"rotation"`
-	// Disconnected counts connections closed because they used a revoked
-	// token (only on the embedded server).
-	Disconnected int `json:"disconnected"`
+	// DisconnectAfter says when connections still using a revoked token
+	// are closed (only on the embedded server; empty elsewhere).
+	DisconnectAfter string `json:"disconnectAfter,omitempty"`
 }
 
 // More administration methods.
