@@ -37,11 +37,15 @@ type Handler struct {
 }
 
 // TokenSource holds the newest container token of a town and keeps a
-// connection to the bus that uses it. New tokens arrive pushed on …token
-// (stored, then acknowledged) or asked for on …token.get; each one moves the
-// source to a new connection, make before break: the new connection is
-// opened and subscribed first, new requests go to it, and the old one is
-// closed once its requests in flight are answered. Safe for concurrent use.
+// connection to the bus. New tokens arrive pushed on …token (stored, then
+// acknowledged) or asked for on …token.get, and every request carries the
+// newest at once. The connection itself moves to the newest token at half
+// its connection's remaining life (PROTOCOL.md, Connecting), or at once
+// when its token was revoked or it lost its permissions: make before
+// break, the new connection is opened and subscribed first, new requests
+// go to it, and the old one is closed once its requests in flight are
+// answered. A rotation thus costs an acknowledgement, not a reconnection.
+// Safe for concurrent use.
 type TokenSource struct {
 	cfg  Config
 	town schemas.Town
@@ -61,6 +65,13 @@ type TokenSource struct {
 	// permissions only (an expired token) shows itself. A plain reconnect
 	// asks for nothing, so a restarted server is not flooded.
 	refreshWanted atomic.Bool
+	// switchWanted asks the loop to move to a new connection as soon as it
+	// holds a newer token than the connection's, for the same reason.
+	switchWanted atomic.Bool
+	// revokedBefore (unix nanoseconds) is the newest revocation the
+	// coordinator told of: a connection using a token issued before it is
+	// replaced at once.
+	revokedBefore atomic.Int64
 	ctx           context.Context
 	cancel        context.CancelFunc
 	wg            sync.WaitGroup
@@ -174,7 +185,34 @@ func (s *TokenSource) Refresh(ctx context.Context) error {
 	if rot.TownID != s.town.ID() {
 		return errors.Newf("coordinator answered with a token for town %s", rot.TownID)
 	}
-	return s.accept(rot.Token)
+	if err := s.accept(rot.Token); err != nil {
+		return err
+	}
+	s.noteRevoked(rot.RevokedBefore)
+	return nil
+}
+
+// noteRevoked records that the town's tokens issued before t are revoked,
+// and wakes the loop when that is news.
+func (s *TokenSource) noteRevoked(t time.Time) {
+	if t.IsZero() {
+		return
+	}
+	for {
+		old := s.revokedBefore.Load()
+		if t.UnixNano() <= old {
+			return
+		}
+		if s.revokedBefore.CompareAndSwap(old, t.UnixNano()) {
+			s.poke()
+			return
+		}
+	}
+}
+
+// revoked reports whether h was issued before the newest revocation told.
+func (s *TokenSource) revoked(h *held) bool {
+	return h.claims.Issued().UnixNano() < s.revokedBefore.Load()
 }
 
 // accept adopts tok if it is a container token of this town newer than the
@@ -222,6 +260,7 @@ func (s *TokenSource) handleRotation(m *nats.Msg) {
 		_ = bus.Respond(m, &schemas.Ack{Error: err.Error()})
 		return
 	}
+	s.noteRevoked(rot.RevokedBefore)
 	if err := bus.Respond(m, &schemas.Ack{OK: true}); err != nil {
 		s.log.Debug("acknowledging token", keyErr, err)
 	}
@@ -257,6 +296,7 @@ func (s *TokenSource) dial(ctx context.Context) (*conn, error) {
 			s.log.Debug("bus error", keyErr, err)
 			if errors.Is(err, nats.ErrPermissionViolation) {
 				s.refreshWanted.Store(true)
+				s.switchWanted.Store(true)
 				s.poke()
 			}
 		}),
@@ -305,8 +345,10 @@ func (c *conn) switchAt() time.Time {
 	return since.Add(h.claims.Expires().Sub(since) / 2)
 }
 
-// loop moves to a new connection whenever a newer token is held, and asks
-// for a fresh token when the connection reaches half its life without one.
+// loop moves to a new connection when the current one reaches half its
+// life (or was closed, or uses a revoked token, or lost its permissions)
+// and a newer token is held, and asks for a fresh token when the current
+// one reaches half its life without one.
 func (s *TokenSource) loop() {
 	retry := time.Duration(0)
 	for {
@@ -327,15 +369,20 @@ func (s *TokenSource) loop() {
 		}
 		t.Stop()
 		retry = 0
-		newest := s.newest.Load()
-		if newest.claims.Issued().After(c.used.Load().claims.Issued()) || (c.nc.IsClosed() && !s.closed.Load()) {
+		used, newest := c.used.Load(), s.newest.Load()
+		due := !s.cfg.Now().Before(c.switchAt())
+		newer := newest.claims.Issued().After(used.claims.Issued())
+		lost := c.nc.IsClosed() && !s.closed.Load()
+		if lost || newer && (due || s.switchWanted.Load() || s.revoked(used)) {
+			s.switchWanted.Store(false)
 			if err := s.switchConn(); err != nil {
+				s.switchWanted.Store(true)
 				s.log.Warn("could not open a connection with the new token; will retry", keyErr, err)
 				retry = s.backoff()
 			}
 			continue
 		}
-		if s.refreshWanted.Swap(false) || !s.cfg.Now().Before(c.switchAt()) {
+		if s.refreshWanted.Swap(false) || due {
 			if err := s.Refresh(s.ctx); err != nil {
 				s.refreshWanted.Store(true)
 				s.log.Warn("could not get a fresh token; carrying on with the current one", keyErr, err)

@@ -231,6 +231,38 @@ func TestRevocation(t *testing.T) {
 	require.Eventually(t, func() bool { return ping(t, client) == nil }, 10*time.Second, 20*time.Millisecond)
 }
 
+// TestRotationKeepsTheConnection: a pushed token is used by the very next
+// request, but the connection stays until half its life: a rotation costs
+// the container an acknowledgement, not a reconnection. A revocation moves
+// it at once, so the coordinator's kick of revoked connections cuts nothing.
+func TestRotationKeepsTheConnection(t *testing.T) {
+	h := coordinatortest.Start(t, coordinator.Config{TokenTTL: time.Hour, RefreshInterval: 10 * time.Minute})
+	src := startContainer(t, h, "keep", time.Hour)
+	client := agentclient.NewClient(src, "", "")
+	require.NoError(t, ping(t, client))
+	nc := src.Conn()
+	for range 3 {
+		before := src.Token()
+		var res schemas.RotateResult
+		adminCall(t, h, schemas.AdminTokenRotate, "keep", &res)
+		require.True(t, res.Acknowledged, "%+v", res)
+		require.NotEqual(t, before, src.Token(), "the pushed token is held")
+		require.NoError(t, ping(t, client))
+	}
+	require.Zero(t, src.Switches(), "no reconnection for a rotation")
+	require.Same(t, nc, src.Conn())
+	require.True(t, nc.IsConnected())
+
+	var res schemas.RevokeResult
+	adminCall(t, h, schemas.AdminTokenRevoke, "keep", &res)
+	require.True(t, res.Rotation.Acknowledged, "%+v", res)
+	require.Eventually(t, func() bool { return src.Switches() == 1 }, 10*time.Second, 5*time.Millisecond,
+		"a revocation moves the container to a new connection")
+	require.NotSame(t, nc, src.Conn())
+	require.Eventually(t, nc.IsClosed, 10*time.Second, 5*time.Millisecond, "the container closes the revoked connection itself")
+	require.NoError(t, ping(t, client))
+}
+
 // TestRecovery: a container cut off past its token's exp comes back on its
 // own within the recovery window, and stays out after it.
 func TestRecovery(t *testing.T) {

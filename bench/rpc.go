@@ -26,12 +26,6 @@ import (
 // rpcTown is the town of the RPC measurements.
 const rpcTown = "bench"
 
-// pingReply is the result of the ping tool.
-type pingReply struct {
-	TownID  string `json:"townId"`
-	AgentID string `json:"agentId"`
-}
-
 // system is one way of making the ping call.
 type system struct {
 	name string
@@ -173,7 +167,7 @@ func startRPCSystems(ctx context.Context) (s *rpcSystems, err error) {
 	s.stop = append(s.stop, src.Close)
 	client := agentclient.NewClient(src, "", "")
 	s.bus = system{name: "bus", call: func(ctx context.Context) error {
-		var out pingReply
+		var out schemas.PingResult
 		if err := client.Call(ctx, schemas.ToolPing, nil, &out); err != nil {
 			return err
 		}
@@ -184,7 +178,7 @@ func startRPCSystems(ctx context.Context) (s *rpcSystems, err error) {
 	}}
 
 	// The reply ping sends, byte for byte.
-	reply, err := schemas.ResultReply(map[string]string{"townId": rpcTown, "agentId": ""})
+	reply, err := schemas.ResultReply(schemas.PingResult{TownID: rpcTown})
 	if err != nil {
 		return s, err
 	}
@@ -278,7 +272,7 @@ func startRPCSystems(ctx context.Context) (s *rpcSystems, err error) {
 		if err != nil {
 			return err
 		}
-		var out pingReply
+		var out schemas.PingResult
 		if err := json.Unmarshal(res, &out); err != nil {
 			return err
 		}

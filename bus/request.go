@@ -2,7 +2,6 @@ package bus
 
 import (
 	"context"
-	"encoding/json"
 
 	"github.com/cockroachdb/errors"
 	"github.com/gastown/gastown/schemas"
@@ -63,17 +62,5 @@ func Call(ctx context.Context, nc *nats.Conn, m *nats.Msg, out any) error {
 		}
 		return errors.Wrapf(err, "calling %s", m.Subject)
 	}
-	return DecodeResult(resp.Data, out)
-}
-
-// DecodeResult decodes a Reply into out, or returns its error.
-func DecodeResult(data []byte, out any) error {
-	res, err := schemas.DecodeReply(data)
-	if err != nil {
-		return err
-	}
-	if out == nil {
-		return nil
-	}
-	return errors.Wrap(json.Unmarshal(res, out), "decoding result")
+	return schemas.DecodeResult(resp.Data, out)
 }

@@ -122,18 +122,18 @@ func (c *Coordinator) subscribe() error {
 		subject string
 		h       nats.MsgHandler
 	}{
-		{schemas.AllTowns.TokenGet(), c.handleTokenGet},
-		{schemas.AllTowns.RPCAll(), c.handleRPC(c.rpcMethods())},
-		{schemas.AllTowns.Heartbeat(), c.handleHeartbeat},
+		{schemas.AllTowns.TokenGet(), c.concurrent(c.handleTokenGet)},
+		{schemas.AllTowns.RPCAll(), c.handleRPC(c.rpcMethods())}, // its own concurrency
+		{schemas.AllTowns.Heartbeat(), c.concurrent(c.handleHeartbeat)},
 	}
 	for method, h := range c.adminHandlers() {
 		handlers = append(handlers, struct {
 			subject string
 			h       nats.MsgHandler
-		}{schemas.AdminRoot + "." + method, h})
+		}{schemas.AdminRoot + "." + method, c.concurrent(h)})
 	}
 	for _, h := range handlers {
-		s, err := c.nc.QueueSubscribe(h.subject, schemas.CoordinatorQueue, c.concurrent(h.h))
+		s, err := c.nc.QueueSubscribe(h.subject, schemas.CoordinatorQueue, h.h)
 		if err != nil {
 			return errors.Wrapf(err, "subscribing %s", h.subject)
 		}
@@ -149,19 +149,33 @@ const handlerConcurrency = 256
 // tracked so that Close waits for every one.
 func (c *Coordinator) concurrent(h nats.MsgHandler) nats.MsgHandler {
 	return func(m *nats.Msg) {
-		c.handMu.Lock()
-		if c.closing {
-			c.handMu.Unlock()
-			return
+		if c.track() {
+			c.spawn(func() { h(m) })
 		}
-		c.handlers.Add(1)
-		c.handMu.Unlock()
-		c.sem <- struct{}{}
-		go func() {
-			defer func() { <-c.sem; c.handlers.Done() }()
-			h(m)
-		}()
 	}
+}
+
+// track counts a handler in, so that Close waits for it, unless the
+// coordinator is closing. A tracked handler ends with handlers.Done, or
+// is handed to spawn, which calls it.
+func (c *Coordinator) track() bool {
+	c.handMu.Lock()
+	defer c.handMu.Unlock()
+	if c.closing {
+		return false
+	}
+	c.handlers.Add(1)
+	return true
+}
+
+// spawn runs a tracked handler f on its own goroutine once one of the
+// handlerConcurrency slots is free.
+func (c *Coordinator) spawn(f func()) {
+	c.sem <- struct{}{}
+	go func() {
+		defer func() { <-c.sem; c.handlers.Done() }()
+		f()
+	}()
 }
 
 // Close stops every handler and loop and waits for them. It is safe to call

@@ -76,7 +76,7 @@ func (c *Coordinator) refresh(ctx context.Context, townID string) schemas.Rotate
 	defer cancel()
 	var ack schemas.Ack
 	err = bus.Request(rctx, c.nc, t.Token(), &schemas.TokenRotation{
-		TownID: townID, Token: token, IssuedAt: claims.Issued(), ExpiresAt: claims.Expires(),
+		TownID: townID, Token: token, IssuedAt: claims.Issued(), ExpiresAt: claims.Expires(), RevokedBefore: state.RevokedBefore,
 	}, &ack)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):

@@ -27,53 +27,82 @@ type rpcMethod struct {
 	container bool
 	// roles that may call it; none means every agent.
 	roles []string
-	h     func(ctx context.Context, caller Caller, body json.RawMessage) (any, error)
+	// inline: the handler only reads the in-memory state by key, so it is
+	// answered on the subscription's goroutine, which spares every call a
+	// goroutine hand-off and a timer. Whatever writes, waits or scans runs
+	// on its own goroutine, with a deadline.
+	inline bool
+	h      func(ctx context.Context, caller Caller, body json.RawMessage) (any, error)
 }
 
-// handleRPC is the middleware of every gastown.town.<T>.rpc.<method>.
+// handleRPC is the middleware of every gastown.town.<T>.rpc.<method>. The
+// checks run on the subscription's goroutine (they read memory only); the
+// method then runs there too when inline, or on its own goroutine.
 func (c *Coordinator) handleRPC(methods map[string]rpcMethod) nats.MsgHandler {
 	return func(m *nats.Msg) {
-		res, err := c.serveRPC(methods, m)
-		if err != nil {
-			_ = bus.RespondError(m, c.wireError(m.Subject, err))
+		if !c.track() {
 			return
 		}
-		if err := bus.RespondResult(m, res); err != nil {
-			c.log.Warn("answering rpc", KeySubject, m.Subject, KeyErr, err)
+		h, caller, body, err := c.admitRPC(methods, m)
+		if err != nil || h.inline {
+			defer c.handlers.Done()
+			var res any
+			if err == nil {
+				res, err = h.h(c.runCtx, caller, body)
+			}
+			c.answerRPC(m, res, err)
+			return
 		}
+		c.spawn(func() {
+			ctx, cancel := context.WithTimeout(c.runCtx, c.cfg.DispatchTimeout+c.cfg.RequestTimeout) // tools may dispatch
+			defer cancel()
+			res, err := h.h(ctx, caller, body)
+			c.answerRPC(m, res, err)
+		})
 	}
 }
 
-func (c *Coordinator) serveRPC(methods map[string]rpcMethod, m *nats.Msg) (any, error) {
+// answerRPC sends a method's result, or its error as the caller sees it.
+func (c *Coordinator) answerRPC(m *nats.Msg, res any, err error) {
+	if err != nil {
+		_ = bus.RespondError(m, c.wireError(m.Subject, err))
+		return
+	}
+	if err := bus.RespondResult(m, res); err != nil {
+		c.log.Warn("answering rpc", KeySubject, m.Subject, KeyErr, err)
+	}
+}
+
+// admitRPC runs the middleware's checks: subject, token, identity, role,
+// body. It returns the method to run, for whom, with which body.
+func (c *Coordinator) admitRPC(methods map[string]rpcMethod, m *nats.Msg) (rpcMethod, Caller, json.RawMessage, error) {
 	townID, rest, err := schemas.ParseTownSubject(m.Subject)
 	if err != nil {
-		return nil, schemas.NewError(schemas.CodeInvalidArgument, "bad subject")
+		return rpcMethod{}, Caller{}, nil, schemas.NewError(schemas.CodeInvalidArgument, "bad subject")
 	}
 	method := strings.TrimPrefix(rest, "rpc.")
 	caller, err := c.authenticate(townID, m.Header)
 	if err != nil {
-		return nil, err
+		return rpcMethod{}, Caller{}, nil, err
 	}
 	h, ok := methods[method]
 	if !ok {
-		return nil, schemas.NewError(schemas.CodeNotFound, "no method %q", method)
+		return rpcMethod{}, Caller{}, nil, schemas.NewError(schemas.CodeNotFound, "no method %q", method)
 	}
 	if err := c.allowed(h, &caller, method); err != nil {
-		return nil, err
+		return rpcMethod{}, Caller{}, nil, err
 	}
 	if len(m.Data) > schemas.MaxBodySize {
-		return nil, schemas.NewError(schemas.CodeInvalidArgument, "body is %d bytes; at most %d are allowed", len(m.Data), schemas.MaxBodySize)
+		return rpcMethod{}, Caller{}, nil, schemas.NewError(schemas.CodeInvalidArgument, "body is %d bytes; at most %d are allowed", len(m.Data), schemas.MaxBodySize)
 	}
 	body := json.RawMessage(m.Data)
 	if len(body) == 0 {
 		body = json.RawMessage("{}")
 	}
 	if !json.Valid(body) {
-		return nil, schemas.NewError(schemas.CodeInvalidArgument, "body is not JSON")
+		return rpcMethod{}, Caller{}, nil, schemas.NewError(schemas.CodeInvalidArgument, "body is not JSON")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.DispatchTimeout+c.cfg.RequestTimeout) // tools may dispatch
-	defer cancel()
-	return h.h(ctx, caller, body)
+	return h, caller, body, nil
 }
 
 // allowed checks that the caller is an agent of its town and rig (or the

@@ -47,7 +47,7 @@ func rpc(t *testing.T, h *coordinatortest.Harness, town, method, token, agent, r
 	defer cancel()
 	resp, err := h.Conn().RequestMsgWithContext(ctx, m)
 	require.NoError(t, err)
-	return resp, bus.DecodeResult(resp.Data, out)
+	return resp, schemas.DecodeResult(resp.Data, out)
 }
 
 // townFixture makes town T (owner u1) with rigs r1 and r2, a polecat of r1

@@ -35,7 +35,7 @@ func (c *Coordinator) handleTokenGet(m *nats.Msg) {
 		return
 	}
 	if err := bus.Respond(m, &schemas.TokenRotation{
-		TownID: townID, Token: token, IssuedAt: claims.Issued(), ExpiresAt: claims.Expires(),
+		TownID: townID, Token: token, IssuedAt: claims.Issued(), ExpiresAt: claims.Expires(), RevokedBefore: state.RevokedBefore,
 	}); err != nil {
 		c.log.Warn("answering token request", KeyTown, townID, KeyErr, err)
 		return

@@ -22,6 +22,12 @@ func tool[R validator](roles []string, h func(ctx context.Context, caller Caller
 	}}
 }
 
+// inline marks a method that only reads the in-memory state by key.
+func inline(m rpcMethod) rpcMethod {
+	m.inline = true
+	return m
+}
+
 // noBody is the body of methods that take none.
 type noBody struct{}
 
@@ -38,11 +44,11 @@ func (c *Coordinator) rpcMethods() map[string]rpcMethod {
 	return map[string]rpcMethod{
 		// ping is a no-op: it proves the token (and identity, if given) is
 		// accepted, and measures the middleware.
-		schemas.ToolPing: {container: true, h: func(_ context.Context, caller Caller, _ json.RawMessage) (any, error) {
-			return map[string]string{"townId": caller.TownID, "agentId": caller.AgentID}, nil
+		schemas.ToolPing: {container: true, inline: true, h: func(_ context.Context, caller Caller, _ json.RawMessage) (any, error) {
+			return schemas.PingResult{TownID: caller.TownID, AgentID: caller.AgentID}, nil
 		}},
-		schemas.ToolPrime:      tool(nil, func(_ context.Context, caller Caller, _ noBody) (any, error) { return c.prime(caller) }),
-		schemas.ToolBeadGet:    tool(nil, c.toolBeadGet),
+		schemas.ToolPrime:      inline(tool(nil, func(_ context.Context, caller Caller, _ noBody) (any, error) { return c.prime(caller) })),
+		schemas.ToolBeadGet:    inline(tool(nil, c.toolBeadGet)),
 		schemas.ToolBeadClose:  tool(nil, c.toolBeadClose),
 		schemas.ToolDone:       tool(nil, c.toolDone),
 		schemas.ToolMailSend:   tool(nil, c.toolMailSend),

@@ -220,3 +220,32 @@ func FuzzNumericTime(f *testing.F) {
 		require.Equal(t, n.Truncate(time.Millisecond), n.Time, "kept to the millisecond")
 	})
 }
+
+// FuzzDecodeResult: the one-pass decoder agrees with DecodeReply followed
+// by json.Unmarshal on every input: the same value, or an error of the
+// same kind.
+func FuzzDecodeResult(f *testing.F) {
+	for _, seed := range []string{
+		`{"result":{"a":1}}`, `{"result":null}`, `{"result":1,"error":{"code":"conflict","message":"x"}}`,
+		`{"result":{"a":1},"trace":"x"}`, `{"result":1}}`, `{"result": 1 }`, `{"result":}`, `{"result":"\ud800"}`,
+		`{"error":{"code":"not_found","message":"x"}}`, `{}`, ``,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var got, want any
+		err := schemas.DecodeResult(data, &got)
+		res, werr := schemas.DecodeReply(data)
+		if werr == nil {
+			werr = json.Unmarshal(res, &want)
+		}
+		if werr != nil {
+			require.Error(t, err)
+			require.Equal(t, schemas.CodeOf(werr), schemas.CodeOf(err), "%v / %v", werr, err)
+			require.Equal(t, errors.Is(werr, schemas.ErrInvalidReply), errors.Is(err, schemas.ErrInvalidReply))
+			return
+		}
+		require.NoError(t, err)
+		require.Equal(t, want, got)
+	})
+}

@@ -145,6 +145,10 @@ type TokenRotation struct {
 	Token     string    `json:"token"`
 	IssuedAt  time.Time `json:"issuedAt"`
 	ExpiresAt time.Time `json:"expiresAt"`
+	// RevokedBefore, when set, says tokens of the town issued before it are
+	// revoked: a container whose connection still uses one moves to a new
+	// connection at once, instead of at half its connection's life.
+	RevokedBefore time.Time `json:"revokedBefore,omitzero"`
 }
 
 func (*TokenRotation) MessageType() string { return TypeTokenRotation }

@@ -1,5 +1,11 @@
 package schemas
 
+// PingResult is ping's result: whom the middleware took the caller for.
+type PingResult struct {
+	AgentID string `json:"agentId"`
+	TownID  string `json:"townId"`
+}
+
 // Tool methods agents call on gastown.town.<T>.rpc.<method>.
 const (
 	ToolPing           = "ping"
