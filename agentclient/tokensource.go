@@ -78,6 +78,7 @@ type TokenSource struct {
 	closed        atomic.Bool
 
 	switches atomic.Int64
+	adopted  atomic.Int64
 }
 
 // conn is one connection and the requests in flight on it.
@@ -148,6 +149,10 @@ func (s *TokenSource) Expires() time.Time { return s.newest.Load().claims.Expire
 
 // Switches counts how many times the source moved to a new connection.
 func (s *TokenSource) Switches() int64 { return s.switches.Load() }
+
+// Adopted counts the tokens the source has held, the bootstrap one
+// included: one more for every rotation or refresh it took.
+func (s *TokenSource) Adopted() int64 { return s.adopted.Load() }
 
 // Conn is the current connection. Prefer Do for requests, so the connection
 // is not closed under them.
@@ -236,6 +241,7 @@ func (s *TokenSource) accept(tok string) error {
 		}
 	}
 	s.newest.Store(&held{token: tok, claims: claims})
+	s.adopted.Add(1)
 	s.log.Debug("new token held", keyExpires, claims.Expires())
 	s.poke()
 	return nil

@@ -139,9 +139,9 @@ func TestSoakRotationWithRestarts(t *testing.T) {
 	for {
 		// Let it rotate a few times, then kill and restart the coordinator
 		// (and with it the embedded NATS server) mid-rotation.
-		target := src.Switches() + 5
-		require.Eventually(t, func() bool { return src.Switches() >= target }, time.Minute, 10*time.Millisecond)
-		if soak && (src.Switches() >= 1000 || time.Now().After(deadline)) || !soak && restarts >= limit {
+		target := src.Adopted() + 5
+		require.Eventually(t, func() bool { return src.Adopted() >= target }, time.Minute, 10*time.Millisecond)
+		if soak && (src.Adopted() >= 1000 || time.Now().After(deadline)) || !soak && restarts >= limit {
 			break
 		}
 		if restarts%2 == 0 {
@@ -153,8 +153,8 @@ func TestSoakRotationWithRestarts(t *testing.T) {
 	}
 	cancel()
 	n := <-done
-	t.Logf("soak: %d restarts, %d connection switches, %d requests ok, %d unauthenticated, %d failed while the bus was down",
-		restarts, src.Switches(), n.ok, n.unauth, n.other)
+	t.Logf("soak: %d restarts, %d tokens held, %d connection switches, %d requests ok, %d unauthenticated, %d failed while the bus was down",
+		restarts, src.Adopted(), src.Switches(), n.ok, n.unauth, n.other)
 	require.Zero(t, n.unauth, "requests failed with unauthenticated: %v", n.firstErr)
 	require.Positive(t, n.ok)
 	require.NoError(t, client.Call(context.Background(), "ping", nil, nil), "the container works after the faults")
