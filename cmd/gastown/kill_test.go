@@ -1,0 +1,292 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/errors"
+	"github.com/gastown/gastown/agentclient"
+	"github.com/gastown/gastown/coordinator"
+	"github.com/gastown/gastown/schemas"
+	"github.com/stretchr/testify/require"
+)
+
+// coordProcess is `gastown coordinator` as a child process, to be killed
+// with SIGKILL: no clean shutdown, no lease released, the embedded NATS
+// server and its JetStream store cut off mid-write.
+type coordProcess struct {
+	t    *testing.T
+	args []string
+	env  []string
+	logs lockedBuffer
+	cmd  *exec.Cmd
+	runs int
+}
+
+func startCoordProcess(t *testing.T, vars map[string]string, args ...string) *coordProcess {
+	p := &coordProcess{t: t, args: append([]string{"coordinator"}, args...), env: os.Environ()}
+	for k, v := range vars {
+		p.env = append(p.env, k+"="+v)
+	}
+	p.start()
+	t.Cleanup(p.kill)
+	return p
+}
+
+func (p *coordProcess) start() {
+	p.t.Helper()
+	p.runs++
+	fmt.Fprintf(&p.logs, "---- coordinator run %d ----\n", p.runs)
+	p.cmd = exec.Command(binary(p.t), p.args...)
+	p.cmd.Env = p.env
+	p.cmd.Stdout, p.cmd.Stderr = &p.logs, &p.logs
+	require.NoError(p.t, p.cmd.Start())
+}
+
+// kill sends SIGKILL and reaps the process (safe to call twice).
+func (p *coordProcess) kill() {
+	if p.cmd == nil {
+		return
+	}
+	_ = p.cmd.Process.Kill()
+	_ = p.cmd.Wait()
+	p.cmd = nil
+}
+
+// workState is what a fault may never do to the work of a town: lose a
+// bead, reopen a closed one, or leave a bead and an agent disagreeing on
+// who works on what once patrol has had its turn.
+type workState struct {
+	beads  map[string]bool // every bead created, by id
+	closed map[string]bool // beads seen closed
+}
+
+// check reads the town's status and returns what is wrong with it, or "".
+func (w *workState) check(st coordinator.TownStatus) string {
+	var bad []string
+	have := map[string]coordinator.Bead{}
+	for _, b := range st.Beads {
+		have[b.BeadID] = b
+	}
+	agents := map[string]coordinator.Agent{}
+	for _, a := range st.Agents {
+		agents[a.AgentID] = a
+	}
+	for id := range w.beads {
+		b, ok := have[id]
+		switch {
+		case !ok:
+			bad = append(bad, "bead "+id+" was lost")
+		case w.closed[id] && b.Status != coordinator.BeadClosed:
+			bad = append(bad, "bead "+id+" was closed and is now "+b.Status)
+		case b.Status == coordinator.BeadFailed:
+			bad = append(bad, "bead "+id+" failed: "+b.Summary)
+		}
+	}
+	for _, b := range st.Beads {
+		if !slices.Contains([]string{coordinator.BeadOpen, coordinator.BeadInProgress, coordinator.BeadInReview, coordinator.BeadClosed, coordinator.BeadFailed}, b.Status) {
+			bad = append(bad, fmt.Sprintf("bead %s has status %q", b.BeadID, b.Status))
+		}
+		if b.Type == coordinator.BeadMergeRequest && b.SourceBead == "" {
+			bad = append(bad, "merge request "+b.BeadID+" has no source bead")
+		}
+		if b.Status == coordinator.BeadInProgress && b.Type == coordinator.BeadIssue {
+			if a, ok := agents[b.Assignee]; !ok || a.Hook != b.BeadID {
+				bad = append(bad, fmt.Sprintf("bead %s is in progress for %q, whose hook is %q", b.BeadID, b.Assignee, agents[b.Assignee].Hook))
+			}
+		}
+	}
+	for _, a := range st.Agents {
+		if a.Hook == "" {
+			continue
+		}
+		b, ok := have[a.Hook]
+		if !ok || b.Final() || b.Assignee != a.AgentID {
+			bad = append(bad, fmt.Sprintf("agent %s is hooked to %s (%s, assigned to %q)", a.AgentID, a.Hook, b.Status, b.Assignee))
+		}
+	}
+	for _, b := range st.Beads {
+		if b.Status == coordinator.BeadClosed {
+			w.closed[b.BeadID] = true
+		}
+	}
+	return strings.Join(bad, "; ")
+}
+
+// untilNoProblem polls problem until it returns "", and fails the test
+// with the last problem when timeout passes first.
+func untilNoProblem(t *testing.T, timeout time.Duration, what string, problem func() string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		p := problem()
+		if p == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: still wrong after %s: %s", what, timeout, p)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestKilledCoordinatorMidRotation kills the coordinator process (and with
+// it the embedded NATS server) with SIGKILL, again and again, while one
+// town's container rotates tokens under a steady load of calls and
+// another town's polecats work a convoy. After every restart: no call
+// failed with unauthenticated (every token held is valid: they live far
+// longer than an outage), no bead is lost or in a state it should not be
+// in, and in the end the convoy lands. GASTOWN_SOAK=1 keeps killing until
+// the loaded container has taken 1,000 rotations.
+func TestKilledCoordinatorMidRotation(t *testing.T) {
+	soak := os.Getenv("GASTOWN_SOAK") != ""
+	bin := binary(t)
+	addr := freeAddr(t)
+	url := "nats://" + addr
+	vars := map[string]string{"GASTOWN_JWT_SECRET": testSecret, "GASTOWN_ADMIN_PASSWORD": "admin-pw"}
+	coord := startCoordProcess(t, vars, "--listen", addr, "--data-dir", t.TempDir(),
+		"--token-ttl", "30s", "--refresh-interval", "300ms", "--lease-ttl", "2s",
+		"--heartbeat-interval", "300ms", "--dispatch-cooldown", "500ms", "--log-level", "debug")
+	defer func() {
+		if t.Failed() {
+			t.Logf("coordinator log:\n%s", coord.logs.String())
+		}
+	}()
+	admin := adminCLI(t, vars, url)
+	status := func(town string) coordinator.TownStatus {
+		var st coordinator.TownStatus
+		require.NoError(t, json.Unmarshal([]byte(admin("status", "--town", town)), &st))
+		return st
+	}
+
+	// The loaded town: a container in this process, 16 callers.
+	admin("town", "create", "--town", "load")
+	loadToken, _, err := run(t, vars, "token", "mint", "--town", "load")
+	require.NoError(t, err)
+	src, err := agentclient.Start(context.Background(), agentclient.Config{
+		URL: url, Token: strings.TrimSpace(loadToken), ContainerID: "load", RequestTimeout: 5 * time.Second,
+	})
+	require.NoError(t, err)
+	defer src.Close()
+	client := agentclient.NewClient(src, "", "")
+	var ok, unauth, down atomic.Int64
+	var firstUnauth atomic.Value
+	ctx, stopLoad := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				err := client.Call(rctx, schemas.ToolPing, nil, nil)
+				cancel()
+				switch {
+				case err == nil:
+					ok.Add(1)
+				case errors.Is(err, schemas.ErrUnauthenticated):
+					unauth.Add(1)
+					firstUnauth.CompareAndSwap(nil, err.Error())
+				default:
+					down.Add(1) // the coordinator is down: unavailable, timeouts
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+		})
+	}
+	defer func() { stopLoad(); wg.Wait() }()
+
+	// The working town: a container running `gastown agent sim` agents.
+	repo := bareRepo(t)
+	admin("town", "create", "--town", "work")
+	admin("rig", "add", "--town", "work", "--rig", "app", "--git", repo)
+	workToken, _, err := run(t, vars, "token", "mint", "--town", "work")
+	require.NoError(t, err)
+	contLogs := daemon(t, map[string]string{"GASTOWN_CONTAINER_TOKEN": strings.TrimSpace(workToken)}, "container", "--server", url,
+		"--workdir", t.TempDir(), "--heartbeat", "150ms",
+		"--polecat-cmd", bin+" agent sim --work 1500ms", "--refinery-cmd", bin+" agent sim --work 100ms")
+	defer func() {
+		if t.Failed() {
+			t.Logf("container log:\n%s", contLogs.String())
+		}
+	}()
+	w := &workState{beads: map[string]bool{}, closed: map[string]bool{}}
+	var convoys []string
+	batch := func(n int) {
+		var ids []string
+		for i := range n {
+			id := fmt.Sprintf("b%d", len(w.beads)+i)
+			admin("bead", "create", "--town", "work", "--rig", "app", "--id", id, "--title", "Do "+id)
+			ids = append(ids, id)
+		}
+		var convoy coordinator.Bead
+		require.NoError(t, json.Unmarshal([]byte(admin("convoy", "create", "--town", "work", "--title", "batch", "--beads", strings.Join(ids, ","))), &convoy))
+		convoys = append(convoys, convoy.BeadID)
+		for _, id := range ids {
+			w.beads[id] = true
+			var res schemas.SlingResult
+			require.NoError(t, json.Unmarshal([]byte(admin("sling", "--town", "work", "--bead", id)), &res))
+		}
+		w.beads[convoy.BeadID] = true
+	}
+	landed := func(st coordinator.TownStatus) bool {
+		for _, b := range st.Beads {
+			if slices.Contains(convoys, b.BeadID) && !b.Landed {
+				return false
+			}
+		}
+		return true
+	}
+	batch(4)
+
+	kills, limit, rotationsPerKill := 0, 4, int64(3)
+	if soak {
+		rotationsPerKill = 20
+	}
+	deadline := time.Now().Add(40 * time.Minute)
+	for {
+		// Let it rotate and work a while, then kill it mid-rotation (a
+		// rotation is always under way: one every 300 ms).
+		target := src.Adopted() + rotationsPerKill
+		require.Eventually(t, func() bool { return src.Adopted() >= target }, time.Minute, 10*time.Millisecond,
+			"the loaded container keeps getting tokens")
+		if soak && (src.Adopted() >= 1000 || time.Now().After(deadline)) || !soak && kills >= limit {
+			break
+		}
+		coord.kill()
+		kills++
+		coord.start()
+		untilNoProblem(t, time.Minute, fmt.Sprintf("after kill %d", kills), func() string { return w.check(status("work")) })
+		if soak && landed(status("work")) {
+			batch(2)
+		}
+	}
+	untilNoProblem(t, 3*time.Minute, "every convoy lands, nothing lost", func() string {
+		st := status("work")
+		if p := w.check(st); p != "" {
+			return p
+		}
+		if !landed(st) {
+			return "a convoy has not landed"
+		}
+		return ""
+	})
+	for _, b := range status("work").Beads {
+		if w.beads[b.BeadID] && b.Type == coordinator.BeadIssue {
+			require.Equal(t, coordinator.BeadClosed, b.Status, "bead %s", b.BeadID)
+		}
+	}
+	stopLoad()
+	wg.Wait()
+	t.Logf("%d kills; the loaded container held %d tokens and moved connections %d times; %d calls ok, %d unauthenticated, %d failed while the coordinator was down; %d beads",
+		kills, src.Adopted(), src.Switches(), ok.Load(), unauth.Load(), down.Load(), len(w.beads))
+	require.Zero(t, unauth.Load(), "calls failed with unauthenticated: %v", firstUnauth.Load())
+	require.Positive(t, ok.Load())
+}
