@@ -31,6 +31,12 @@ type Harness struct {
 // when the test ends.
 func Start(t testing.TB, cfg coordinator.Config) *Harness {
 	t.Helper()
+	return StartIn(t, cfg, t.TempDir())
+}
+
+// StartIn is Start with the JetStream store in dataDir.
+func StartIn(t testing.TB, cfg coordinator.Config, dataDir string) *Harness {
+	t.Helper()
 	secret := make([]byte, 32)
 	_, _ = rand.Read(secret)
 	key, err := coordinator.NewKey([]byte(hex.EncodeToString(secret)))
@@ -41,7 +47,7 @@ func Start(t testing.TB, cfg coordinator.Config) *Harness {
 	h := &Harness{
 		t:       t,
 		Issuer:  coordinator.NewIssuer(coordinator.NewKeyRing(key), cfg.Now),
-		dataDir: t.TempDir(),
+		dataDir: dataDir,
 		listen:  "127.0.0.1:0",
 	}
 	h.Config = coordinator.DaemonConfig{Config: cfg, Bus: bus.Config{
@@ -56,11 +62,20 @@ func Start(t testing.TB, cfg coordinator.Config) *Harness {
 
 func (h *Harness) start() {
 	h.t.Helper()
+	require.NoError(h.t, h.TryStart())
+}
+
+// TryStart starts the stopped daemon again on the same port and data
+// directory, and returns why it could not.
+func (h *Harness) TryStart() error {
 	dc := h.Config
 	dc.Bus.Listen, dc.Bus.DataDir = h.listen, h.dataDir
 	d, err := coordinator.StartDaemon(context.Background(), h.Issuer, dc)
-	require.NoError(h.t, err)
+	if err != nil {
+		return err
+	}
 	h.Daemon = d
+	return nil
 }
 
 // URL is where containers connect.
