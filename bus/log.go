@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 )
 
 // Log keys used by this package.
@@ -24,6 +25,10 @@ type serverLog struct {
 	// listen, JetStream did not start). The server only logs them and
 	// never becomes ready, so Start watches for them to fail at once.
 	fatal chan<- string
+	// noSpace, when not nil, receives the server's errors about a full
+	// disk: JetStream then refuses every write (it stays up, and never
+	// answers them).
+	noSpace chan<- string
 }
 
 func (s serverLog) logf(level slog.Level, format string, v []any) {
@@ -35,9 +40,17 @@ func (s serverLog) logf(level slog.Level, format string, v []any) {
 
 func (s serverLog) Noticef(format string, v ...any) { s.logf(slog.LevelInfo, format, v) }
 func (s serverLog) Warnf(format string, v ...any)   { s.logf(slog.LevelWarn, format, v) }
-func (s serverLog) Errorf(format string, v ...any)  { s.logf(slog.LevelError, format, v) }
-func (s serverLog) Debugf(format string, v ...any)  { s.logf(slog.LevelDebug, format, v) }
-func (s serverLog) Tracef(format string, v ...any)  { s.logf(slog.LevelDebug-4, format, v) }
+func (s serverLog) Errorf(format string, v ...any) {
+	s.logf(slog.LevelError, format, v)
+	if msg := fmt.Sprintf(format, v...); s.noSpace != nil && strings.Contains(msg, "no space left on device") {
+		select {
+		case s.noSpace <- msg:
+		default: // the first one is enough
+		}
+	}
+}
+func (s serverLog) Debugf(format string, v ...any) { s.logf(slog.LevelDebug, format, v) }
+func (s serverLog) Tracef(format string, v ...any) { s.logf(slog.LevelDebug-4, format, v) }
 
 // Fatalf logs and, when Start is watching, tells it the server gave up.
 func (s serverLog) Fatalf(format string, v ...any) {

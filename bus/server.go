@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/errors"
@@ -55,8 +56,16 @@ type Server struct {
 	auth           *authenticator
 	internalSecret string
 	log            *slog.Logger
+	dataDir        string
 	closeOnce      sync.Once
+	stop           chan struct{}
+	failed         chan error
+	failedErr      atomic.Pointer[error]
 }
+
+// jetStreamCheck is how often a running server is checked for JetStream
+// having stopped under it.
+const jetStreamCheck = 250 * time.Millisecond
 
 // Start starts the embedded server and waits until it accepts connections.
 func Start(ctx context.Context, cfg Config) (*Server, error) {
@@ -112,8 +121,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, errors.Mark(errors.Wrap(err, "configuring embedded NATS server"), ErrStart)
 	}
-	fatal := make(chan string, 1)
-	ns.SetLoggerV2(serverLog{l: cfg.Logger, fatal: fatal}, cfg.Debug, false, false)
+	fatal, noSpace := make(chan string, 1), make(chan string, 1)
+	ns.SetLoggerV2(serverLog{l: cfg.Logger, fatal: fatal, noSpace: noSpace}, cfg.Debug, false, false)
 	go ns.Start()
 	deadline := time.Now().Add(readyTimeout)
 	for !ns.ReadyForConnections(100 * time.Millisecond) {
@@ -144,9 +153,55 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, errors.Mark(errors.WithHint(errors.Newf("JetStream did not start on %s", cfg.DataDir),
 			"check that the data directory is writable and the disk is not full"), ErrStart)
 	}
-	s := &Server{ns: ns, auth: auth, internalSecret: secret, log: cfg.Logger}
+	s := &Server{ns: ns, auth: auth, internalSecret: secret, log: cfg.Logger, dataDir: storeDir,
+		stop: make(chan struct{}), failed: make(chan error, 1)}
+	go s.watchJetStream(noSpace)
 	s.log.Info("embedded NATS server ready", KeyURL, s.ClientURL(), KeyDataDir, storeDir)
 	return s, nil
+}
+
+// watchJetStream reports on Failed when JetStream can no longer store
+// anything while the server runs: a write found the disk full (the server
+// logs it, refuses that write and every later one, and never answers
+// them), or JetStream stopped altogether. Every state write would wait for
+// its deadline; the coordinator stops instead, saying what to do.
+func (s *Server) watchJetStream(noSpace <-chan string) {
+	t := time.NewTicker(jetStreamCheck)
+	defer t.Stop()
+	var cause string
+	for cause == "" {
+		select {
+		case <-s.stop:
+			return
+		case msg := <-noSpace:
+			cause = "the disk holding " + s.dataDir + " is full (" + msg + ")"
+		case <-t.C:
+			if !s.ns.JetStreamEnabled() {
+				cause = "JetStream stopped; the disk holding " + s.dataDir + " may be full or failing"
+			}
+		}
+	}
+	err := errors.Mark(errors.WithHint(errors.Newf("the state can no longer be written: %s", cause),
+		"free some disk space (or move --data-dir to a disk with room), then start the coordinator again; what was written so far is kept"), ErrJetStreamStopped)
+	s.failedErr.Store(&err)
+	s.failed <- err
+}
+
+// ErrJetStreamStopped marks the error of a server whose JetStream can no
+// longer store anything.
+var ErrJetStreamStopped = errors.New("JetStream cannot store")
+
+// Failed receives an error if JetStream stops while the server runs (a
+// full disk): the state can no longer be written, and the server must be
+// restarted once the cause is fixed.
+func (s *Server) Failed() <-chan error { return s.failed }
+
+// Err is the error sent on Failed, or nil.
+func (s *Server) Err() error {
+	if e := s.failedErr.Load(); e != nil {
+		return *e
+	}
+	return nil
 }
 
 // fatalHint says what to do about a fatal error of the server.
@@ -222,6 +277,7 @@ func (s *Server) Connect(name string, opts ...nats.Option) (*nats.Conn, error) {
 // It is safe to call more than once.
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
+		close(s.stop)
 		s.ns.Shutdown()
 		s.ns.WaitForShutdown()
 		s.log.Info("embedded NATS server stopped")

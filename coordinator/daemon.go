@@ -90,9 +90,24 @@ func (d *Daemon) Server() *bus.Server { return d.srv }
 // Conn is the daemon's own connection.
 func (d *Daemon) Conn() *nats.Conn { return d.nc }
 
+// Failed receives an error when the embedded server's JetStream stops
+// under the running coordinator (a full disk); never on an existing
+// cluster.
+func (d *Daemon) Failed() <-chan error {
+	if d.srv == nil {
+		return nil
+	}
+	return d.srv.Failed()
+}
+
 // Close stops the coordinator, its connection and the embedded server, in
-// that order. Safe to call twice.
+// that order. Safe to call twice. When JetStream has stopped, the
+// connection goes first, so that handlers waiting on state writes that
+// can no longer happen fail at once rather than at their deadlines.
 func (d *Daemon) Close() {
+	if d.srv != nil && d.srv.Err() != nil && d.nc != nil {
+		d.nc.Close()
+	}
 	if d.co != nil {
 		d.co.Close()
 	}
@@ -111,12 +126,20 @@ func RunDaemon(ctx context.Context, issuer *Issuer, dc DaemonConfig) error {
 	if err != nil {
 		return err
 	}
-	<-ctx.Done()
-	if dc.Logger != nil {
-		dc.Logger.Info("coordinator stopping")
+	select {
+	case <-ctx.Done():
+		if dc.Logger != nil {
+			dc.Logger.Info("coordinator stopping")
+		}
+		d.Close()
+		return nil
+	case err := <-d.Failed():
+		if dc.Logger != nil {
+			dc.Logger.Error("coordinator stopping: its state can no longer be written", KeyErr, err)
+		}
+		d.Close()
+		return err
 	}
-	d.Close()
-	return nil
 }
 
 // redactURL drops any password from a NATS URL (or comma-separated list)

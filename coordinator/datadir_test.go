@@ -3,17 +3,23 @@
 package coordinator_test
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	cerrors "github.com/cockroachdb/errors"
 	"github.com/gastown/gastown/bus"
 	"github.com/gastown/gastown/coordinator"
 	"github.com/gastown/gastown/coordinator/coordinatortest"
 	"github.com/gastown/gastown/schemas"
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 )
 
@@ -114,5 +120,59 @@ func TestDataDirFaultsAtStart(t *testing.T) {
 		require.Equal(t, before.Agents[i].Hook, a.Hook, "agent %s keeps its hook", a.AgentID)
 	}
 	require.NoError(t, admin(t, h, schemas.AdminBeadCreate, schemas.BeadCreate{TownID: "T", BeadID: "b2", RigID: "r", Title: "more"}, nil),
+		"and takes new work")
+}
+
+// TestDiskFullWhileRunning: the disk fills up under a running coordinator.
+// The embedded server stops JetStream on its own; the daemon reports it
+// (what to do included) instead of leaving every write to hang, and once
+// space is freed and it is started again, every write it acknowledged is
+// there.
+func TestDiskFullWhileRunning(t *testing.T) {
+	mnt := mountTmpfs(t)
+	h := coordinatortest.StartIn(t, coordinator.Config{RequestTimeout: time.Second}, filepath.Join(mnt, "data"))
+	slingOne(t, h)
+	filler := fill(t, mnt)
+
+	var acked []string
+	var failure error
+	for i := 0; failure == nil; i++ {
+		require.Less(t, i, 5000, "the disk never filled up")
+		id := fmt.Sprintf("b%d", i)
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		body, _ := json.Marshal(schemas.BeadCreate{TownID: "T", BeadID: id, RigID: "r", Title: strings.Repeat("x", 2000)})
+		err := bus.Call(ctx, h.Conn(), &nats.Msg{Subject: "gastown.admin." + schemas.AdminBeadCreate, Data: body}, nil)
+		cancel()
+		if err == nil {
+			acked = append(acked, id)
+		}
+		select {
+		case failure = <-h.Daemon.Failed():
+		default:
+		}
+	}
+	require.True(t, cerrors.Is(failure, bus.ErrJetStreamStopped), "%v", failure)
+	require.Contains(t, failure.Error(), "full")
+	require.Contains(t, cerrors.FlattenHints(failure), "free some disk space")
+	t.Logf("%d beads acknowledged before JetStream stopped: %v", len(acked), failure)
+	h.Stop()
+
+	require.NoError(t, os.Remove(filler))
+	require.NoError(t, h.TryStart(), "starts again once there is room")
+	have := map[string]bool{}
+	require.Eventually(t, func() bool {
+		var st coordinator.TownStatus
+		if admin(t, h, schemas.AdminStatus, schemas.TownRequest{TownID: "T"}, &st) != nil {
+			return false
+		}
+		for _, b := range st.Beads {
+			have[b.BeadID] = true
+		}
+		return true
+	}, 10*time.Second, 50*time.Millisecond)
+	for _, id := range acked {
+		require.True(t, have[id], "bead %s was acknowledged, then lost", id)
+	}
+	require.NoError(t, admin(t, h, schemas.AdminBeadCreate, schemas.BeadCreate{TownID: "T", BeadID: "after", RigID: "r", Title: "more"}, nil),
 		"and takes new work")
 }
