@@ -32,19 +32,22 @@ func (c *Coordinator) toolDone(ctx context.Context, caller Caller, r schemas.Don
 	if err != nil {
 		return nil, err
 	}
-	if src.Final() || src.Status == BeadInReview {
+	// A done whose reply was lost (the coordinator crashed after the merge
+	// request was written) is sent again, maybe by the next run: it finds
+	// the merge request already there and finishes the rest.
+	mr, found := c.openMergeRequest(caller.TownID, src.BeadID)
+	if src.Final() || src.Status == BeadInReview && !found {
 		return nil, schemas.NewError(schemas.CodeConflict, "bead %s is %s", src.BeadID, src.Status)
 	}
-	mr, err := c.createBead(ctx, schemas.BeadCreate{TownID: caller.TownID, Type: BeadMergeRequest, RigID: a.RigID,
-		Title: fmt.Sprintf("Merge %s (%s)", r.Branch, src.Title), Body: r.Summary})
-	if err != nil {
-		return nil, err
-	}
-	if _, err := c.st.beads.Update(ctx, schemas.Key(caller.TownID, mr.BeadID), func(b *Bead) error {
-		b.SourceBead, b.Polecat, b.Branch, b.Summary, b.PRURL, b.CreatedBy = src.BeadID, caller.AgentID, r.Branch, r.Summary, r.PRURL, caller.AgentID
-		return nil
-	}); err != nil {
-		return nil, err
+	if !found {
+		var err error
+		mr, err = c.createBead(ctx, schemas.BeadCreate{TownID: caller.TownID, Type: BeadMergeRequest, RigID: a.RigID,
+			Title: fmt.Sprintf("Merge %s (%s)", r.Branch, src.Title), Body: r.Summary}, func(b *Bead) {
+			b.SourceBead, b.Polecat, b.Branch, b.Summary, b.PRURL, b.CreatedBy = src.BeadID, caller.AgentID, r.Branch, r.Summary, r.PRURL, caller.AgentID
+		})
+		if err != nil {
+			return nil, err
+		}
 	}
 	c.setBeadStatus(ctx, caller.TownID, src.BeadID, BeadInReview, BeadOpen, BeadInProgress)
 	if _, err := c.st.agents.Update(ctx, schemas.Key(caller.TownID, caller.AgentID), func(x *Agent) error {
@@ -59,6 +62,18 @@ func (c *Coordinator) toolDone(ctx context.Context, caller Caller, r schemas.Don
 	c.log.Info("polecat done; merge request created", KeyTown, caller.TownID, KeyAgent, caller.AgentID, KeyBead, src.BeadID, "mergeRequest", mr.BeadID)
 	c.feedRefinery(ctx, caller.TownID, a.RigID)
 	return DoneResult{MergeRequest: mr.BeadID, SourceBead: src.BeadID}, nil
+}
+
+// openMergeRequest finds the merge request, not yet decided, that carries
+// the work on bead src.
+func (c *Coordinator) openMergeRequest(townID, src string) (Bead, bool) {
+	mrs := c.st.beads.List(func(_ string, b Bead) bool {
+		return b.TownID == townID && b.Type == BeadMergeRequest && b.SourceBead == src && !b.Final()
+	})
+	if len(mrs) == 0 {
+		return Bead{}, false
+	}
+	return mrs[0], true
 }
 
 // refineryID names the refinery of a rig (one per rig).
@@ -275,14 +290,10 @@ func (c *Coordinator) createConvoy(ctx context.Context, townID string, r schemas
 			return Bead{}, schemas.NewError(schemas.CodeConflict, "bead %s is already in convoy %s", id, b.ConvoyID)
 		}
 	}
-	cv, err := c.createBead(ctx, schemas.BeadCreate{TownID: townID, Type: BeadConvoy, Title: r.Title})
-	if err != nil {
-		return Bead{}, err
-	}
-	if cv, err = c.st.beads.Update(ctx, schemas.Key(townID, cv.BeadID), func(b *Bead) error {
+	cv, err := c.createBead(ctx, schemas.BeadCreate{TownID: townID, Type: BeadConvoy, Title: r.Title}, func(b *Bead) {
 		b.Tracks = append([]string(nil), r.Beads...)
-		return nil
-	}); err != nil {
+	})
+	if err != nil {
 		return Bead{}, err
 	}
 	for _, id := range r.Beads {

@@ -28,6 +28,7 @@ func (c *Coordinator) patrol(ctx context.Context) {
 	now := c.now()
 	var due []Agent
 	agents := c.st.agents.List(func(_ string, a Agent) bool { return c.leases.holds(a.TownID) })
+	c.repair(ctx, agents)
 	c.triageCrashLoops(ctx, agents)
 	for _, a := range agents {
 		switch {

@@ -152,13 +152,8 @@ func (c *Coordinator) toolMailSend(ctx context.Context, caller Caller, r schemas
 	if _, ok := c.st.agents.Get(schemas.Key(caller.TownID, r.To)); !ok {
 		return nil, schemas.NewError(schemas.CodeNotFound, "no agent %s", r.To)
 	}
-	b, err := c.createBead(ctx, schemas.BeadCreate{TownID: caller.TownID, Type: BeadMessage, Title: r.Subject, Body: r.Body})
-	if err != nil {
-		return nil, err
-	}
-	return c.st.beads.Update(ctx, schemas.Key(caller.TownID, b.BeadID), func(m *Bead) error {
+	return c.createBead(ctx, schemas.BeadCreate{TownID: caller.TownID, Type: BeadMessage, Title: r.Subject, Body: r.Body}, func(m *Bead) {
 		m.From, m.Assignee = caller.AgentID, r.To
-		return nil
 	})
 }
 
@@ -180,13 +175,8 @@ func (c *Coordinator) toolEscalate(ctx context.Context, caller Caller, r schemas
 
 // escalate opens an escalation bead for the mayor.
 func (c *Coordinator) escalate(ctx context.Context, townID, from, source, title, body string) (Bead, error) {
-	b, err := c.createBead(ctx, schemas.BeadCreate{TownID: townID, Type: BeadEscalation, Title: title, Body: body})
-	if err != nil {
-		return Bead{}, err
-	}
-	return c.st.beads.Update(ctx, schemas.Key(townID, b.BeadID), func(e *Bead) error {
+	return c.createBead(ctx, schemas.BeadCreate{TownID: townID, Type: BeadEscalation, Title: title, Body: body}, func(e *Bead) {
 		e.From, e.SourceBead, e.CreatedBy = from, source, from
-		return nil
 	})
 }
 

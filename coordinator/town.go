@@ -72,8 +72,10 @@ func (c *Coordinator) addRig(ctx context.Context, req schemas.RigAdd) (Rig, erro
 	return r, nil
 }
 
-// createBead records a new bead, open.
-func (c *Coordinator) createBead(ctx context.Context, req schemas.BeadCreate) (Bead, error) {
+// createBead records a new bead, open, in one write: with sets the fields
+// BeadCreate does not carry before it is written, so no reader (and no
+// crash) ever sees it half made.
+func (c *Coordinator) createBead(ctx context.Context, req schemas.BeadCreate, with ...func(*Bead)) (Bead, error) {
 	if _, err := c.requireTown(req.TownID); err != nil {
 		return Bead{}, err
 	}
@@ -97,6 +99,9 @@ func (c *Coordinator) createBead(ctx context.Context, req schemas.BeadCreate) (B
 	}
 	now := c.now().UTC()
 	b := Bead{TownID: req.TownID, BeadID: id, Type: typ, Status: BeadOpen, RigID: req.RigID, Title: req.Title, Body: req.Body, CreatedAt: now, UpdatedAt: now}
+	for _, f := range with {
+		f(&b)
+	}
 	if err := c.st.beads.Create(ctx, schemas.Key(b.TownID, b.BeadID), b); err != nil {
 		if errors.Is(err, ErrExists) {
 			return Bead{}, schemas.NewError(schemas.CodeConflict, "bead %s already exists", id)
@@ -170,7 +175,8 @@ func (c *Coordinator) hookPolecat(ctx context.Context, townID, rigID, agentID, b
 		return "", err
 	}
 	_, err = c.st.beads.Update(ctx, schemas.Key(townID, beadID), func(b *Bead) error {
-		if b.Final() || b.Assignee != "" {
+		// Patrol's repair may have assigned it to this agent already.
+		if b.Final() || b.Assignee != "" && b.Assignee != agentID {
 			return schemas.NewError(schemas.CodeConflict, "bead %s is %s and hooked to %q", beadID, b.Status, b.Assignee)
 		}
 		b.Assignee, b.RigID, b.UpdatedAt = agentID, rigID, now

@@ -74,14 +74,9 @@ func (c *Coordinator) openTriageFor(ctx context.Context, a Agent) error {
 	}
 	b, err := c.createBead(ctx, schemas.BeadCreate{TownID: a.TownID, Type: BeadIssue, RigID: a.RigID,
 		Title: fmt.Sprintf("Triage: %s is crash-looping", a.AgentID),
-		Body:  fmt.Sprintf("Agent %s (%s) failed %d times in 30 minutes. Last error: %s", a.AgentID, a.Role, len(a.Failures), a.LastError)})
+		Body:  fmt.Sprintf("Agent %s (%s) failed %d times in 30 minutes. Last error: %s", a.AgentID, a.Role, len(a.Failures), a.LastError)},
+		func(x *Bead) { x.CreatedBy, x.TriageFor = patrolCreator, a.AgentID })
 	if err != nil {
-		return err
-	}
-	if _, err := c.st.beads.Update(ctx, schemas.Key(a.TownID, b.BeadID), func(x *Bead) error {
-		x.CreatedBy, x.TriageFor = patrolCreator, a.AgentID
-		return nil
-	}); err != nil {
 		return err
 	}
 	c.log.Warn("crash loop: triage requested", KeyTown, a.TownID, KeyAgent, a.AgentID, KeyBead, b.BeadID)
