@@ -32,6 +32,12 @@ type Client struct {
 	rigID   string
 }
 
+// DefaultCallTimeout bounds a call whose context has no deadline. It is
+// long, since some tools dispatch agents (which may clone a repository),
+// but finite: a request lost with a dying coordinator is never answered,
+// and an agent must not wait for it forever.
+const DefaultCallTimeout = 3 * time.Minute
+
 // NewClient makes a tool client for an agent of rig rigID.
 func NewClient(s Session, agentID, rigID string) *Client {
 	return &Client{s: s, agentID: agentID, rigID: rigID}
@@ -39,8 +45,14 @@ func NewClient(s Session, agentID, rigID string) *Client {
 
 // Call invokes method with body (any JSON value, or nil for {}) and decodes
 // the result into out (when not nil). On unauthenticated it fetches a fresh
-// token once and retries once.
+// token once and retries once. A ctx without a deadline gets
+// DefaultCallTimeout.
 func (c *Client) Call(ctx context.Context, method string, body, out any) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultCallTimeout)
+		defer cancel()
+	}
 	subject, err := c.s.Town().RPC(method)
 	if err != nil {
 		return errors.Mark(err, schemas.ErrInvalidArgument)
