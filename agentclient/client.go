@@ -30,6 +30,7 @@ type Client struct {
 	s       Session
 	agentID string
 	rigID   string
+	timeout time.Duration
 }
 
 // DefaultCallTimeout bounds a call whose context has no deadline. It is
@@ -40,17 +41,25 @@ const DefaultCallTimeout = 3 * time.Minute
 
 // NewClient makes a tool client for an agent of rig rigID.
 func NewClient(s Session, agentID, rigID string) *Client {
-	return &Client{s: s, agentID: agentID, rigID: rigID}
+	return &Client{s: s, agentID: agentID, rigID: rigID, timeout: DefaultCallTimeout}
+}
+
+// WithTimeout is a copy of the client whose calls without a deadline get
+// d instead of DefaultCallTimeout.
+func (c *Client) WithTimeout(d time.Duration) *Client {
+	cp := *c
+	cp.timeout = d
+	return &cp
 }
 
 // Call invokes method with body (any JSON value, or nil for {}) and decodes
 // the result into out (when not nil). On unauthenticated it fetches a fresh
-// token once and retries once. A ctx without a deadline gets
-// DefaultCallTimeout.
+// token once and retries once. A ctx without a deadline gets the client's
+// timeout (DefaultCallTimeout unless set WithTimeout).
 func (c *Client) Call(ctx context.Context, method string, body, out any) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, DefaultCallTimeout)
+		ctx, cancel = context.WithTimeout(ctx, c.timeout)
 		defer cancel()
 	}
 	subject, err := c.s.Town().RPC(method)

@@ -263,6 +263,27 @@ func TestRotationKeepsTheConnection(t *testing.T) {
 	require.NoError(t, ping(t, client))
 }
 
+// TestCallWithoutDeadlineEnds: a call made with no deadline while no
+// coordinator answers ends with an error after the client's timeout, not
+// never: an agent whose request was lost with a dying coordinator carries
+// on (it fails, and its work is dispatched again).
+func TestCallWithoutDeadlineEnds(t *testing.T) {
+	h := coordinatortest.Start(t, coordinator.Config{TokenTTL: time.Hour, RefreshInterval: 10 * time.Minute})
+	src := startContainer(t, h, "gone", time.Hour)
+	client := agentclient.NewClient(src, "", "").WithTimeout(300 * time.Millisecond)
+	require.NoError(t, client.Call(context.Background(), "ping", nil, nil))
+	h.Stop()
+	done := make(chan error, 1)
+	go func() { done <- client.Call(context.Background(), "ping", nil, nil) }()
+	select {
+	case err := <-done:
+		require.Error(t, err)
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+	case <-time.After(time.Minute):
+		t.Fatal("a call with no deadline never ended")
+	}
+}
+
 // TestRecovery: a container cut off past its token's exp comes back on its
 // own within the recovery window, and stays out after it.
 func TestRecovery(t *testing.T) {
