@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -20,10 +23,11 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// coordProcess is `gastown coordinator` as a child process, to be killed
-// with SIGKILL: no clean shutdown, no lease released, the embedded NATS
-// server and its JetStream store cut off mid-write.
-type coordProcess struct {
+// process is a `gastown` verb run as a child process, to be killed with
+// SIGKILL: no clean shutdown, no lease released, a coordinator's embedded
+// NATS server and JetStream store cut off mid-write, a container's agents
+// left without their container.
+type process struct {
 	t    *testing.T
 	args []string
 	env  []string
@@ -32,8 +36,8 @@ type coordProcess struct {
 	runs int
 }
 
-func startCoordProcess(t *testing.T, vars map[string]string, args ...string) *coordProcess {
-	p := &coordProcess{t: t, args: append([]string{"coordinator"}, args...), env: os.Environ()}
+func startProcess(t *testing.T, vars map[string]string, args ...string) *process {
+	p := &process{t: t, args: args, env: os.Environ()}
 	for k, v := range vars {
 		p.env = append(p.env, k+"="+v)
 	}
@@ -42,24 +46,55 @@ func startCoordProcess(t *testing.T, vars map[string]string, args ...string) *co
 	return p
 }
 
-func (p *coordProcess) start() {
+func (p *process) start() {
 	p.t.Helper()
 	p.runs++
-	fmt.Fprintf(&p.logs, "---- coordinator run %d ----\n", p.runs)
+	fmt.Fprintf(&p.logs, "---- %s run %d ----\n", p.args[0], p.runs)
 	p.cmd = exec.Command(binary(p.t), p.args...)
 	p.cmd.Env = p.env
 	p.cmd.Stdout, p.cmd.Stderr = &p.logs, &p.logs
 	require.NoError(p.t, p.cmd.Start())
 }
 
-// kill sends SIGKILL and reaps the process (safe to call twice).
-func (p *coordProcess) kill() {
+// kill sends SIGKILL to the process and to the process groups of its
+// children (a container's agents run in their own groups): as if the
+// machine died. It reaps the process; safe to call twice.
+func (p *process) kill() {
 	if p.cmd == nil {
 		return
+	}
+	for _, child := range children(p.cmd.Process.Pid) {
+		_ = syscall.Kill(-child, syscall.SIGKILL)
+		_ = syscall.Kill(child, syscall.SIGKILL)
 	}
 	_ = p.cmd.Process.Kill()
 	_ = p.cmd.Wait()
 	p.cmd = nil
+}
+
+// children lists the pids whose parent is pid, from /proc.
+func children(pid int) []int {
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	var out []int
+	for _, path := range stats {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid …; comm may hold spaces and parentheses.
+		rest := string(b)
+		if i := strings.LastIndexByte(rest, ')'); i >= 0 {
+			rest = rest[i+1:]
+		}
+		f := strings.Fields(rest)
+		if len(f) < 2 || f[1] != strconv.Itoa(pid) {
+			continue
+		}
+		if child, err := strconv.Atoi(filepath.Base(filepath.Dir(path))); err == nil {
+			out = append(out, child)
+		}
+	}
+	return out
 }
 
 // workState is what a fault may never do to the work of a town: lose a
@@ -142,7 +177,8 @@ func untilNoProblem(t *testing.T, timeout time.Duration, what string, problem fu
 // TestKilledCoordinatorMidRotation kills the coordinator process (and with
 // it the embedded NATS server) with SIGKILL, again and again, while one
 // town's container rotates tokens under a steady load of calls and
-// another town's polecats work a convoy. After every restart: no call
+// another town's polecats work a convoy; every third kill is of that
+// container and its agents instead. After every restart: no call
 // failed with unauthenticated (every token held is valid: they live far
 // longer than an outage), no bead is lost or in a state it should not be
 // in, and in the end the convoy lands. GASTOWN_SOAK=1 keeps killing until
@@ -153,7 +189,7 @@ func TestKilledCoordinatorMidRotation(t *testing.T) {
 	addr := freeAddr(t)
 	url := "nats://" + addr
 	vars := map[string]string{"GASTOWN_JWT_SECRET": testSecret, "GASTOWN_ADMIN_PASSWORD": "admin-pw"}
-	coord := startCoordProcess(t, vars, "--listen", addr, "--data-dir", t.TempDir(),
+	coord := startProcess(t, vars, "coordinator", "--listen", addr, "--data-dir", t.TempDir(),
 		"--token-ttl", "30s", "--refresh-interval", "300ms", "--lease-ttl", "2s",
 		"--heartbeat-interval", "300ms", "--dispatch-cooldown", "500ms", "--log-level", "debug")
 	defer func() {
@@ -209,12 +245,12 @@ func TestKilledCoordinatorMidRotation(t *testing.T) {
 	admin("rig", "add", "--town", "work", "--rig", "app", "--git", repo)
 	workToken, _, err := run(t, vars, "token", "mint", "--town", "work")
 	require.NoError(t, err)
-	contLogs := daemon(t, map[string]string{"GASTOWN_CONTAINER_TOKEN": strings.TrimSpace(workToken)}, "container", "--server", url,
+	cont := startProcess(t, map[string]string{"GASTOWN_CONTAINER_TOKEN": strings.TrimSpace(workToken)}, "container", "--server", url,
 		"--workdir", t.TempDir(), "--heartbeat", "150ms",
 		"--polecat-cmd", bin+" agent sim --work 1500ms", "--refinery-cmd", bin+" agent sim --work 100ms")
 	defer func() {
 		if t.Failed() {
-			t.Logf("container log:\n%s", contLogs.String())
+			t.Logf("container log:\n%s", cont.logs.String())
 		}
 	}()
 	w := &workState{beads: map[string]bool{}, closed: map[string]bool{}}
@@ -260,9 +296,17 @@ func TestKilledCoordinatorMidRotation(t *testing.T) {
 		if soak && (src.Adopted() >= 1000 || time.Now().After(deadline)) || !soak && kills >= limit {
 			break
 		}
-		coord.kill()
+		// Every third kill takes the working town's container and its
+		// agents (a machine dying); a new one, on a fresh disk, takes over.
+		victim := coord
+		if kills%3 == 2 {
+			victim = cont
+			victim.args = slices.Clone(victim.args)
+			victim.args[slices.Index(victim.args, "--workdir")+1] = t.TempDir()
+		}
+		victim.kill()
 		kills++
-		coord.start()
+		victim.start()
 		untilNoProblem(t, time.Minute, fmt.Sprintf("after kill %d", kills), func() string { return w.check(status("work")) })
 		if soak && landed(status("work")) {
 			batch(2)
