@@ -32,7 +32,7 @@ func normalize(m schemas.Message) schemas.Message {
 	switch m := m.(type) {
 	case *schemas.TokenRotation:
 		c := *m
-		c.IssuedAt, c.ExpiresAt = utc(c.IssuedAt), utc(c.ExpiresAt)
+		c.IssuedAt, c.ExpiresAt, c.RevokedBefore = utc(c.IssuedAt), utc(c.ExpiresAt), utc(c.RevokedBefore)
 		return &c
 	case *schemas.StartAgent:
 		c := *m
@@ -86,6 +86,7 @@ func FuzzDecode(f *testing.F) {
 		`{"type":"gastown.v1.town_event","townId":"A","kind":"k","at":"2025-01-01T00:00:00.5-07:30","detail":{"n":1e300,"s":"\u00ff\ud800"}}`,
 		`{"type":"gastown.v1.token_rotation","townId":"A","token":"t","issuedAt":"2025-01-01T00:00:00Z","expiresAt":"2025-01-01T00:00:00.000000001Z"}`,
 		`{"type":"gastown.v1.stop_agent","agentId":"a","runId":"r","reason":"<&>"}`,
+		`{"type":"gastown.v1.token_rotation","townId":"A","token":"t","issuedAt":"2025-01-01T00:00:00Z","expiresAt":"2025-01-01T01:00:00Z","revokedBefore":"2025-01-01T00:00:00+01:00"}`,
 	} {
 		f.Add([]byte(seed))
 	}

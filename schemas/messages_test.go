@@ -48,6 +48,12 @@ func samples() []sample {
 			empty:  func() schemas.Message { return &schemas.TokenRotation{} },
 		},
 		{
+			name: "TokenRotationAfterRevocation", typ: "gastown.v1.token_rotation",
+			msg:    &schemas.TokenRotation{TownID: "A", Token: "eyJhbGciOi.x.y", IssuedAt: t0, ExpiresAt: t1, RevokedBefore: t0},
+			fields: []string{"type", "townId", "token", "issuedAt", "expiresAt", "revokedBefore"},
+			empty:  func() schemas.Message { return &schemas.TokenRotation{} },
+		},
+		{
 			name: "StartAgent", typ: "gastown.v1.start_agent",
 			msg: &schemas.StartAgent{
 				TownID: "A", RigID: "r1", AgentID: "polecat-1", RunID: "run-1", Role: schemas.RolePolecat,
