@@ -23,7 +23,11 @@ type SimConfig struct {
 	// exercise failure paths and crash loops).
 	Fail bool
 	// Dir is the agent's workspace (its working directory).
-	Dir    string
+	Dir string
+	// RunID is the agent's run (GASTOWN_RUN_ID): done and review.complete
+	// name it, so a run the coordinator gave up on cannot finish the work
+	// of the run that replaced it.
+	RunID  string
 	Logger *slog.Logger
 }
 
@@ -78,13 +82,13 @@ func RunSim(ctx context.Context, c *Client, cfg SimConfig) error {
 			return err
 		}
 		var res json.RawMessage
-		if err := c.Call(ctx, schemas.ToolDone, schemas.DoneRequest{Branch: branch, Summary: "simulated work on " + p.Hook.Title}, &res); err != nil {
+		if err := c.Call(ctx, schemas.ToolDone, schemas.DoneRequest{Branch: branch, Summary: "simulated work on " + p.Hook.Title, RunID: cfg.RunID}, &res); err != nil {
 			return errors.Wrap(err, "done")
 		}
 		log.Info("done", "branch", branch, "result", string(res))
 	case schemas.RoleRefinery:
 		outcome, note := simMerge(ctx, cfg.Dir, p.Hook.Branch)
-		if err := c.Call(ctx, schemas.ToolReviewComplete, schemas.ReviewComplete{BeadID: p.Hook.BeadID, Outcome: outcome, Note: note}, nil); err != nil {
+		if err := c.Call(ctx, schemas.ToolReviewComplete, schemas.ReviewComplete{BeadID: p.Hook.BeadID, Outcome: outcome, Note: note, RunID: cfg.RunID}, nil); err != nil {
 			return errors.Wrap(err, "review.complete")
 		}
 		log.Info("review complete", "outcome", outcome)

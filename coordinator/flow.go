@@ -25,6 +25,9 @@ func (c *Coordinator) toolDone(ctx context.Context, caller Caller, r schemas.Don
 		return nil, err
 	}
 	a, _ := c.st.agents.Get(schemas.Key(caller.TownID, caller.AgentID))
+	if err := currentRun(a, r.RunID); err != nil {
+		return nil, err
+	}
 	if a.Hook == "" {
 		return nil, schemas.NewError(schemas.CodeConflict, "nothing is on your hook")
 	}
@@ -74,6 +77,15 @@ func (c *Coordinator) openMergeRequest(townID, src string) (Bead, bool) {
 		return Bead{}, false
 	}
 	return mrs[0], true
+}
+
+// currentRun refuses a completion from a run that is not the agent's
+// current one (conflict); a request that names no run is let through.
+func currentRun(a Agent, runID string) error {
+	if runID == "" || runID == a.RunID {
+		return nil
+	}
+	return schemas.NewError(schemas.CodeConflict, "run %s of %s is not its current run; its work went to another run", runID, a.AgentID)
 }
 
 // refineryID names the refinery of a rig (one per rig).
@@ -135,6 +147,11 @@ func (c *Coordinator) toolReviewComplete(ctx context.Context, caller Caller, r s
 	}
 	if mr.Type != BeadMergeRequest || mr.Assignee != caller.AgentID {
 		return nil, schemas.NewError(schemas.CodePermissionDenied, "merge request %s is not on your hook", r.BeadID)
+	}
+	if a, _ := c.st.agents.Get(schemas.Key(caller.TownID, caller.AgentID)); r.RunID != "" {
+		if err := currentRun(a, r.RunID); err != nil {
+			return nil, err
+		}
 	}
 	if mr.Final() {
 		return nil, schemas.NewError(schemas.CodeConflict, "merge request %s is already %s", r.BeadID, mr.Status)

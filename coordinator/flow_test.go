@@ -65,8 +65,13 @@ func TestFlowConvoyLands(t *testing.T) {
 		_, err := rpc(t, h, "T", "prime", tok, p, "r", nil, &p1)
 		require.NoError(t, err)
 		require.Equal(t, id, p1.Hook.BeadID)
+		// A run the coordinator gave up on cannot finish the work.
+		_, err = rpc(t, h, "T", "done", tok, p, "r", schemas.DoneRequest{Branch: "polecat/" + p + "/" + id, RunID: "stale-run"}, nil)
+		require.ErrorIs(t, err, schemas.ErrConflict, "done from a stale run")
+		require.Equal(t, id, agentState(t, h, "T", p).Hook, "a stale done changes nothing")
 		var done coordinator.DoneResult
-		_, err = rpc(t, h, "T", "done", tok, p, "r", schemas.DoneRequest{Branch: "polecat/" + p + "/" + id, Summary: "did " + id}, &done)
+		_, err = rpc(t, h, "T", "done", tok, p, "r", schemas.DoneRequest{Branch: "polecat/" + p + "/" + id, Summary: "did " + id,
+			RunID: agentState(t, h, "T", p).RunID}, &done)
 		require.NoError(t, err)
 		mrs[id] = done.MergeRequest
 		require.Equal(t, coordinator.BeadInReview, bead(t, h, id).Status)
@@ -86,7 +91,9 @@ func TestFlowConvoyLands(t *testing.T) {
 		_, err := rpc(t, h, "T", "prime", tok, "r-refinery", "r", nil, &p)
 		require.NoError(t, err)
 		require.Equal(t, coordinator.BeadMergeRequest, p.Hook.Type)
-		_, err = rpc(t, h, "T", "review.complete", tok, "r-refinery", "r", schemas.ReviewComplete{BeadID: p.Hook.BeadID, Outcome: schemas.ReviewMerged}, nil)
+		_, err = rpc(t, h, "T", "review.complete", tok, "r-refinery", "r", schemas.ReviewComplete{BeadID: p.Hook.BeadID, Outcome: schemas.ReviewMerged, RunID: "stale-run"}, nil)
+		require.ErrorIs(t, err, schemas.ErrConflict, "review.complete from a stale run")
+		_, err = rpc(t, h, "T", "review.complete", tok, "r-refinery", "r", schemas.ReviewComplete{BeadID: p.Hook.BeadID, Outcome: schemas.ReviewMerged, RunID: ref.RunID}, nil)
 		require.NoError(t, err)
 		require.Equal(t, coordinator.BeadClosed, bead(t, h, p.Hook.SourceBead).Status)
 	}

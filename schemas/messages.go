@@ -91,6 +91,18 @@ func requiredTime(field string, t time.Time) error {
 	return nil
 }
 
+// optionalIDs is validIDs for identifiers that may be left out.
+func optionalIDs(pairs ...string) error {
+	for i := 0; i+1 < len(pairs); i += 2 {
+		if pairs[i+1] != "" {
+			if err := validIDs(pairs[i], pairs[i+1]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // validIDs checks identifiers given as field name / value pairs.
 func validIDs(pairs ...string) error {
 	for i := 0; i+1 < len(pairs); i += 2 {

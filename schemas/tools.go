@@ -43,10 +43,19 @@ type DoneRequest struct {
 	Branch  string `json:"branch"`
 	Summary string `json:"summary"`
 	PRURL   string `json:"prUrl,omitempty"`
+	// RunID, when given, must be the agent's current run: a run the
+	// coordinator gave up on (its container died) cannot finish the work
+	// of the run that replaced it.
+	RunID string `json:"runId,omitempty"`
 }
 
 // Validate checks the branch is named.
-func (r DoneRequest) Validate() error { return required("branch", r.Branch) }
+func (r DoneRequest) Validate() error {
+	if err := required("branch", r.Branch); err != nil {
+		return err
+	}
+	return optionalIDs("runId", r.RunID)
+}
 
 // MailSend sends a message bead to an agent of the town.
 type MailSend struct {
@@ -147,11 +156,16 @@ type ReviewComplete struct {
 	BeadID  string `json:"beadId"` // the merge request
 	Outcome string `json:"outcome"`
 	Note    string `json:"note,omitempty"`
+	// RunID, when given, must be the refinery's current run.
+	RunID string `json:"runId,omitempty"`
 }
 
 // Validate checks the id and outcome.
 func (r ReviewComplete) Validate() error {
 	if err := validIDs("beadId", r.BeadID); err != nil {
+		return err
+	}
+	if err := optionalIDs("runId", r.RunID); err != nil {
 		return err
 	}
 	switch r.Outcome {

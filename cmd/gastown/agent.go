@@ -55,5 +55,5 @@ func runAgent(ctx context.Context, args []string, env Env) error {
 		return errors.Wrap(err, "working directory")
 	}
 	client := agentclient.NewClient(sess, env.Getenv(agentclient.EnvAgentID), env.Getenv(agentclient.EnvRigID))
-	return agentclient.RunSim(ctx, client, agentclient.SimConfig{Work: *work, Dir: dir, Logger: log})
+	return agentclient.RunSim(ctx, client, agentclient.SimConfig{Work: *work, Dir: dir, RunID: env.Getenv(agentclient.EnvRunID), Logger: log})
 }
