@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/cockroachdb/errors"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -62,14 +63,42 @@ func openBucket[T any](ctx, runCtx context.Context, js jetstream.JetStream, cfg 
 			b.applyEntry(e)
 		}
 	}
+	reconnected := js.Conn().StatusChanged(nats.CONNECTED)
 	wg.Go(func() {
-		for e := range w.Updates() {
+		defer js.Conn().RemoveStatusListener(reconnected)
+		b.follow(runCtx, w, reconnected)
+	})
+	return b, nil
+}
+
+// follow applies what the watch sees until runCtx is done. After the
+// connection comes back (a restarted NATS server) it starts a fresh watch
+// at once: the old one would notice the lost consumer only after missed
+// heartbeats, some 15 s during which writes of other coordinators went
+// unseen. The fresh watch replays the newest value of every key, so
+// nothing written meanwhile is missed.
+func (b *bucket[T]) follow(runCtx context.Context, w jetstream.KeyWatcher, reconnected <-chan nats.Status) {
+	for {
+		select {
+		case <-runCtx.Done():
+			_ = w.Stop()
+			return
+		case e, ok := <-w.Updates():
+			if !ok {
+				return
+			}
 			if e != nil {
 				b.applyEntry(e)
 			}
+		case <-reconnected:
+			fresh, err := b.kv.WatchAll(runCtx)
+			if err != nil {
+				continue // the old watch recovers on its own, later
+			}
+			_ = w.Stop()
+			w = fresh
 		}
-	})
-	return b, nil
+	}
 }
 
 func (b *bucket[T]) applyEntry(e jetstream.KeyValueEntry) {
