@@ -16,7 +16,9 @@ import (
 type Session interface {
 	Town() schemas.Town
 	Token() string
-	Do(ctx context.Context, f func(nc *nats.Conn) error) error
+	// Do runs f on a connection; an agent's session also ends ctx when that
+	// connection drops (f's error is then ErrConnectionLost).
+	Do(ctx context.Context, f func(ctx context.Context, nc *nats.Conn) error) error
 	Refresh(ctx context.Context) error
 }
 
@@ -114,5 +116,5 @@ func (c *Client) call(ctx context.Context, subject string, data []byte, out any)
 	if c.rigID != "" {
 		m.Header.Set(schemas.RigIDHeader, c.rigID)
 	}
-	return c.s.Do(ctx, func(nc *nats.Conn) error { return bus.Call(ctx, nc, m, out) })
+	return c.s.Do(ctx, func(ctx context.Context, nc *nats.Conn) error { return bus.Call(ctx, nc, m, out) })
 }

@@ -30,6 +30,7 @@ type FileSession struct {
 	timeout time.Duration
 
 	file string
+	drop *dropSignal
 
 	mu    sync.Mutex
 	token string
@@ -64,14 +65,16 @@ func OpenFileSession(ctx context.Context, url, tokenFile string, timeout time.Du
 	if err != nil {
 		return nil, err
 	}
-	s := &FileSession{town: town, token: tok, timeout: timeout, file: tokenFile}
+	s := &FileSession{town: town, token: tok, timeout: timeout, file: tokenFile, drop: newDropSignal()}
 	// The bus may be restarting: keep trying (requests wait, bounded by
 	// their context) rather than fail the agent at once.
 	s.nc, err = nats.Connect(url, nats.Name("gastown-tool"),
 		nats.TokenHandler(s.connectToken),
 		nats.CustomInboxPrefix(town.Inbox()), nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true), nats.IgnoreAuthErrorAbort(),
-		nats.ReconnectWait(100*time.Millisecond))
+		nats.ReconnectWait(100*time.Millisecond),
+		nats.DisconnectErrHandler(func(*nats.Conn, error) { s.drop.dropped() }),
+		nats.ClosedHandler(func(*nats.Conn) { s.drop.dropped() }))
 	if err == nil {
 		err = waitConnected(ctx, s.nc)
 	}
@@ -91,8 +94,11 @@ func (s *FileSession) Town() schemas.Town { return s.town }
 // Token is the newest token the session holds.
 func (s *FileSession) Token() string { s.mu.Lock(); defer s.mu.Unlock(); return s.token }
 
-// Do runs f on the session's connection.
-func (s *FileSession) Do(_ context.Context, f func(nc *nats.Conn) error) error { return f(s.nc) }
+// Do runs f on the session's connection, with a context that also ends
+// when the connection drops.
+func (s *FileSession) Do(ctx context.Context, f func(ctx context.Context, nc *nats.Conn) error) error {
+	return s.drop.run(ctx, func(ctx context.Context) error { return f(ctx, s.nc) })
+}
 
 // Refresh asks the coordinator for a fresh token.
 func (s *FileSession) Refresh(ctx context.Context) error {

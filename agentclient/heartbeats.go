@@ -39,7 +39,7 @@ func sendHeartbeat(ctx context.Context, src *TokenSource, runner *Runner, contai
 	hb := &schemas.Heartbeat{TownID: src.Town().ID(), ContainerID: containerID, SentAt: now().UTC(), Agents: agents, Exits: exits}
 	data, err := schemas.Encode(hb)
 	if err == nil {
-		err = src.Do(ctx, func(nc *nats.Conn) error { return nc.Publish(src.Town().Heartbeat(), data) })
+		err = src.Do(ctx, func(_ context.Context, nc *nats.Conn) error { return nc.Publish(src.Town().Heartbeat(), data) })
 	}
 	if err != nil {
 		runner.requeue(exits)

@@ -163,7 +163,10 @@ func (s *TokenSource) Conn() *nats.Conn {
 }
 
 // Do runs f with the current connection, which stays open until f returns.
-func (s *TokenSource) Do(ctx context.Context, f func(nc *nats.Conn) error) error {
+// Unlike an agent's FileSession it does not watch for the connection
+// dropping under a request: the container's own requests are all short
+// (token.get, bounded by RequestTimeout), and its callers are the hot path.
+func (s *TokenSource) Do(ctx context.Context, f func(ctx context.Context, nc *nats.Conn) error) error {
 	if s.closed.Load() {
 		return errors.New("token source is closed")
 	}
@@ -172,7 +175,7 @@ func (s *TokenSource) Do(ctx context.Context, f func(nc *nats.Conn) error) error
 	c.inflight.Add(1)
 	s.mu.Unlock()
 	defer c.inflight.Done()
-	return f(c.nc)
+	return f(ctx, c.nc)
 }
 
 // Refresh asks the coordinator for a fresh token (…token.get) and adopts it.
@@ -180,7 +183,7 @@ func (s *TokenSource) Refresh(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
 	var rot schemas.TokenRotation
-	err := s.Do(ctx, func(nc *nats.Conn) error {
+	err := s.Do(ctx, func(ctx context.Context, nc *nats.Conn) error {
 		return bus.Request(ctx, nc, s.town.TokenGet(),
 			&schemas.TokenRequest{TownID: s.town.ID(), ContainerID: s.cfg.ContainerID}, &rot)
 	})

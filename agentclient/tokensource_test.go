@@ -284,6 +284,42 @@ func TestCallWithoutDeadlineEnds(t *testing.T) {
 	}
 }
 
+// TestRequestInFlightWhenTheBusDrops: an agent's request waiting for its
+// reply when the bus goes away fails at once with ErrConnectionLost
+// (unavailable), not at its deadline: the reply will never come. Requests
+// made afterwards wait for the bus to come back.
+func TestRequestInFlightWhenTheBusDrops(t *testing.T) {
+	h := coordinatortest.Start(t, coordinator.Config{TokenTTL: time.Hour, RefreshInterval: 10 * time.Minute})
+	var tokenFile string
+	startContainer(t, h, "drop", time.Hour, func(c *agentclient.Config) { tokenFile = c.TokenFile })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	sess, err := agentclient.OpenFileSession(ctx, h.URL(), tokenFile, 5*time.Second)
+	cancel()
+	require.NoError(t, err)
+	defer sess.Close()
+	client := agentclient.NewClient(sess, "", "")
+	require.NoError(t, ping(t, client))
+	done := make(chan error, 1)
+	go func() {
+		// Nobody ever answers a request on …heartbeat.
+		done <- sess.Do(context.Background(), func(ctx context.Context, nc *nats.Conn) error {
+			_, err := nc.RequestWithContext(ctx, sess.Town().Heartbeat(), []byte("{}"))
+			return err
+		})
+	}()
+	time.Sleep(200 * time.Millisecond) // let it go out
+	h.Stop()
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, agentclient.ErrConnectionLost)
+		require.True(t, errors.Is(err, schemas.ErrUnavailable), "%v", err) // a cockroachdb mark
+	case <-time.After(30 * time.Second):
+		t.Fatal("the request in flight was not failed when the bus dropped")
+	}
+	require.NoError(t, h.TryStart())
+	require.Eventually(t, func() bool { return ping(t, client) == nil }, 30*time.Second, 20*time.Millisecond)
+}
+
 // TestRecovery: a container cut off past its token's exp comes back on its
 // own within the recovery window, and stays out after it.
 func TestRecovery(t *testing.T) {

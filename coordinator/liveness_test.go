@@ -84,7 +84,7 @@ func (bc *beatingContainer) beat(t *testing.T, tw schemas.Town, lines []schemas.
 		t.Error(err)
 		return
 	}
-	_ = bc.src.Do(context.Background(), func(nc *nats.Conn) error { return nc.Publish(tw.Heartbeat(), data) })
+	_ = bc.src.Do(context.Background(), func(_ context.Context, nc *nats.Conn) error { return nc.Publish(tw.Heartbeat(), data) })
 }
 
 func (bc *beatingContainer) run(agent string) string {

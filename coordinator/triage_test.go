@@ -19,7 +19,7 @@ func (bc *beatingContainer) exit(t *testing.T, town, agent, run string, code int
 	data, err := schemas.Encode(&schemas.Heartbeat{TownID: town, ContainerID: "c", SentAt: time.Now(),
 		Exits: []schemas.AgentExit{{AgentID: agent, RunID: run, ExitCode: code, EndedAt: time.Now()}}})
 	require.NoError(t, err)
-	require.NoError(t, bc.src.Do(context.Background(), func(nc *nats.Conn) error {
+	require.NoError(t, bc.src.Do(context.Background(), func(_ context.Context, nc *nats.Conn) error {
 		return nc.Publish("gastown.town."+town+".heartbeat", data)
 	}))
 }

@@ -266,7 +266,13 @@ func TestKilledContainerWorkRedispatched(t *testing.T) {
 			"--polecat-cmd", script, "--mayor-cmd", script)
 		cmd.Env = append(os.Environ(), "GASTOWN_CONTAINER_TOKEN="+strings.TrimSpace(token), "AGENT_OUT="+out)
 		require.NoError(t, cmd.Start())
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		t.Cleanup(func() {
+			for _, child := range children(cmd.Process.Pid) { // its agents, in their own groups
+				_ = syscall.Kill(-child, syscall.SIGKILL)
+			}
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		})
 		return cmd
 	}
 	agentRun := func(agent string) (run, status string) {
