@@ -134,12 +134,15 @@ func TestSoakRotationWithRestarts(t *testing.T) {
 	done := make(chan loadCounts)
 	go func() { done <- runLoad(ctx, t, client, 3*time.Second, false) }()
 
-	restarts, limit := 0, 3
-	deadline := time.Now().Add(10 * time.Minute)
+	restarts, limit, perRestart := 0, 3, int64(5)
+	if soak {
+		perRestart = 20 // a crash costs a lease lapse: rotate more between them
+	}
+	deadline := time.Now().Add(20 * time.Minute)
 	for {
 		// Let it rotate a few times, then kill and restart the coordinator
 		// (and with it the embedded NATS server) mid-rotation.
-		target := src.Adopted() + 5
+		target := src.Adopted() + perRestart
 		require.Eventually(t, func() bool { return src.Adopted() >= target }, time.Minute, 10*time.Millisecond)
 		if soak && (src.Adopted() >= 1000 || time.Now().After(deadline)) || !soak && restarts >= limit {
 			break
@@ -158,6 +161,9 @@ func TestSoakRotationWithRestarts(t *testing.T) {
 	require.Zero(t, n.unauth, "requests failed with unauthenticated: %v", n.firstErr)
 	require.Positive(t, n.ok)
 	require.NoError(t, client.Call(context.Background(), "ping", nil, nil), "the container works after the faults")
+	if soak {
+		require.GreaterOrEqual(t, src.Adopted(), int64(1000), "the soak reached 1,000 rotations before its deadline")
+	}
 }
 
 // TestRefreshFailureKeepsWorking: a container that cannot store new tokens
