@@ -191,7 +191,7 @@ func TestKilledCoordinatorMidRotation(t *testing.T) {
 	vars := map[string]string{"GASTOWN_JWT_SECRET": testSecret, "GASTOWN_ADMIN_PASSWORD": "admin-pw"}
 	coord := startProcess(t, vars, "coordinator", "--listen", addr, "--data-dir", t.TempDir(),
 		"--token-ttl", "30s", "--refresh-interval", "300ms", "--lease-ttl", "2s",
-		"--heartbeat-interval", "300ms", "--dispatch-cooldown", "500ms", "--log-level", "debug")
+		"--heartbeat-interval", "300ms", "--dispatch-cooldown", "500ms", "--max-attempts", "50", "--log-level", "debug")
 	defer func() {
 		if t.Failed() {
 			t.Logf("coordinator log:\n%s", coord.logs.String())
@@ -247,7 +247,8 @@ func TestKilledCoordinatorMidRotation(t *testing.T) {
 	require.NoError(t, err)
 	cont := startProcess(t, map[string]string{"GASTOWN_CONTAINER_TOKEN": strings.TrimSpace(workToken)}, "container", "--server", url,
 		"--workdir", t.TempDir(), "--heartbeat", "150ms",
-		"--polecat-cmd", bin+" agent sim --work 1500ms", "--refinery-cmd", bin+" agent sim --work 100ms")
+		"--polecat-cmd", bin+" agent sim --work 1500ms", "--refinery-cmd", bin+" agent sim --work 100ms",
+		"--triage-cmd", bin+" agent sim --work 100ms") // a polecat killed three times is a crash loop
 	defer func() {
 		if t.Failed() {
 			t.Logf("container log:\n%s", cont.logs.String())
