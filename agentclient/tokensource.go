@@ -366,7 +366,10 @@ func (s *TokenSource) loop() {
 		s.mu.Unlock()
 		wait := c.switchAt().Sub(s.cfg.Now())
 		if retry > 0 {
-			wait = min(wait, retry)
+			// After a failure, wait the backoff even when the connection is
+			// past its switch time: an overdue switchAt would retry at once,
+			// in a tight loop against a bus or coordinator that is down.
+			wait = retry
 		}
 		t := time.NewTimer(max(wait, 0))
 		select {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -322,6 +323,34 @@ func TestRequestInFlightWhenTheBusDrops(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the request in flight was not failed when the bus dropped")
 	}
+	require.NoError(t, h.TryStart())
+	require.Eventually(t, func() bool { return ping(t, client) == nil }, 30*time.Second, 20*time.Millisecond)
+}
+
+// countingHandler counts the log records it is given.
+type countingHandler struct{ n *atomic.Int64 }
+
+func (h countingHandler) Enabled(context.Context, slog.Level) bool  { return true }
+func (h countingHandler) Handle(context.Context, slog.Record) error { h.n.Add(1); return nil }
+func (h countingHandler) WithAttrs([]slog.Attr) slog.Handler        { return h }
+func (h countingHandler) WithGroup(string) slog.Handler             { return h }
+
+// TestNoTightLoopWhileTheBusIsDown: a container whose connection is past
+// its switch time while the bus is down backs off between attempts rather
+// than dialing (or asking the restarting coordinator for tokens) in a
+// tight loop; it comes back when the bus does.
+func TestNoTightLoopWhileTheBusIsDown(t *testing.T) {
+	h := coordinatortest.Start(t, coordinator.Config{TokenTTL: 2 * time.Second, RefreshInterval: 200 * time.Millisecond})
+	var logged atomic.Int64
+	src := startContainer(t, h, "down", 2*time.Second, func(c *agentclient.Config) { c.Logger = slog.New(countingHandler{&logged}) })
+	client := agentclient.NewClient(src, "", "")
+	require.NoError(t, ping(t, client))
+	h.Stop()
+	before := logged.Load()
+	time.Sleep(3 * time.Second) // past the connection's switch time (half of 2 s)
+	attempts := logged.Load() - before
+	t.Logf("%d log lines in 3 s with the bus down", attempts)
+	require.Less(t, attempts, int64(200), "retries while the bus is down must back off")
 	require.NoError(t, h.TryStart())
 	require.Eventually(t, func() bool { return ping(t, client) == nil }, 30*time.Second, 20*time.Millisecond)
 }
