@@ -112,11 +112,13 @@ func TestRepairHalfDoneSteps(t *testing.T) {
 	put(t, h, schemas.BucketBeads, schemas.Key("T", "m6"), coordinator.Bead{TownID: "T", BeadID: "m6", Type: coordinator.BeadMergeRequest,
 		Status: coordinator.BeadOpen, RigID: "r", SourceBead: "b6", Polecat: "p6", Branch: "p6-work", CreatedAt: long, UpdatedAt: long})
 	put(t, h, schemas.BucketAgents, schemas.Key("T", "p6"), p6)
+	require.Eventually(t, func() bool { // each bucket's watch brings its own writes
+		beads, agents := status()
+		return beads["m6"].SourceBead == "b6" && beads["b6"].Status == coordinator.BeadInReview && agents["p6"].Hook == "b6"
+	}, 5*time.Second, 20*time.Millisecond, "the coordinator sees the half-done step")
 	var done coordinator.DoneResult
-	require.Eventually(t, func() bool {
-		_, err := rpc(t, h, "T", schemas.ToolDone, h.ContainerToken("T"), "p6", "r", schemas.DoneRequest{Branch: "p6-work"}, &done)
-		return err == nil
-	}, 5*time.Second, 20*time.Millisecond, "done is accepted again")
+	_, err := rpc(t, h, "T", schemas.ToolDone, h.ContainerToken("T"), "p6", "r", schemas.DoneRequest{Branch: "p6-work"}, &done)
+	require.NoError(t, err, "done is accepted again")
 	require.Equal(t, "m6", done.MergeRequest)
 	beads, agents := status()
 	n := 0
