@@ -386,11 +386,11 @@ func (s *TokenSource) loop() {
 		newer := newest.claims.Issued().After(used.claims.Issued())
 		lost := c.nc.IsClosed() && !s.closed.Load()
 		if lost || newer && (due || s.switchWanted.Load() || s.revoked(used)) {
-			s.switchWanted.Store(false)
 			if err := s.switchConn(); err != nil {
-				s.switchWanted.Store(true)
 				s.log.Warn("could not open a connection with the new token; will retry", keyErr, err)
 				retry = s.backoff()
+			} else {
+				s.switchWanted.Store(false)
 			}
 			continue
 		}

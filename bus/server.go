@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/errors"
@@ -59,8 +58,9 @@ type Server struct {
 	dataDir        string
 	closeOnce      sync.Once
 	stop           chan struct{}
-	failed         chan error
-	failedErr      atomic.Pointer[error]
+	// failed is closed once err says why JetStream can no longer store.
+	failed chan struct{}
+	err    error
 }
 
 // jetStreamCheck is how often a running server is checked for JetStream
@@ -154,7 +154,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 			"check that the data directory is writable and the disk is not full"), ErrStart)
 	}
 	s := &Server{ns: ns, auth: auth, internalSecret: secret, log: cfg.Logger, dataDir: storeDir,
-		stop: make(chan struct{}), failed: make(chan error, 1)}
+		stop: make(chan struct{}), failed: make(chan struct{})}
 	go s.watchJetStream(noSpace)
 	s.log.Info("embedded NATS server ready", KeyURL, s.ClientURL(), KeyDataDir, storeDir)
 	return s, nil
@@ -181,27 +181,28 @@ func (s *Server) watchJetStream(noSpace <-chan string) {
 			}
 		}
 	}
-	err := errors.Mark(errors.WithHint(errors.Newf("the state can no longer be written: %s", cause),
+	s.err = errors.Mark(errors.WithHint(errors.Newf("the state can no longer be written: %s", cause),
 		"free some disk space (or move --data-dir to a disk with room), then start the coordinator again; what was written so far is kept"), ErrJetStreamStopped)
-	s.failedErr.Store(&err)
-	s.failed <- err
+	close(s.failed)
 }
 
 // ErrJetStreamStopped marks the error of a server whose JetStream can no
 // longer store anything.
 var ErrJetStreamStopped = errors.New("JetStream cannot store")
 
-// Failed receives an error if JetStream stops while the server runs (a
-// full disk): the state can no longer be written, and the server must be
-// restarted once the cause is fixed.
-func (s *Server) Failed() <-chan error { return s.failed }
+// Failed is closed if JetStream can no longer store anything while the
+// server runs (a full disk): the server must be restarted once the cause
+// is fixed. Err says why.
+func (s *Server) Failed() <-chan struct{} { return s.failed }
 
-// Err is the error sent on Failed, or nil.
+// Err is why Failed was closed, or nil while it is open.
 func (s *Server) Err() error {
-	if e := s.failedErr.Load(); e != nil {
-		return *e
+	select {
+	case <-s.failed:
+		return s.err
+	default:
+		return nil
 	}
-	return nil
 }
 
 // fatalHint says what to do about a fatal error of the server.

@@ -90,14 +90,22 @@ func (d *Daemon) Server() *bus.Server { return d.srv }
 // Conn is the daemon's own connection.
 func (d *Daemon) Conn() *nats.Conn { return d.nc }
 
-// Failed receives an error when the embedded server's JetStream stops
-// under the running coordinator (a full disk); never on an existing
-// cluster.
-func (d *Daemon) Failed() <-chan error {
+// Failed is closed when the embedded server's JetStream can no longer
+// store anything under the running coordinator (a full disk); Err says
+// why. Never on an existing cluster.
+func (d *Daemon) Failed() <-chan struct{} {
 	if d.srv == nil {
 		return nil
 	}
 	return d.srv.Failed()
+}
+
+// Err is why Failed was closed, or nil.
+func (d *Daemon) Err() error {
+	if d.srv == nil {
+		return nil
+	}
+	return d.srv.Err()
 }
 
 // Close stops the coordinator, its connection and the embedded server, in
@@ -105,7 +113,7 @@ func (d *Daemon) Failed() <-chan error {
 // connection goes first, so that handlers waiting on state writes that
 // can no longer happen fail at once rather than at their deadlines.
 func (d *Daemon) Close() {
-	if d.srv != nil && d.srv.Err() != nil && d.nc != nil {
+	if d.Err() != nil && d.nc != nil {
 		d.nc.Close()
 	}
 	if d.co != nil {
@@ -133,7 +141,8 @@ func RunDaemon(ctx context.Context, issuer *Issuer, dc DaemonConfig) error {
 		}
 		d.Close()
 		return nil
-	case err := <-d.Failed():
+	case <-d.Failed():
+		err := d.Err()
 		if dc.Logger != nil {
 			dc.Logger.Error("coordinator stopping: its state can no longer be written", KeyErr, err)
 		}

@@ -147,10 +147,7 @@ func TestDiskFullWhileRunning(t *testing.T) {
 		if err == nil {
 			acked = append(acked, id)
 		}
-		select {
-		case failure = <-h.Daemon.Failed():
-		default:
-		}
+		failure = h.Daemon.Err()
 	}
 	require.True(t, cerrors.Is(failure, bus.ErrJetStreamStopped), "%v", failure)
 	require.Contains(t, failure.Error(), "full")

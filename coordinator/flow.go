@@ -148,10 +148,9 @@ func (c *Coordinator) toolReviewComplete(ctx context.Context, caller Caller, r s
 	if mr.Type != BeadMergeRequest || mr.Assignee != caller.AgentID {
 		return nil, schemas.NewError(schemas.CodePermissionDenied, "merge request %s is not on your hook", r.BeadID)
 	}
-	if a, _ := c.st.agents.Get(schemas.Key(caller.TownID, caller.AgentID)); r.RunID != "" {
-		if err := currentRun(a, r.RunID); err != nil {
-			return nil, err
-		}
+	a, _ := c.st.agents.Get(schemas.Key(caller.TownID, caller.AgentID))
+	if err := currentRun(a, r.RunID); err != nil {
+		return nil, err
 	}
 	if mr.Final() {
 		return nil, schemas.NewError(schemas.CodeConflict, "merge request %s is already %s", r.BeadID, mr.Status)
