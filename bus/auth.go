@@ -4,6 +4,7 @@ import (
 	"crypto/subtle"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gastown/gastown/schemas"
@@ -14,9 +15,16 @@ import (
 const (
 	OpsUser   = "ops"
 	AdminUser = "admin"
-	// internalUser is the coordinator's in-process identity; its password is
-	// made at start and known only to this process.
-	internalUser = "gastown-internal"
+	// The in-process identities share one password, made at start and
+	// known only to this process, and connect only through a pipe.
+	// internalUser has every permission in the control account (tests and
+	// in-process tools); coordinatorUser and stateUser are the
+	// coordinator's own, with only what it needs; mirrorUser keeps the ops
+	// account's mirrors.
+	internalUser    = "gastown-internal"
+	coordinatorUser = "gastown-coordinator"
+	stateUser       = "gastown-state"
+	mirrorUser      = "gastown-mirror"
 )
 
 // Grant is what a verified connection token allows.
@@ -48,6 +56,9 @@ type authenticator struct {
 	adminPassword  string
 	internalSecret string
 	log            *slog.Logger
+	// accounts is set once the server's accounts exist; until then every
+	// connection is refused, so none lands in the wrong account.
+	accounts atomic.Pointer[accounts]
 
 	// conns remembers the token connections, for Kick. Nothing tells the
 	// authenticator when a connection closes, so entries past their
@@ -89,18 +100,25 @@ func (a *authenticator) Check(c server.ClientAuthentication) bool {
 		return false
 	}
 	o := c.GetOpts()
-	switch {
-	case o.Username == internalUser:
+	accs := a.accounts.Load()
+	if accs == nil {
+		a.refuse(c, "the server is still starting")
+		return false
+	}
+	switch o.Username {
+	case internalUser, coordinatorUser, stateUser, mirrorUser:
 		if addr := c.RemoteAddress(); !equal(o.Password, a.internalSecret) || addr == nil || addr.Network() != "pipe" {
 			a.refuse(c, "internal identity used from outside the process")
 			return false
 		}
-		c.RegisterUser(&server.User{Username: internalUser})
+		c.RegisterUser(accs.internal(o.Username))
 		return true
-	case o.Username == OpsUser:
-		return a.password(c, o.Password, a.opsPassword, OpsPermissions())
-	case o.Username == AdminUser:
-		return a.password(c, o.Password, a.adminPassword, AdminPermissions())
+	case OpsUser:
+		return a.password(c, o.Password, a.opsPassword, &server.User{Username: OpsUser, Account: accs.ops, Permissions: OpsPermissions()})
+	case AdminUser:
+		return a.password(c, o.Password, a.adminPassword, &server.User{Username: AdminUser, Account: accs.control, Permissions: AdminPermissions()})
+	}
+	switch {
 	case o.Username != "":
 		a.refuse(c, "unknown user")
 		return false
@@ -127,7 +145,7 @@ func (a *authenticator) Check(c server.ClientAuthentication) bool {
 	if g.RecoveryOnly {
 		perms, name = RecoveryPermissions(t), "recovery:"+g.TownID
 	}
-	c.RegisterUser(&server.User{Username: name, Permissions: perms, ConnectionDeadline: g.Deadline})
+	c.RegisterUser(&server.User{Username: name, Account: accs.control, Permissions: perms, ConnectionDeadline: g.Deadline})
 	a.mu.Lock()
 	a.rememberLocked(c.GetID(), tokenConn{town: g.TownID, issuedAt: g.IssuedAt, deadline: g.Deadline}, time.Now())
 	a.mu.Unlock()
@@ -135,13 +153,12 @@ func (a *authenticator) Check(c server.ClientAuthentication) bool {
 	return true
 }
 
-func (a *authenticator) password(c server.ClientAuthentication, given, want string, perms *server.Permissions) bool {
-	user := c.GetOpts().Username
+func (a *authenticator) password(c server.ClientAuthentication, given, want string, u *server.User) bool {
 	if want == "" || !equal(given, want) {
-		a.refuse(c, "wrong password for "+user)
+		a.refuse(c, "wrong password for "+u.Username)
 		return false
 	}
-	c.RegisterUser(&server.User{Username: user, Permissions: perms})
+	c.RegisterUser(u)
 	return true
 }
 

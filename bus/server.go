@@ -153,6 +153,13 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, errors.Mark(errors.WithHint(errors.Newf("JetStream did not start on %s", cfg.DataDir),
 			"check that the data directory is writable and the disk is not full"), ErrStart)
 	}
+	accs, err := setupAccounts(ns)
+	if err != nil {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		return nil, errors.Mark(err, ErrStart)
+	}
+	auth.accounts.Store(accs)
 	s := &Server{ns: ns, auth: auth, internalSecret: secret, log: cfg.Logger, dataDir: storeDir,
 		stop: make(chan struct{}), failed: make(chan struct{})}
 	go s.watchJetStream(noSpace)
@@ -257,21 +264,25 @@ func (s *Server) ClientURL() string { return s.ns.ClientURL() }
 // Addr is the address the server listens on.
 func (s *Server) Addr() net.Addr { return s.ns.Addr() }
 
-// Connect opens an in-process connection with full permissions, for the
-// coordinator. Its inbox prefix is schemas.CoordinatorInbox.
+// Connect opens an in-process connection with every permission in the
+// control account, for tests and in-process tools; give it the inbox
+// prefix of the identity it stands for (nats.CustomInboxPrefix), since the
+// coordinator answers only there. Its default inbox prefix is
+// schemas.CoordinatorInbox.
 func (s *Server) Connect(name string, opts ...nats.Option) (*nats.Conn, error) {
-	all := append([]nats.Option{
-		nats.Name(name),
-		nats.InProcessServer(s.ns),
-		nats.UserInfo(internalUser, s.internalSecret),
-		nats.CustomInboxPrefix(schemas.CoordinatorInbox),
-		nats.MaxReconnects(-1),
-	}, opts...)
-	nc, err := nats.Connect("", all...)
-	if err != nil {
-		return nil, errors.Wrap(err, "connecting in-process to the embedded NATS server")
-	}
-	return nc, nil
+	return s.connectAs(internalUser, name, opts...)
+}
+
+// ConnectCoordinator opens the coordinator's control connection: in the
+// control account, with CoordinatorPermissions.
+func (s *Server) ConnectCoordinator(name string, opts ...nats.Option) (*nats.Conn, error) {
+	return s.connectAs(coordinatorUser, name, opts...)
+}
+
+// ConnectState opens the coordinator's state connection: in the state
+// account, where JetStream keeps the buckets, with StatePermissions.
+func (s *Server) ConnectState(name string, opts ...nats.Option) (*nats.Conn, error) {
+	return s.connectAs(stateUser, name, opts...)
 }
 
 // Close shuts the server down and waits for it, flushing JetStream's store.

@@ -40,7 +40,8 @@ type rpcMethod struct {
 // method then runs there too when inline, or on its own goroutine.
 func (c *Coordinator) handleRPC(methods map[string]rpcMethod) nats.MsgHandler {
 	return func(m *nats.Msg) {
-		if !c.track() {
+		townID, _, err := schemas.ParseTownSubject(m.Subject)
+		if err != nil || !c.townReplyOK(m, townID) || !c.track() {
 			return
 		}
 		h, caller, body, err := c.admitRPC(methods, m)
