@@ -187,3 +187,7 @@ func redactURL(raw string) string {
 	}
 	return strings.Join(parts, ",")
 }
+
+// Misdirected is how many requests the coordinator dropped because their
+// reply subject was not the requester's own inbox (the reply rule).
+func (d *Daemon) Misdirected() int64 { return d.co.Misdirected() }

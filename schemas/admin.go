@@ -52,6 +52,13 @@ const (
 	AdminConvoy     = "convoy.create"
 )
 
+// AdminMethods lists every administration method: the coordinator answers
+// exactly these on gastown.admin.<method>.
+var AdminMethods = []string{
+	AdminTokenRotate, AdminTokenRevoke, AdminTownCreate, AdminRigAdd, AdminBeadCreate,
+	AdminSling, AdminStatus, AdminConvoy,
+}
+
 // AdminConvoyCreate creates a convoy in a town (the mayor's convoy.create,
 // for the administrator).
 type AdminConvoyCreate struct {
