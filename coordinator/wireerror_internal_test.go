@@ -39,7 +39,7 @@ func TestWireErrorLogRateLimited(t *testing.T) {
 	}
 	require.Len(t, ids, 1000, "every reply has its own correlation id")
 	lines := recs.Lines(nil)
-	require.Len(t, lines, 1)
+	require.Equal(t, 1, len(lines), "one line for 1,000 internal errors")
 	require.True(t, ids[lines[0].Attrs[KeyCorrelation].(string)], "the line has the correlation id of a reply")
 	require.Equal(t, subject, lines[0].Attrs[KeySubject])
 
