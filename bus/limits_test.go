@@ -131,6 +131,7 @@ func TestTokenConnsForgottenOnClose(t *testing.T) {
 func TestTownConnCap(t *testing.T) {
 	const limit = 3
 	f := newFixtureWith(t, coordinator.Config{}, bus.Config{Limits: bus.Limits{TownConns: limit, ConnSweep: time.Hour}})
+	base := f.srv.NumClients() // the fixture's in-process connection
 	alpha := f.mint(t, "alpha", time.Hour)
 	var open []*client
 	for range limit {
@@ -143,9 +144,10 @@ func TestTownConnCap(t *testing.T) {
 	beta := f.connectTown(t, "beta", f.mint(t, "beta", time.Hour))
 	require.NoError(t, beta.nc.Flush())
 
-	before := f.srv.NumClients()
 	open[0].nc.Close()
-	require.Eventually(t, func() bool { return f.srv.NumClients() == before-1 }, waitFor, 5*time.Millisecond)
+	// Wait until the server has closed it (and the refused one): alpha's
+	// other connections and beta's are left.
+	require.Eventually(t, func() bool { return f.srv.NumClients() == base+limit-1+1 }, waitFor, 5*time.Millisecond)
 	c := f.connectTown(t, "alpha", alpha)
 	require.NoError(t, c.nc.Flush())
 	f.refused(t, nats.Token(alpha), nats.CustomInboxPrefix(inbox("alpha")))
