@@ -69,6 +69,10 @@ func (t *throttle) attempt(key string, now time.Time, right bool) verdict {
 	defer t.mu.Unlock()
 	t.expireLocked(now)
 	e := t.sources[key]
+	if e != nil && t.quiet(e.Value.(*source), now) {
+		t.removeLocked(e) // behind a source that is not yet forgotten
+		e = nil
+	}
 	if e != nil && now.Before(e.Value.(*source).until) {
 		return lockedOut
 	}
@@ -108,13 +112,15 @@ func (t *throttle) lockout(over int) time.Duration {
 // expireLocked forgets the least recently failed sources that have been
 // quiet long enough. t.mu must be held.
 func (t *throttle) expireLocked(now time.Time) {
-	for e := t.order.Front(); e != nil; e = t.order.Front() {
-		s := e.Value.(*source)
-		if now.Before(s.last.Add(t.max)) || now.Before(s.until.Add(t.max)) {
-			return
-		}
+	for e := t.order.Front(); e != nil && t.quiet(e.Value.(*source), now); e = t.order.Front() {
 		t.removeLocked(e)
 	}
+}
+
+// quiet is whether s has been quiet long enough to be forgotten: max
+// since its last failure and since its lockout ended.
+func (t *throttle) quiet(s *source, now time.Time) bool {
+	return !now.Before(s.last.Add(t.max)) && !now.Before(s.until.Add(t.max))
 }
 
 func (t *throttle) removeLocked(e *list.Element) {

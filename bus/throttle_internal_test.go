@@ -63,6 +63,26 @@ func TestThrottleForgetsQuietSources(t *testing.T) {
 	}
 }
 
+// A source is forgotten when quiet long enough even while an older one,
+// locked out for longer, is still remembered.
+func TestThrottleForgetsBehindALongLockout(t *testing.T) {
+	th := newThrottle(Limits{PasswordFailures: 5, LockoutBase: 10 * time.Second, LockoutMax: 20 * time.Second, ThrottleSources: 100})
+	now := time.Unix(1_000_000, 0)
+	for range 5 {
+		th.attempt("long", now, false) // locked out until +10s: remembered until +30s
+	}
+	for range 4 {
+		th.attempt("short", now.Add(time.Second), false) // never locked out: remembered until +21s
+	}
+	later := now.Add(21 * time.Second)
+	for range 4 {
+		require.Equal(t, wrong, th.attempt("short", later, false))
+	}
+	require.Equal(t, admitted, th.attempt("short", later, true), "short's old failures were forgotten, though long is older")
+	require.Equal(t, wrong, th.attempt("long", later, false), "long is still remembered: this failure is its sixth")
+	require.Equal(t, lockedOut, th.attempt("long", later, true))
+}
+
 // An attacker cycling through addresses does not grow the table past its
 // size; the least recently failed sources go first.
 func TestThrottleBounded(t *testing.T) {
