@@ -73,6 +73,9 @@ func TestOutsiderPasswordGuessing(t *testing.T) {
 	for i := range 200 {
 		refused(t, h, nats.UserInfo(bus.OpsUser, fmt.Sprintf("guess-%d", i)))
 	}
+	// The last guess either was refused for a lockout or started one of at
+	// least bus.DefaultLockoutBase (1 s): the right password, sent at
+	// once, falls inside it.
 	nc, err := dial(h, nats.UserInfo(bus.OpsUser, opsPassword))
 	if err == nil {
 		nc.Close()
