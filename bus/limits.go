@@ -17,7 +17,7 @@ const (
 	// DefaultLockoutMax caps a lockout.
 	DefaultLockoutMax = 5 * time.Minute
 	// DefaultThrottleSources is how many sources the password throttle
-	// remembers at most (about 100 bytes each).
+	// remembers at most (a few hundred bytes each).
 	DefaultThrottleSources = 10_000
 	// DefaultTownConns is how many connections one town may have open at
 	// once: a container holds one (two while it moves to a newer token),
