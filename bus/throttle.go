@@ -9,7 +9,7 @@ import (
 
 // throttle counts wrong passwords per source address and locks a source
 // out once it has sent too many: while locked out, every password
-// attempt from it is refused without being checked, so guessing gains
+// attempt from it is refused whatever its password, so guessing gains
 // nothing. It never waits: a refusal is an answer at once.
 //
 // Memory is bounded: at most size sources, the one whose last failure is
@@ -22,8 +22,8 @@ import (
 // source address, so one broken or hostile neighbour sending bad tokens
 // would shut every town there out. It would buy no safety either: a token
 // cannot be guessed (HMAC-SHA256 under a 256-bit secret), unlike a
-// password. And a bad token is cheap to refuse: it is at most 8 KiB
-// (longer ones are refused unread) and costs one HMAC, about what the
+// password. And a bad token is cheap to refuse: the coordinator's issuer
+// refuses one over 8 KiB unread, and a shorter one costs one HMAC, about what the
 // server already spent accepting the connection and parsing its CONNECT.
 // Bad tokens are counted and their log lines rate-limited like every
 // refusal; a source's password lockout never refuses its tokens.
@@ -52,7 +52,7 @@ type verdict int
 const (
 	admitted  verdict = iota // the password was right and the source is not locked out
 	wrong                    // the password was wrong; counted
-	lockedOut                // the source is locked out; the password was not looked at
+	lockedOut                // the source is locked out; the password does not matter
 )
 
 func newThrottle(l Limits) *throttle {
