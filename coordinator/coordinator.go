@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/errors"
+	"github.com/gastown/gastown/bus"
 	"github.com/gastown/gastown/schemas"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -42,6 +43,8 @@ type Coordinator struct {
 	kicker      Kicker
 	misdirected misdirected
 	mint        *mintLocks
+	// errLog rate-limits the log of internal errors (wireError).
+	errLog *bus.RateLog
 
 	// idleUntil remembers towns found with no container, so the rotation
 	// loop does not probe them every tick. A cache only: losing it costs
@@ -87,6 +90,7 @@ func New(ctx context.Context, nc *nats.Conn, issuer *Issuer, cfg Config, opts ..
 		nc: nc, state: nc, issuer: issuer, verified: newVerifyCache(issuer), cfg: cfg, log: cfg.Logger, tokens: newRevocations(),
 		idleUntil: map[string]time.Time{}, runCtx: runCtx, cancel: cancel,
 		sem: make(chan struct{}, handlerConcurrency), mint: newMintLocks(),
+		errLog: bus.NewRateLog(cfg.Logger, cfg.ErrorLogInterval, cfg.Now),
 	}
 	for _, o := range opts {
 		o(c)

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"strings"
 
 	"github.com/cockroachdb/errors"
@@ -172,7 +173,9 @@ func (c *Coordinator) authenticate(townID string, h nats.Header) (Caller, error)
 
 // wireError turns a handler error into what the caller sees. Errors that
 // are not *schemas.Error are internal: logged with a correlation id, no
-// detail sent.
+// detail sent. Their log is rate-limited per subject (a caller decides how
+// many there are); a correlation id whose line was left out is counted on
+// the subject's next line.
 func (c *Coordinator) wireError(subject string, err error) *schemas.Error {
 	var e *schemas.Error
 	if errors.As(err, &e) {
@@ -182,6 +185,6 @@ func (c *Coordinator) wireError(subject string, err error) *schemas.Error {
 		return schemas.NewError(code, "%s", err.Error())
 	}
 	id := nats.NewInbox()[len(nats.InboxPrefix):]
-	c.log.Error("rpc failed", KeySubject, subject, "correlationId", id, KeyErr, err)
+	c.errLog.Log(context.Background(), slog.LevelError, subject, "rpc failed", KeySubject, subject, KeyCorrelation, id, KeyErr, err)
 	return schemas.NewError(schemas.CodeInternal, "internal error; correlation id %s", id)
 }

@@ -39,6 +39,7 @@ func runCoordinator(ctx context.Context, args []string, env Env) error {
 	cooldown := fs.Duration("dispatch-cooldown", coordinator.DefaultDispatchCooldown, "wait after a failed dispatch or run")
 	attempts := fs.Int("max-attempts", coordinator.DefaultMaxAttempts, "failed dispatches before a bead fails")
 	leaseTTL := fs.Duration("lease-ttl", coordinator.DefaultLeaseTTL, "how long a coordinator's lease on a town lasts unless renewed")
+	townConns := fs.Int("town-conns", bus.DefaultTownConns, "most connections one town may have open at once on the embedded server (its container's, and one per agent tool call)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	if done, err := parse(fs, args, env); done {
@@ -70,6 +71,7 @@ func runCoordinator(ctx context.Context, args []string, env Env) error {
 			OpsPassword:   env.Getenv("GASTOWN_OPS_PASSWORD"),
 			AdminPassword: env.Getenv("GASTOWN_ADMIN_PASSWORD"),
 			Debug:         *logLevel == "debug",
+			Limits:        bus.Limits{TownConns: *townConns},
 		},
 		NatsURL: *natsURL,
 	})
