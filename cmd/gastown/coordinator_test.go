@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/cockroachdb/errors"
+	"github.com/gastown/gastown/bus/bustest"
 	"github.com/gastown/gastown/schemas"
 	"github.com/stretchr/testify/require"
 )
@@ -31,6 +34,7 @@ func TestCoordinatorEndToEnd(t *testing.T) {
 	vars := map[string]string{
 		"GASTOWN_JWT_SECRET":     testSecret,
 		"GASTOWN_ADMIN_PASSWORD": "admin-pw",
+		"GASTOWN_OPS_PASSWORD":   "ops-pw",
 	}
 	env, _, logs := envOf(vars)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -77,6 +81,37 @@ func TestCoordinatorEndToEnd(t *testing.T) {
 		require.WithinDuration(t, time.Now(), revoked.RevokedBefore, time.Minute)
 		require.Zero(t, revoked.Closed, "no container of A is connected")
 		require.Contains(t, revoked.Next, "gastown token mint --town A")
+	})
+
+	t.Run("ops context", func(t *testing.T) {
+		config := t.TempDir()
+		stdout, _, err := run(t, map[string]string{"GASTOWN_OPS_PASSWORD": "ops-pw", "XDG_CONFIG_HOME": config}, "ops", "context", "--server", url)
+		require.NoError(t, err)
+		path := filepath.Join(config, "nats", "context", "gastown-ops.json")
+		require.Contains(t, stdout, path)
+		require.NotContains(t, stdout, "ops-pw", "the password is never printed")
+		fi, err := os.Stat(path)
+		require.NoError(t, err)
+		require.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
+		var c map[string]string
+		b, err := os.ReadFile(path)
+		require.NoError(t, err)
+		require.NoError(t, json.Unmarshal(b, &c))
+		require.Equal(t, schemas.OpsInbox, c["inbox_prefix"])
+		require.Equal(t, url, c["url"])
+
+		// The real nats CLI, with nothing but that context, reads the state.
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		cmd := bustest.NatsCommand(ctx, t, "--context", "gastown-ops", "kv", "ls")
+		cmd.Env = append(cmd.Env[:len(cmd.Env):len(cmd.Env)], "XDG_CONFIG_HOME="+config)
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		require.Contains(t, string(out), schemas.BucketTowns)
+
+		_, _, err = run(t, map[string]string{"XDG_CONFIG_HOME": config}, "ops", "context")
+		require.Error(t, err)
+		require.Contains(t, err.Error(), "GASTOWN_OPS_PASSWORD")
 	})
 
 	t.Run("wrong admin password", func(t *testing.T) {

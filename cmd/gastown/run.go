@@ -38,6 +38,7 @@ func verbs() []verb {
 		{"bead", "create a bead: a unit of work (admin)", runBead},
 		{"convoy", "create a convoy of beads (admin)", runConvoy},
 		{"sling", "hook a bead to a polecat and dispatch it (admin)", runSling},
+		{"ops", "write a nats CLI context for the read-only ops identity", runOps},
 		{"status", "show a town's rigs, agents and beads (admin)", runStatus},
 		{"tool", "call a coordinator tool as this agent (inside a container)", runTool},
 		{"agent", "run a built-in agent (agent sim: no LLM needed)", runAgent},

@@ -20,8 +20,10 @@ mint    prints a container token for a town on stdout, signed with
         GASTOWN_JWT_SECRET (offline; how an operator bootstraps a container).
         With --agent and --rig it mints a legacy per-agent token instead.
 rotate  asks the coordinator to refresh the town's token now (admin).
-revoke  makes every token of the town issued before now stop working, and
-        gives its container a fresh one (admin).
+revoke  makes every token of the town issued up to now stop working and
+        closes every connection that used one, before it answers (admin).
+        Nothing is pushed after it: restart the town's container with a
+        freshly minted bootstrap token (gastown token mint --town T).
 
 rotate and revoke connect as the 'admin' user with GASTOWN_ADMIN_PASSWORD.`
 
@@ -94,11 +96,15 @@ func runTokenAdmin(ctx context.Context, sub string, args []string, env Env) erro
 	if done, err := parse(fs, args, env); done {
 		return err
 	}
-	method := schemas.AdminTokenRotate
 	if sub == "revoke" {
-		method = schemas.AdminTokenRevoke
+		if err := runAdmin(ctx, env, af, schemas.AdminTokenRevoke, schemas.TownRequest{TownID: *town}); err != nil {
+			return err
+		}
+		_, err := fmt.Fprintf(env.Stderr, "revoked: every token of town %s issued until now is refused, and the connections that used one are closed.\n"+
+			"next: restart the town's container with a fresh bootstrap token: gastown token mint --town %s\n", *town, *town)
+		return err
 	}
-	return runAdmin(ctx, env, af, method, schemas.TownRequest{TownID: *town})
+	return runAdmin(ctx, env, af, schemas.AdminTokenRotate, schemas.TownRequest{TownID: *town})
 }
 
 // adminConnect connects as the admin identity.

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+
+	"github.com/cockroachdb/errors"
+	"github.com/gastown/gastown/bus"
+	"github.com/gastown/gastown/schemas"
+)
+
+const opsUsage = `ops context [--name gastown-ops] [--server URL] [--dir D]`
+
+const opsDesc = `
+context writes a nats CLI context for the read-only 'ops' identity, with
+the password from GASTOWN_OPS_PASSWORD and the ops inbox prefix
+(` + schemas.OpsInbox + `), the only inbox ops may hear. Then:
+
+  nats --context gastown-ops sub 'gastown.town.*.events'
+  nats --context gastown-ops kv ls gastown_agents
+  nats --context gastown-ops stream view KV_gastown_beads
+
+As ops you watch every town's heartbeats and events and read the state
+buckets (read-only mirrors kept by the embedded server); you cannot write,
+call a handler, or see a token. The file is written with mode 0600: it
+holds the password.`
+
+// contextName is a name the nats CLI accepts for a context.
+var contextName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+func runOps(_ context.Context, args []string, env Env) error {
+	if done, err := subcommand(args, "context", newFlags("ops", opsUsage, opsDesc, env), env); done {
+		return err
+	}
+	fs := newFlags("ops context", opsUsage, opsDesc, env)
+	name := fs.String("name", "gastown-ops", "name of the nats CLI context")
+	server := fs.String("server", "nats://127.0.0.1:4222", "NATS URL of the coordinator's bus")
+	dir := fs.String("dir", "", "directory of the nats CLI's contexts (default: $XDG_CONFIG_HOME/nats/context, or ~/.config/nats/context)")
+	if done, err := parse(fs, args[1:], env); done {
+		return err
+	}
+	if !contextName.MatchString(*name) {
+		return errors.Mark(errors.Newf("context name %q: use 1 to 64 letters, digits, - or _", *name), ErrUsage)
+	}
+	pw := env.Getenv("GASTOWN_OPS_PASSWORD")
+	if pw == "" {
+		return errors.WithHint(errors.New("GASTOWN_OPS_PASSWORD is not set"),
+			"set it to the ops password the coordinator was started with")
+	}
+	if *dir == "" {
+		base := env.Getenv("XDG_CONFIG_HOME")
+		if base == "" {
+			home := env.Getenv("HOME")
+			if home == "" {
+				return errors.WithHint(errors.New("neither XDG_CONFIG_HOME nor HOME is set"), "give the directory with --dir")
+			}
+			base = filepath.Join(home, ".config")
+		}
+		*dir = filepath.Join(base, "nats", "context")
+	}
+	b, err := json.MarshalIndent(map[string]string{
+		"description":  "Gastown operator (read-only)",
+		"url":          *server,
+		"user":         bus.OpsUser,
+		"password":     pw,
+		"inbox_prefix": schemas.OpsInbox,
+	}, "", "  ")
+	if err != nil {
+		return errors.Wrap(err, "encoding the context")
+	}
+	if err := os.MkdirAll(*dir, 0o700); err != nil {
+		return errors.WithHint(errors.Wrapf(err, "creating %s", *dir), "choose another directory with --dir")
+	}
+	path := filepath.Join(*dir, *name+".json")
+	if err := writeFileAtomic(path, b, 0o600); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(env.Stdout, "wrote %s\nuse it with: nats --context %s kv ls\n", path, *name)
+	return err
+}
+
+// writeFileAtomic writes data to a temporary file beside path with mode
+// perm and renames it over path, so a reader never sees half of it.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return errors.Wrapf(err, "writing %s", path)
+	}
+	tmp := f.Name()
+	_, werr := f.Write(data)
+	cerr := f.Close()
+	if err := errors.CombineErrors(werr, cerr); err != nil {
+		_ = os.Remove(tmp)
+		return errors.Wrapf(err, "writing %s", path)
+	}
+	if err := os.Chmod(tmp, perm); err != nil {
+		_ = os.Remove(tmp)
+		return errors.Wrapf(err, "writing %s", path)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+		return errors.Wrapf(err, "writing %s", path)
+	}
+	return nil
+}
