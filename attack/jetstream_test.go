@@ -154,6 +154,8 @@ func TestJetStreamNoLastingState(t *testing.T) {
 		"$KV.gastown_towns.beta",
 		"gastown.town.beta.heartbeat",
 		"gastown.town.beta.events",
+		"$SYS.REQ.SERVER.PING.CONNZ",
+		"$SYS.REQ.USER.INFO",
 	} {
 		require.NoError(t, ops.Publish(subject, []byte(`{"stream_name":"KV_gastown_towns","config":{"durable_name":"lasting"}}`)))
 		violations = append(violations, subject)

@@ -165,6 +165,8 @@ func TestContainerDenied(t *testing.T) {
 			"_INBOX.gastown_coordinator.xyz",
 			"_INBOX.gastown.B.xyz",
 			"$JS.API.INFO",
+			"$SYS.REQ.SERVER.PING.CONNZ",
+			"$SYS.REQ.USER.INFO",
 		} {
 			t.Run(subject, func(t *testing.T) {
 				sub, err := f.nc.SubscribeSync(subject)
