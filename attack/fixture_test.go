@@ -132,6 +132,17 @@ func (w *world) watch(t *testing.T) *watcher {
 	return wa
 }
 
+// subjects is every subject something was seen on.
+func (wa *watcher) subjects() []string {
+	wa.mu.Lock()
+	defer wa.mu.Unlock()
+	out := make([]string, 0, len(wa.seen))
+	for s := range wa.seen {
+		out = append(out, s)
+	}
+	return out
+}
+
 // on is what was seen on subject.
 func (wa *watcher) on(subject string) []*nats.Msg {
 	wa.mu.Lock()

@@ -148,8 +148,6 @@ func TestJetStreamNoLastingState(t *testing.T) {
 		"$JS.API.STREAM.UPDATE.KV_gastown_towns",
 		"$JS.API.STREAM.DELETE.KV_gastown_towns",
 		"$JS.API.STREAM.PURGE.KV_gastown_towns",
-		"$JS.API.CONSUMER.LIST.KV_gastown_towns",
-		"$JS.API.CONSUMER.NAMES.KV_gastown_towns",
 		"$JS.gastown_state.API.CONSUMER.CREATE.KV_gastown_towns",
 		"$KV.gastown_towns.beta",
 		"gastown.town.beta.heartbeat",

@@ -118,12 +118,12 @@ func (s *Server) MirrorState(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer state.Close()
+	defer s.closeGone(state)
 	ops, err := s.connectAs(mirrorUser, "gastown-mirror")
 	if err != nil {
 		return err
 	}
-	defer ops.Close()
+	defer s.closeGone(ops)
 	src, err := jetstream.New(state)
 	if err != nil {
 		return errors.Wrap(err, "opening the state account's JetStream")
@@ -171,6 +171,20 @@ func mirrorConfig(origin jetstream.StreamConfig) jetstream.StreamConfig {
 			External: &jetstream.ExternalStream{APIPrefix: stateAPIPrefix, DeliverPrefix: mirrorDeliver},
 		},
 		ConsumerLimits: jetstream.StreamConsumerLimits{InactiveThreshold: opsConsumerInactive},
+	}
+}
+
+// closeGone closes an in-process connection and waits (briefly) until the
+// server has let go of it too, so that its client count is exact again.
+func (s *Server) closeGone(nc *nats.Conn) {
+	id, err := nc.GetClientID()
+	nc.Close()
+	if err != nil {
+		return
+	}
+	deadline := time.Now().Add(time.Second)
+	for s.ns.GetClient(id) != nil && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
 	}
 }
 

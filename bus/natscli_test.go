@@ -213,6 +213,10 @@ func TestNatsCLI(t *testing.T) {
 			require.NoError(t, err, out)
 			require.Contains(t, out, "PUT")
 
+			out, err = f.natsCLI(t, opsAuth(), "consumer", "ls", "KV_"+schemas.BucketTokens)
+			require.NoError(t, err, out)
+			require.NotContains(t, out, "Permissions Violation")
+
 			out, err = f.natsCLITerminal(t, opsAuth(), "stream", "view", "KV_"+schemas.BucketTokens)
 			require.NoError(t, err, out)
 			require.Contains(t, out, "no token here")

@@ -73,7 +73,7 @@ func StatePermissions() *server.Permissions {
 // and read the state buckets with the nats CLI, in the ops account, where
 // the buckets are read-only mirrors and nothing listens but the operator:
 // JetStream can publish only there for it, on whatever subject it names.
-// It may not create, change or delete a stream, nor list consumers, and it hears only its own inbox, _INBOX.gastown_ops.>.
+// It may not create, change or delete a stream, and it hears only its own inbox, _INBOX.gastown_ops.>.
 func OpsPermissions() *server.Permissions {
 	pub := []string{
 		"$JS.API.INFO",
@@ -90,7 +90,11 @@ func OpsPermissions() *server.Permissions {
 			"$JS.API.CONSUMER.CREATE."+stream,
 			"$JS.API.CONSUMER.CREATE."+stream+".>",
 			"$JS.API.CONSUMER.INFO."+stream+".*",
-			"$JS.API.CONSUMER.DELETE."+stream+".*", // only operators' own consumers are there
+			// Only operators' own consumers are there (the mirrors' feeds
+			// live in the state account): `nats consumer ls` works.
+			"$JS.API.CONSUMER.DELETE."+stream+".*",
+			"$JS.API.CONSUMER.LIST."+stream,
+			"$JS.API.CONSUMER.NAMES."+stream,
 			"$JS.API.CONSUMER.MSG.NEXT."+stream+".*",
 			"$JS.FC."+stream+".>",
 			"$JS.ACK."+stream+".>",
