@@ -34,8 +34,13 @@ var ErrStart = errors.New("embedded NATS server did not start")
 type Config struct {
 	// Listen is host:port for client connections; port 0 picks a free one.
 	Listen string
-	// DataDir is where JetStream keeps its file store.
+	// DataDir is where JetStream keeps its file store. Start locks it
+	// (LockFile) until Close, so a second server on it is refused.
 	DataDir string
+	// Owner names this process in the data directory's lock file, so a
+	// second start on the directory can say who holds it (e.g. "gastown
+	// coordinator"); empty means the program's name.
+	Owner string
 	// Tokens verifies container tokens at connect. Nil refuses all tokens.
 	Tokens TokenAuthorizer
 	// OpsPassword enables the ops identity when not empty.
@@ -60,7 +65,9 @@ type Server struct {
 	internalSecret string
 	log            *slog.Logger
 	dataDir        string
-	closeOnce      sync.Once
+	// lock holds the data directory's flock until Close.
+	lock      *os.File
+	closeOnce sync.Once
 	stop           chan struct{}
 	// failed is closed once err says why JetStream can no longer store.
 	failed chan struct{}
@@ -99,10 +106,19 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, errors.Mark(errors.Wrap(err, "bus limits"), ErrStart)
 	}
-	storeDir, err := prepareDataDir(cfg.DataDir)
+	if cfg.Owner == "" {
+		cfg.Owner = lockOwner()
+	}
+	storeDir, lock, err := prepareDataDir(cfg.DataDir, cfg.Owner)
 	if err != nil {
 		return nil, err
 	}
+	started := false
+	defer func() {
+		if !started {
+			_ = lock.Close() // every failure below has shut the server down
+		}
+	}()
 	secret, err := randomSecret()
 	if err != nil {
 		return nil, err
@@ -172,8 +188,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, errors.Mark(err, ErrStart)
 	}
 	auth.accounts.Store(accs)
-	s := &Server{ns: ns, auth: auth, internalSecret: secret, log: cfg.Logger, dataDir: storeDir,
+	s := &Server{ns: ns, auth: auth, internalSecret: secret, log: cfg.Logger, dataDir: storeDir, lock: lock,
 		stop: make(chan struct{}), failed: make(chan struct{})}
+	started = true
 	go s.watchJetStream(noSpace)
 	s.wg.Go(func() { s.sweepConns(limits.ConnSweep) })
 	s.log.Info("embedded NATS server ready", KeyURL, s.ClientURL(), KeyDataDir, storeDir)
@@ -236,20 +253,27 @@ func fatalHint(msg string) string {
 	return "see the server's log above"
 }
 
-// prepareDataDir makes the data directory and checks it is writable, so a
-// read-only or full disk is reported at start with what to do.
-func prepareDataDir(dir string) (string, error) {
+// prepareDataDir makes the data directory, locks it (before anything else
+// touches it: a directory in use is refused unchanged), and checks it is
+// writable, so a read-only or full disk is reported at start with what to
+// do. Closing the returned file releases the lock.
+func prepareDataDir(dir, owner string) (string, *os.File, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
-		return "", errors.Mark(errors.Wrapf(err, "data directory %q", dir), ErrStart)
+		return "", nil, errors.Mark(errors.Wrapf(err, "data directory %q", dir), ErrStart)
 	}
 	if err := os.MkdirAll(abs, 0o700); err != nil {
-		return "", errors.Mark(errors.WithHint(errors.Wrapf(err, "creating data directory %s", abs),
+		return "", nil, errors.Mark(errors.WithHint(errors.Wrapf(err, "creating data directory %s", abs),
 			"choose a writable directory with --data-dir"), ErrStart)
+	}
+	lock, err := lockDataDir(abs, dir, owner)
+	if err != nil {
+		return "", nil, err
 	}
 	probe, err := os.CreateTemp(abs, ".write-probe-*")
 	if err != nil {
-		return "", errors.Mark(errors.WithHint(errors.Wrapf(err, "data directory %s is not writable", abs),
+		_ = lock.Close()
+		return "", nil, errors.Mark(errors.WithHint(errors.Wrapf(err, "data directory %s is not writable", abs),
 			"choose a writable directory with --data-dir, or free some disk space"), ErrStart)
 	}
 	name := probe.Name()
@@ -257,10 +281,11 @@ func prepareDataDir(dir string) (string, error) {
 	cerr := probe.Close()
 	_ = os.Remove(name)
 	if werr != nil || cerr != nil {
-		return "", errors.Mark(errors.WithHint(errors.Wrapf(errors.CombineErrors(werr, cerr), "writing to data directory %s", abs),
+		_ = lock.Close()
+		return "", nil, errors.Mark(errors.WithHint(errors.Wrapf(errors.CombineErrors(werr, cerr), "writing to data directory %s", abs),
 			"free some disk space or choose another directory with --data-dir"), ErrStart)
 	}
-	return abs, nil
+	return abs, lock, nil
 }
 
 func randomSecret() (string, error) {
@@ -306,6 +331,7 @@ func (s *Server) Close() {
 		s.wg.Wait()
 		s.ns.Shutdown()
 		s.ns.WaitForShutdown()
+		_ = s.lock.Close() // the store is flushed: the directory is free
 		s.log.Info("embedded NATS server stopped")
 	})
 }

@@ -67,7 +67,7 @@ func runCoordinator(ctx context.Context, args []string, env Env) error {
 			MaxAttempts: *attempts, LeaseTTL: *leaseTTL,
 		},
 		Bus: bus.Config{
-			Listen: *listen, DataDir: *dataDir,
+			Listen: *listen, DataDir: *dataDir, Owner: "gastown coordinator",
 			OpsPassword:   env.Getenv("GASTOWN_OPS_PASSWORD"),
 			AdminPassword: env.Getenv("GASTOWN_ADMIN_PASSWORD"),
 			Debug:         *logLevel == "debug",
