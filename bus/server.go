@@ -68,7 +68,7 @@ type Server struct {
 	// lock holds the data directory's flock until Close.
 	lock      *os.File
 	closeOnce sync.Once
-	stop           chan struct{}
+	stop      chan struct{}
 	// failed is closed once err says why JetStream can no longer store.
 	failed chan struct{}
 	err    error
