@@ -65,15 +65,15 @@ type Server struct {
 	internalSecret string
 	log            *slog.Logger
 	dataDir        string
-	// lock holds the data directory's flock until Close.
-	lock      *os.File
-	closeOnce sync.Once
-	stop      chan struct{}
+	closeOnce      sync.Once
+	stop           chan struct{}
 	// failed is closed once err says why JetStream can no longer store.
 	failed chan struct{}
 	err    error
 	// wg holds the goroutines Close waits for.
 	wg sync.WaitGroup
+	// lock holds the data directory's flock until Close.
+	lock *os.File
 }
 
 // jetStreamCheck is how often a running server is checked for JetStream
