@@ -51,8 +51,14 @@ func (s *FileSession) connectToken() string {
 	return s.token
 }
 
-// OpenFileSession connects to url with the token in tokenFile.
-func OpenFileSession(ctx context.Context, url, tokenFile string, timeout time.Duration) (*FileSession, error) {
+// OpenFileSession connects to url with the token in tokenFile. It keeps
+// trying while the bus is unreachable, until ctx is done, unless opts
+// hold FailFast.
+func OpenFileSession(ctx context.Context, url, tokenFile string, timeout time.Duration, opts ...FileSessionOption) (*FileSession, error) {
+	var o fileSessionOpts
+	for _, opt := range opts {
+		opt(&o)
+	}
 	tok, err := ReadTokenFile(tokenFile)
 	if err != nil {
 		return nil, err
@@ -71,7 +77,7 @@ func OpenFileSession(ctx context.Context, url, tokenFile string, timeout time.Du
 	s.nc, err = nats.Connect(url, nats.Name("gastown-tool"),
 		nats.TokenHandler(s.connectToken),
 		nats.CustomInboxPrefix(town.Inbox()), nats.MaxReconnects(-1),
-		nats.RetryOnFailedConnect(true), nats.IgnoreAuthErrorAbort(),
+		nats.RetryOnFailedConnect(!o.failFast), nats.IgnoreAuthErrorAbort(),
 		nats.ReconnectWait(100*time.Millisecond),
 		nats.DisconnectErrHandler(func(*nats.Conn, error) { s.drop.dropped() }),
 		nats.ClosedHandler(func(*nats.Conn) { s.drop.dropped() }))
@@ -136,3 +142,13 @@ func waitConnected(ctx context.Context, nc *nats.Conn) error {
 	}
 	return nil
 }
+
+// FileSessionOption changes how OpenFileSession connects.
+type FileSessionOption func(*fileSessionOpts)
+
+type fileSessionOpts struct{ failFast bool }
+
+// FailFast makes OpenFileSession fail at once, with an error that
+// errors.Is nats.ErrNoServers, when no server of the bus answers, rather
+// than keep trying: for a one-off call whose caller retries itself.
+func FailFast() FileSessionOption { return func(o *fileSessionOpts) { o.failFast = true } }

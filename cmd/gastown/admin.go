@@ -30,7 +30,7 @@ func addAdminFlags(fs interface {
 // runAdmin connects as admin, calls method with body, and prints the result.
 func runAdmin(ctx context.Context, env Env, af adminFlags, method string, body interface{ Validate() error }) error {
 	if err := body.Validate(); err != nil {
-		return errors.Mark(err, ErrUsage)
+		return errors.Mark(asFlagError(err, fieldFlags(body)), ErrUsage)
 	}
 	nc, err := adminConnect(*af.server, env)
 	if err != nil {

@@ -53,6 +53,11 @@ Usage:
 Commands:
 %s
 Run 'gastown <command> --help' for a command's flags.
+
+Environment:
+%s
+
+%s
 `
 
 func usageTop(w io.Writer) {
@@ -60,7 +65,7 @@ func usageTop(w io.Writer) {
 	for _, v := range verbs() {
 		fmt.Fprintf(&b, "  %-12s %s\n", v.name, v.summary)
 	}
-	fmt.Fprintf(w, topUsage, b.String())
+	fmt.Fprintf(w, topUsage, b.String(), indent(envRule), indent(envScope))
 }
 
 // Run runs the command named by args. It is main without the process.
@@ -90,13 +95,15 @@ func newFlags(name, usage, description string, env Env) *flag.FlagSet {
 	fs.SetOutput(env.Stderr)
 	fs.Usage = func() {
 		out := fs.Output()
-		fmt.Fprintf(out, "Usage: gastown %s\n\n%s\n\nFlags:\n", usage, strings.TrimSpace(description))
-		fs.PrintDefaults()
+		fmt.Fprintf(out, "Usage: gastown %s\n\n%s\n", usage, strings.TrimSpace(description))
+		printFlags(out, fs)
 	}
 	return fs
 }
 
-// parse parses flags; --help prints usage to stdout and ends with no error.
+// parse parses flags, then sets the flags not given from the environment
+// (flagenv.go); --help prints usage to stdout and ends with no error. A
+// bad flag is an error printed once, by main.
 func parse(fs *flag.FlagSet, args []string, env Env) (done bool, err error) {
 	for _, a := range args {
 		if a == "-h" || a == "--help" || a == "-help" {
@@ -105,11 +112,17 @@ func parse(fs *flag.FlagSet, args []string, env Env) (done bool, err error) {
 			return true, nil
 		}
 	}
-	if err := fs.Parse(args); err != nil {
-		return true, errors.Mark(err, ErrUsage)
+	fs.SetOutput(io.Discard) // the flag package would print the error, and main again
+	perr := fs.Parse(args)
+	fs.SetOutput(env.Stderr)
+	if perr != nil {
+		return true, errors.Mark(errors.WithHint(perr, "run 'gastown "+fs.Name()+" --help' for its flags"), ErrUsage)
 	}
 	if fs.NArg() > 0 {
 		return true, errors.Mark(errors.Newf("unexpected argument %q", fs.Arg(0)), ErrUsage)
+	}
+	if err := applyEnv(fs, env); err != nil {
+		return true, err
 	}
 	return false, nil
 }
@@ -143,4 +156,9 @@ func printError(w io.Writer, err error) {
 func helpTo(env Env, fs *flag.FlagSet) {
 	fs.SetOutput(env.Stdout)
 	fs.Usage()
+}
+
+// indent indents every line of s by two spaces.
+func indent(s string) string {
+	return "  " + strings.ReplaceAll(s, "\n", "\n  ")
 }

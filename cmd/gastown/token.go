@@ -27,6 +27,21 @@ revoke  makes every token of the town issued up to now stop working and
 
 rotate and revoke connect as the 'admin' user with GASTOWN_ADMIN_PASSWORD.`
 
+// tokenAdminDesc is the help of each admin verb of token: its own only.
+var tokenAdminDesc = map[string]string{
+	"rotate": `
+Asks the coordinator to refresh the town's container token now, and prints
+whether a connected container acknowledged it (idle: no container is
+connected, nothing was sent). Connects as the 'admin' user with
+GASTOWN_ADMIN_PASSWORD.`,
+	"revoke": `
+Makes every token of the town issued up to now stop working and closes every
+connection that used one, before it answers. Nothing is pushed after it:
+restart the town's container with a freshly minted bootstrap token
+(gastown token mint --town T). Connects as the 'admin' user with
+GASTOWN_ADMIN_PASSWORD.`,
+}
+
 func runToken(ctx context.Context, args []string, env Env) error {
 	if len(args) == 0 {
 		newFlags("token", tokenUsage, tokenDesc, env).Usage()
@@ -90,7 +105,7 @@ func runTokenMint(args []string, env Env) error {
 }
 
 func runTokenAdmin(ctx context.Context, sub string, args []string, env Env) error {
-	fs := newFlags("token "+sub, "token "+sub+" --town T [--server URL]", tokenDesc, env)
+	fs := newFlags("token "+sub, "token "+sub+" --town T [--server URL]", tokenAdminDesc[sub], env)
 	town := fs.String("town", "", "town id (required)")
 	af := addAdminFlags(fs)
 	if done, err := parse(fs, args, env); done {
@@ -116,9 +131,15 @@ func adminConnect(server string, env Env) (*nats.Conn, error) {
 	}
 	nc, err := nats.Connect(server, nats.Name("gastown-admin"), nats.UserInfo(bus.AdminUser, pw),
 		nats.CustomInboxPrefix(schemas.AdminInbox), nats.MaxReconnects(0))
+	if errors.Is(err, nats.ErrAuthorization) {
+		// The server refuses a wrong password and a disabled admin alike:
+		// the client cannot tell them apart.
+		return nil, errors.WithHint(errors.Wrapf(err, "connecting to %s as admin", server),
+			"the coordinator refused the admin password: it is wrong, or the coordinator was started without GASTOWN_ADMIN_PASSWORD (admin disabled)")
+	}
 	if err != nil {
 		return nil, errors.WithHint(errors.Wrapf(err, "connecting to %s as admin", server),
-			"is the coordinator running, and is GASTOWN_ADMIN_PASSWORD the one it was started with?")
+			"is the coordinator running there? give its address with --server (or GASTOWN_SERVER)")
 	}
 	return nc, nil
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/cockroachdb/errors"
 	"github.com/gastown/gastown/agentclient"
 	"github.com/gastown/gastown/schemas"
+	"github.com/nats-io/nats.go"
 )
 
 const toolDesc = `
@@ -39,33 +40,35 @@ var toolExitCodes = map[schemas.Code]int{
 }
 
 func runTool(ctx context.Context, args []string, env Env) error {
-	fs := newFlags("tool", "tool <method> [--json BODY | key=value ...]", toolDesc, env)
+	fs := newFlags("tool", "tool [--timeout D] <method> [--json BODY | key=value ...]", toolDesc, env)
 	jsonBody := fs.String("json", "", "the request body as a JSON object")
 	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the answer")
-	if len(args) == 0 {
-		fs.Usage()
-		return errors.Mark(errors.New("tool needs a method"), ErrUsage)
-	}
-	if args[0] == "-h" || args[0] == "--help" {
-		_, err := parse(fs, args, env)
-		return err
-	}
-	method, rest := args[0], args[1:]
+	// Flags may come before the method and after it, between key=value
+	// arguments: every argument starting with '-' is a flag (with its
+	// value as the next argument unless it has '='), the first other one
+	// the method, the rest key=value.
+	var method string
 	var flagArgs, kv []string
-	for i := 0; i < len(rest); i++ {
-		switch a := rest[i]; {
+	for i := 0; i < len(args); i++ {
+		switch a := args[i]; {
 		case strings.HasPrefix(a, "-"):
 			flagArgs = append(flagArgs, a)
-			if !strings.Contains(a, "=") && i+1 < len(rest) && a != "-h" && a != "--help" {
-				flagArgs = append(flagArgs, rest[i+1])
+			if !strings.Contains(a, "=") && i+1 < len(args) && a != "-h" && a != "--help" && a != "-help" {
+				flagArgs = append(flagArgs, args[i+1])
 				i++
 			}
+		case method == "":
+			method = a
 		default:
 			kv = append(kv, a)
 		}
 	}
 	if done, err := parse(fs, flagArgs, env); done {
 		return err
+	}
+	if method == "" {
+		return errors.Mark(errors.WithHint(errors.New("tool needs a method"),
+			"e.g. gastown tool ping; see gastown tool --help"), ErrUsage)
 	}
 	body, err := toolBody(*jsonBody, kv)
 	if err != nil {
@@ -83,7 +86,11 @@ func runTool(ctx context.Context, args []string, env Env) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	sess, err := agentclient.OpenFileSession(ctx, url, tokenFile, *timeout)
+	sess, err := agentclient.OpenFileSession(ctx, url, tokenFile, *timeout, agentclient.FailFast())
+	if errors.Is(err, nats.ErrNoServers) {
+		return errors.WithHint(schemas.NewError(schemas.CodeUnavailable, "the bus at %s is not reachable", url),
+			"is the coordinator running, and GASTOWN_NATS_URL its address? the call was not made: retry once it is up (exit status 15 means exactly this)")
+	}
 	if err != nil {
 		return err
 	}
