@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cockroachdb/errors"
 	"github.com/gastown/gastown/schemas"
 	"github.com/nats-io/nats-server/v2/server"
 )
@@ -136,6 +137,10 @@ func (a *authenticator) Check(c server.ClientAuthentication) bool {
 	// Token connections are not throttled per source: see the comment
 	// on throttle (throttle.go) for why.
 	g, err := a.tokens.AuthorizeConnection(o.Token)
+	if errors.Is(err, ErrNotReady) {
+		a.refuse(c, RefusedStarting)
+		return false
+	}
 	if err != nil {
 		a.refuse(c, RefusedBadToken, KeyErr, err.Error())
 		return false

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 )
 
 // Log keys used by this package.
@@ -32,9 +33,17 @@ type serverLog struct {
 	// perConn, when not nil, rate-limits the lines about one client
 	// connection (serverlog.go).
 	perConn *RateLog
+	// quiet, when set, demotes the server's notices to debug: while it
+	// starts (its banner, the JetStream banner, every stream restored) and
+	// stops. Start and Close log one line each instead. Warnings and
+	// errors keep their level.
+	quiet *atomic.Bool
 }
 
 func (s serverLog) logf(level slog.Level, format string, v []any) {
+	if level == slog.LevelInfo && s.quiet != nil && s.quiet.Load() {
+		level = slog.LevelDebug
+	}
 	if kind, prefix, ok := connLine(format); ok && s.perConn != nil && level >= slog.LevelInfo {
 		s.connLog(level, kind, prefix, format, v)
 		return

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"sync/atomic"
 
+	"github.com/cockroachdb/errors"
 	"github.com/nats-io/nats-server/v2/server"
 )
 
@@ -30,6 +31,13 @@ const (
 	RefusedStarting       = "the server is still starting"
 )
 
+// ErrNotReady marks a TokenAuthorizer's error while it cannot decide yet
+// (the coordinator is still starting and has not loaded its revocations).
+// Such a refusal counts as RefusedStarting and, like every refusal while
+// the server starts, is logged at debug: containers reconnecting to a
+// restarting coordinator are expected, and retry.
+var ErrNotReady = errors.New("not ready yet")
+
 var refusalReasons = []string{
 	RefusedNoCredentials, RefusedUnknownUser, RefusedInternal, RefusedWrongPassword, RefusedLockedOut,
 	RefusedTokensDisabled, RefusedBadToken, RefusedBadTown, RefusedTownFull, RefusedStarting,
@@ -54,7 +62,11 @@ func newRefusals(log *RateLog) *refusals {
 // Refused constants; args add detail, never a token or a password.
 func (a *authenticator) refuse(c server.ClientAuthentication, reason string, args ...any) {
 	a.refused.count[reason].Add(1)
-	a.refused.log.Log(context.Background(), slog.LevelInfo, reason, "connection refused",
+	level := slog.LevelInfo
+	if reason == RefusedStarting {
+		level = slog.LevelDebug
+	}
+	a.refused.log.Log(context.Background(), level, reason, "connection refused",
 		append([]any{KeyReason, reason, KeyRemote, remote(c)}, args...)...)
 }
 

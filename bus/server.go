@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/errors"
@@ -74,6 +75,9 @@ type Server struct {
 	wg sync.WaitGroup
 	// lock holds the data directory's flock until Close.
 	lock *os.File
+	// quiet demotes the server's notices to debug while it starts and
+	// stops (serverLog).
+	quiet *atomic.Bool
 }
 
 // jetStreamCheck is how often a running server is checked for JetStream
@@ -150,7 +154,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	auth.live = func(id uint64) bool { return ns.GetClient(id) != nil }
 	fatal, noSpace := make(chan string, 1), make(chan string, 1)
-	ns.SetLoggerV2(serverLog{l: cfg.Logger, fatal: fatal, noSpace: noSpace, perConn: NewRateLog(cfg.Logger, limits.LogInterval, limits.Now)}, cfg.Debug, false, false)
+	quiet := new(atomic.Bool)
+	quiet.Store(true) // until ready: the banners and restores go to debug
+	ns.SetLoggerV2(serverLog{l: cfg.Logger, fatal: fatal, noSpace: noSpace, perConn: NewRateLog(cfg.Logger, limits.LogInterval, limits.Now), quiet: quiet}, cfg.Debug, false, false)
 	go ns.Start()
 	deadline := time.Now().Add(readyTimeout)
 	for !ns.ReadyForConnections(100 * time.Millisecond) {
@@ -188,11 +194,12 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, errors.Mark(err, ErrStart)
 	}
 	auth.accounts.Store(accs)
-	s := &Server{ns: ns, auth: auth, internalSecret: secret, log: cfg.Logger, dataDir: storeDir, lock: lock,
+	s := &Server{ns: ns, auth: auth, internalSecret: secret, log: cfg.Logger, dataDir: storeDir, lock: lock, quiet: quiet,
 		stop: make(chan struct{}), failed: make(chan struct{})}
 	started = true
 	go s.watchJetStream(noSpace)
 	s.wg.Go(func() { s.sweepConns(limits.ConnSweep) })
+	quiet.Store(false)
 	s.log.Info("embedded NATS server ready", KeyURL, s.ClientURL(), KeyDataDir, storeDir)
 	return s, nil
 }
@@ -329,6 +336,7 @@ func (s *Server) Close() {
 	s.closeOnce.Do(func() {
 		close(s.stop)
 		s.wg.Wait()
+		s.quiet.Store(true) // the server's own shutdown notices go to debug
 		s.ns.Shutdown()
 		s.ns.WaitForShutdown()
 		_ = s.lock.Close() // the store is flushed: the directory is free

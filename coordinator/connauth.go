@@ -12,7 +12,8 @@ var ErrTokenRevoked = errors.New("token revoked")
 
 // ErrNotReady is returned while the coordinator has not yet loaded the
 // revocation list: no token is accepted before it knows which are revoked.
-var ErrNotReady = errors.New("coordinator is still starting")
+// It is marked bus.ErrNotReady, so the refusal is logged as an expected one.
+var ErrNotReady = errors.Mark(errors.New("coordinator is still starting"), bus.ErrNotReady)
 
 // revocationChecker says whether a town's token issued at a time is revoked.
 type revocationChecker interface {

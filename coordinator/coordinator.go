@@ -45,6 +45,10 @@ type Coordinator struct {
 	mint        *mintLocks
 	// errLog rate-limits the log of internal errors (wireError).
 	errLog *bus.RateLog
+	// noContainer holds the towns whose dispatch failed for want of a
+	// container and was logged as a warning: the next ones go to debug
+	// until the town's container is heard from again (dispatchlog.go).
+	noContainer townSet
 
 	// idleUntil remembers towns found with no container, so the rotation
 	// loop does not probe them every tick. A cache only: losing it costs

@@ -48,7 +48,7 @@ func (c *Coordinator) dispatch(ctx context.Context, townID, agentID string) erro
 	err = bus.Request(rctx, c.nc, t.Dispatch(), req, &res)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
-		return c.dispatchFailed(ctx, a, runID, "no container of the town is connected")
+		return c.dispatchFailed(ctx, a, runID, reasonNoContainer)
 	case err != nil:
 		return c.dispatchFailed(ctx, a, runID, "container did not answer: "+errors.UnwrapAll(err).Error())
 	case !res.OK:
@@ -68,6 +68,7 @@ func (c *Coordinator) dispatch(ctx context.Context, townID, agentID string) erro
 	if a.Hook != "" {
 		c.setBeadStatus(ctx, townID, a.Hook, BeadInProgress, BeadOpen)
 	}
+	c.noContainer.remove(townID)
 	c.log.Info("agent dispatched", KeyTown, townID, KeyAgent, agentID, KeyRun, runID, "role", a.Role)
 	return nil
 }
@@ -95,7 +96,13 @@ func (c *Coordinator) dispatchFailed(ctx context.Context, a Agent, runID, reason
 	}); err != nil && !errors.Is(err, errStaleRun) {
 		c.log.Error("recording a failed dispatch", KeyTown, a.TownID, KeyAgent, a.AgentID, KeyErr, err)
 	}
-	c.log.Warn("dispatch failed", KeyTown, a.TownID, KeyAgent, a.AgentID, KeyRun, runID, KeyReason, reason)
+	// A town without a container fails every dispatch, every cooldown:
+	// warn once per town until its container is heard from again.
+	if reason != reasonNoContainer || c.noContainer.add(a.TownID) {
+		c.log.Warn("dispatch failed", KeyTown, a.TownID, KeyAgent, a.AgentID, KeyRun, runID, KeyReason, reason)
+	} else {
+		c.log.Debug("dispatch failed", KeyTown, a.TownID, KeyAgent, a.AgentID, KeyRun, runID, KeyReason, reason)
+	}
 	if failed != "" {
 		c.setBeadStatus(ctx, a.TownID, failed, BeadFailed)
 		c.log.Warn("bead failed after too many dispatch attempts", KeyTown, a.TownID, KeyBead, failed, KeyCount, c.cfg.MaxAttempts)

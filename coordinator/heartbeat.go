@@ -27,13 +27,15 @@ func (c *Coordinator) handleHeartbeat(m *nats.Msg) {
 		c.log.Warn("heartbeat naming another town dropped", KeyTown, townID, "claimed", hb.TownID)
 		return
 	}
+	c.noContainer.remove(townID) // its container is back: warn again if it goes
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RequestTimeout)
 	defer cancel()
 	rec := heartbeatRecord{TownID: townID, ContainerID: hb.ContainerID, ReceivedAt: c.now()}
 	for _, line := range hb.Agents {
 		a, ok := c.st.agents.Get(schemas.Key(townID, line.AgentID))
 		if !ok || a.RunID != line.RunID {
-			c.log.Info("stale heartbeat line dropped", KeyTown, townID, KeyAgent, line.AgentID, KeyRun, line.RunID)
+			// Normal: a heartbeat sent as the run ended, or before a restart.
+			c.log.Debug("stale heartbeat line dropped", KeyTown, townID, KeyAgent, line.AgentID, KeyRun, line.RunID)
 			continue
 		}
 		rec.Agents = append(rec.Agents, line)

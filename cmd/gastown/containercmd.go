@@ -27,8 +27,8 @@ never the token itself. Their output goes to <workdir>/logs/<agent>-<run>.log.
 Environment:
   GASTOWN_CONTAINER_TOKEN  the bootstrap container token (required);
                            its townId claim names the town
-  GASTOWN_NATS_URL         default for --server
-  GASTOWN_CONTAINER_ID     default for --id
+  GASTOWN_NATS_URL         default for --server (GASTOWN_SERVER wins over it)
+  GASTOWN_CONTAINER_ID     default for --id (GASTOWN_ID wins over it)
 
 --config FILE is JSON: {"commands": {"polecat": ["prog", "arg"], ...}};
 the --<role>-cmd flags override it.`
