@@ -12,17 +12,31 @@ DEV_SECRET := gastown-development-secret-do-not-use-in-production
 
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run build test tools vet fuzz bench soak demo clean
+.PHONY: run build token test tools vet fuzz bench soak demo clean
 
 build:
 	$(GO) build -o $(BIN)/gastown ./cmd/gastown
 
 run: build
+	@echo "make run: the binary is $(BIN)/gastown; the nats CLI is $(NATS) (make tools builds it)" >&2
 	@if [ -z "$$GASTOWN_JWT_SECRET" ]; then \
 	  echo "make run: GASTOWN_JWT_SECRET is not set; using a DEVELOPMENT secret (never do this in production)" >&2; \
 	  export GASTOWN_JWT_SECRET="$(DEV_SECRET)" GASTOWN_DEV_SECRET=1; \
 	fi; \
+	echo "make run: mint a container token this coordinator accepts with: make -s token TOWN=<town>" >&2; \
+	if [ -z "$$GASTOWN_ADMIN_PASSWORD" ]; then \
+	  echo "make run: GASTOWN_ADMIN_PASSWORD is not set: the admin verbs are disabled (set it, here and for them, to use them)" >&2; \
+	fi; \
 	exec $(BIN)/gastown coordinator --listen $(LISTEN) --data-dir $(DATA_DIR)
+
+# A container token for TOWN, signed as `make run` signs: with
+# GASTOWN_JWT_SECRET when set, else the development secret; OWNER=U
+# names the town's owner. Only the token goes to stdout:
+# GASTOWN_CONTAINER_TOKEN=$$(make -s token TOWN=demo).
+token:
+	@test -n "$(TOWN)" || { echo "make token: give the town: make -s token TOWN=demo" >&2; exit 2; }
+	@$(GO) build -o $(BIN)/gastown ./cmd/gastown
+	@GASTOWN_JWT_SECRET="$${GASTOWN_JWT_SECRET:-$(DEV_SECRET)}" $(BIN)/gastown token mint --town "$(TOWN)" $(if $(OWNER),--user "$(OWNER)")
 
 tools: $(NATS)
 
@@ -64,5 +78,8 @@ soak: tools
 demo: build
 	BIN=$(BIN)/gastown scripts/demo.sh
 
+# The gastown binary and the data only: the nats CLI in bin/ takes minutes
+# to build, and stays.
 clean:
-	rm -rf $(BIN) $(DATA_DIR)
+	rm -f $(BIN)/gastown
+	rm -rf $(DATA_DIR)
