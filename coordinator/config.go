@@ -59,6 +59,9 @@ type Config struct {
 	// Replicas is the replica count of the state buckets (1 embedded, 3 on
 	// a cluster).
 	Replicas int
+	// Limits bounds each town's request rates, concurrency and storage
+	// (see Limits for the defaults).
+	Limits Limits
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger receives structured logs; nil discards them.
@@ -112,6 +115,11 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	limits, err := c.Limits.withDefaults(c.HeartbeatInterval)
+	if err != nil {
+		return c, err
+	}
+	c.Limits = limits
 	switch {
 	case c.TokenTTL < 0 || c.RefreshInterval < 0 || c.RefreshJitter < 0 || c.RecoveryWindow < 0 ||
 		c.HeartbeatInterval < 0 || c.DispatchCooldown < 0 || c.DeadAfter < 0 || c.MaxAttempts < 0:
