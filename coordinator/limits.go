@@ -32,10 +32,12 @@ const (
 	// at once.
 	DefaultTokenGetBurst = 10
 	// DefaultHeartbeatsPerInterval is the heartbeats per heartbeat
-	// interval a town may send (its container sends one).
-	DefaultHeartbeatsPerInterval = 4
+	// interval a town may send, and at least one a second: its container
+	// sends one, but uses its own interval until it hears the
+	// coordinator's.
+	DefaultHeartbeatsPerInterval = 10
 	// DefaultHeartbeatBurst is how many heartbeats a town may send at once.
-	DefaultHeartbeatBurst = 10
+	DefaultHeartbeatBurst = 20
 	// DefaultMaxBeads is how many beads (of any type and status: closed
 	// ones stay stored) a town may keep.
 	DefaultMaxBeads = 10_000
@@ -84,7 +86,8 @@ type Limits struct {
 	TokenGetRate  float64
 	TokenGetBurst int
 	// HeartbeatRate is heartbeats per second per town (zero:
-	// DefaultHeartbeatsPerInterval per HeartbeatInterval); HeartbeatBurst
+	// DefaultHeartbeatsPerInterval per HeartbeatInterval, at least one a
+	// second); HeartbeatBurst
 	// how many at once (DefaultHeartbeatBurst). Excess heartbeats are
 	// dropped and counted (LoadStats); a heartbeat has no reply.
 	HeartbeatRate  float64
@@ -136,7 +139,7 @@ func (l Limits) withDefaults(heartbeat time.Duration) (Limits, error) {
 	rate(&l.TokenGetRate, DefaultTokenGetRate)
 	count(&l.TokenGetBurst, DefaultTokenGetBurst)
 	if l.HeartbeatRate == 0 && heartbeat > 0 {
-		l.HeartbeatRate = DefaultHeartbeatsPerInterval / heartbeat.Seconds()
+		l.HeartbeatRate = max(1, DefaultHeartbeatsPerInterval/heartbeat.Seconds())
 	}
 	count(&l.HeartbeatBurst, DefaultHeartbeatBurst)
 	count(&l.MaxBeads, DefaultMaxBeads)
