@@ -225,7 +225,7 @@ func (l *limiter) take(townID string, hold bool, kinds ...loadKind) (*townLoad, 
 				wait, _ := t.buckets[k].take(now, r, b)
 				t.mu.Unlock()
 				l.counter(k).Add(1)
-				return nil, schemas.Exhausted(wait, "town %s is over its rate of %g %s a second; try again in %s", townID, r, kindName(k), wait.Round(time.Millisecond))
+				return nil, schemas.Exhausted(wait, "town %s is over its rate of %g %s a second; try again in %s", townID, r, kindName(k), (wait + time.Millisecond - 1).Truncate(time.Millisecond))
 			}
 		}
 		for _, k := range kinds {
