@@ -49,8 +49,8 @@ func TestRotationUnderLoad(t *testing.T) {
 	}
 	h := coordinatortest.Start(t, coordinator.Config{
 		TokenTTL: 2 * time.Second, RefreshInterval: 200 * time.Millisecond, RefreshJitter: 20 * time.Millisecond,
-		RequestTimeout: 2 * time.Second,
-		Limits: unlimitedRPC, // 64 callers as fast as they can: rotation is measured, not the town's rate
+		// 64 callers as fast as they can: rotation is measured, not the town's rate.
+		RequestTimeout: 2 * time.Second, Limits: unlimitedRPC,
 	})
 	src := startContainer(t, h, "load", 2*time.Second)
 	client := agentclient.NewClient(src, "", "")
@@ -131,8 +131,7 @@ func TestSoakRotationWithRestarts(t *testing.T) {
 	soak := os.Getenv("GASTOWN_SOAK") != ""
 	h := coordinatortest.Start(t, coordinator.Config{
 		TokenTTL: 2 * time.Second, RefreshInterval: 200 * time.Millisecond, RefreshJitter: 20 * time.Millisecond,
-		RequestTimeout: 2 * time.Second, LeaseTTL: 3 * time.Second,
-		Limits: unlimitedRPC,
+		RequestTimeout: 2 * time.Second, LeaseTTL: 3 * time.Second, Limits: unlimitedRPC,
 	})
 	src := startContainer(t, h, "soak", 2*time.Second)
 	client := agentclient.NewClient(src, "", "")
