@@ -141,3 +141,15 @@ func TestUsageCountsTheView(t *testing.T) {
 	_, err = u.reserve("B", 2, 10, lim)
 	require.NoError(t, err, "another town has its own")
 }
+
+// BenchmarkLimiterTake is what the limiter adds to an inline tool call.
+func BenchmarkLimiterTake(b *testing.B) {
+	lim, err := Limits{RPCRate: 1e12}.withDefaults(DefaultHeartbeatInterval)
+	require.NoError(b, err)
+	l := newLimiter(lim, time.Now, func(string) bool { return true })
+	for b.Loop() {
+		if _, e := l.take("A", false, loadRPC); e != nil {
+			b.Fatal(e)
+		}
+	}
+}
