@@ -13,6 +13,7 @@ import (
 
 	"github.com/gastown/gastown/bus"
 	"github.com/gastown/gastown/coordinator"
+	"github.com/gastown/gastown/schemas"
 	"github.com/nats-io/nats.go"
 )
 
@@ -24,6 +25,11 @@ type daemon struct {
 	secret string
 	dir    string
 	owned  bool
+	// conn is an in-process connection with every permission and the
+	// administrator's inbox, so the coordinator answers its admin calls.
+	conn *nats.Conn
+	// base is how many connections the daemon and conn hold themselves.
+	base int
 }
 
 // newSecret makes a random signing secret: 64 hex characters.
@@ -61,8 +67,16 @@ func startDaemon(ctx context.Context, secret, dir string, mods ...func(*coordina
 		d.removeDir()
 		return nil, err
 	}
+	if d.conn, err = d.Server().Connect("bench", nats.CustomInboxPrefix(schemas.AdminInbox)); err != nil {
+		d.close()
+		return nil, err
+	}
+	d.base = d.Server().NumClients()
 	return d, nil
 }
+
+// Conn is the bench's own connection: every permission, the admin inbox.
+func (d *daemon) Conn() *nats.Conn { return d.conn }
 
 // URL is where containers connect.
 func (d *daemon) URL() string { return "nats://" + d.Server().Addr().String() }
@@ -74,6 +88,9 @@ func (d *daemon) containerToken(town string) (string, error) {
 }
 
 func (d *daemon) close() {
+	if d.conn != nil {
+		d.conn.Close()
+	}
 	d.Close()
 	d.removeDir()
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/subtle"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gastown/gastown/schemas"
@@ -14,9 +15,16 @@ import (
 const (
 	OpsUser   = "ops"
 	AdminUser = "admin"
-	// internalUser is the coordinator's in-process identity; its password is
-	// made at start and known only to this process.
-	internalUser = "gastown-internal"
+	// The in-process identities share one password, made at start and
+	// known only to this process, and connect only through a pipe.
+	// internalUser has every permission in the control account (tests and
+	// in-process tools); coordinatorUser and stateUser are the
+	// coordinator's own, with only what it needs; mirrorUser keeps the ops
+	// account's mirrors.
+	internalUser    = "gastown-internal"
+	coordinatorUser = "gastown-coordinator"
+	stateUser       = "gastown-state"
+	mirrorUser      = "gastown-mirror"
 )
 
 // Grant is what a verified connection token allows.
@@ -48,14 +56,19 @@ type authenticator struct {
 	adminPassword  string
 	internalSecret string
 	log            *slog.Logger
+	// accounts is set once the server's accounts exist; until then every
+	// connection is refused, so none lands in the wrong account.
+	accounts atomic.Pointer[accounts]
 
-	// conns remembers the token connections, for Kick. Nothing tells the
-	// authenticator when a connection closes, so entries past their
-	// deadline (whose connections the server has closed) are dropped
-	// whenever the map has doubled since the last sweep.
+	// conns remembers the token connections, for Kick and the town cap.
+	// Nothing tells the authenticator when a connection closes: the
+	// server's sweep drops the closed ones (conns.go), and entries past
+	// their deadline are also dropped whenever the map has doubled.
 	mu      sync.Mutex
 	conns   map[uint64]tokenConn
 	sweepAt int
+
+	authLimits
 }
 
 type tokenConn struct {
@@ -76,12 +89,13 @@ func (a *authenticator) rememberLocked(id uint64, tc tokenConn, now time.Time) {
 	if len(a.conns) >= max(a.sweepAt, minSweep) {
 		for id, c := range a.conns {
 			if !c.deadline.IsZero() && !c.deadline.After(now) {
-				delete(a.conns, id)
+				a.forgetLocked(id)
 			}
 		}
 		a.sweepAt = 2 * len(a.conns)
 	}
 	a.conns[id] = tc
+	a.indexLocked(id, tc.town)
 }
 
 func (a *authenticator) Check(c server.ClientAuthentication) bool {
@@ -89,37 +103,50 @@ func (a *authenticator) Check(c server.ClientAuthentication) bool {
 		return false
 	}
 	o := c.GetOpts()
-	switch {
-	case o.Username == internalUser:
+	accs := a.accounts.Load()
+	if accs == nil {
+		a.refuse(c, RefusedStarting)
+		return false
+	}
+	switch o.Username {
+	case internalUser, coordinatorUser, stateUser, mirrorUser:
 		if addr := c.RemoteAddress(); !equal(o.Password, a.internalSecret) || addr == nil || addr.Network() != "pipe" {
-			a.refuse(c, "internal identity used from outside the process")
+			a.refuse(c, RefusedInternal)
 			return false
 		}
-		c.RegisterUser(&server.User{Username: internalUser})
+		c.RegisterUser(accs.internal(o.Username))
 		return true
-	case o.Username == OpsUser:
-		return a.password(c, o.Password, a.opsPassword, OpsPermissions())
-	case o.Username == AdminUser:
-		return a.password(c, o.Password, a.adminPassword, AdminPermissions())
+	case OpsUser:
+		return a.password(c, o.Password, a.opsPassword, &server.User{Username: OpsUser, Account: accs.ops, Permissions: OpsPermissions()})
+	case AdminUser:
+		return a.password(c, o.Password, a.adminPassword, &server.User{Username: AdminUser, Account: accs.control, Permissions: AdminPermissions()})
+	}
+	switch {
 	case o.Username != "":
-		a.refuse(c, "unknown user")
+		a.refuse(c, RefusedUnknownUser)
 		return false
 	case o.Token == "":
-		a.refuse(c, "no credentials")
+		a.refuse(c, RefusedNoCredentials)
 		return false
 	}
 	if a.tokens == nil {
-		a.refuse(c, "token connections are not enabled")
+		a.refuse(c, RefusedTokensDisabled)
 		return false
 	}
+	// Token connections are not throttled per source: see the comment
+	// on throttle (throttle.go) for why.
 	g, err := a.tokens.AuthorizeConnection(o.Token)
 	if err != nil {
-		a.refuse(c, err.Error())
+		a.refuse(c, RefusedBadToken, KeyErr, err.Error())
 		return false
 	}
 	t, err := schemas.ForTown(g.TownID)
 	if err != nil {
-		a.refuse(c, "token names a bad town")
+		a.refuse(c, RefusedBadTown)
+		return false
+	}
+	if !a.admit(c.GetID(), tokenConn{town: g.TownID, issuedAt: g.IssuedAt, deadline: g.Deadline}) {
+		a.refuse(c, RefusedTownFull, KeyTown, g.TownID)
 		return false
 	}
 	perms := ContainerPermissions(t)
@@ -127,26 +154,23 @@ func (a *authenticator) Check(c server.ClientAuthentication) bool {
 	if g.RecoveryOnly {
 		perms, name = RecoveryPermissions(t), "recovery:"+g.TownID
 	}
-	c.RegisterUser(&server.User{Username: name, Permissions: perms, ConnectionDeadline: g.Deadline})
-	a.mu.Lock()
-	a.rememberLocked(c.GetID(), tokenConn{town: g.TownID, issuedAt: g.IssuedAt, deadline: g.Deadline}, time.Now())
-	a.mu.Unlock()
+	c.RegisterUser(&server.User{Username: name, Account: accs.control, Permissions: perms, ConnectionDeadline: g.Deadline})
 	a.log.Debug("container connected", KeyTown, g.TownID, KeyRecovery, g.RecoveryOnly, KeyRemote, remote(c))
 	return true
 }
 
-func (a *authenticator) password(c server.ClientAuthentication, given, want string, perms *server.Permissions) bool {
-	user := c.GetOpts().Username
-	if want == "" || !equal(given, want) {
-		a.refuse(c, "wrong password for "+user)
+func (a *authenticator) password(c server.ClientAuthentication, given, want string, u *server.User) bool {
+	right := want != "" && equal(given, want)
+	if key, throttled := sourceKey(c.RemoteAddress()); throttled && a.guesses.attempt(key, a.now(), right) == lockedOut {
+		a.refuse(c, RefusedLockedOut, KeyUser, u.Username)
 		return false
 	}
-	c.RegisterUser(&server.User{Username: user, Permissions: perms})
+	if !right {
+		a.refuse(c, RefusedWrongPassword, KeyUser, u.Username)
+		return false
+	}
+	c.RegisterUser(u)
 	return true
-}
-
-func (a *authenticator) refuse(c server.ClientAuthentication, why string) {
-	a.log.Info("connection refused", KeyReason, why, KeyRemote, remote(c))
 }
 
 // remote is the client's address, or "" when it is already gone (the

@@ -29,9 +29,16 @@ type serverLog struct {
 	// disk: JetStream then refuses every write (it stays up, and never
 	// answers them).
 	noSpace chan<- string
+	// perConn, when not nil, rate-limits the lines about one client
+	// connection (serverlog.go).
+	perConn *RateLog
 }
 
 func (s serverLog) logf(level slog.Level, format string, v []any) {
+	if kind, prefix, ok := connLine(format); ok && s.perConn != nil && level >= slog.LevelInfo {
+		s.connLog(level, kind, prefix, format, v)
+		return
+	}
 	if !s.l.Enabled(context.Background(), level) {
 		return
 	}

@@ -43,7 +43,9 @@ func (s *syncBuffer) String() string {
 type cliAuth []string
 
 func tokenAuth(tok string) cliAuth { return cliAuth{"--token", tok} }
-func opsAuth() cliAuth             { return cliAuth{"--user", bus.OpsUser, "--password", opsPassword} }
+func opsAuth() cliAuth {
+	return cliAuth{"--user", bus.OpsUser, "--password", opsPassword, "--inbox-prefix", schemas.OpsInbox}
+}
 func adminAuth() cliAuth {
 	return cliAuth{"--user", bus.AdminUser, "--password", adminPassword, "--inbox-prefix", schemas.AdminInbox}
 }
@@ -66,6 +68,25 @@ func (f *fixture) natsCLIWait(t *testing.T, wait time.Duration, auth cliAuth, ar
 	return string(out), err
 }
 
+// natsCLITerminal is natsCLI on a pseudo-terminal (through script(1)),
+// for commands that insist on one, such as `nats stream view`.
+func (f *fixture) natsCLITerminal(t *testing.T, auth cliAuth, args ...string) (string, error) {
+	t.Helper()
+	// `stream view` waits 10 s for more once it has shown the last message.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*cliTimeout)
+	defer cancel()
+	cli := bustest.NatsCommand(ctx, t, append(append([]string{"--server", f.url, "--timeout", "5s"}, auth...), args...)...)
+	quoted := make([]string, len(cli.Args))
+	for i, a := range cli.Args {
+		quoted[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+	}
+	cmd := exec.CommandContext(ctx, "script", "-qec", strings.Join(quoted, " "), "/dev/null")
+	cmd.Env = cli.Env
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, ctx.Err(), "nats %s did not finish; output:\n%s", strings.Join(args, " "), out)
+	return string(out), err
+}
+
 // requireCLIDenied runs `nats sub subject` and checks that the server
 // refused the subscription and the CLI said so and failed.
 func (f *fixture) requireCLIDenied(t *testing.T, auth cliAuth, subject string) {
@@ -81,11 +102,11 @@ func (f *fixture) requireCLIDenied(t *testing.T, auth cliAuth, subject string) {
 // publish from the in-process connection until the CLI has received it and
 // exited. Publishing repeatedly is how the test learns the subscription is
 // in place without a sleep.
-func (f *fixture) requireCLIReceives(t *testing.T, auth cliAuth, subject, publish, body string) {
+func (f *fixture) requireCLIReceives(t *testing.T, auth cliAuth, subject, publish, body string, subFlags ...string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
 	defer cancel()
-	all := append(append([]string{"--server", f.url}, auth...), "sub", subject, "--count", "1", "--raw")
+	all := append(append(append([]string{"--server", f.url}, auth...), "sub", subject, "--count", "1", "--raw"), subFlags...)
 	cmd := bustest.NatsCommand(ctx, t, all...)
 	var out syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -123,6 +144,7 @@ func TestNatsCLI(t *testing.T) {
 				"gastown.>",
 				"gastown.town.*.token",
 				"gastown.town.A.heartbeat",
+				"gastown.town.A.token", // outside the container queue group
 			} {
 				t.Run(subject, func(t *testing.T) { f.requireCLIDenied(t, tokenAuth(tokA), subject) })
 			}
@@ -130,7 +152,7 @@ func TestNatsCLI(t *testing.T) {
 		t.Run("allowed", func(t *testing.T) {
 			for _, subject := range []string{"gastown.town.A.token", "gastown.town.A.dispatch"} {
 				t.Run(subject, func(t *testing.T) {
-					f.requireCLIReceives(t, tokenAuth(tokA), subject, subject, "hello "+subject)
+					f.requireCLIReceives(t, tokenAuth(tokA), subject, subject, "hello "+subject, "--queue", schemas.ContainerQueue)
 				})
 			}
 		})
@@ -163,12 +185,17 @@ func TestNatsCLI(t *testing.T) {
 		t.Run("reads the state buckets", func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
 			defer cancel()
-			js, err := jetstream.New(f.nc)
+			state, err := f.srv.ConnectState(t.Name())
+			require.NoError(t, err)
+			t.Cleanup(state.Close)
+			js, err := jetstream.New(state)
 			require.NoError(t, err)
 			kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: schemas.BucketTokens})
 			require.NoError(t, err)
 			_, err = kv.Put(ctx, "A", []byte(`{"townId":"A","note":"no token here"}`))
 			require.NoError(t, err)
+			require.NoError(t, f.srv.MirrorState(ctx))
+			f.waitMirrored(t, schemas.BucketTokens, 1)
 
 			out, err := f.natsCLI(t, opsAuth(), "kv", "ls")
 			require.NoError(t, err, out)
@@ -182,9 +209,18 @@ func TestNatsCLI(t *testing.T) {
 			require.NoError(t, err, out)
 			require.Contains(t, out, "no token here")
 
+			out, err = f.natsCLI(t, opsAuth(), "kv", "history", schemas.BucketTokens, "A")
+			require.NoError(t, err, out)
+			require.Contains(t, out, "PUT")
+
+			out, err = f.natsCLITerminal(t, opsAuth(), "stream", "view", "KV_"+schemas.BucketTokens)
+			require.NoError(t, err, out)
+			require.Contains(t, out, "no token here")
+			require.NotContains(t, out, "Permissions Violation")
+
 			out, err = f.natsCLIWait(t, time.Second, opsAuth(), "kv", "put", schemas.BucketTokens, "A", "overwritten")
 			require.Error(t, err, "ops must not write a bucket; output:\n%s", out)
-			require.Contains(t, out, violation("Publish", "$KV."+schemas.BucketTokens+".A"))
+			require.Contains(t, out, "Permissions Violation for Publish to")
 			gctx, gcancel := context.WithTimeout(context.Background(), cliTimeout)
 			defer gcancel()
 			e, err := kv.Get(gctx, "A") // ctx above may be spent by the CLI runs
@@ -230,45 +266,54 @@ func TestNatsCLI(t *testing.T) {
 	})
 }
 
-// Operators may subscribe _INBOX.>, but never hear the inboxes that carry
-// tokens (a container's) or admin replies, nor the coordinator's.
+// waitMirrored waits until the ops mirror of bucket holds at least n
+// messages, read as ops.
+func (f *fixture) waitMirrored(t *testing.T, bucket string, n uint64) {
+	t.Helper()
+	ops := f.connect(t, nats.UserInfo(bus.OpsUser, opsPassword), nats.CustomInboxPrefix(schemas.OpsInbox))
+	js, err := jetstream.New(ops.nc)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		st, err := js.Stream(ctx, "KV_"+bucket)
+		return err == nil && st.CachedInfo().State.Msgs >= n
+	}, waitFor, 10*time.Millisecond, "the ops mirror of %s never held %d messages", bucket, n)
+}
+
+// Operators hear only their own inbox: not _INBOX.>, and nothing that is
+// published on a container's, the administrator's or the coordinator's
+// inbox reaches the ops account at all.
 func TestOpsNeverSeesPrivateInboxes(t *testing.T) {
 	f := newFixture(t, coordinator.Config{})
-	ops := f.connect(t, nats.UserInfo(bus.OpsUser, opsPassword))
-	sub, err := ops.nc.SubscribeSync("_INBOX.>")
+	t.Run("_INBOX.> is refused", func(t *testing.T) {
+		ops := f.connect(t, nats.UserInfo(bus.OpsUser, opsPassword))
+		_, err := ops.nc.SubscribeSync("_INBOX.>")
+		require.NoError(t, err)
+		require.NoError(t, ops.nc.Flush())
+		ops.requireViolation(t, "Subscription", "_INBOX.>")
+	})
+
+	ops := f.connect(t, nats.UserInfo(bus.OpsUser, opsPassword), nats.CustomInboxPrefix(schemas.OpsInbox))
+	sub, err := ops.nc.SubscribeSync(schemas.OpsInbox + ".>")
+	require.NoError(t, err)
+	hb, err := ops.nc.SubscribeSync("gastown.town.*.heartbeat")
 	require.NoError(t, err)
 	require.NoError(t, ops.nc.Flush())
 	ops.requireNoErrors(t)
-
 	for _, subject := range []string{
 		"_INBOX.gastown.A.xyz",
 		"_INBOX.gastown.B.abc.def",
 		"_INBOX.gastown_admin.x",
 		"_INBOX.gastown_coordinator.x",
+		schemas.OpsInbox + ".x", // the control account's, not the operator's
 	} {
 		require.NoError(t, f.nc.Publish(subject, []byte("token-bearing reply")))
 	}
-	// A control message after the private ones: when it arrives, any of
-	// them that was going to arrive has.
-	require.NoError(t, f.nc.Publish("_INBOX.opsclient.1", []byte("public")))
+	// A heartbeat after them, imported into the ops account: when it
+	// arrives, anything published before it that was going to arrive has.
+	require.NoError(t, f.nc.Publish("gastown.town.A.heartbeat", []byte("beat")))
 	require.NoError(t, f.nc.Flush())
-	m := requireMsg(t, sub, "public")
-	require.Equal(t, "_INBOX.opsclient.1", m.Subject)
+	requireMsg(t, hb, "beat")
 	requireNoMsg(t, sub)
-
-	t.Run("nor as a reply to a container's real request", func(t *testing.T) {
-		resp, err := f.nc.Subscribe("gastown.town.A.token.get", func(m *nats.Msg) { _ = m.Respond([]byte("a token")) })
-		require.NoError(t, err)
-		t.Cleanup(func() { _ = resp.Unsubscribe() })
-		require.NoError(t, f.nc.Flush())
-		c := f.connectTown(t, "A", f.mint(t, "A", time.Hour))
-		r, err := c.nc.Request("gastown.town.A.token.get", nil, waitFor)
-		require.NoError(t, err)
-		require.Equal(t, "a token", string(r.Data))
-
-		require.NoError(t, f.nc.Publish("_INBOX.opsclient.2", []byte("public")))
-		require.NoError(t, f.nc.Flush())
-		requireMsg(t, sub, "public")
-		requireNoMsg(t, sub)
-	})
 }

@@ -5,17 +5,23 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 )
 
+// queueOnly is a subscribe permission for subject in the container queue
+// group only: the server refuses a plain subscription, so a second
+// subscriber cannot hear every message the container is sent.
+func queueOnly(subject string) string { return subject + " " + schemas.ContainerQueue }
+
 // ContainerPermissions are what a town's container (and every agent in it)
 // may do: publish heartbeats, RPC requests, token requests and replies;
-// subscribe to its token pushes, dispatches, control requests and its own
-// inbox. Everything for its own town only.
+// subscribe, in the container queue group, to its token pushes, dispatches
+// and control requests, and to its own inbox. Everything for its own town
+// only.
 func ContainerPermissions(t schemas.Town) *server.Permissions {
 	return &server.Permissions{
 		Publish: &server.SubjectPermission{
 			Allow: []string{t.Heartbeat(), t.RPCAll(), t.TokenGet()},
 		},
 		Subscribe: &server.SubjectPermission{
-			Allow: []string{t.Token(), t.Dispatch(), t.Control(), t.Inbox() + ".>"},
+			Allow: []string{queueOnly(t.Token()), queueOnly(t.Dispatch()), queueOnly(t.Control()), t.Inbox() + ".>"},
 		},
 		// Replies to the requests it receives (token acks, dispatch results).
 		Response: &server.ResponsePermission{MaxMsgs: 1},
@@ -31,17 +37,43 @@ func RecoveryPermissions(t schemas.Town) *server.Permissions {
 	}
 }
 
-// privateInboxes are the inboxes that can carry a token or an admin reply;
-// operators never see them even though they may subscribe to _INBOX.>.
-var privateInboxes = []string{
-	schemas.InboxRoot + ".>",
-	schemas.AdminInbox + ".>",
-	schemas.CoordinatorInbox + ".>",
+// CoordinatorPermissions are the coordinator's own control connection's:
+// it answers the requests of containers and the administrator (on their
+// inboxes only), pushes tokens, dispatches, stops agents, publishes events,
+// and hears replies on its own inbox. It cannot publish on an RPC, admin or
+// heartbeat subject, nor anywhere in the state account, so not even a bug
+// can make it write state for someone else.
+func CoordinatorPermissions() *server.Permissions {
+	all := schemas.AllTowns
+	return &server.Permissions{
+		Publish: &server.SubjectPermission{Allow: []string{
+			all.Token(), all.Dispatch(), all.Control(), all.Events(),
+			schemas.InboxRoot + ".>", schemas.AdminInbox + ".>",
+		}},
+		Subscribe: &server.SubjectPermission{Allow: []string{
+			all.TokenGet(), all.RPCAll(), all.Heartbeat(), schemas.AdminAll,
+			schemas.CoordinatorInbox + ".>",
+		}},
+	}
+}
+
+// StatePermissions are the coordinator's state connection's, in the state
+// account: the JetStream API, KV writes, acknowledgements and flow
+// control, and its own inbox.
+func StatePermissions() *server.Permissions {
+	return &server.Permissions{
+		Publish: &server.SubjectPermission{Allow: []string{"$JS.API.>", "$KV.>", "$JS.ACK.>", "$JS.FC.>"}},
+		Subscribe: &server.SubjectPermission{Allow: []string{
+			schemas.CoordinatorInbox + ".>",
+		}},
+	}
 }
 
 // OpsPermissions let an operator watch every town's heartbeats and events
-// and read the state buckets with the nats CLI, and nothing that can carry a
-// token: not …token, not …rpc.>, not …dispatch, not a container's inbox.
+// and read the state buckets with the nats CLI, in the ops account, where
+// the buckets are read-only mirrors and nothing listens but the operator:
+// JetStream can publish only there for it, on whatever subject it names.
+// It may not create, change or delete a stream, nor list consumers, and it hears only its own inbox, _INBOX.gastown_ops.>.
 func OpsPermissions() *server.Permissions {
 	pub := []string{
 		"$JS.API.INFO",
@@ -57,8 +89,9 @@ func OpsPermissions() *server.Permissions {
 			"$JS.API.DIRECT.GET."+stream+".>",
 			"$JS.API.CONSUMER.CREATE."+stream,
 			"$JS.API.CONSUMER.CREATE."+stream+".>",
-			"$JS.API.CONSUMER.INFO."+stream+".>",
-			"$JS.API.CONSUMER.MSG.NEXT."+stream+".>",
+			"$JS.API.CONSUMER.INFO."+stream+".*",
+			"$JS.API.CONSUMER.DELETE."+stream+".*", // only operators' own consumers are there
+			"$JS.API.CONSUMER.MSG.NEXT."+stream+".*",
 			"$JS.FC."+stream+".>",
 			"$JS.ACK."+stream+".>",
 		)
@@ -69,9 +102,8 @@ func OpsPermissions() *server.Permissions {
 			Allow: []string{
 				schemas.AllTowns.Heartbeat(),
 				schemas.AllTowns.Events(),
-				"_INBOX.>",
+				schemas.OpsInbox + ".>",
 			},
-			Deny: privateInboxes,
 		},
 	}
 }

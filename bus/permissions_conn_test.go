@@ -39,16 +39,16 @@ func TestContainerAllowed(t *testing.T) {
 	})
 
 	t.Run("subscribe", func(t *testing.T) {
-		for _, tc := range []struct{ subscribe, publish string }{
-			{"gastown.town.A.token", "gastown.town.A.token"},
-			{"gastown.town.A.dispatch", "gastown.town.A.dispatch"},
-			{"gastown.town.A.control.stop", "gastown.town.A.control.stop"},
-			{"gastown.town.A.control.>", "gastown.town.A.control.stop"},
-			{"_INBOX.gastown.A.>", "_INBOX.gastown.A.xyz"},
+		for _, tc := range []struct{ subscribe, queue, publish string }{
+			{"gastown.town.A.token", "container", "gastown.town.A.token"},
+			{"gastown.town.A.dispatch", "container", "gastown.town.A.dispatch"},
+			{"gastown.town.A.control.stop", "container", "gastown.town.A.control.stop"},
+			{"gastown.town.A.control.>", "container", "gastown.town.A.control.stop"},
+			{"_INBOX.gastown.A.>", "", "_INBOX.gastown.A.xyz"},
 		} {
 			t.Run(tc.subscribe, func(t *testing.T) {
 				c := f.connectTown(t, "A", tok)
-				sub, err := c.nc.SubscribeSync(tc.subscribe)
+				sub, err := c.nc.QueueSubscribeSync(tc.subscribe, tc.queue)
 				require.NoError(t, err)
 				require.NoError(t, c.nc.Flush())
 				c.requireNoErrors(t)
@@ -73,7 +73,7 @@ func TestContainerAllowed(t *testing.T) {
 
 	t.Run("reply to a token push", func(t *testing.T) {
 		c := f.connectTown(t, "A", tok)
-		sub, err := c.nc.SubscribeSync("gastown.town.A.token")
+		sub, err := c.nc.QueueSubscribeSync("gastown.town.A.token", "container")
 		require.NoError(t, err)
 		require.NoError(t, c.nc.Flush())
 
@@ -131,6 +131,11 @@ func TestContainerDenied(t *testing.T) {
 			{"_INBOX.gastown_admin.>", "_INBOX.gastown_admin.xyz"},
 			{"_INBOX.gastown_coordinator.>", "_INBOX.gastown_coordinator.xyz"},
 			{">", "gastown.town.B.token"},
+			// Its own pushes only in the container queue group: a plain
+			// subscriber (a thief's second connection) would hear every one.
+			{"gastown.town.A.token", "gastown.town.A.token"},
+			{"gastown.town.A.dispatch", "gastown.town.A.dispatch"},
+			{"gastown.town.A.control.>", "gastown.town.A.control.stop"},
 		} {
 			t.Run(tc.subscribe, func(t *testing.T) {
 				c := f.connectTown(t, "A", tok)

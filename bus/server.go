@@ -47,6 +47,10 @@ type Config struct {
 	// Debug passes the server's debug lines to Logger. The server's trace
 	// (which would print message bodies, and so tokens) is never enabled.
 	Debug bool
+	// Limits throttle password guesses, rate-limit the logs of refusals
+	// and cap each town's connections (limits.go); zero fields take
+	// their defaults.
+	Limits
 }
 
 // Server is a running embedded NATS server with JetStream.
@@ -61,6 +65,8 @@ type Server struct {
 	// failed is closed once err says why JetStream can no longer store.
 	failed chan struct{}
 	err    error
+	// wg holds the goroutines Close waits for.
+	wg sync.WaitGroup
 }
 
 // jetStreamCheck is how often a running server is checked for JetStream
@@ -89,6 +95,10 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if port == 0 {
 		port = server.RANDOM_PORT
 	}
+	limits, err := cfg.Limits.withDefaults()
+	if err != nil {
+		return nil, errors.Mark(errors.Wrap(err, "bus limits"), ErrStart)
+	}
 	storeDir, err := prepareDataDir(cfg.DataDir)
 	if err != nil {
 		return nil, err
@@ -104,6 +114,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		internalSecret: secret,
 		log:            cfg.Logger,
 	}
+	auth.authLimits = newAuthLimits(limits, cfg.Logger)
 	opts := &server.Options{
 		ServerName:                 "gastown",
 		Host:                       host,
@@ -121,8 +132,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, errors.Mark(errors.Wrap(err, "configuring embedded NATS server"), ErrStart)
 	}
+	auth.live = func(id uint64) bool { return ns.GetClient(id) != nil }
 	fatal, noSpace := make(chan string, 1), make(chan string, 1)
-	ns.SetLoggerV2(serverLog{l: cfg.Logger, fatal: fatal, noSpace: noSpace}, cfg.Debug, false, false)
+	ns.SetLoggerV2(serverLog{l: cfg.Logger, fatal: fatal, noSpace: noSpace, perConn: NewRateLog(cfg.Logger, limits.LogInterval, limits.Now)}, cfg.Debug, false, false)
 	go ns.Start()
 	deadline := time.Now().Add(readyTimeout)
 	for !ns.ReadyForConnections(100 * time.Millisecond) {
@@ -153,9 +165,17 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, errors.Mark(errors.WithHint(errors.Newf("JetStream did not start on %s", cfg.DataDir),
 			"check that the data directory is writable and the disk is not full"), ErrStart)
 	}
+	accs, err := setupAccounts(ns)
+	if err != nil {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		return nil, errors.Mark(err, ErrStart)
+	}
+	auth.accounts.Store(accs)
 	s := &Server{ns: ns, auth: auth, internalSecret: secret, log: cfg.Logger, dataDir: storeDir,
 		stop: make(chan struct{}), failed: make(chan struct{})}
 	go s.watchJetStream(noSpace)
+	s.wg.Go(func() { s.sweepConns(limits.ConnSweep) })
 	s.log.Info("embedded NATS server ready", KeyURL, s.ClientURL(), KeyDataDir, storeDir)
 	return s, nil
 }
@@ -257,21 +277,25 @@ func (s *Server) ClientURL() string { return s.ns.ClientURL() }
 // Addr is the address the server listens on.
 func (s *Server) Addr() net.Addr { return s.ns.Addr() }
 
-// Connect opens an in-process connection with full permissions, for the
-// coordinator. Its inbox prefix is schemas.CoordinatorInbox.
+// Connect opens an in-process connection with every permission in the
+// control account, for tests and in-process tools; give it the inbox
+// prefix of the identity it stands for (nats.CustomInboxPrefix), since the
+// coordinator answers only there. Its default inbox prefix is
+// schemas.CoordinatorInbox.
 func (s *Server) Connect(name string, opts ...nats.Option) (*nats.Conn, error) {
-	all := append([]nats.Option{
-		nats.Name(name),
-		nats.InProcessServer(s.ns),
-		nats.UserInfo(internalUser, s.internalSecret),
-		nats.CustomInboxPrefix(schemas.CoordinatorInbox),
-		nats.MaxReconnects(-1),
-	}, opts...)
-	nc, err := nats.Connect("", all...)
-	if err != nil {
-		return nil, errors.Wrap(err, "connecting in-process to the embedded NATS server")
-	}
-	return nc, nil
+	return s.connectAs(internalUser, name, opts...)
+}
+
+// ConnectCoordinator opens the coordinator's control connection: in the
+// control account, with CoordinatorPermissions.
+func (s *Server) ConnectCoordinator(name string, opts ...nats.Option) (*nats.Conn, error) {
+	return s.connectAs(coordinatorUser, name, opts...)
+}
+
+// ConnectState opens the coordinator's state connection: in the state
+// account, where JetStream keeps the buckets, with StatePermissions.
+func (s *Server) ConnectState(name string, opts ...nats.Option) (*nats.Conn, error) {
+	return s.connectAs(stateUser, name, opts...)
 }
 
 // Close shuts the server down and waits for it, flushing JetStream's store.
@@ -279,6 +303,7 @@ func (s *Server) Connect(name string, opts ...nats.Option) (*nats.Conn, error) {
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
 		close(s.stop)
+		s.wg.Wait()
 		s.ns.Shutdown()
 		s.ns.WaitForShutdown()
 		s.log.Info("embedded NATS server stopped")
@@ -295,12 +320,12 @@ func (s *Server) Kick(townID string, issuedBefore time.Time) int {
 	var ids []uint64
 	for id, c := range s.auth.conns {
 		if s.ns.GetClient(id) == nil {
-			delete(s.auth.conns, id) // gone already
+			s.auth.forgetLocked(id) // gone already
 			continue
 		}
 		if c.town == townID && c.issuedAt.Before(issuedBefore) {
 			ids = append(ids, id)
-			delete(s.auth.conns, id)
+			s.auth.forgetLocked(id)
 		}
 	}
 	s.auth.mu.Unlock()

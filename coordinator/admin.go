@@ -3,7 +3,6 @@ package coordinator
 import (
 	"context"
 	"encoding/json"
-	"time"
 
 	"github.com/gastown/gastown/bus"
 	"github.com/gastown/gastown/schemas"
@@ -18,6 +17,9 @@ type validator interface{ Validate() error }
 // publish on gastown.admin.>.
 func adminMethod[R validator](c *Coordinator, h func(ctx context.Context, req R) (any, error)) nats.MsgHandler {
 	return func(m *nats.Msg) {
+		if !c.adminReplyOK(m) {
+			return
+		}
 		var req R
 		if len(m.Data) > schemas.MaxBodySize {
 			_ = bus.RespondError(m, schemas.NewError(schemas.CodeInvalidArgument, "body over %d bytes", schemas.MaxBodySize))
@@ -74,49 +76,4 @@ func (c *Coordinator) adminHandlers() map[string]nats.MsgHandler {
 			return c.townStatus(r.TownID)
 		}),
 	}
-}
-
-// adminTokenRevoke makes every token of the town issued before now stop
-// working, gives its container a fresh one, and closes connections still
-// using a revoked token.
-func (c *Coordinator) adminTokenRevoke(ctx context.Context, req schemas.TownRequest) (any, error) {
-	// Tokens carry iat to the millisecond: revoke every one issued up to
-	// and including this millisecond.
-	before := c.now().Truncate(time.Millisecond).Add(time.Millisecond)
-	if _, err := c.tokens.update(ctx, req.TownID, func(s *townTokens) {
-		if before.After(s.RevokedBefore) {
-			s.RevokedBefore = before
-		}
-	}); err != nil {
-		c.log.Error("saving revocation", KeyTown, req.TownID, KeyErr, err)
-		return nil, schemas.NewError(schemas.CodeUnavailable, "the revocation could not be saved; nothing changed, try again")
-	}
-	c.log.Info("tokens revoked by admin", KeyTown, req.TownID, "revokedBefore", before)
-	t, _ := schemas.ForTown(req.TownID)
-	c.publishEvent(t, schemas.EventTokenRevoked, req.TownID, map[string]any{"revokedBefore": before})
-	res := schemas.RevokeResult{TownID: req.TownID, RevokedBefore: before}
-	// The fresh token must be issued after the revocation: at most a
-	// millisecond away.
-	if d := before.Sub(c.now()); d > 0 {
-		time.Sleep(d)
-	}
-	res.Rotation = c.refresh(ctx, req.TownID)
-	if c.kicker != nil {
-		// The container moves to a connection with its fresh token right
-		// after acknowledging it; close what still uses a revoked token
-		// once it has had the time to, so its requests are not cut.
-		res.DisconnectAfter = c.cfg.RequestTimeout.String()
-		c.wg.Go(func() {
-			t := time.NewTimer(c.cfg.RequestTimeout)
-			defer t.Stop()
-			select {
-			case <-t.C:
-				if n := c.kicker.Kick(req.TownID, before); n > 0 {
-					c.log.Info("closed connections still using revoked tokens", KeyTown, req.TownID, KeyCount, n)
-				}
-			case <-c.runCtx.Done():
-			}
-		})
-	}
-	return res, nil
 }

@@ -175,7 +175,7 @@ func TestAttackRevokedFlood(t *testing.T) {
 					m := nats.NewMsg("gastown.town.T.rpc.ping")
 					m.Header.Set(schemas.AuthorizationHeader, schemas.BearerPrefix+revoked)
 					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-					resp, err := h.Conn().RequestMsgWithContext(ctx, m)
+					resp, err := h.TownConn("T").RequestMsgWithContext(ctx, m)
 					cancel()
 					if err != nil {
 						t.Errorf("request: %v", err)
@@ -210,7 +210,7 @@ func TestAttackRevokedFlood(t *testing.T) {
 			m := nats.NewMsg("gastown.town.U.rpc.ping")
 			m.Header.Set(schemas.AuthorizationHeader, schemas.BearerPrefix+honest)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			err := bus.Call(ctx, h.Conn(), m, nil)
+			err := bus.Call(ctx, h.TownConn("U"), m, nil)
 			cancel()
 			if err != nil {
 				failed.Add(1)

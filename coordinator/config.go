@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/errors"
+	"github.com/gastown/gastown/bus"
 )
 
 // Defaults (ARCHITECTURE.md, Defaults).
@@ -62,6 +63,10 @@ type Config struct {
 	// Limits bounds each town's request rates, concurrency and storage
 	// (see Limits for the defaults).
 	Limits Limits
+	// ErrorLogInterval is how often at most one internal error of one
+	// subject is logged; the rest are counted ("suppressed") on the next
+	// line of that subject. Zero means bus.DefaultLogInterval.
+	ErrorLogInterval time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger receives structured logs; nil discards them.
@@ -109,6 +114,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Replicas == 0 {
 		c.Replicas = 1
 	}
+	if c.ErrorLogInterval == 0 {
+		c.ErrorLogInterval = bus.DefaultLogInterval
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -122,7 +130,7 @@ func (c Config) withDefaults() (Config, error) {
 	c.Limits = limits
 	switch {
 	case c.TokenTTL < 0 || c.RefreshInterval < 0 || c.RefreshJitter < 0 || c.RecoveryWindow < 0 ||
-		c.HeartbeatInterval < 0 || c.DispatchCooldown < 0 || c.DeadAfter < 0 || c.MaxAttempts < 0:
+		c.HeartbeatInterval < 0 || c.DispatchCooldown < 0 || c.DeadAfter < 0 || c.MaxAttempts < 0 || c.ErrorLogInterval < 0:
 		return c, errors.New("durations must not be negative")
 	case c.RefreshInterval+c.RefreshJitter >= c.TokenTTL/2:
 		return c, errors.Newf("refresh interval %s (+ jitter %s) must be under half the token lifetime %s, so a container always holds a token with time to spare",

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/errors"
+	"github.com/gastown/gastown/bus"
 	"github.com/gastown/gastown/schemas"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -22,7 +23,11 @@ type Kicker interface {
 // Coordinator answers containers and the administrator on the bus and keeps
 // every active town's token fresh. Start it with New; stop it with Close.
 type Coordinator struct {
-	nc     *nats.Conn
+	// nc is the control connection: handlers, pushes, dispatches, events.
+	nc *nats.Conn
+	// state is the connection JetStream is reached on: the state account's
+	// on the embedded server, nc itself on an existing cluster.
+	state  *nats.Conn
 	js     jetstream.JetStream
 	issuer *Issuer
 	// verified caches signature checks of RPC bearer tokens.
@@ -36,6 +41,10 @@ type Coordinator struct {
 	// dispatching holds the agents patrol is dispatching now.
 	dispatching sync.Map
 	kicker      Kicker
+	misdirected misdirected
+	mint        *mintLocks
+	// errLog rate-limits the log of internal errors (wireError).
+	errLog *bus.RateLog
 
 	// idleUntil remembers towns found with no container, so the rotation
 	// loop does not probe them every tick. A cache only: losing it costs
@@ -63,6 +72,10 @@ type Option func(*Coordinator)
 // WithKicker lets revocation close connections still using revoked tokens.
 func WithKicker(k Kicker) Option { return func(c *Coordinator) { c.kicker = k } }
 
+// WithStateConn reaches JetStream on sc instead of the control connection:
+// the embedded server keeps state in an account of its own.
+func WithStateConn(sc *nats.Conn) Option { return func(c *Coordinator) { c.state = sc } }
+
 // withTokenState shares the token state cache with a connection authorizer.
 func withTokenState(r *revocations) Option { return func(c *Coordinator) { c.tokens = r } }
 
@@ -73,20 +86,22 @@ func New(ctx context.Context, nc *nats.Conn, issuer *Issuer, cfg Config, opts ..
 	if err != nil {
 		return nil, errors.Wrap(err, "coordinator configuration")
 	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return nil, errors.Wrap(err, "opening JetStream")
-	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	c := &Coordinator{
-		nc: nc, js: js, issuer: issuer, verified: newVerifyCache(issuer), cfg: cfg, log: cfg.Logger, tokens: newRevocations(),
+		nc: nc, state: nc, issuer: issuer, verified: newVerifyCache(issuer), cfg: cfg, log: cfg.Logger, tokens: newRevocations(),
 		idleUntil: map[string]time.Time{}, runCtx: runCtx, cancel: cancel,
-		sem: make(chan struct{}, cfg.Limits.Handlers),
+		sem: make(chan struct{}, cfg.Limits.Handlers), mint: newMintLocks(),
+		errLog: bus.NewRateLog(cfg.Logger, cfg.ErrorLogInterval, cfg.Now),
 	}
 	c.limits = c.newTownLimiter()
 	for _, o := range opts {
 		o(c)
 	}
+	if c.js, err = jetstream.New(c.state); err != nil {
+		cancel()
+		return nil, errors.Wrap(err, "opening JetStream")
+	}
+	js := c.js
 	tokens := c.tokens
 	loadCtx, stop := context.WithTimeout(ctx, 30*time.Second)
 	defer stop()

@@ -24,8 +24,10 @@ type DaemonConfig struct {
 // Daemon is a running coordinator with its bus connection and, by default,
 // its embedded NATS server.
 type Daemon struct {
-	srv       *bus.Server
-	nc        *nats.Conn
+	srv *bus.Server
+	// nc is the control connection; sc the state connection (nc itself on
+	// an existing cluster).
+	nc, sc    *nats.Conn
 	co        *Coordinator
 	clientURL string
 }
@@ -55,12 +57,16 @@ func StartDaemon(ctx context.Context, issuer *Issuer, dc DaemonConfig) (*Daemon,
 		if d.srv, err = bus.Start(ctx, bc); err != nil {
 			return nil, err
 		}
-		if d.nc, err = d.srv.Connect("gastown-coordinator"); err != nil {
+		if d.nc, err = d.srv.ConnectCoordinator("gastown-coordinator"); err != nil {
+			d.Close()
+			return nil, err
+		}
+		if d.sc, err = d.srv.ConnectState("gastown-coordinator-state"); err != nil {
 			d.Close()
 			return nil, err
 		}
 		d.clientURL = d.srv.ClientURL()
-		opts = append(opts, WithKicker(d.srv))
+		opts = append(opts, WithKicker(d.srv), WithStateConn(d.sc))
 	} else {
 		if d.nc, err = nats.Connect(dc.NatsURL,
 			nats.Name("gastown-coordinator"),
@@ -70,12 +76,19 @@ func StartDaemon(ctx context.Context, issuer *Issuer, dc DaemonConfig) (*Daemon,
 			return nil, errors.WithHint(errors.Wrapf(err, "connecting to %s", redactURL(dc.NatsURL)),
 				"check --nats-url and that the server is reachable")
 		}
+		d.sc = d.nc
 		d.clientURL = redactURL(dc.NatsURL)
 		cfg.Logger.Info("using an existing NATS server; its own configuration grants connection permissions", "url", d.clientURL)
 	}
 	if d.co, err = New(ctx, d.nc, issuer, cfg, opts...); err != nil {
 		d.Close()
 		return nil, err
+	}
+	if d.srv != nil {
+		if err := d.srv.MirrorState(ctx); err != nil {
+			d.Close()
+			return nil, errors.Wrap(err, "mirroring the state buckets for operators")
+		}
 	}
 	cfg.Logger.Info("coordinator ready", "url", d.clientURL)
 	return d, nil
@@ -87,8 +100,13 @@ func (d *Daemon) ClientURL() string { return d.clientURL }
 // Server is the embedded server, nil on an existing cluster.
 func (d *Daemon) Server() *bus.Server { return d.srv }
 
-// Conn is the daemon's own connection.
+// Conn is the daemon's own control connection (CoordinatorPermissions on
+// the embedded server).
 func (d *Daemon) Conn() *nats.Conn { return d.nc }
+
+// StateConn is the connection the daemon reaches JetStream on: the state
+// account's on the embedded server, the same as Conn on a cluster.
+func (d *Daemon) StateConn() *nats.Conn { return d.sc }
 
 // Failed is closed when the embedded server's JetStream can no longer
 // store anything under the running coordinator (a full disk); Err says
@@ -113,14 +131,18 @@ func (d *Daemon) Err() error {
 // connection goes first, so that handlers waiting on state writes that
 // can no longer happen fail at once rather than at their deadlines.
 func (d *Daemon) Close() {
-	if d.Err() != nil && d.nc != nil {
+	if d.Err() != nil && d.sc != nil {
 		d.nc.Close()
+		d.sc.Close()
 	}
 	if d.co != nil {
 		d.co.Close()
 	}
 	if d.nc != nil {
 		d.nc.Close()
+	}
+	if d.sc != nil {
+		d.sc.Close()
 	}
 	if d.srv != nil {
 		d.srv.Close()
@@ -165,3 +187,7 @@ func redactURL(raw string) string {
 	}
 	return strings.Join(parts, ",")
 }
+
+// Misdirected is how many requests the coordinator dropped because their
+// reply subject was not the requester's own inbox (the reply rule).
+func (d *Daemon) Misdirected() int64 { return d.co.Misdirected() }

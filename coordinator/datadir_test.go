@@ -142,7 +142,7 @@ func TestDiskFullWhileRunning(t *testing.T) {
 		id := fmt.Sprintf("b%d", i)
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		body, _ := json.Marshal(schemas.BeadCreate{TownID: "T", BeadID: id, RigID: "r", Title: strings.Repeat("x", 2000)})
-		err := bus.Call(ctx, h.Conn(), &nats.Msg{Subject: "gastown.admin." + schemas.AdminBeadCreate, Data: body}, nil)
+		err := bus.Call(ctx, h.AdminConn(), &nats.Msg{Subject: "gastown.admin." + schemas.AdminBeadCreate, Data: body}, nil)
 		cancel()
 		if err == nil {
 			acked = append(acked, id)

@@ -55,7 +55,7 @@ func TestExternalNATSRestartedUnderEverything(t *testing.T) {
 	require.NoError(t, err)
 	defer d.Close()
 
-	other, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	other, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond), nats.CustomInboxPrefix(schemas.AdminInbox))
 	require.NoError(t, err)
 	defer other.Close()
 	call := func(method string, body, out any) error {

@@ -335,11 +335,14 @@ func (c *Coordinator) tokenGetAdmission(h nats.MsgHandler) nats.MsgHandler {
 	return func(m *nats.Msg) {
 		l := c.limiter()
 		if townID, _, err := schemas.ParseTownSubject(m.Subject); err == nil {
+			if !c.townReplyOK(m, townID) {
+				return // the reply rule: a refusal too goes only to the town's own inbox
+			}
 			if _, e := l.take(townID, false, loadTokenGet); e != nil {
 				_ = bus.RespondRefusal(m, e)
 				return
 			}
-		} // a bad subject is the handler's to answer
+		} // a bad subject is the handler's to drop
 		if !c.track() {
 			return
 		}

@@ -30,7 +30,7 @@ func BenchmarkHeartbeatIngestion(b *testing.B) {
 	nc := bustest.Connect(b, srv)
 	key, err := NewKey([]byte("benchmark-secret-of-at-least-32-bytes!!"))
 	require.NoError(b, err)
-	c, err := New(context.Background(), nc, NewIssuer(NewKeyRing(key), nil), Config{HeartbeatInterval: time.Hour, DispatchCooldown: time.Hour})
+	c, err := New(context.Background(), nc, NewIssuer(NewKeyRing(key), nil), Config{HeartbeatInterval: time.Hour, DispatchCooldown: time.Hour}, WithStateConn(bustest.ConnectState(b, srv)))
 	require.NoError(b, err)
 	b.Cleanup(c.Close)
 	ctx := context.Background()

@@ -202,6 +202,12 @@ func (i *Issuer) parse(token string, claims jwt.Claims, now func() time.Time) er
 	})
 	switch {
 	case err == nil:
+		// A token issued in the future (beyond the leeway) is refused: it
+		// would outlive a revocation made before its iat. Checked against
+		// the real clock, also when now is shifted for recovery.
+		if iat, _ := claims.GetIssuedAt(); iat != nil && iat.After(i.now().Add(i.leeway)) {
+			return errors.Mark(errors.New("token is issued in the future"), ErrTokenInvalid)
+		}
 		return nil
 	case errors.Is(err, jwt.ErrTokenExpired):
 		// The parser reports expiry together with the claims' own errors: a

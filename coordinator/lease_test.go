@@ -19,10 +19,10 @@ func TestLeasesOneCoordinatorPerTown(t *testing.T) {
 	require.NoError(t, err)
 	issuer := NewIssuer(NewKeyRing(key), nil)
 	cfg := Config{LeaseTTL: 300 * time.Millisecond, Logger: bustest.Logger(t)}
-	a, err := New(context.Background(), bustest.Connect(t, srv), issuer, cfg)
+	a, err := New(context.Background(), bustest.Connect(t, srv), issuer, cfg, WithStateConn(bustest.ConnectState(t, srv)))
 	require.NoError(t, err)
 	defer a.Close()
-	b, err := New(context.Background(), bustest.Connect(t, srv), issuer, cfg)
+	b, err := New(context.Background(), bustest.Connect(t, srv), issuer, cfg, WithStateConn(bustest.ConnectState(t, srv)))
 	require.NoError(t, err)
 	defer b.Close()
 

@@ -32,12 +32,17 @@ const (
 	// at once.
 	DefaultTokenGetBurst = 10
 	// DefaultHeartbeatsPerInterval is the heartbeats per heartbeat
-	// interval a town may send, and at least one a second: its container
-	// sends one, but uses its own interval until it hears the
-	// coordinator's.
-	DefaultHeartbeatsPerInterval = 10
+	// interval a town may send, and at least DefaultMinHeartbeatRate a
+	// second: its container sends one, but uses its own interval until it
+	// hears the coordinator's, and a dropped heartbeat loses the exits it
+	// carries (the run is then found dead by missed heartbeats), so the
+	// margin is wide; a flood is still cut by orders of magnitude.
+	DefaultHeartbeatsPerInterval = 20
+	// DefaultMinHeartbeatRate is the least default heartbeat rate, a
+	// second.
+	DefaultMinHeartbeatRate = 2
 	// DefaultHeartbeatBurst is how many heartbeats a town may send at once.
-	DefaultHeartbeatBurst = 20
+	DefaultHeartbeatBurst = 40
 	// DefaultMaxBeads is how many beads (of any type and status: closed
 	// ones stay stored) a town may keep.
 	DefaultMaxBeads = 10_000
@@ -86,8 +91,8 @@ type Limits struct {
 	TokenGetRate  float64
 	TokenGetBurst int
 	// HeartbeatRate is heartbeats per second per town (zero:
-	// DefaultHeartbeatsPerInterval per HeartbeatInterval, at least one a
-	// second); HeartbeatBurst
+	// DefaultHeartbeatsPerInterval per HeartbeatInterval, at least
+	// DefaultMinHeartbeatRate); HeartbeatBurst
 	// how many at once (DefaultHeartbeatBurst). Excess heartbeats are
 	// dropped and counted (LoadStats); a heartbeat has no reply.
 	HeartbeatRate  float64
@@ -139,7 +144,7 @@ func (l Limits) withDefaults(heartbeat time.Duration) (Limits, error) {
 	rate(&l.TokenGetRate, DefaultTokenGetRate)
 	count(&l.TokenGetBurst, DefaultTokenGetBurst)
 	if l.HeartbeatRate == 0 && heartbeat > 0 {
-		l.HeartbeatRate = max(1, DefaultHeartbeatsPerInterval/heartbeat.Seconds())
+		l.HeartbeatRate = max(DefaultMinHeartbeatRate, DefaultHeartbeatsPerInterval/heartbeat.Seconds())
 	}
 	count(&l.HeartbeatBurst, DefaultHeartbeatBurst)
 	count(&l.MaxBeads, DefaultMaxBeads)

@@ -10,6 +10,8 @@ const (
 	KeyNext      = "nextRefreshAt"
 	KeyCount     = "count"
 	KeyMethod    = "method"
+	// KeyCorrelation is the id an internal error's reply gives the caller.
+	KeyCorrelation = "correlationId"
 )
 
 // Domain log keys.

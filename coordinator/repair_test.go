@@ -19,7 +19,7 @@ func put(t *testing.T, h *coordinatortest.Harness, bucket, key string, v any) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	js, err := jetstream.New(h.Conn())
+	js, err := jetstream.New(h.StateConn())
 	require.NoError(t, err)
 	kv, err := js.KeyValue(ctx, bucket)
 	require.NoError(t, err)

@@ -66,7 +66,7 @@ func (c *Coordinator) refresh(ctx context.Context, townID string) schemas.Rotate
 		return res
 	}
 	state := c.tokens.get(townID)
-	token, claims, err := c.issuer.MintContainer(townID, state.UserID, c.cfg.TokenTTL)
+	token, claims, err := c.mintContainer(townID, state.UserID)
 	if err != nil {
 		res.Error = "minting failed"
 		c.log.Error("minting container token", KeyTown, townID, KeyErr, err)

@@ -37,14 +37,15 @@ type tokenState struct {
 
 func readState(t *testing.T, h *coordinatortest.Harness, town string) tokenState {
 	t.Helper()
-	js, err := jetstream.New(h.Conn())
+	js, err := jetstream.New(h.StateConn())
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	kv, err := js.KeyValue(ctx, schemas.BucketTokens)
 	require.NoError(t, err)
-	e, err := kv.Get(ctx, town)
-	require.NoError(t, err)
+	// The schedule is saved just after the token is answered.
+	var e jetstream.KeyValueEntry
+	require.Eventually(t, func() bool { e, err = kv.Get(ctx, town); return err == nil }, 5*time.Second, 5*time.Millisecond, "no token state for %s", town)
 	var s tokenState
 	require.NoError(t, json.Unmarshal(e.Value(), &s))
 	require.NotContains(t, string(e.Value()), "eyJ", "no token is ever stored")
@@ -70,7 +71,7 @@ func TestRestartDoesNotRefreshTownsNotDue(t *testing.T) {
 	}
 	// Make B due (as if its hour had passed) and watch the loop refresh it:
 	// proof the restarted loop ran while A, not due, was left alone.
-	js, err := jetstream.New(h.Conn())
+	js, err := jetstream.New(h.StateConn())
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -93,16 +94,18 @@ func TestRestartDoesNotRefreshTownsNotDue(t *testing.T) {
 // TestIdleTownNotRefreshed: a town whose container is gone is not woken.
 func TestIdleTownNotRefreshed(t *testing.T) {
 	h := coordinatortest.Start(t, coordinator.Config{TokenTTL: time.Hour, RefreshInterval: 10 * time.Minute})
+	admin := h.AdminConn()
+	base := h.Daemon.Server().NumClients()
 	src := startSource(t, h, "idle")
 	src.Close()
 	// Wait until the server has seen the container go (only the
-	// coordinator's own connection is left).
-	require.Eventually(t, func() bool { return h.Daemon.Server().NumClients() == 1 }, 5*time.Second, 5*time.Millisecond)
+	// coordinator's and the test's own connections are left).
+	require.Eventually(t, func() bool { return h.Daemon.Server().NumClients() == base }, 5*time.Second, 5*time.Millisecond)
 	var res schemas.RotateResult
 	b, _ := json.Marshal(schemas.TownRequest{TownID: "idle"})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	require.NoError(t, bus.Call(ctx, h.Conn(), &nats.Msg{Subject: "gastown.admin.token.rotate", Data: b}, &res))
+	require.NoError(t, bus.Call(ctx, admin, &nats.Msg{Subject: "gastown.admin.token.rotate", Data: b}, &res))
 	require.True(t, res.Idle)
 	require.False(t, res.Acknowledged)
 	require.Empty(t, res.Error)
@@ -114,9 +117,9 @@ func TestTokenGetRefusesOtherTown(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var rot schemas.TokenRotation
-	err := bus.Request(ctx, h.Conn(), "gastown.town.A.token.get", &schemas.TokenRequest{TownID: "B", ContainerID: "x"}, &rot)
+	err := bus.Request(ctx, h.TownConn("A"), "gastown.town.A.token.get", &schemas.TokenRequest{TownID: "B", ContainerID: "x"}, &rot)
 	require.Error(t, err, "the reply is a refusal, not a token")
-	require.NoError(t, bus.Request(ctx, h.Conn(), "gastown.town.A.token.get", &schemas.TokenRequest{TownID: "A", ContainerID: "x"}, &rot))
+	require.NoError(t, bus.Request(ctx, h.TownConn("A"), "gastown.town.A.token.get", &schemas.TokenRequest{TownID: "A", ContainerID: "x"}, &rot))
 	require.Equal(t, "A", rot.TownID)
 	claims, err := h.Issuer.VerifyContainer(rot.Token)
 	require.NoError(t, err)
@@ -143,7 +146,7 @@ func BenchmarkRotationFanout(b *testing.B) {
 						body, _ := json.Marshal(schemas.TownRequest{TownID: town})
 						ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 						defer cancel()
-						if err := bus.Call(ctx, h.Conn(), &nats.Msg{Subject: "gastown.admin.token.rotate", Data: body}, &res); err != nil || !res.Acknowledged {
+						if err := bus.Call(ctx, h.AdminConn(), &nats.Msg{Subject: "gastown.admin.token.rotate", Data: body}, &res); err != nil || !res.Acknowledged {
 							b.Errorf("rotation of %s: %v %+v", town, err, res)
 						}
 					})

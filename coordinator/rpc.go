@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"strings"
 
 	"github.com/cockroachdb/errors"
@@ -40,7 +41,8 @@ type rpcMethod struct {
 // method then runs there too when inline, or on its own goroutine.
 func (c *Coordinator) handleRPC(methods map[string]rpcMethod) nats.MsgHandler {
 	return func(m *nats.Msg) {
-		if !c.track() {
+		townID, _, err := schemas.ParseTownSubject(m.Subject)
+		if err != nil || !c.townReplyOK(m, townID) || !c.track() {
 			return
 		}
 		h, caller, body, err := c.admitRPC(methods, m)
@@ -174,7 +176,9 @@ func (c *Coordinator) authenticate(townID string, h nats.Header) (Caller, error)
 
 // wireError turns a handler error into what the caller sees. Errors that
 // are not *schemas.Error are internal: logged with a correlation id, no
-// detail sent.
+// detail sent. Their log is rate-limited per subject (a caller decides how
+// many there are); a correlation id whose line was left out is counted on
+// the subject's next line.
 func (c *Coordinator) wireError(subject string, err error) *schemas.Error {
 	var e *schemas.Error
 	if errors.As(err, &e) {
@@ -184,6 +188,6 @@ func (c *Coordinator) wireError(subject string, err error) *schemas.Error {
 		return schemas.NewError(code, "%s", err.Error())
 	}
 	id := nats.NewInbox()[len(nats.InboxPrefix):]
-	c.log.Error("rpc failed", KeySubject, subject, "correlationId", id, KeyErr, err)
+	c.errLog.Log(context.Background(), slog.LevelError, subject, "rpc failed", KeySubject, subject, KeyCorrelation, id, KeyErr, err)
 	return schemas.NewError(schemas.CodeInternal, "internal error; correlation id %s", id)
 }

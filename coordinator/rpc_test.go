@@ -23,7 +23,7 @@ func admin(t *testing.T, h *coordinatortest.Harness, method string, body, out an
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	return bus.Call(ctx, h.Conn(), &nats.Msg{Subject: subject, Data: b}, out)
+	return bus.Call(ctx, h.AdminConn(), &nats.Msg{Subject: subject, Data: b}, out)
 }
 
 // rpc calls a tool with explicit headers, as any client could.
@@ -45,7 +45,7 @@ func rpc(t *testing.T, h *coordinatortest.Harness, town, method, token, agent, r
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	resp, err := h.Conn().RequestMsgWithContext(ctx, m)
+	resp, err := h.TownConn(town).RequestMsgWithContext(ctx, m)
 	require.NoError(t, err)
 	return resp, schemas.DecodeResult(resp.Data, out)
 }

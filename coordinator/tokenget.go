@@ -14,8 +14,7 @@ import (
 // subject's town is the caller's town.
 func (c *Coordinator) handleTokenGet(m *nats.Msg) {
 	townID, _, err := schemas.ParseTownSubject(m.Subject)
-	if err != nil {
-		_ = bus.Respond(m, &schemas.Ack{Error: "bad subject"})
+	if err != nil || !c.townReplyOK(m, townID) {
 		return
 	}
 	var req schemas.TokenRequest
@@ -28,7 +27,7 @@ func (c *Coordinator) handleTokenGet(m *nats.Msg) {
 		return
 	}
 	state := c.tokens.get(townID)
-	token, claims, err := c.issuer.MintContainer(townID, state.UserID, c.cfg.TokenTTL)
+	token, claims, err := c.mintContainer(townID, state.UserID)
 	if err != nil {
 		c.log.Error("minting container token", KeyTown, townID, KeyErr, err)
 		_ = bus.Respond(m, &schemas.Ack{Error: "internal: minting failed"})

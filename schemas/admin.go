@@ -31,12 +31,15 @@ type RotateResult struct {
 
 // RevokeResult says what a revocation did.
 type RevokeResult struct {
-	TownID        string       `json:"townId"`
-	RevokedBefore time.Time    `json:"revokedBefore"`
-	Rotation      RotateResult `json:"rotation"`
-	// DisconnectAfter says when connections still using a revoked token
-	// are closed (only on the embedded server; empty elsewhere).
-	DisconnectAfter string `json:"disconnectAfter,omitempty"`
+	TownID        string    `json:"townId"`
+	RevokedBefore time.Time `json:"revokedBefore"`
+	// Closed is how many connections using a revoked token were closed
+	// before the answer; -1 where the coordinator cannot close them (an
+	// existing cluster).
+	Closed int `json:"closed"`
+	// Next says what to do now: no token is pushed after a revocation, so
+	// the container is restarted with a freshly minted bootstrap token.
+	Next string `json:"next"`
 }
 
 // More administration methods.
@@ -48,6 +51,13 @@ const (
 	AdminStatus     = "status"
 	AdminConvoy     = "convoy.create"
 )
+
+// AdminMethods lists every administration method: the coordinator answers
+// exactly these on gastown.admin.<method>.
+var AdminMethods = []string{
+	AdminTokenRotate, AdminTokenRevoke, AdminTownCreate, AdminRigAdd, AdminBeadCreate,
+	AdminSling, AdminStatus, AdminConvoy,
+}
 
 // AdminConvoyCreate creates a convoy in a town (the mayor's convoy.create,
 // for the administrator).

@@ -17,6 +17,9 @@ const (
 	AdminInbox = "_INBOX.gastown_admin"
 	// CoordinatorInbox is the inbox prefix of the coordinator's connections.
 	CoordinatorInbox = "_INBOX.gastown_coordinator"
+	// OpsInbox is the inbox prefix of operator connections (the nats CLI's
+	// --inbox-prefix); it is the only inbox they may hear.
+	OpsInbox = "_INBOX.gastown_ops"
 )
 
 // Queue groups (PROTOCOL.md, Connecting).
@@ -90,6 +93,53 @@ func (t Town) Events() string { return t.prefix + leafEvents }
 
 // Inbox is the inbox prefix of the town's connections.
 func (t Town) Inbox() string { return InboxRoot + "." + t.id }
+
+// OwnsReply reports whether reply is an inbox of the town's own
+// connections (see ReplyOfTown).
+func (t Town) OwnsReply(reply string) bool { return ReplyOfTown(t.id, reply) }
+
+// ReplyOfTown reports whether reply is an inbox of townID's connections:
+// _INBOX.gastown.<townId> followed by one or more literal tokens. The reply
+// rule (PROTOCOL.md): the coordinator answers a town's request only there.
+func ReplyOfTown(townID, reply string) bool {
+	rest, ok := strings.CutPrefix(reply, InboxRoot)
+	if !ok || len(rest) < 2 || rest[0] != '.' {
+		return false
+	}
+	rest, ok = strings.CutPrefix(rest[1:], townID)
+	return ok && townID != "" && literalTail(rest)
+}
+
+// IsAdminReply reports whether reply is an inbox of the administrator's
+// connections (_INBOX.gastown_admin followed by one or more literal
+// tokens): the only place an admin request is answered.
+func IsAdminReply(reply string) bool {
+	rest, ok := strings.CutPrefix(reply, AdminInbox)
+	return ok && literalTail(rest)
+}
+
+// literalTail reports whether s is "." followed by one or more literal
+// tokens: no wildcard, no empty token, no white space.
+func literalTail(s string) bool {
+	if len(s) < 2 || s[0] != '.' {
+		return false
+	}
+	s = s[1:]
+	start := 0
+	for i := 0; i <= len(s); i++ {
+		if i < len(s) && s[i] != '.' {
+			if c := s[i]; c == ' ' || c == '\t' || c == '\r' || c == '\n' {
+				return false
+			}
+			continue
+		}
+		if tok := s[start:i]; tok == "" || tok == "*" || tok == ">" {
+			return false
+		}
+		start = i + 1
+	}
+	return true
+}
 
 // AllTowns is a subject builder whose town token is the wildcard "*", for
 // subscribers that watch every town (operators, the coordinator).

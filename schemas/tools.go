@@ -28,6 +28,14 @@ const (
 	ToolTriageResolve  = "triage.resolve"
 )
 
+// Tools lists every tool method: the coordinator answers exactly these on
+// …rpc.<method>.
+var Tools = []string{
+	ToolPing, ToolPrime, ToolBeadGet, ToolBeadClose, ToolDone, ToolMailSend, ToolMailCheck,
+	ToolEscalate, ToolCheckpoint, ToolRigsList, ToolBeadsList, ToolAgentsList, ToolSling,
+	ToolBeadUpdate, ToolConvoyCreate, ToolConvoyStatus, ToolReviewComplete, ToolTriageResolve,
+}
+
 // BeadRef names a bead (bead.get, bead.close).
 type BeadRef struct {
 	BeadID string `json:"beadId"`

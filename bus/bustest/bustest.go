@@ -45,6 +45,16 @@ func Connect(t testing.TB, s *bus.Server, opts ...nats.Option) *nats.Conn {
 	return nc
 }
 
+// ConnectState opens an in-process connection to the state account (the
+// coordinator's state connection), closed when the test ends.
+func ConnectState(t testing.TB, s *bus.Server) *nats.Conn {
+	t.Helper()
+	nc, err := s.ConnectState(t.Name())
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	return nc
+}
+
 // Logger is a logger for tests: warnings and errors go to the test's log
 // (shown when it fails, or with -v); GASTOWN_TEST_LOG=debug (or info)
 // prints everything from that level to stderr instead.

@@ -46,6 +46,7 @@ func runCoordinator(ctx context.Context, args []string, env Env) error {
 	maxBeads := fs.Int("town-max-beads", coordinator.DefaultMaxBeads, "beads (open and closed) each town may keep")
 	maxBytes := fs.Int64("town-max-bytes", coordinator.DefaultMaxStoredBytes, "bytes of text all of a town's beads may hold together")
 	maxBeadBytes := fs.Int("town-max-bead-bytes", coordinator.DefaultMaxBeadBytes, "bytes of text one bead, mail or checkpoint note may hold")
+	townConns := fs.Int("town-conns", bus.DefaultTownConns, "most connections one town may have open at once on the embedded server (its container's, and one per agent tool call)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	if done, err := parse(fs, args, env); done {
@@ -81,6 +82,7 @@ func runCoordinator(ctx context.Context, args []string, env Env) error {
 			OpsPassword:   env.Getenv("GASTOWN_OPS_PASSWORD"),
 			AdminPassword: env.Getenv("GASTOWN_ADMIN_PASSWORD"),
 			Debug:         *logLevel == "debug",
+			Limits:        bus.Limits{TownConns: *townConns},
 		},
 		NatsURL: *natsURL,
 	})

@@ -6,12 +6,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/gastown/gastown/bus"
 	"github.com/gastown/gastown/bus/bustest"
 	"github.com/gastown/gastown/coordinator"
+	"github.com/gastown/gastown/schemas"
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 )
@@ -24,6 +26,10 @@ type Harness struct {
 	Daemon  *coordinator.Daemon
 	dataDir string
 	listen  string
+
+	mu      sync.Mutex
+	conns   map[string]*nats.Conn
+	connsOf *coordinator.Daemon
 }
 
 // Start runs a daemon with cfg (zero fields get test defaults: a random
@@ -83,6 +89,12 @@ func (h *Harness) URL() string { return "nats://" + h.listen }
 
 // Stop stops the daemon (safe when stopped).
 func (h *Harness) Stop() {
+	h.mu.Lock()
+	for _, nc := range h.conns {
+		nc.Close()
+	}
+	h.conns = nil
+	h.mu.Unlock()
 	if h.Daemon != nil {
 		h.Daemon.Close()
 		h.Daemon = nil
@@ -112,8 +124,48 @@ func (h *Harness) Crash() {
 	h.start()
 }
 
-// Conn is the daemon's in-process connection (full permissions).
-func (h *Harness) Conn() *nats.Conn { return h.Daemon.Conn() }
+// Conn is an in-process connection with every permission in the control
+// account, made for the test and closed when it ends. Its inbox prefix is
+// the coordinator's, so the coordinator does not answer its requests (the
+// reply rule): call tools with TownConn and admin methods with AdminConn.
+func (h *Harness) Conn() *nats.Conn { return h.connect("") }
+
+// TownConn is an in-process connection with every permission and town's
+// inbox prefix, as a container of town would have, for calling its tools
+// with whatever headers a test wants.
+func (h *Harness) TownConn(town string) *nats.Conn { return h.connect(schemas.InboxRoot + "." + town) }
+
+// AdminConn is an in-process connection with every permission and the
+// administrator's inbox prefix, for calling admin methods.
+func (h *Harness) AdminConn() *nats.Conn { return h.connect(schemas.AdminInbox) }
+
+// StateConn is the daemon's own connection to JetStream (the state
+// account), for reading state.
+func (h *Harness) StateConn() *nats.Conn { return h.Daemon.StateConn() }
+
+// connect returns an in-process connection with inbox prefix (the
+// coordinator's when empty), opened on first use for each daemon and
+// closed when the test ends or the daemon stops.
+func (h *Harness) connect(inbox string) *nats.Conn {
+	h.t.Helper()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.conns == nil || h.connsOf != h.Daemon {
+		h.conns, h.connsOf = map[string]*nats.Conn{}, h.Daemon
+	}
+	if nc := h.conns[inbox]; nc != nil {
+		return nc
+	}
+	var opts []nats.Option
+	if inbox != "" {
+		opts = append(opts, nats.CustomInboxPrefix(inbox))
+	}
+	nc, err := h.Daemon.Server().Connect(h.t.Name(), opts...)
+	require.NoError(h.t, err)
+	h.t.Cleanup(nc.Close)
+	h.conns[inbox] = nc
+	return nc
+}
 
 // ContainerToken mints a container token for town.
 func (h *Harness) ContainerToken(town string) string {
