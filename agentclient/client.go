@@ -3,6 +3,7 @@ package agentclient
 import (
 	"context"
 	"encoding/json"
+	"math/rand/v2"
 	"time"
 
 	"github.com/cockroachdb/errors"
@@ -108,7 +109,10 @@ func (c *Client) callAdmitted(ctx context.Context, subject string, data []byte, 
 		if !errors.Is(err, schemas.ErrResourceExhausted) || wait <= 0 || attempt >= ExhaustedRetries {
 			return err
 		}
-		if !sleepCtx(ctx, min(wait, MaxRetryWait)) {
+		// Up to a quarter more, so callers refused together do not all
+		// come back at the same moment.
+		wait = min(wait+rand.N(wait/4+1), MaxRetryWait)
+		if !sleepCtx(ctx, wait) {
 			return err
 		}
 	}

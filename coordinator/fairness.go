@@ -1,6 +1,8 @@
 package coordinator
 
 import (
+	"context"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,6 +18,9 @@ import (
 // costly is done. A request over them is answered at once with
 // resource_exhausted and a retry hint; the subscription never waits, so one
 // town's backlog never holds up another's requests.
+
+// KeyLimit is the log key naming the limit a town went over.
+const KeyLimit = "limit"
 
 // LoadStats counts what the limits refused since the coordinator started.
 type LoadStats struct {
@@ -102,6 +107,8 @@ type limiter struct {
 	lim    Limits
 	now    func() time.Time
 	exists func(townID string) bool
+	// log tells of refusals, at most once an interval per town and limit.
+	log *bus.RateLog
 
 	mu        sync.RWMutex
 	towns     map[string]*townLoad
@@ -112,8 +119,15 @@ type limiter struct {
 	rpcRate, writeRate, busy, tokenGet, heartbeats, caps atomic.Int64
 }
 
-func newLimiter(lim Limits, now func() time.Time, exists func(string) bool) *limiter {
-	return &limiter{lim: lim, now: now, exists: exists, towns: map[string]*townLoad{}, shared: &townLoad{unknown: true}}
+func newLimiter(lim Limits, now func() time.Time, exists func(string) bool, log *bus.RateLog) *limiter {
+	return &limiter{lim: lim, now: now, exists: exists, log: log, towns: map[string]*townLoad{}, shared: &townLoad{unknown: true}}
+}
+
+// refused logs a refusal of townID over limit (rate-limited).
+func (l *limiter) refused(townID, limit string) {
+	if l.log != nil {
+		l.log.Log(context.Background(), slog.LevelWarn, townID+" "+limit, "town over its limit: refused", KeyTown, townID, KeyLimit, limit)
+	}
 }
 
 func (l *limiter) stats() LoadStats {
@@ -214,6 +228,7 @@ func (l *limiter) take(townID string, hold bool, kinds ...loadKind) (*townLoad, 
 		if hold && t.inflight >= l.lim.WriteInFlight {
 			t.mu.Unlock()
 			l.busy.Add(1)
+			l.refused(townID, "calls in flight")
 			return nil, schemas.Exhausted(l.busyRetry(), "town %s has %d calls running, its most; try again shortly", townID, l.lim.WriteInFlight)
 		}
 		// Check every bucket before taking from any: a refused call costs
@@ -225,6 +240,7 @@ func (l *limiter) take(townID string, hold bool, kinds ...loadKind) (*townLoad, 
 				wait, _ := t.buckets[k].take(now, r, b)
 				t.mu.Unlock()
 				l.counter(k).Add(1)
+				l.refused(townID, kindName(k))
 				return nil, schemas.Exhausted(wait, "town %s is over its rate of %g %s a second; try again in %s", townID, r, kindName(k), (wait + time.Millisecond - 1).Truncate(time.Millisecond))
 			}
 		}
@@ -278,7 +294,7 @@ func (c *Coordinator) newTownLimiter() *limiter {
 	return newLimiter(c.cfg.Limits, c.now, func(townID string) bool {
 		_, ok := c.st.towns.Get(townID)
 		return ok
-	})
+	}, bus.NewRateLog(c.log, c.cfg.ErrorLogInterval, c.now))
 }
 
 func (c *Coordinator) limiter() *limiter { return c.limits }

@@ -32,7 +32,7 @@ func testLimiter(t *testing.T, lim Limits, known ...string) (*limiter, *clock) {
 	for _, k := range known {
 		exists[k] = true
 	}
-	return newLimiter(lim, clk.now, func(id string) bool { return exists[id] }), clk
+	return newLimiter(lim, clk.now, func(id string) bool { return exists[id] }, nil), clk
 }
 
 func TestTokenBucket(t *testing.T) {
@@ -146,7 +146,7 @@ func TestUsageCountsTheView(t *testing.T) {
 func BenchmarkLimiterTake(b *testing.B) {
 	lim, err := Limits{RPCRate: 1e12}.withDefaults(DefaultHeartbeatInterval)
 	require.NoError(b, err)
-	l := newLimiter(lim, time.Now, func(string) bool { return true })
+	l := newLimiter(lim, time.Now, func(string) bool { return true }, nil)
 	for b.Loop() {
 		if _, e := l.take("A", false, loadRPC); e != nil {
 			b.Fatal(e)
