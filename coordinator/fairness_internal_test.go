@@ -153,3 +153,31 @@ func BenchmarkLimiterTake(b *testing.B) {
 		}
 	}
 }
+
+func TestLimitsDefaults(t *testing.T) {
+	l, err := Limits{}.withDefaults(DefaultHeartbeatInterval)
+	require.NoError(t, err)
+	require.Equal(t, Limits{
+		RPCRate: DefaultRPCRate, RPCBurst: 2 * DefaultRPCRate, WriteRate: DefaultWriteRate, WriteBurst: 2 * DefaultWriteRate,
+		WriteInFlight: DefaultWriteInFlight, Handlers: DefaultHandlers, TokenGetRate: DefaultTokenGetRate, TokenGetBurst: DefaultTokenGetBurst,
+		HeartbeatRate: DefaultMinHeartbeatRate, HeartbeatBurst: DefaultHeartbeatBurst,
+		MaxBeads: DefaultMaxBeads, MaxStoredBytes: DefaultMaxStoredBytes, MaxBeadBytes: DefaultMaxBeadBytes,
+		MaxUnknownTowns: DefaultMaxUnknownTowns, ForgetAfter: DefaultForgetAfter,
+	}, l)
+	again, err := l.withDefaults(DefaultHeartbeatInterval)
+	require.NoError(t, err)
+	require.Equal(t, l, again, "applying the defaults twice changes nothing")
+	fast, err := Limits{}.withDefaults(100 * time.Millisecond)
+	require.NoError(t, err)
+	require.Equal(t, 200.0, fast.HeartbeatRate, "20 per interval")
+	for name, bad := range map[string]Limits{
+		"negative rate":            {RPCRate: -1},
+		"negative burst":           {WriteBurst: -1},
+		"in flight over the pool":  {WriteInFlight: 300},
+		"negative cap":             {MaxBeads: -1},
+		"negative forget interval": {ForgetAfter: -time.Second},
+	} {
+		_, err := bad.withDefaults(DefaultHeartbeatInterval)
+		require.Error(t, err, name)
+	}
+}
