@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"net"
 	"os"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gastown/gastown/bus"
 	"github.com/gastown/gastown/bus/bustest"
@@ -125,7 +127,8 @@ func TestEnvFlags(t *testing.T) {
 	}
 
 	t.Run("the environment sets a flag", func(t *testing.T) {
-		_, _, err := run(t, with(map[string]string{"GASTOWN_LOG_FORMAT": "xml"}), "coordinator")
+		// (Were it ignored, the coordinator would stop at its --listen.)
+		_, _, err := run(t, with(map[string]string{"GASTOWN_LOG_FORMAT": "xml"}), "coordinator", "--listen", "nowhere", "--data-dir", t.TempDir())
 		require.Equal(t, 2, exitCode(err))
 		require.Contains(t, err.Error(), `--log-format "xml"`)
 	})
@@ -144,10 +147,10 @@ func TestEnvFlags(t *testing.T) {
 			args []string
 			want string
 		}{
-			{map[string]string{"GASTOWN_TOKEN_TTL": "forever"}, []string{"coordinator"}, `GASTOWN_TOKEN_TTL="forever" is not a valid --token-ttl`},
-			{map[string]string{"GASTOWN_REPLICAS": "three"}, []string{"coordinator"}, `GASTOWN_REPLICAS="three" is not a valid --replicas`},
+			{map[string]string{"GASTOWN_TOKEN_TTL": "forever"}, []string{"coordinator", "--listen", "nowhere"}, `GASTOWN_TOKEN_TTL="forever" is not a valid --token-ttl`},
+			{map[string]string{"GASTOWN_REPLICAS": "three"}, []string{"coordinator", "--listen", "nowhere"}, `GASTOWN_REPLICAS="three" is not a valid --replicas`},
 			{map[string]string{"GASTOWN_HEARTBEAT": "often"}, []string{"container"}, `GASTOWN_HEARTBEAT="often" is not a valid --heartbeat`},
-			{map[string]string{"GASTOWN_TIMEOUT": "soon", "GASTOWN_ADMIN_PASSWORD": "pw"}, []string{"status", "--town", "A"}, `GASTOWN_TIMEOUT="soon" is not a valid --timeout`},
+			{map[string]string{"GASTOWN_TIMEOUT": "soon", "GASTOWN_ADMIN_PASSWORD": "pw"}, []string{"status", "--town", "A", "--server", "nats://127.0.0.1:1"}, `GASTOWN_TIMEOUT="soon" is not a valid --timeout`},
 		} {
 			stdout, _, err := run(t, with(tc.vars), tc.args...)
 			require.Equal(t, 2, exitCode(err), "%v", err)
@@ -161,8 +164,28 @@ func TestEnvFlags(t *testing.T) {
 		// the directory from GASTOWN_DATA_DIR.
 		file := t.TempDir() + "/file"
 		require.NoError(t, os.WriteFile(file, []byte("x"), 0o600))
-		_, _, err := run(t, with(map[string]string{"GASTOWN_DATA_DIR": file + "/sub", "GASTOWN_LISTEN": "127.0.0.1:0"}), "coordinator")
-		require.Error(t, err)
+		env, _, logs := envOf(with(map[string]string{"GASTOWN_DATA_DIR": file + "/sub", "GASTOWN_LISTEN": "127.0.0.1:0"}))
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		done := make(chan error, 1)
+		go func() { done <- Run(ctx, []string{"coordinator"}, env) }()
+		var err error
+		require.Eventually(t, func() bool {
+			select {
+			case err = <-done:
+				return true
+			default:
+				// A coordinator that ignored the environment runs on the
+				// defaults: stop it, and fail below.
+				if strings.Contains(logs.String(), "coordinator ready") {
+					cancel()
+					err = <-done
+					return true
+				}
+				return false
+			}
+		}, 30*time.Second, 10*time.Millisecond)
+		require.Error(t, err, "the coordinator ignored GASTOWN_DATA_DIR")
 		require.Contains(t, err.Error(), file+"/sub")
 	})
 	t.Run("admin --server from the environment, --town never", func(t *testing.T) {
