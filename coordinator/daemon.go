@@ -74,7 +74,7 @@ func StartDaemon(ctx context.Context, issuer *Issuer, dc DaemonConfig) (*Daemon,
 			nats.MaxReconnects(-1),
 		); err != nil {
 			return nil, errors.WithHint(errors.Wrapf(err, "connecting to %s", redactURL(dc.NatsURL)),
-				"check --nats-url and that the server is reachable")
+				"check --nats-url (or GASTOWN_NATS_URL) and that the server is reachable")
 		}
 		d.sc = d.nc
 		d.clientURL = redactURL(dc.NatsURL)

@@ -15,7 +15,8 @@ token fresh, and answers containers and the administrator over NATS.
 By default it runs an embedded NATS server with JetStream (listening on
 --listen, storing under --data-dir). With --nats-url it uses an existing NATS
 server or cluster instead; connection permissions are then that cluster's
-own business.
+own business. The data directory is locked while the coordinator runs
+(gastown.lock in it): a second coordinator on it is refused.
 
 Environment:
   GASTOWN_JWT_SECRET          signing secret, at least 32 bytes (required;
