@@ -31,7 +31,9 @@ triage: triage.resolve.
 
 Exit status: 0 ok, 2 usage, 10 unauthenticated, 11 permission_denied,
 12 invalid_argument, 13 not_found, 14 conflict, 15 unavailable, 16 internal,
-17 resource_exhausted (the town is over a rate or a cap), 1 anything else.`
+17 resource_exhausted (the town is over a rate or a cap), 1 anything else.
+With the bus unreachable the call fails at once with 15, and is not made:
+retry it later.`
 
 // toolExitCodes gives each RPC error code its own exit status.
 var toolExitCodes = map[schemas.Code]int{
