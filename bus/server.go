@@ -317,6 +317,7 @@ func (s *Server) NumClients() int { return s.ns.NumClients() }
 // issuedBefore, and returns how many it closed.
 func (s *Server) Kick(townID string, issuedBefore time.Time) int {
 	s.auth.mu.Lock()
+	s.auth.revokeLocked(townID, issuedBefore)
 	var ids []uint64
 	for id, c := range s.auth.conns {
 		if s.ns.GetClient(id) == nil {
