@@ -42,7 +42,7 @@ func (t TLS) apply(opts *server.Options) error {
 		return errors.WithHint(errors.New("TLS needs both a certificate and its key"),
 			"give --tls-cert and --tls-key together (and --tls-ca only with them)")
 	case t.Timeout < 0:
-		return errors.Newf("TLS handshake timeout %s is negative", t.Timeout)
+		return errors.WithHint(errors.Newf("TLS handshake timeout %s is negative", t.Timeout), "give a positive --tls-timeout, e.g. 2s")
 	}
 	if t.Timeout == 0 {
 		t.Timeout = DefaultTLSTimeout
