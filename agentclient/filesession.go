@@ -85,7 +85,7 @@ func OpenFileSession(ctx context.Context, url, tokenFile string, timeout time.Du
 			s.nc.Close()
 		}
 		return nil, errors.WithHint(errors.Wrapf(err, "connecting to %s", url),
-			"is the bus reachable from this container, and is the token file current?")
+			"is the bus reachable from this container, and is the token file current? for a tls:// bus, is "+EnvNatsCA+" its CA (and "+EnvNatsCert+" and "+EnvNatsKey+" set if it requires client certificates)?")
 	}
 	return s, nil
 }
@@ -144,6 +144,10 @@ func waitConnected(ctx context.Context, nc *nats.Conn) error {
 	for !nc.IsConnected() {
 		select {
 		case <-ctx.Done():
+			if last := nc.LastError(); last != nil {
+				// Why the connects failed (a TLS error, say) says more.
+				return errors.WithSecondaryError(errors.Wrap(last, "waiting for the bus"), ctx.Err())
+			}
 			return errors.Wrap(ctx.Err(), "waiting for the bus")
 		case <-t.C:
 		}
