@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/errors"
 	"github.com/gastown/gastown/bus/bustest"
 	"github.com/gastown/gastown/coordinator"
 	"github.com/stretchr/testify/require"
@@ -163,4 +164,65 @@ func TestTLSEndToEnd(t *testing.T) {
 		require.Empty(t, jwtPattern.FindString(page), "%s holds something shaped like a token", path)
 	}
 	require.Contains(t, httpGet(t, "http://"+monitor+"/connz?auth=true"), `"tls_version": "1.3"`)
+}
+
+// TestTLSUsageErrors: TLS files that cannot work are refused with what to
+// do, before anything connects or is made on disk.
+func TestTLSUsageErrors(t *testing.T) {
+	certs := bustest.NewCerts(t)
+	vars := map[string]string{"GASTOWN_JWT_SECRET": testSecret, "GASTOWN_ADMIN_PASSWORD": "pw", "GASTOWN_OPS_PASSWORD": "pw",
+		"GASTOWN_CONTAINER_TOKEN": mint(t, map[string]string{"GASTOWN_JWT_SECRET": testSecret}, "--town", "A")}
+	for _, tc := range []struct {
+		name string
+		vars map[string]string
+		args []string
+	}{
+		{"coordinator TLS with --nats-url", nil, []string{"coordinator", "--nats-url", "nats://127.0.0.1:1", "--tls-cert", certs.ServerCert, "--tls-key", certs.ServerKey}},
+		{"coordinator monitoring with --nats-url", nil, []string{"coordinator", "--nats-url", "nats://127.0.0.1:1", "--monitor-listen", "127.0.0.1:0"}},
+		{"container certificate without key", nil, []string{"container", "--mayor-cmd", "true", "--tls-cert", certs.ClientCert}},
+		{"container key from the environment only", map[string]string{"GASTOWN_NATS_KEY": certs.ClientKey}, []string{"container", "--mayor-cmd", "true"}},
+		{"admin certificate without key", nil, []string{"status", "--town", "A", "--tls-cert", certs.ClientCert}},
+		{"tool certificate without key", map[string]string{"GASTOWN_TOKEN_FILE": "x", "GASTOWN_NATS_CERT": certs.ClientCert}, []string{"tool", "ping"}},
+		{"ops context key without certificate", nil, []string{"ops", "context", "--dir", t.TempDir(), "--tls-key", certs.ClientKey}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := map[string]string{}
+			for k, x := range vars {
+				v[k] = x
+			}
+			for k, x := range tc.vars {
+				v[k] = x
+			}
+			_, _, err := run(t, v, tc.args...)
+			require.Error(t, err)
+			require.True(t, errors.Is(err, ErrUsage), "not a usage error: %v", err)
+			require.NotEmpty(t, errors.GetAllHints(err), "says what to do")
+		})
+	}
+
+	t.Run("coordinator with a key that is not the certificate's", func(t *testing.T) {
+		data := filepath.Join(t.TempDir(), "data")
+		_, _, err := run(t, vars, "coordinator", "--listen", "127.0.0.1:0", "--data-dir", data,
+			"--tls-cert", certs.ServerCert, "--tls-key", certs.ClientKey)
+		require.Error(t, err)
+		require.Contains(t, err.Error(), "private key does not match")
+		require.NotEmpty(t, errors.GetAllHints(err))
+		require.NoDirExists(t, data, "nothing is made on disk")
+	})
+	t.Run("coordinator with a bad monitoring address", func(t *testing.T) {
+		_, _, err := run(t, vars, "coordinator", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--monitor-listen", "8222")
+		require.Error(t, err)
+		require.Contains(t, err.Error(), "monitoring address")
+	})
+}
+
+// TestNoTLSWarning: a coordinator on a network address without TLS says
+// loudly that tokens and passwords cross the network in clear text.
+func TestNoTLSWarning(t *testing.T) {
+	vars := map[string]string{"GASTOWN_JWT_SECRET": testSecret}
+	logs := daemon(t, vars, "coordinator", "--listen", "0.0.0.0:0", "--data-dir", t.TempDir())
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "coordinator ready") },
+		30*time.Second, 20*time.Millisecond, "the coordinator starts\n%s", logs)
+	require.Contains(t, logs.String(), "NO TLS ON A NETWORK ADDRESS")
+	require.Contains(t, logs.String(), "level=WARN")
 }
