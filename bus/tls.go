@@ -125,7 +125,7 @@ func (s *Server) warnExposure(cfg Config, host string) {
 		s.log.Warn("NO TLS ON A NETWORK ADDRESS: the embedded NATS server listens on "+cfg.Listen+
 			" without TLS, so container tokens and the ops and admin passwords cross the network in clear text; "+
 			"give --tls-cert and --tls-key (and --tls-ca for client certificates), or listen on 127.0.0.1",
-			KeyListen, cfg.Listen)
+			KeyListen, s.Addr().String())
 	}
 	if addr := s.ns.MonitorAddr(); addr != nil {
 		s.log.Info("NATS monitoring endpoint ready", KeyURL, s.MonitorURL())
