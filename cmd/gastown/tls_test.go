@@ -129,6 +129,7 @@ func TestTLSEndToEnd(t *testing.T) {
 	delete(toolVars, "GASTOWN_NATS_KEY")
 	_, _, err = run(t, toolVars, "tool", "beads.list", "--timeout", "1s")
 	require.Error(t, err, "without a client certificate the tool is refused")
+	require.Contains(t, err.Error(), "tls", "and says it was TLS")
 
 	// The real nats CLI with the ops context, over mutual TLS.
 	config := t.TempDir()
