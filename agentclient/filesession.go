@@ -51,14 +51,9 @@ func (s *FileSession) connectToken() string {
 	return s.token
 }
 
-// OpenFileSession connects to url with the token in tokenFile. It keeps
-// trying while the bus is unreachable, until ctx is done, unless opts
-// hold FailFast.
-func OpenFileSession(ctx context.Context, url, tokenFile string, timeout time.Duration, opts ...FileSessionOption) (*FileSession, error) {
-	var o fileSessionOpts
-	for _, opt := range opts {
-		opt(&o)
-	}
+// OpenFileSession connects to url with the token in tokenFile; opts are
+// added to the connection's (e.g. bus.ClientTLS's Option).
+func OpenFileSession(ctx context.Context, url, tokenFile string, timeout time.Duration, opts ...nats.Option) (*FileSession, error) {
 	tok, err := ReadTokenFile(tokenFile)
 	if err != nil {
 		return nil, err
@@ -77,10 +72,11 @@ func OpenFileSession(ctx context.Context, url, tokenFile string, timeout time.Du
 	s.nc, err = nats.Connect(url, nats.Name("gastown-tool"),
 		nats.TokenHandler(s.connectToken),
 		nats.CustomInboxPrefix(town.Inbox()), nats.MaxReconnects(-1),
-		nats.RetryOnFailedConnect(!o.failFast), nats.IgnoreAuthErrorAbort(),
+		nats.RetryOnFailedConnect(true), nats.IgnoreAuthErrorAbort(),
 		nats.ReconnectWait(100*time.Millisecond),
 		nats.DisconnectErrHandler(func(*nats.Conn, error) { s.drop.dropped() }),
-		nats.ClosedHandler(func(*nats.Conn) { s.drop.dropped() }))
+		nats.ClosedHandler(func(*nats.Conn) { s.drop.dropped() }),
+		allOf(opts))
 	if err == nil {
 		err = waitConnected(ctx, s.nc)
 	}
@@ -89,7 +85,7 @@ func OpenFileSession(ctx context.Context, url, tokenFile string, timeout time.Du
 			s.nc.Close()
 		}
 		return nil, errors.WithHint(errors.Wrapf(err, "connecting to %s", url),
-			"is the bus reachable from this container, and is the token file current?")
+			"is the bus reachable from this container, and is the token file current? for a tls:// bus, is "+EnvNatsCA+" its CA (and "+EnvNatsCert+" and "+EnvNatsKey+" set if it requires client certificates)?")
 	}
 	return s, nil
 }
@@ -128,6 +124,18 @@ func (s *FileSession) Close() { s.nc.Close() }
 
 var _ Session = (*FileSession)(nil)
 
+// allOf is opts as one nats.Option.
+func allOf(opts []nats.Option) nats.Option {
+	return func(o *nats.Options) error {
+		for _, apply := range opts {
+			if err := apply(o); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
 // waitConnected waits until nc is connected (a first connect may still be
 // retrying), at most until ctx is done.
 func waitConnected(ctx context.Context, nc *nats.Conn) error {
@@ -136,19 +144,13 @@ func waitConnected(ctx context.Context, nc *nats.Conn) error {
 	for !nc.IsConnected() {
 		select {
 		case <-ctx.Done():
+			if last := nc.LastError(); last != nil {
+				// Why the connects failed (a TLS error, say) says more.
+				return errors.WithSecondaryError(errors.Wrap(last, "waiting for the bus"), ctx.Err())
+			}
 			return errors.Wrap(ctx.Err(), "waiting for the bus")
 		case <-t.C:
 		}
 	}
 	return nil
 }
-
-// FileSessionOption changes how OpenFileSession connects.
-type FileSessionOption func(*fileSessionOpts)
-
-type fileSessionOpts struct{ failFast bool }
-
-// FailFast makes OpenFileSession fail at once, with an error that
-// errors.Is nats.ErrNoServers, when no server of the bus answers, rather
-// than keep trying: for a one-off call whose caller retries itself.
-func FailFast() FileSessionOption { return func(o *fileSessionOpts) { o.failFast = true } }

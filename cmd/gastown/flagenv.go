@@ -18,19 +18,24 @@ default.`
 
 // envScope is the rule of which commands take which flags from the
 // environment, for the top-level help and the README.
-const envScope = `The daemons (coordinator, container) take every flag from the environment;
-the admin verbs only --server and --timeout; ops context only --server;
+const envScope = `The daemons (coordinator, container) take every flag from the environment
+(but a container's --tls-* flags, which default to GASTOWN_NATS_CA, _CERT and
+_KEY); the admin verbs only --server and --timeout; ops context only --server;
 token mint, tool and agent none (an agent's environment is its container's,
 and names its town and identity, never an admin's choice).`
 
 // envBound names, for each command (its flag set's name), the flags the
-// environment may set; "*" is every flag. The daemons are configured by
+// environment may set; "*" is every flag but those named "-flag". The daemons are configured by
 // their environment (systemd units, containers); the admin verbs only in
 // where and how long to call, never in what they act on (a --town from an
 // agent's GASTOWN_TOWN_ID, say, would act on the wrong town by surprise).
 var envBound = map[string][]string{
 	"coordinator":   {"*"},
-	"container":     {"*"},
+	// A container's TLS flags are a client's, read from GASTOWN_NATS_CA,
+	// _CERT and _KEY (what its agents get too): GASTOWN_TLS_CERT is the
+	// coordinator's server certificate, and must not become a container's
+	// client certificate in a shared environment.
+	"container":     {"*", "-tls-ca", "-tls-cert", "-tls-key"},
 	"town create":   {"server", "timeout"},
 	"rig add":       {"server", "timeout"},
 	"bead create":   {"server", "timeout"},
@@ -50,12 +55,16 @@ func envVar(flagName string) string {
 
 // envBoundFlag is whether the environment may set the flag of the command.
 func envBoundFlag(cmd, flagName string) bool {
+	bound := false
 	for _, n := range envBound[cmd] {
-		if n == "*" || n == flagName {
-			return true
+		switch n {
+		case "-" + flagName:
+			return false
+		case "*", flagName:
+			bound = true
 		}
 	}
-	return false
+	return bound
 }
 
 // applyEnv sets each bound flag not given on the command line from its

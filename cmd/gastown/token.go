@@ -122,15 +122,15 @@ func runTokenAdmin(ctx context.Context, sub string, args []string, env Env) erro
 	return runAdmin(ctx, env, af, schemas.AdminTokenRotate, schemas.TownRequest{TownID: *town})
 }
 
-// adminConnect connects as the admin identity.
-func adminConnect(server string, env Env) (*nats.Conn, error) {
+// adminConnect connects as the admin identity; opts are added (TLS).
+func adminConnect(server string, env Env, opts ...nats.Option) (*nats.Conn, error) {
 	pw := env.Getenv("GASTOWN_ADMIN_PASSWORD")
 	if pw == "" {
 		return nil, errors.WithHint(errors.New("GASTOWN_ADMIN_PASSWORD is not set"),
 			"set it to the admin password the coordinator was started with")
 	}
-	nc, err := nats.Connect(server, nats.Name("gastown-admin"), nats.UserInfo(bus.AdminUser, pw),
-		nats.CustomInboxPrefix(schemas.AdminInbox), nats.MaxReconnects(0))
+	nc, err := nats.Connect(server, append([]nats.Option{nats.Name("gastown-admin"), nats.UserInfo(bus.AdminUser, pw),
+		nats.CustomInboxPrefix(schemas.AdminInbox), nats.MaxReconnects(0)}, opts...)...)
 	if errors.Is(err, nats.ErrAuthorization) {
 		// The server refuses a wrong password and a disabled admin alike:
 		// the client cannot tell them apart.
@@ -139,7 +139,7 @@ func adminConnect(server string, env Env) (*nats.Conn, error) {
 	}
 	if err != nil {
 		return nil, errors.WithHint(errors.Wrapf(err, "connecting to %s as admin", server),
-			"is the coordinator running there? give its address with --server (or GASTOWN_SERVER)")
+			"is the coordinator running there (give its address with --server, or GASTOWN_SERVER), and (for a tls:// bus) is --tls-ca its CA?")
 	}
 	return nc, nil
 }

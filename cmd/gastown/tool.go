@@ -17,7 +17,8 @@ Calls a coordinator tool as the agent this process is, and prints the result
 as JSON. What an agent runs inside its container: the token is read from the
 container's token file at each call (never from the environment), the
 identity from GASTOWN_AGENT_ID and GASTOWN_RIG_ID, the bus from
-GASTOWN_NATS_URL.
+GASTOWN_NATS_URL (and, for a tls:// bus, the CA from GASTOWN_NATS_CA and a
+client certificate from GASTOWN_NATS_CERT and GASTOWN_NATS_KEY).
 
 The body is --json '{...}', or key=value arguments (values that parse as
 JSON are taken as JSON, others as strings), e.g.
@@ -89,7 +90,13 @@ func runTool(ctx context.Context, args []string, env Env) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	sess, err := agentclient.OpenFileSession(ctx, url, tokenFile, *timeout, agentclient.FailFast())
+	tls := agentclient.TLSFromEnv(getenv)
+	if err := tls.Validate(); err != nil {
+		return errors.Mark(err, ErrUsage)
+	}
+	// One call: with the bus unreachable, fail at once (exit status 15)
+	// rather than wait out the timeout; the caller retries.
+	sess, err := agentclient.OpenFileSession(ctx, url, tokenFile, *timeout, tls.Option(), nats.RetryOnFailedConnect(false))
 	if errors.Is(err, nats.ErrNoServers) {
 		return errors.WithHint(schemas.NewError(schemas.CodeUnavailable, "the bus at %s is not reachable", url),
 			"is the coordinator running, and GASTOWN_NATS_URL its address? the call was not made: retry once it is up (exit status 15 means exactly this)")
