@@ -74,6 +74,9 @@ type Server struct {
 	err    error
 	// wg holds the goroutines Close waits for.
 	wg sync.WaitGroup
+	// ops is the copier of the state into the ops account, once started.
+	opsMu sync.Mutex
+	ops   *opsView
 }
 
 // jetStreamCheck is how often a running server is checked for JetStream
@@ -319,6 +322,7 @@ func (s *Server) ConnectState(name string, opts ...nats.Option) (*nats.Conn, err
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
 		close(s.stop)
+		s.stopOpsView()
 		s.wg.Wait()
 		s.ns.Shutdown()
 		s.ns.WaitForShutdown()

@@ -85,9 +85,9 @@ func StartDaemon(ctx context.Context, issuer *Issuer, dc DaemonConfig) (*Daemon,
 		return nil, err
 	}
 	if d.srv != nil {
-		if err := d.srv.MirrorState(ctx); err != nil {
+		if err := d.srv.StartOpsView(ctx); err != nil {
 			d.Close()
-			return nil, errors.Wrap(err, "mirroring the state buckets for operators")
+			return nil, err
 		}
 	}
 	cfg.Logger.Info("coordinator ready", "url", d.clientURL)
