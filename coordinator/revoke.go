@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cockroachdb/errors"
 	"github.com/gastown/gastown/schemas"
 )
 
@@ -46,6 +47,9 @@ func restartHint(townID string) string {
 // adminTokenRevoke makes every token of the town issued up to now stop
 // working and closes every connection that used one, before it answers.
 func (c *Coordinator) adminTokenRevoke(ctx context.Context, req schemas.TownRequest) (any, error) {
+	if _, err := c.requireTown(req.TownID); err != nil {
+		return nil, errors.WithHint(err, "check the town id: gastown town list")
+	}
 	l := c.mint.of(req.TownID)
 	l.Lock()
 	defer l.Unlock()

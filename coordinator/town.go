@@ -31,7 +31,7 @@ func (c *Coordinator) createTown(ctx context.Context, req schemas.TownCreate) (T
 		}
 		return Town{}, err
 	}
-	if _, err := c.tokens.update(ctx, t.TownID, func(s *townTokens) { s.UserID = t.UserID }); err != nil {
+	if _, err := c.tokens.update(ctx, t.TownID, func(s *townTokens) { s.UserID, s.Deleted = t.UserID, false }); err != nil {
 		return Town{}, err
 	}
 	// One mayor per town. It belongs to the town's pseudo-rig MayorRig and
