@@ -163,11 +163,17 @@ func TestEndToEndSimFlow(t *testing.T) {
 	var convoy coordinator.Bead
 	require.NoError(t, json.Unmarshal([]byte(admin("convoy", "create", "--town", "e2e", "--title", "Three", "--beads", "one,two,three")), &convoy))
 	for _, b := range []string{"one", "two", "three"} {
-		admin("sling", "--town", "e2e", "--bead", b)
+		// The container may not be connected yet: then sling exits 15
+		// with the bead hooked, dispatched once the container connects.
+		_, _, err := run(t, vars, "sling", "--town", "e2e", "--bead", b, "--server", url, "--timeout", "5s")
+		if err != nil {
+			require.Equal(t, 15, exitCode(err), "%v", err)
+			require.Contains(t, printed(err), "dispatched as soon as the town's container connects")
+		}
 	}
 	require.Eventually(t, func() bool {
 		var st coordinator.TownStatus
-		if json.Unmarshal([]byte(admin("status", "--town", "e2e")), &st) != nil {
+		if json.Unmarshal([]byte(admin("status", "--town", "e2e", "--json")), &st) != nil {
 			return false
 		}
 		for _, b := range st.Beads {
@@ -277,7 +283,7 @@ func TestKilledContainerWorkRedispatched(t *testing.T) {
 	}
 	agentRun := func(agent string) (run, status string) {
 		var st coordinator.TownStatus
-		require.NoError(t, json.Unmarshal([]byte(admin("status", "--town", "k")), &st))
+		require.NoError(t, json.Unmarshal([]byte(admin("status", "--town", "k", "--json")), &st))
 		for _, a := range st.Agents {
 			if a.AgentID == agent {
 				return a.RunID, a.Status
@@ -380,7 +386,7 @@ func TestWorkSurvivesCoordinatorRestart(t *testing.T) {
 
 	landed := assert.Eventually(t, func() bool {
 		var st coordinator.TownStatus
-		if json.Unmarshal([]byte(admin("status", "--town", "rs")), &st) != nil {
+		if json.Unmarshal([]byte(admin("status", "--town", "rs", "--json")), &st) != nil {
 			return false
 		}
 		for _, b := range st.Beads {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/cockroachdb/errors"
@@ -140,11 +141,13 @@ func adminCall(ctx context.Context, nc *nats.Conn, method string, body, out any)
 	return err
 }
 
-func printJSON(env Env, v any) error {
+func printJSON(env Env, v any) error { return printJSONTo(env.Stdout, v) }
+
+func printJSONTo(w io.Writer, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return errors.Wrap(err, "encoding output")
 	}
-	_, err = fmt.Fprintln(env.Stdout, string(b))
+	_, err = fmt.Fprintln(w, string(b))
 	return err
 }
