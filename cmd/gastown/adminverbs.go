@@ -20,7 +20,8 @@ func slingNotDispatched(res schemas.SlingResult) error {
 	if res.Dispatched {
 		return nil
 	}
-	err := schemas.NewError(schemas.CodeUnavailable, "bead %s is hooked to polecat %s but was not dispatched: %s", res.BeadID, res.AgentID, res.Error)
+	err := schemas.NewError(schemas.CodeUnavailable, "bead %s is hooked to polecat %s but was not dispatched: %s",
+		res.BeadID, res.AgentID, strings.TrimPrefix(res.Error, string(schemas.CodeUnavailable)+": "))
 	if strings.Contains(res.Error, "no container of the town is connected") {
 		return errors.WithHint(err, "the bead stays hooked: it is dispatched as soon as the town's container connects (gastown container, see README)")
 	}
