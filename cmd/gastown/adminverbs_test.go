@@ -32,7 +32,7 @@ func TestAdminVerbsCLI(t *testing.T) {
 	addr := freeAddr(t)
 	url := "nats://" + addr
 	vars := map[string]string{"GASTOWN_JWT_SECRET": testSecret, "GASTOWN_ADMIN_PASSWORD": "admin-pw"}
-	daemon(t, vars, "coordinator", "--listen", addr, "--data-dir", t.TempDir(), "--log-level", "error")
+	coordinatorReady(t, daemon(t, vars, "coordinator", "--listen", addr, "--data-dir", t.TempDir(), "--log-level", "info"))
 	adminCLI(t, vars, url)("town", "list") // until it answers
 	cli := func(args ...string) (string, error) {
 		stdout, _, err := run(t, vars, append(args, "--server", url)...)
