@@ -130,12 +130,34 @@ func (h *busHealth) delay() time.Duration {
 	h.failures++
 	n := h.failures
 	h.mu.Unlock()
-	d := h.min
-	for i := 1; i < n && d < h.max; i++ {
+	return backoffDelay(n, h.min, h.max)
+}
+
+// backoffDelay is the wait before attempt n (from 1): lo doubling to hi,
+// ±25% jitter.
+func backoffDelay(n int, lo, hi time.Duration) time.Duration {
+	d := lo
+	for i := 1; i < n && d < hi; i++ {
 		d *= 2
 	}
-	d = min(d, h.max)
+	d = min(d, hi)
 	return time.Duration(float64(d) * (0.75 + 0.5*rand.Float64()))
+}
+
+// connectError says why a connection never came up, from the last error
+// the client saw, and what to do. hint is added when the cause is unknown.
+func connectError(err, last error, town string, expired bool, hint string) error {
+	switch classify(last, expired) {
+	case causeRefused:
+		return cerrors.WithHint(cerrors.Mark(cerrors.Wrapf(err, "the bus refused the container token, which has not expired: it was revoked, or is signed with a secret the coordinator does not accept (%v)", last), ErrTokenRefused),
+			"if the town's tokens were revoked, restart the container with a fresh bootstrap token: gastown token mint --town "+town)
+	case causeRefusedExpired:
+		return cerrors.WithHint(cerrors.Mark(cerrors.Wrapf(err, "the bus refused the container token, which has expired (%v)", last), ErrTokenRefused),
+			"is the container running and refreshing its token file? If not, restart it with a fresh bootstrap token: gastown token mint --town "+town)
+	case causeUnreachable:
+		return cerrors.WithHint(cerrors.Wrapf(err, "the bus is unreachable (%v)", last), "is the coordinator running, and is GASTOWN_NATS_URL its address?")
+	}
+	return cerrors.WithHint(err, hint)
 }
 
 // failed records a failed attempt (or a lost connection) and logs its

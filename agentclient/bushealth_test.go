@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -117,6 +118,17 @@ func TestRevokedContainerBacksOffAndGivesUp(t *testing.T) {
 	_, err = agentclient.Start(context.Background(), agentclient.Config{URL: h.URL(), Token: tok, ContainerID: "c-r2"})
 	require.True(t, errors.Is(err, agentclient.ErrTokenRefused), "%v", err)
 	require.Contains(t, err.Error(), "revoked")
+
+	// An agent's tool call with it retries until its deadline, then says
+	// why it never connected.
+	file := filepath.Join(t.TempDir(), "token")
+	require.NoError(t, agentclient.WriteTokenFile(file, tok))
+	tctx, tcancel := context.WithTimeout(context.Background(), time.Second)
+	defer tcancel()
+	_, err = agentclient.OpenFileSession(tctx, h.URL(), file, time.Second)
+	require.True(t, errors.Is(err, agentclient.ErrTokenRefused), "%v", err)
+	require.Contains(t, err.Error(), "revoked")
+	require.NotContains(t, err.Error(), tok)
 }
 
 // An unreachable bus is said to be unreachable, once, and its return once.
