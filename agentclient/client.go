@@ -3,6 +3,7 @@ package agentclient
 import (
 	"context"
 	"encoding/json"
+	"math/rand/v2"
 	"time"
 
 	"github.com/cockroachdb/errors"
@@ -35,6 +36,16 @@ type Client struct {
 	timeout time.Duration
 }
 
+// A call refused with resource_exhausted and a retry hint (its town is
+// over a rate) is sent again after the hinted wait, at most
+// ExhaustedRetries times, each wait at most MaxRetryWait and within the
+// call's context. A refusal without a hint (a storage cap) is returned at
+// once: waiting does not help.
+const (
+	ExhaustedRetries = 5
+	MaxRetryWait     = 10 * time.Second
+)
+
 // DefaultCallTimeout bounds a call whose context has no deadline. It is
 // long, since some tools dispatch agents (which may clone a repository),
 // but finite: a request lost with a dying coordinator is never answered,
@@ -56,8 +67,11 @@ func (c *Client) WithTimeout(d time.Duration) *Client {
 
 // Call invokes method with body (any JSON value, or nil for {}) and decodes
 // the result into out (when not nil). On unauthenticated it fetches a fresh
-// token once and retries once. A ctx without a deadline gets the client's
-// timeout (DefaultCallTimeout unless set WithTimeout).
+// token once and retries once. On resource_exhausted with a retry hint it
+// waits the hint and retries (ExhaustedRetries, MaxRetryWait); the last
+// refusal is returned, matchable with errors.Is(err,
+// schemas.ErrResourceExhausted). A ctx without a deadline gets the
+// client's timeout (DefaultCallTimeout unless set WithTimeout).
 func (c *Client) Call(ctx context.Context, method string, body, out any) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -75,14 +89,45 @@ func (c *Client) Call(ctx context.Context, method string, body, out any) error {
 	if err != nil {
 		return errors.Mark(errors.Wrapf(err, "encoding %s body", method), schemas.ErrInvalidArgument)
 	}
-	err = c.callDelivered(ctx, subject, data, out)
+	err = c.callAdmitted(ctx, subject, data, out)
 	if !errors.Is(err, schemas.ErrUnauthenticated) {
 		return err
 	}
 	if rerr := c.s.Refresh(ctx); rerr != nil {
 		return errors.WithSecondaryError(err, rerr)
 	}
-	return c.callDelivered(ctx, subject, data, out)
+	return c.callAdmitted(ctx, subject, data, out)
+}
+
+// callAdmitted is callDelivered, sent again after the hinted wait while
+// the town is over a rate: a refused call did nothing, so it is always
+// safe to send again.
+func (c *Client) callAdmitted(ctx context.Context, subject string, data []byte, out any) error {
+	for attempt := 0; ; attempt++ {
+		err := c.callDelivered(ctx, subject, data, out)
+		wait := schemas.RetryAfterOf(err)
+		if !errors.Is(err, schemas.ErrResourceExhausted) || wait <= 0 || attempt >= ExhaustedRetries {
+			return err
+		}
+		// Up to a quarter more, so callers refused together do not all
+		// come back at the same moment.
+		wait = min(wait+rand.N(wait/4+1), MaxRetryWait)
+		if !sleepCtx(ctx, wait) {
+			return err
+		}
+	}
+}
+
+// sleepCtx waits d, or until ctx is done; it reports whether d passed.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }
 
 // callDelivered is call, tried again while no coordinator is there to

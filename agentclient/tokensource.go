@@ -416,7 +416,9 @@ func (s *TokenSource) loop() {
 			if err := s.Refresh(s.ctx); err != nil {
 				s.refreshWanted.Store(true)
 				s.log.Warn("could not get a fresh token; carrying on with the current one", keyErr, err)
-				retry = s.backoff()
+				// A coordinator that says when to ask again is believed,
+				// up to MaxRetryWait.
+				retry = max(s.backoff(), min(schemas.RetryAfterOf(err), MaxRetryWait))
 			}
 		}
 	}

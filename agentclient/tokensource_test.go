@@ -50,7 +50,8 @@ func TestRotationUnderLoad(t *testing.T) {
 	}
 	h := coordinatortest.Start(t, coordinator.Config{
 		TokenTTL: 2 * time.Second, RefreshInterval: 200 * time.Millisecond, RefreshJitter: 20 * time.Millisecond,
-		RequestTimeout: 2 * time.Second,
+		// 64 callers as fast as they can: rotation is measured, not the town's rate.
+		RequestTimeout: 2 * time.Second, Limits: unlimitedRPC,
 	})
 	src := startContainer(t, h, "load", 2*time.Second)
 	client := agentclient.NewClient(src, "", "")
@@ -80,6 +81,10 @@ func TestRotationUnderLoad(t *testing.T) {
 	require.GreaterOrEqual(t, rotations.Load(), int64(duration/(2*time.Second)))
 	require.GreaterOrEqual(t, src.Switches(), int64(duration/(2*time.Second)))
 }
+
+// unlimitedRPC lifts the town's tool-call rate for the tests that load the
+// bus with 64 callers as fast as they can.
+var unlimitedRPC = coordinator.Limits{RPCRate: 1e9}
 
 // loadCounts is what runLoad saw.
 type loadCounts struct {
@@ -127,7 +132,7 @@ func TestSoakRotationWithRestarts(t *testing.T) {
 	soak := os.Getenv("GASTOWN_SOAK") != ""
 	h := coordinatortest.Start(t, coordinator.Config{
 		TokenTTL: 2 * time.Second, RefreshInterval: 200 * time.Millisecond, RefreshJitter: 20 * time.Millisecond,
-		RequestTimeout: 2 * time.Second, LeaseTTL: 3 * time.Second,
+		RequestTimeout: 2 * time.Second, LeaseTTL: 3 * time.Second, Limits: unlimitedRPC,
 	})
 	src := startContainer(t, h, "soak", 2*time.Second)
 	client := agentclient.NewClient(src, "", "")

@@ -42,7 +42,8 @@ func newSecret() string {
 // startDaemon starts a coordinator with secret on dir (a new temporary
 // directory when dir is empty, removed by close). Dispatch retries are
 // pushed an hour away, so agents that could not be dispatched stay quiet.
-func startDaemon(ctx context.Context, secret, dir string) (*daemon, error) {
+// mods change the coordinator's configuration.
+func startDaemon(ctx context.Context, secret, dir string, mods ...func(*coordinator.Config)) (*daemon, error) {
 	key, err := coordinator.NewKey([]byte(secret))
 	if err != nil {
 		return nil, err
@@ -54,8 +55,12 @@ func startDaemon(ctx context.Context, secret, dir string) (*daemon, error) {
 		}
 		d.owned = true
 	}
+	cfg := coordinator.Config{Logger: discard, DispatchCooldown: time.Hour}
+	for _, m := range mods {
+		m(&cfg)
+	}
 	d.Daemon, err = coordinator.StartDaemon(ctx, d.issuer, coordinator.DaemonConfig{
-		Config: coordinator.Config{Logger: discard, DispatchCooldown: time.Hour},
+		Config: cfg,
 		Bus:    bus.Config{Listen: "127.0.0.1:0", DataDir: d.dir, Logger: discard},
 	})
 	if err != nil {

@@ -30,6 +30,7 @@ type options struct {
 	duration     time.Duration
 	rounds       int
 	concurrency  int
+	floodRate    int
 	jsonPath     string
 	cpuProfile   string
 	profileOf    string
@@ -47,13 +48,14 @@ type options struct {
 }
 
 // phases in the order they run.
-var phases = []string{"rpc", "rotation", "heartbeat", "memory", "startup"}
+var phases = []string{"rpc", "fairness", "rotation", "heartbeat", "memory", "startup"}
 
 func main() {
 	var o options
 	flag.DurationVar(&o.duration, "duration", 3*time.Second, "measuring time of each RPC system at each concurrency")
 	flag.IntVar(&o.rounds, "rounds", 3, "the RPC duration is split into this many slices, interleaved between the systems")
 	flag.IntVar(&o.concurrency, "concurrency", 64, "concurrent callers of the concurrent RPC runs")
+	flag.IntVar(&o.floodRate, "flood-rate", 10_000, "requests per second the flooding town of the fairness phase sends")
 	flag.StringVar(&o.jsonPath, "json", "bench.json", "write the results as JSON to this file (empty: do not write)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of an extra authenticated RPC run (concurrent callers) to this file")
 	flag.StringVar(&o.profileOf, "cpuprofile-system", "bus", "which RPC system -cpuprofile profiles: bus, plain or http")
@@ -99,8 +101,8 @@ func (o options) check() error {
 	switch {
 	case !slices.Contains([]string{"bus", "plain", "http"}, o.profileOf):
 		return fmt.Errorf("-cpuprofile-system must be bus, plain or http")
-	case o.duration <= 0 || o.rounds < 1 || o.concurrency < 1:
-		return fmt.Errorf("-duration, -rounds and -concurrency must be positive")
+	case o.duration <= 0 || o.rounds < 1 || o.concurrency < 1 || o.floodRate < 1:
+		return fmt.Errorf("-duration, -rounds, -concurrency and -flood-rate must be positive")
 	case o.rotTowns < 1 || o.rotRounds < 1 || o.rotInflight < 1 || o.agentTowns < 1 || o.agentsPer < 1 || o.startTowns < 0 || o.startups < 1:
 		return fmt.Errorf("counts must be positive")
 	}
@@ -125,6 +127,7 @@ func run(ctx context.Context, o options) ([]Result, error) {
 	}
 	all := []phase{
 		{"rpc", benchRPC},
+		{"fairness", benchFairness},
 		{"rotation", benchRotation},
 		{"heartbeat", benchHeartbeat},
 		{"memory", benchMemory},

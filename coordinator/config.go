@@ -60,6 +60,9 @@ type Config struct {
 	// Replicas is the replica count of the state buckets (1 embedded, 3 on
 	// a cluster).
 	Replicas int
+	// Limits bounds each town's request rates, concurrency and storage
+	// (see Limits for the defaults).
+	Limits Limits
 	// ErrorLogInterval is how often at most one internal error of one
 	// subject is logged; the rest are counted ("suppressed") on the next
 	// line of that subject. Zero means bus.DefaultLogInterval.
@@ -120,6 +123,11 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	limits, err := c.Limits.withDefaults(c.HeartbeatInterval)
+	if err != nil {
+		return c, err
+	}
+	c.Limits = limits
 	switch {
 	case c.TokenTTL < 0 || c.RefreshInterval < 0 || c.RefreshJitter < 0 || c.RecoveryWindow < 0 ||
 		c.HeartbeatInterval < 0 || c.DispatchCooldown < 0 || c.DeadAfter < 0 || c.MaxAttempts < 0 || c.ErrorLogInterval < 0:

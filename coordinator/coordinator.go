@@ -52,9 +52,10 @@ type Coordinator struct {
 	idleMu    sync.Mutex
 	idleUntil map[string]time.Time
 
-	// handlers run concurrently, at most handlerConcurrency at once;
+	// handlers run concurrently, at most Limits.Handlers at once;
 	// Close waits for them.
 	sem       chan struct{}
+	limits    *limiter // each town's rates and calls in flight
 	handMu    sync.Mutex
 	closing   bool
 	handlers  sync.WaitGroup
@@ -89,9 +90,10 @@ func New(ctx context.Context, nc *nats.Conn, issuer *Issuer, cfg Config, opts ..
 	c := &Coordinator{
 		nc: nc, state: nc, issuer: issuer, verified: newVerifyCache(issuer), cfg: cfg, log: cfg.Logger, tokens: newRevocations(),
 		idleUntil: map[string]time.Time{}, runCtx: runCtx, cancel: cancel,
-		sem: make(chan struct{}, handlerConcurrency), mint: newMintLocks(),
+		sem: make(chan struct{}, cfg.Limits.Handlers), mint: newMintLocks(),
 		errLog: bus.NewRateLog(cfg.Logger, cfg.ErrorLogInterval, cfg.Now),
 	}
+	c.limits = c.newTownLimiter()
 	for _, o := range opts {
 		o(c)
 	}
@@ -137,9 +139,9 @@ func (c *Coordinator) subscribe() error {
 		subject string
 		h       nats.MsgHandler
 	}{
-		{schemas.AllTowns.TokenGet(), c.concurrent(c.handleTokenGet)},
+		{schemas.AllTowns.TokenGet(), c.tokenGetAdmission(c.handleTokenGet)},
 		{schemas.AllTowns.RPCAll(), c.handleRPC(c.rpcMethods())}, // its own concurrency
-		{schemas.AllTowns.Heartbeat(), c.concurrent(c.handleHeartbeat)},
+		{schemas.AllTowns.Heartbeat(), c.heartbeatAdmission(c.handleHeartbeat)},
 	}
 	for method, h := range c.adminHandlers() {
 		handlers = append(handlers, struct {
@@ -156,9 +158,6 @@ func (c *Coordinator) subscribe() error {
 	}
 	return errors.Wrap(c.nc.Flush(), "flushing subscriptions")
 }
-
-// handlerConcurrency bounds how many requests are handled at once.
-const handlerConcurrency = 256
 
 // concurrent runs h for each message on its own goroutine, bounded and
 // tracked so that Close waits for every one.
@@ -184,7 +183,8 @@ func (c *Coordinator) track() bool {
 }
 
 // spawn runs a tracked handler f on its own goroutine once one of the
-// handlerConcurrency slots is free.
+// Limits.Handlers slots is free (admin requests; towns' requests never
+// wait: trySpawn).
 func (c *Coordinator) spawn(f func()) {
 	c.sem <- struct{}{}
 	go func() {

@@ -55,7 +55,7 @@ func (c *Coordinator) handleRPC(methods map[string]rpcMethod) nats.MsgHandler {
 			c.answerRPC(m, res, err)
 			return
 		}
-		c.spawn(func() {
+		c.spawnRPC(m, caller.TownID, func() {
 			ctx, cancel := context.WithTimeout(c.runCtx, c.cfg.DispatchTimeout+c.cfg.RequestTimeout) // tools may dispatch
 			defer cancel()
 			res, err := h.h(ctx, caller, body)
@@ -92,6 +92,9 @@ func (c *Coordinator) admitRPC(methods map[string]rpcMethod, m *nats.Msg) (rpcMe
 		return rpcMethod{}, Caller{}, nil, schemas.NewError(schemas.CodeNotFound, "no method %q", method)
 	}
 	if err := c.allowed(h, &caller, method); err != nil {
+		return rpcMethod{}, Caller{}, nil, err
+	}
+	if err := c.rateRPC(townID, h.inline); err != nil {
 		return rpcMethod{}, Caller{}, nil, err
 	}
 	if len(m.Data) > schemas.MaxBodySize {

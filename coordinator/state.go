@@ -16,6 +16,8 @@ type state struct {
 	agents     *bucket[Agent]
 	beads      *bucket[Bead]
 	heartbeats *bucket[heartbeatRecord]
+	// usage counts what each town keeps, from the beads bucket's view.
+	usage *usage
 }
 
 // openState opens and loads every domain bucket. seen receives every
@@ -24,7 +26,7 @@ func openState(ctx, runCtx context.Context, js jetstream.JetStream, replicas int
 	cfg := func(name, desc string) jetstream.KeyValueConfig {
 		return jetstream.KeyValueConfig{Bucket: name, Description: desc, History: 1, Replicas: replicas, Storage: jetstream.FileStorage}
 	}
-	var s state
+	s := state{usage: newUsage()}
 	var err error
 	if s.towns, err = openBucket[Town](ctx, runCtx, js, cfg(schemas.BucketTowns, "Gastown: towns and their owners"), wg, nil); err != nil {
 		return nil, err
@@ -35,9 +37,10 @@ func openState(ctx, runCtx context.Context, js jetstream.JetStream, replicas int
 	if s.agents, err = openBucket[Agent](ctx, runCtx, js, cfg(schemas.BucketAgents, "Gastown: agents, their runs and hooks"), wg, nil); err != nil {
 		return nil, err
 	}
-	if s.beads, err = openBucket[Bead](ctx, runCtx, js, cfg(schemas.BucketBeads, "Gastown: beads (work, mail, reviews, convoys)"), wg, nil); err != nil {
+	if s.beads, err = openBucket(ctx, runCtx, js, cfg(schemas.BucketBeads, "Gastown: beads (work, mail, reviews, convoys)"), wg, s.usage.record); err != nil {
 		return nil, err
 	}
+	s.usage.attach(s.beads)
 	if s.heartbeats, err = openBucket(ctx, runCtx, js, cfg(schemas.BucketHeartbeats, "Gastown: each town's last heartbeat"), wg,
 		func(_ string, r heartbeatRecord) { seen(r) }); err != nil {
 		return nil, err
@@ -70,15 +73,19 @@ func (l *liveness) record(r heartbeatRecord) {
 	}
 }
 
-// seen is when the run was last heard of: its last heartbeat, its
-// dispatch, or this coordinator's start (plus a grace to reconnect),
-// whichever is latest, so nothing is declared dead because the coordinator
-// was down.
+// seen is when the run was last heard of: its last heartbeat or its
+// dispatch, whichever is later.
 func (l *liveness) seen(town, agent, run string, dispatchedAt time.Time) time.Time {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return maxTime(l.lastSeen[seenKey{town, agent, run}], dispatchedAt, l.startedAt.Add(l.restartGrace))
+	return maxTime(l.lastSeen[seenKey{town, agent, run}], dispatchedAt)
 }
+
+// settled reports whether the grace after this coordinator's start has
+// passed: before it, containers may still be reconnecting, so nothing is
+// declared dead because the coordinator was down. The grace does not add
+// to a run's own silence: a run silent long enough is dead once it ends.
+func (l *liveness) settled(now time.Time) bool { return !now.Before(l.startedAt.Add(l.restartGrace)) }
 
 // forget drops what is known of a run that ended.
 func (l *liveness) forget(town, agent, run string) {

@@ -184,6 +184,9 @@ func (c *Coordinator) toolCheckpoint(ctx context.Context, caller Caller, r schem
 	if err := selfOnly(caller, r.AgentID); err != nil {
 		return nil, err
 	}
+	if err := c.admitNote(caller.TownID, r.Note); err != nil {
+		return nil, err
+	}
 	a, err := c.st.agents.Update(ctx, schemas.Key(caller.TownID, caller.AgentID), func(a *Agent) error {
 		a.Checkpoint, a.UpdatedAt = r.Note, c.now().UTC()
 		return nil
@@ -220,6 +223,11 @@ func (c *Coordinator) toolBeadUpdate(ctx context.Context, caller Caller, r schem
 	default:
 		return nil, schemas.NewError(schemas.CodeInvalidArgument, "status %q is not a bead status", r.Status)
 	}
+	release, err := c.admitBeadUpdate(caller.TownID, r)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	b, err := c.st.beads.Update(ctx, schemas.Key(caller.TownID, r.BeadID), func(b *Bead) error {
 		if r.Status != "" && b.Final() {
 			return schemas.NewError(schemas.CodeConflict, "bead %s is %s; it cannot change status", r.BeadID, b.Status)

@@ -102,6 +102,11 @@ func (c *Coordinator) createBead(ctx context.Context, req schemas.BeadCreate, wi
 	for _, f := range with {
 		f(&b)
 	}
+	release, err := c.admitBead(b)
+	if err != nil {
+		return Bead{}, err
+	}
+	defer release()
 	if err := c.st.beads.Create(ctx, schemas.Key(b.TownID, b.BeadID), b); err != nil {
 		if errors.Is(err, ErrExists) {
 			return Bead{}, schemas.NewError(schemas.CodeConflict, "bead %s already exists", id)

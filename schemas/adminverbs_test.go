@@ -1,22 +1,12 @@
 package schemas_test
 
 import (
-	"os"
 	"testing"
 
 	"github.com/cockroachdb/errors"
 	"github.com/gastown/gastown/schemas"
 	"github.com/stretchr/testify/require"
 )
-
-// Every admin method is in docs/PROTOCOL.md's list of them.
-func TestAdminMethodsDocumented(t *testing.T) {
-	doc, err := os.ReadFile("../docs/PROTOCOL.md")
-	require.NoError(t, err)
-	for _, m := range schemas.AdminMethods {
-		require.Contains(t, string(doc), "`"+m+"`", "docs/PROTOCOL.md does not list the admin method %s", m)
-	}
-}
 
 func TestAdminVerbBodies(t *testing.T) {
 	for name, tc := range map[string]struct {

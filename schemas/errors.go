@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"strconv"
+	"time"
 
 	"github.com/cockroachdb/errors"
 )
@@ -13,17 +15,22 @@ type Code string
 
 // The RPC error codes.
 const (
-	CodeUnauthenticated  Code = "unauthenticated"
-	CodePermissionDenied Code = "permission_denied"
-	CodeInvalidArgument  Code = "invalid_argument"
-	CodeNotFound         Code = "not_found"
-	CodeConflict         Code = "conflict"
-	CodeUnavailable      Code = "unavailable"
-	CodeInternal         Code = "internal"
+	CodeUnauthenticated   Code = "unauthenticated"
+	CodePermissionDenied  Code = "permission_denied"
+	CodeInvalidArgument   Code = "invalid_argument"
+	CodeNotFound          Code = "not_found"
+	CodeConflict          Code = "conflict"
+	CodeResourceExhausted Code = "resource_exhausted"
+	CodeUnavailable       Code = "unavailable"
+	CodeInternal          Code = "internal"
 )
 
 // ErrorHeader carries the code of an error reply.
 const ErrorHeader = "Gastown-Error"
+
+// RetryAfterHeader carries, on a resource_exhausted or unavailable error
+// reply, how many milliseconds to wait before trying again (an integer).
+const RetryAfterHeader = "Gastown-Retry-After"
 
 // RPC headers.
 const (
@@ -35,19 +42,20 @@ const (
 
 // Sentinels, one per code, to match with errors.Is.
 var (
-	ErrUnauthenticated  = &Error{Code: CodeUnauthenticated}
-	ErrPermissionDenied = &Error{Code: CodePermissionDenied}
-	ErrInvalidArgument  = &Error{Code: CodeInvalidArgument}
-	ErrNotFound         = &Error{Code: CodeNotFound}
-	ErrConflict         = &Error{Code: CodeConflict}
-	ErrUnavailable      = &Error{Code: CodeUnavailable}
-	ErrInternal         = &Error{Code: CodeInternal}
+	ErrUnauthenticated   = &Error{Code: CodeUnauthenticated}
+	ErrPermissionDenied  = &Error{Code: CodePermissionDenied}
+	ErrInvalidArgument   = &Error{Code: CodeInvalidArgument}
+	ErrNotFound          = &Error{Code: CodeNotFound}
+	ErrConflict          = &Error{Code: CodeConflict}
+	ErrResourceExhausted = &Error{Code: CodeResourceExhausted}
+	ErrUnavailable       = &Error{Code: CodeUnavailable}
+	ErrInternal          = &Error{Code: CodeInternal}
 )
 
 var codes = map[Code]*Error{
 	CodeUnauthenticated: ErrUnauthenticated, CodePermissionDenied: ErrPermissionDenied,
 	CodeInvalidArgument: ErrInvalidArgument, CodeNotFound: ErrNotFound, CodeConflict: ErrConflict,
-	CodeUnavailable: ErrUnavailable, CodeInternal: ErrInternal,
+	CodeResourceExhausted: ErrResourceExhausted, CodeUnavailable: ErrUnavailable, CodeInternal: ErrInternal,
 }
 
 // Known reports whether c is one of the protocol's codes.
@@ -58,11 +66,75 @@ func (c Code) Known() bool { _, ok := codes[c]; return ok }
 type Error struct {
 	Code    Code   `json:"code"`
 	Message string `json:"message"`
+	// RetryAfter is when to try again (zero: no hint). It travels in the
+	// RetryAfterHeader, not in the body, so the body keeps its shape.
+	RetryAfter time.Duration `json:"-"`
 }
 
 // NewError makes an error with a code and a message.
 func NewError(code Code, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// Exhausted makes a resource_exhausted error that says when to try again
+// (zero: retrying will not help, e.g. a town at a storage cap).
+func Exhausted(retryAfter time.Duration, format string, args ...any) *Error {
+	e := NewError(CodeResourceExhausted, format, args...)
+	e.RetryAfter = retryAfter
+	return e
+}
+
+// RetryAfterOf is the retry hint err carries: its *Error's RetryAfter, or
+// zero.
+func RetryAfterOf(err error) time.Duration {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.RetryAfter
+	}
+	return 0
+}
+
+// FormatRetryAfter is the RetryAfterHeader value of d: whole milliseconds,
+// rounded up, so a hint under a millisecond is not lost.
+func FormatRetryAfter(d time.Duration) string {
+	return strconv.FormatInt(int64((d+time.Millisecond-1)/time.Millisecond), 10)
+}
+
+// maxRetryAfter bounds a hint read from the wire: an hour.
+const maxRetryAfter = time.Hour
+
+// ParseRetryAfter reads a RetryAfterHeader value: a non-negative integer
+// of milliseconds, at most an hour. Anything else is no hint (false).
+func ParseRetryAfter(v string) (time.Duration, bool) {
+	if v == "" || len(v) > 7 {
+		return 0, false
+	}
+	var ms int64
+	for _, r := range v {
+		if r < '0' || r > '9' {
+			return 0, false
+		}
+		ms = ms*10 + int64(r-'0')
+	}
+	d := time.Duration(ms) * time.Millisecond
+	if d > maxRetryAfter {
+		return 0, false
+	}
+	return d, true
+}
+
+// WithRetryAfter is err, an *Error as DecodeReply returns it, with the
+// retry hint read from the reply's RetryAfterHeader value. Any other err,
+// or a value that is not a hint, is returned as it is.
+func WithRetryAfter(err error, header string) error {
+	d, ok := ParseRetryAfter(header)
+	e, isWire := err.(*Error)
+	if !ok || !isWire {
+		return err
+	}
+	cp := *e
+	cp.RetryAfter = d
+	return &cp
 }
 
 func (e *Error) Error() string {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/errors"
 	"github.com/gastown/gastown/schemas"
@@ -20,6 +21,7 @@ var allCodes = []struct {
 	{schemas.CodeInvalidArgument, schemas.ErrInvalidArgument, "invalid_argument"},
 	{schemas.CodeNotFound, schemas.ErrNotFound, "not_found"},
 	{schemas.CodeConflict, schemas.ErrConflict, "conflict"},
+	{schemas.CodeResourceExhausted, schemas.ErrResourceExhausted, "resource_exhausted"},
 	{schemas.CodeUnavailable, schemas.ErrUnavailable, "unavailable"},
 	{schemas.CodeInternal, schemas.ErrInternal, "internal"},
 }
@@ -35,6 +37,7 @@ func TestCodesMatchProtocol(t *testing.T) {
 		t.Run("unknown "+string(c), func(t *testing.T) { require.False(t, c.Known()) })
 	}
 	require.Equal(t, "Gastown-Error", schemas.ErrorHeader)
+	require.Equal(t, "Gastown-Retry-After", schemas.RetryAfterHeader)
 	require.Equal(t, "Authorization", schemas.AuthorizationHeader)
 	require.Equal(t, "Gastown-Agent-Id", schemas.AgentIDHeader)
 	require.Equal(t, "Gastown-Rig-Id", schemas.RigIDHeader)
@@ -173,4 +176,65 @@ func TestReplyRoundTrip(t *testing.T) {
 			require.Equal(t, sent, got)
 		})
 	}
+}
+
+func TestRetryAfter(t *testing.T) {
+	t.Run("header values", func(t *testing.T) {
+		for _, tc := range []struct {
+			in   string
+			want time.Duration
+			ok   bool
+		}{
+			{"0", 0, true},
+			{"1", time.Millisecond, true},
+			{"1500", 1500 * time.Millisecond, true},
+			{"3600000", time.Hour, true},
+			{"3600001", 0, false}, // over an hour
+			{"", 0, false},
+			{"-1", 0, false},
+			{"1.5", 0, false},
+			{"1s", 0, false},
+			{" 1", 0, false},
+			{"99999999999999999999", 0, false},
+		} {
+			d, ok := schemas.ParseRetryAfter(tc.in)
+			require.Equal(t, tc.ok, ok, "%q", tc.in)
+			require.Equal(t, tc.want, d, "%q", tc.in)
+		}
+	})
+	t.Run("formatted in whole milliseconds, rounded up", func(t *testing.T) {
+		require.Equal(t, "0", schemas.FormatRetryAfter(0))
+		require.Equal(t, "1", schemas.FormatRetryAfter(time.Microsecond))
+		require.Equal(t, "20", schemas.FormatRetryAfter(20*time.Millisecond))
+		require.Equal(t, "21", schemas.FormatRetryAfter(20*time.Millisecond+time.Nanosecond))
+		d, ok := schemas.ParseRetryAfter(schemas.FormatRetryAfter(1234 * time.Millisecond))
+		require.True(t, ok)
+		require.Equal(t, 1234*time.Millisecond, d)
+	})
+	t.Run("the hint is not in the body", func(t *testing.T) {
+		e := schemas.Exhausted(2*time.Second, "town %s is over its rate", "A")
+		require.ErrorIs(t, e, schemas.ErrResourceExhausted)
+		require.Equal(t, 2*time.Second, schemas.RetryAfterOf(errors.Wrap(e, "calling")))
+		var wire map[string]map[string]string
+		require.NoError(t, json.Unmarshal(schemas.ErrorReply(e), &wire))
+		require.Equal(t, map[string]map[string]string{"error": {"code": "resource_exhausted", "message": "town A is over its rate"}}, wire)
+	})
+	t.Run("recovered from the header", func(t *testing.T) {
+		body := schemas.ErrorReply(schemas.Exhausted(time.Second, "slow down"))
+		err := schemas.WithRetryAfter(schemas.DecodeResult(body, nil), "250")
+		require.ErrorIs(t, err, schemas.ErrResourceExhausted)
+		require.Equal(t, 250*time.Millisecond, schemas.RetryAfterOf(err))
+		require.Zero(t, schemas.RetryAfterOf(schemas.WithRetryAfter(schemas.DecodeResult(body, nil), "soon")), "a bad value is no hint")
+		plain := errors.New("not a wire error")
+		require.Equal(t, plain, schemas.WithRetryAfter(plain, "250"))
+		require.Zero(t, schemas.RetryAfterOf(schemas.ErrResourceExhausted), "the sentinel is never changed")
+	})
+}
+
+func TestAckErr(t *testing.T) {
+	require.NoError(t, (&schemas.Ack{OK: true}).Err())
+	err := (&schemas.Ack{Code: schemas.CodeResourceExhausted, Error: "too many"}).Err()
+	require.ErrorIs(t, err, schemas.ErrResourceExhausted)
+	require.Equal(t, "resource_exhausted: too many", err.Error())
+	require.ErrorIs(t, (&schemas.Ack{Error: "old sender"}).Err(), schemas.ErrInternal, "an ack without a code")
 }

@@ -81,6 +81,7 @@ func FuzzDecode(f *testing.F) {
 	for _, seed := range []string{
 		``, `null`, `{}`, `[]`, `"x"`, `{"type":"gastown.v1.ack"}`,
 		`{"type":"gastown.v1.ack","ok":true,"Type":"gastown.v1.ack","OK":false}`,
+		`{"type":"gastown.v1.ack","ok":false,"code":"resource_exhausted","error":"slow down"}`,
 		`{"type":"gastown.v1.start_agent","townId":"A","rigId":"r","agentId":"a","runId":"x","role":"triage","workspace":{"kind":"empty"},"env":{}}`,
 		`{"type":"gastown.v1.heartbeat","townId":"A","containerId":"c","sentAt":"2025-01-01T00:00:00+02:00","agents":[],"exits":[]}`,
 		`{"type":"gastown.v1.town_event","townId":"A","kind":"k","at":"2025-01-01T00:00:00.5-07:30","detail":{"n":1e300,"s":"\u00ff\ud800"}}`,
@@ -129,6 +130,7 @@ func FuzzDecodeReply(f *testing.F) {
 	for _, seed := range []string{
 		`{"result":{"a":1}}`, `{"result":null}`, `{"result":"<&>"}`, `{"error":{"code":"not_found","message":"x"}}`,
 		`{"error":{"code":"teapot"}}`, `{"error":null,"result":[1,2]}`, `{}`, `null`, `x`, ``, `{"error":{"code":"conflict","message":"\u2028"}}`,
+		`{"error":{"code":"resource_exhausted","message":"over the rate"}}`,
 	} {
 		f.Add([]byte(seed))
 	}

@@ -113,10 +113,13 @@ func validIDs(pairs ...string) error {
 	return nil
 }
 
-// Ack answers a request that has no richer reply.
+// Ack answers a request that has no richer reply. One that is not ok says
+// why in Error and, from v1.1, names the refusal's Code (PROTOCOL.md,
+// codes in acks); older senders may leave Code out.
 type Ack struct {
 	Type  string `json:"type"`
 	OK    bool   `json:"ok"`
+	Code  Code   `json:"code,omitempty"`
 	Error string `json:"error,omitempty"`
 }
 
@@ -125,10 +128,28 @@ func (m *Ack) setType()          { m.Type = TypeAck }
 
 // Validate checks that a refusal says why.
 func (m *Ack) Validate() error {
-	if !m.OK && m.Error == "" {
+	switch {
+	case !m.OK && m.Error == "":
 		return invalidf("ack that is not ok must say why in error")
+	case m.Code != "" && !m.Code.Known():
+		return invalidf("ack code %q is not a protocol code", m.Code)
+	case m.OK && m.Code != "":
+		return invalidf("an ok ack carries no code")
 	}
 	return nil
+}
+
+// Err is the refusal an Ack that is not ok carries, as a *Error (code
+// internal when the sender named none), or nil for an ok Ack.
+func (m *Ack) Err() error {
+	if m.OK {
+		return nil
+	}
+	code := m.Code
+	if code == "" {
+		code = CodeInternal
+	}
+	return &Error{Code: code, Message: m.Error}
 }
 
 // TokenRequest asks the coordinator for a fresh container token.

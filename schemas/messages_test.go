@@ -36,6 +36,12 @@ func samples() []sample {
 			empty:  func() schemas.Message { return &schemas.Ack{} },
 		},
 		{
+			name: "AckWithCode", typ: "gastown.v1.ack",
+			msg:    &schemas.Ack{OK: false, Code: schemas.CodeResourceExhausted, Error: "town A is over its token.get rate"},
+			fields: []string{"type", "ok", "code", "error"},
+			empty:  func() schemas.Message { return &schemas.Ack{} },
+		},
+		{
 			name: "TokenRequest", typ: "gastown.v1.token_request",
 			msg:    &schemas.TokenRequest{TownID: "A", ContainerID: "c-1"},
 			fields: []string{"type", "townId", "containerId"},
@@ -274,6 +280,8 @@ func TestDecodeRefuses(t *testing.T) {
 		raw("field of the wrong type", "Ack", `{"type":"gastown.v1.ack","ok":"yes"}`),
 		// Missing required fields.
 		field("Ack", "error", del, false), // ok is false
+		raw("ack with an unknown code", "Ack", `{"type":"gastown.v1.ack","ok":false,"code":"teapot","error":"x"}`),
+		raw("ok ack with a code", "Ack", `{"type":"gastown.v1.ack","ok":true,"code":"conflict"}`),
 		field("TokenRequest", "townId", del, true),
 		field("TokenRequest", "containerId", del, false),
 		field("TokenRotation", "townId", del, true),

@@ -39,6 +39,13 @@ func runCoordinator(ctx context.Context, args []string, env Env) error {
 	cooldown := fs.Duration("dispatch-cooldown", coordinator.DefaultDispatchCooldown, "wait after a failed dispatch or run")
 	attempts := fs.Int("max-attempts", coordinator.DefaultMaxAttempts, "failed dispatches before a bead fails")
 	leaseTTL := fs.Duration("lease-ttl", coordinator.DefaultLeaseTTL, "how long a coordinator's lease on a town lasts unless renewed")
+	rpcRate := fs.Float64("town-rpc-rate", coordinator.DefaultRPCRate, "tool calls per second each town may make (burst: twice as many)")
+	writeRate := fs.Float64("town-write-rate", coordinator.DefaultWriteRate, "tool calls per second each town may make of the methods that write, wait or scan (burst: twice as many)")
+	inFlight := fs.Int("town-inflight", coordinator.DefaultWriteInFlight, "such calls of each town that may run at once")
+	tokenGetRate := fs.Float64("town-token-get-rate", coordinator.DefaultTokenGetRate, "token.get requests per second each town may make")
+	maxBeads := fs.Int("town-max-beads", coordinator.DefaultMaxBeads, "beads (open and closed) each town may keep")
+	maxBytes := fs.Int64("town-max-bytes", coordinator.DefaultMaxStoredBytes, "bytes of text all of a town's beads may hold together")
+	maxBeadBytes := fs.Int("town-max-bead-bytes", coordinator.DefaultMaxBeadBytes, "bytes of text one bead, mail or checkpoint note may hold")
 	townConns := fs.Int("town-conns", bus.DefaultTownConns, "most connections one town may have open at once on the embedded server (its container's, and one per agent tool call)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
@@ -65,6 +72,10 @@ func runCoordinator(ctx context.Context, args []string, env Env) error {
 			Replicas: *replicas, Logger: log,
 			HeartbeatInterval: *heartbeat, DeadAfter: *deadAfter, DispatchCooldown: *cooldown,
 			MaxAttempts: *attempts, LeaseTTL: *leaseTTL,
+			Limits: coordinator.Limits{
+				RPCRate: *rpcRate, WriteRate: *writeRate, WriteInFlight: *inFlight, TokenGetRate: *tokenGetRate,
+				MaxBeads: *maxBeads, MaxStoredBytes: *maxBytes, MaxBeadBytes: *maxBeadBytes,
+			},
 		},
 		Bus: bus.Config{
 			Listen: *listen, DataDir: *dataDir,

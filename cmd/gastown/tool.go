@@ -30,12 +30,13 @@ triage: triage.resolve.
 
 Exit status: 0 ok, 2 usage, 10 unauthenticated, 11 permission_denied,
 12 invalid_argument, 13 not_found, 14 conflict, 15 unavailable, 16 internal,
-1 anything else.`
+17 resource_exhausted (the town is over a rate or a cap), 1 anything else.`
 
 // toolExitCodes gives each RPC error code its own exit status.
 var toolExitCodes = map[schemas.Code]int{
 	schemas.CodeUnauthenticated: 10, schemas.CodePermissionDenied: 11, schemas.CodeInvalidArgument: 12,
 	schemas.CodeNotFound: 13, schemas.CodeConflict: 14, schemas.CodeUnavailable: 15, schemas.CodeInternal: 16,
+	schemas.CodeResourceExhausted: 17,
 }
 
 func runTool(ctx context.Context, args []string, env Env) error {
