@@ -48,7 +48,7 @@ func (c *Coordinator) handleHeartbeat(m *nats.Msg) {
 		c.log.Warn("storing heartbeat", KeyTown, townID, KeyErr, err)
 	}
 	if !wasConnected {
-		c.containerArrived(ctx, townID) // its first heartbeat after none
+		c.containerArrived(townID) // its first heartbeat after none
 	}
 }
 
