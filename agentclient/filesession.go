@@ -57,8 +57,9 @@ func (s *FileSession) connectToken() string {
 	return s.token
 }
 
-// OpenFileSession connects to url with the token in tokenFile.
-func OpenFileSession(ctx context.Context, url, tokenFile string, timeout time.Duration) (*FileSession, error) {
+// OpenFileSession connects to url with the token in tokenFile; opts are
+// added to the connection's (e.g. bus.ClientTLS's Option).
+func OpenFileSession(ctx context.Context, url, tokenFile string, timeout time.Duration, opts ...nats.Option) (*FileSession, error) {
 	tok, err := ReadTokenFile(tokenFile)
 	if err != nil {
 		return nil, err
@@ -94,7 +95,8 @@ func OpenFileSession(ctx context.Context, url, tokenFile string, timeout time.Du
 		nats.ConnectHandler(func(*nats.Conn) { s.attempts.Store(0) }),
 		nats.ReconnectHandler(func(*nats.Conn) { s.attempts.Store(0) }),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { seen(err); s.drop.dropped() }),
-		nats.ClosedHandler(func(*nats.Conn) { s.drop.dropped() }))
+		nats.ClosedHandler(func(*nats.Conn) { s.drop.dropped() }),
+		allOf(opts))
 	if err == nil {
 		err = waitConnected(ctx, s.nc)
 	}
@@ -108,7 +110,7 @@ func OpenFileSession(ctx context.Context, url, tokenFile string, timeout time.Du
 		}
 		held, _ := schemas.PeekContainerClaims(s.connectToken())
 		return nil, connectError(errors.Wrapf(err, "connecting to %s", url), last, town.ID(), !time.Now().Before(held.Expires()),
-			"is the bus reachable from this container, and is the token file current?")
+			"is the bus reachable from this container, and is the token file current? for a tls:// bus, is "+EnvNatsCA+" its CA (and "+EnvNatsCert+" and "+EnvNatsKey+" set if it requires client certificates)?")
 	}
 	return s, nil
 }
@@ -147,6 +149,18 @@ func (s *FileSession) Close() { s.nc.Close() }
 
 var _ Session = (*FileSession)(nil)
 
+// allOf is opts as one nats.Option.
+func allOf(opts []nats.Option) nats.Option {
+	return func(o *nats.Options) error {
+		for _, apply := range opts {
+			if err := apply(o); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
 // waitConnected waits until nc is connected (a first connect may still be
 // retrying), at most until ctx is done.
 func waitConnected(ctx context.Context, nc *nats.Conn) error {
@@ -155,6 +169,10 @@ func waitConnected(ctx context.Context, nc *nats.Conn) error {
 	for !nc.IsConnected() {
 		select {
 		case <-ctx.Done():
+			if last := nc.LastError(); last != nil {
+				// Why the connects failed (a TLS error, say) says more.
+				return errors.WithSecondaryError(errors.Wrap(last, "waiting for the bus"), ctx.Err())
+			}
 			return errors.Wrap(ctx.Err(), "waiting for the bus")
 		case <-t.C:
 		}

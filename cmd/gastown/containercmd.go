@@ -29,13 +29,18 @@ exits with status 1, so that a supervisor restarts it with a fresh bootstrap
 token (gastown token mint --town T).
 
 Agents get GASTOWN_TOWN_ID, GASTOWN_RIG_ID, GASTOWN_AGENT_ID,
-GASTOWN_AGENT_ROLE, GASTOWN_RUN_ID, GASTOWN_NATS_URL and GASTOWN_TOKEN_FILE,
-never the token itself. Their output goes to <workdir>/logs/<agent>-<run>.log.
+GASTOWN_AGENT_ROLE, GASTOWN_RUN_ID, GASTOWN_NATS_URL and GASTOWN_TOKEN_FILE
+(and GASTOWN_NATS_CA, GASTOWN_NATS_CERT, GASTOWN_NATS_KEY, absolute paths,
+when TLS files are given), never the token itself. Their output goes to <workdir>/logs/<agent>-<run>.log.
 
 Environment:
   GASTOWN_CONTAINER_TOKEN  the bootstrap container token (required);
                            its townId claim names the town
-  GASTOWN_NATS_URL         default for --server
+  GASTOWN_NATS_URL         default for --server (tls://host:port for a bus
+                           that speaks TLS)
+  GASTOWN_NATS_CA          default for --tls-ca
+  GASTOWN_NATS_CERT        default for --tls-cert
+  GASTOWN_NATS_KEY         default for --tls-key
   GASTOWN_CONTAINER_ID     default for --id
 
 --config FILE is JSON: {"commands": {"polecat": ["prog", "arg"], ...}};
@@ -59,6 +64,7 @@ func runContainer(ctx context.Context, args []string, env Env) error {
 	reconnectMax := fs.Duration("reconnect-max", agentclient.DefaultReconnectMax, "longest wait between reconnect attempts")
 	refusedExit := fs.Duration("refused-exit-after", agentclient.DefaultRefusedExitAfter,
 		"exit with status 1 once the bus has refused the token this long (revoked, another secret, expired); 0 never")
+	tlsf := addTLSFlags(fs)
 	roleCmds := map[string]*string{}
 	for _, role := range []string{schemas.RoleMayor, schemas.RolePolecat, schemas.RoleRefinery, schemas.RoleTriage} {
 		roleCmds[role] = fs.String(role+"-cmd", "", "command line of the "+role+" agent, e.g. \"gastown agent sim\"")
@@ -108,6 +114,9 @@ func runContainer(ctx context.Context, args []string, env Env) error {
 	src.ReconnectMin, src.ReconnectMax, src.RefusedExitAfter = *reconnectMin, *reconnectMax, *refusedExit
 	if *refusedExit == 0 {
 		src.RefusedExitAfter = -1 // never
+	}
+	if src.TLS, err = tlsf.resolve(env); err != nil {
+		return err
 	}
 	if src.Token == "" {
 		return errors.Mark(errors.WithHint(errors.Newf("%s is not set", agentclient.EnvContainerToken),
