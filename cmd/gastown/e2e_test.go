@@ -120,6 +120,18 @@ func adminCLI(t *testing.T, vars map[string]string, url string) func(args ...str
 	}
 }
 
+// slingOrHooked slings a bead. The container may not be connected yet:
+// then sling exits 15 with the bead hooked, to be dispatched as soon as the
+// container connects.
+func slingOrHooked(t *testing.T, vars map[string]string, args ...string) {
+	t.Helper()
+	_, _, err := run(t, vars, append(append([]string{"sling"}, args...), "--timeout", "5s")...)
+	if err != nil {
+		require.Equal(t, 15, exitCode(err), "%v", printed(err))
+		require.Contains(t, printed(err), "dispatched as soon as the town's container connects")
+	}
+}
+
 var jwtPattern = regexp.MustCompile(`eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}`)
 
 // TestEndToEndSimFlow runs the whole flow with real processes: the
@@ -163,13 +175,7 @@ func TestEndToEndSimFlow(t *testing.T) {
 	var convoy coordinator.Bead
 	require.NoError(t, json.Unmarshal([]byte(admin("convoy", "create", "--town", "e2e", "--title", "Three", "--beads", "one,two,three")), &convoy))
 	for _, b := range []string{"one", "two", "three"} {
-		// The container may not be connected yet: then sling exits 15
-		// with the bead hooked, dispatched once the container connects.
-		_, _, err := run(t, vars, "sling", "--town", "e2e", "--bead", b, "--server", url, "--timeout", "5s")
-		if err != nil {
-			require.Equal(t, 15, exitCode(err), "%v", err)
-			require.Contains(t, printed(err), "dispatched as soon as the town's container connects")
-		}
+		slingOrHooked(t, vars, "--town", "e2e", "--bead", b, "--server", url)
 	}
 	require.Eventually(t, func() bool {
 		var st coordinator.TownStatus

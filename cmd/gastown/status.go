@@ -131,8 +131,10 @@ func watchStatus(ctx context.Context, env Env, every time.Duration, draw func(io
 		}
 		select {
 		case <-ctx.Done():
-			return nil
 		case <-t.C:
+		}
+		if ctx.Err() != nil {
+			return nil // Ctrl-C
 		}
 	}
 }
