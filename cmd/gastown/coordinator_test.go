@@ -67,6 +67,7 @@ func TestCoordinatorEndToEnd(t *testing.T) {
 		require.Contains(t, out.String(), "no towns yet")
 		ready = true
 	}
+	coordinatorReady(t, logs) // stopped before, it would end with an error
 	_, _, err := run(t, vars, "token", "rotate", "--town", "A", "--server", url)
 	require.Error(t, err, "no town A yet")
 	require.Equal(t, 13, exitCode(err), "not_found")
