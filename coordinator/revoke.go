@@ -6,7 +6,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cockroachdb/errors"
 	"github.com/gastown/gastown/schemas"
 )
 
@@ -48,7 +47,7 @@ func restartHint(townID string) string {
 // working and closes every connection that used one, before it answers.
 func (c *Coordinator) adminTokenRevoke(ctx context.Context, req schemas.TownRequest) (any, error) {
 	if _, err := c.requireTown(req.TownID); err != nil {
-		return nil, errors.WithHint(err, "check the town id: gastown town list")
+		return nil, err
 	}
 	l := c.mint.of(req.TownID)
 	l.Lock()

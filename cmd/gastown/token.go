@@ -135,8 +135,11 @@ func adminCall(ctx context.Context, nc *nats.Conn, method string, body, out any)
 		return errors.Wrap(err, "encoding request")
 	}
 	err = bus.Call(ctx, nc, &nats.Msg{Subject: subject, Data: b}, out)
-	if errors.Is(err, schemas.ErrUnavailable) {
+	if errors.Is(err, schemas.ErrUnavailable) && errors.Is(err, nats.ErrNoResponders) {
 		return errors.WithHint(err, "no coordinator answered: is it running on this bus?")
+	}
+	if errors.Is(err, schemas.ErrNotFound) {
+		return errors.WithHint(err, "see what exists: gastown town list, or gastown rig|bead|convoy list --town T")
 	}
 	return err
 }
