@@ -79,6 +79,10 @@ type TokenSource struct {
 
 	switches atomic.Int64
 	adopted  atomic.Int64
+
+	// health is what the source knows of the bus: the cause of trouble,
+	// logged once per change, and the reconnect backoff.
+	health *busHealth
 }
 
 // conn is one connection and the requests in flight on it.
@@ -91,6 +95,8 @@ type conn struct {
 	used atomic.Pointer[held]
 	// since is when it last (re)connected.
 	since atomic.Int64
+	// retiring: the source is closing it on purpose.
+	retiring atomic.Bool
 }
 
 // Start checks the bootstrap token, writes the token file, connects, asks
@@ -115,6 +121,7 @@ func Start(ctx context.Context, cfg Config, handlers ...Handler) (*TokenSource, 
 		cfg: cfg, town: town, log: cfg.Logger.With(keyTown, town.ID()),
 		wake: make(chan struct{}, 1), ctx: runCtx, cancel: cancel,
 	}
+	s.health = newBusHealth(cfg, s.log, town.ID())
 	s.handlers = append([]Handler{{Subject: town.Token(), Queue: schemas.ContainerQueue, Handle: s.handleRotation}}, handlers...)
 	if err := s.accept(cfg.Token); err != nil {
 		cancel()
@@ -187,9 +194,13 @@ func (s *TokenSource) Refresh(ctx context.Context) error {
 		return bus.Request(ctx, nc, s.town.TokenGet(),
 			&schemas.TokenRequest{TownID: s.town.ID(), ContainerID: s.cfg.ContainerID}, &rot)
 	})
+	if errors.Is(err, nats.ErrNoResponders) {
+		s.health.failed(err, false) // logged once: the coordinator is not answering
+	}
 	if err != nil {
 		return errors.Wrap(err, "asking for a fresh token")
 	}
+	s.health.answered()
 	if rot.TownID != s.town.ID() {
 		return errors.Newf("coordinator answered with a token for town %s", rot.TownID)
 	}
@@ -291,19 +302,27 @@ func (s *TokenSource) dial(ctx context.Context) (*conn, error) {
 		s.cfg.TLS.Option(),
 		nats.MaxReconnects(-1),
 		// A restarting coordinator refuses tokens until it has loaded its
-		// revocations: keep trying rather than give up on auth errors.
+		// revocations: keep trying rather than give up on auth errors at
+		// once, backing off, and give up only after RefusedExitAfter
+		// (bushealth.go).
 		nats.IgnoreAuthErrorAbort(),
-		nats.ReconnectWait(100*time.Millisecond),
-		nats.ReconnectJitter(100*time.Millisecond, time.Second),
-		nats.ReconnectHandler(func(*nats.Conn) { s.poke() }),
+		nats.CustomReconnectDelay(func(int) time.Duration { return s.health.delay() }),
+		nats.ReconnectHandler(func(*nats.Conn) { s.health.connected(); s.poke() }),
 		nats.ClosedHandler(func(*nats.Conn) { close(c.closed); s.poke() }),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				s.log.Warn("connection to the bus lost; reconnecting", keyErr, err)
+			if !s.closed.Load() && !c.retiring.Load() {
+				s.health.disconnected(err, s.expired())
 			}
 		}),
+		// A failed reconnect: the server unreachable (an auth refusal
+		// comes to the ErrorHandler instead).
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { s.health.failed(err, s.expired()) }),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			s.log.Debug("bus error", keyErr, err)
+			if classify(err, false) == causeRefused {
+				s.health.failed(err, s.expired())
+				return
+			}
 			if errors.Is(err, nats.ErrPermissionViolation) {
 				s.refreshWanted.Store(true)
 				s.switchWanted.Store(true)
@@ -312,8 +331,7 @@ func (s *TokenSource) dial(ctx context.Context) (*conn, error) {
 		}),
 	)
 	if err != nil {
-		return nil, errors.WithHint(errors.Wrapf(err, "connecting to %s", s.cfg.URL),
-			"is the coordinator reachable, and is the token valid and not revoked?")
+		return nil, s.dialError(err)
 	}
 	c.nc = nc
 	s.mu.Lock()
@@ -433,6 +451,7 @@ func (s *TokenSource) switchConn() error {
 // retire waits for old's requests in flight (at most DrainTimeout), then
 // drains it: its subscriptions finish the messages they hold, and it closes.
 func (s *TokenSource) retire(old *conn) {
+	old.retiring.Store(true)
 	if !waitTimeout(&old.inflight, s.cfg.DrainTimeout) {
 		s.log.Warn("closing an old connection with requests still in flight")
 	}

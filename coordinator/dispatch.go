@@ -48,7 +48,7 @@ func (c *Coordinator) dispatch(ctx context.Context, townID, agentID string) erro
 	err = bus.Request(rctx, c.nc, t.Dispatch(), req, &res)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
-		return c.dispatchFailed(ctx, a, runID, "no container of the town is connected")
+		return c.dispatchFailed(ctx, a, runID, reasonNoContainer)
 	case err != nil:
 		return c.dispatchFailed(ctx, a, runID, "container did not answer: "+errors.UnwrapAll(err).Error())
 	case !res.OK:
@@ -60,7 +60,7 @@ func (c *Coordinator) dispatch(ctx context.Context, townID, agentID string) erro
 		if a.RunID != runID {
 			return errStaleRun
 		}
-		a.Attempts, a.LastError, a.UpdatedAt = 0, "", c.now()
+		a.Attempts, a.LastError, a.AwaitsContainer, a.UpdatedAt = 0, "", false, c.now()
 		return nil
 	}); err != nil && !errors.Is(err, errStaleRun) {
 		c.log.Warn("recording a started run", KeyTown, townID, KeyAgent, agentID, KeyErr, err)
@@ -86,8 +86,13 @@ func (c *Coordinator) dispatchFailed(ctx context.Context, a Agent, runID, reason
 		}
 		failed = ""
 		a.Status, a.RunID, a.LastError, a.UpdatedAt = AgentIdle, "", reason, now
-		a.Attempts++
 		a.NextAttemptAt = now.Add(c.cfg.DispatchCooldown)
+		// No container is not the work's fault: it is not an attempt, and
+		// the container connecting ends the cooldown.
+		if a.AwaitsContainer = reason == reasonNoContainer; a.AwaitsContainer {
+			return nil
+		}
+		a.Attempts++
 		if a.Attempts >= c.cfg.MaxAttempts && a.Hook != "" {
 			failed, a.Hook, a.Attempts, a.NextAttemptAt = a.Hook, "", 0, now
 		}

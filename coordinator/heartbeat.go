@@ -43,8 +43,12 @@ func (c *Coordinator) handleHeartbeat(m *nats.Msg) {
 			c.log.Warn("recording an agent exit", KeyTown, townID, KeyAgent, e.AgentID, KeyErr, err)
 		}
 	}
+	_, wasConnected := c.containerSeen(townID)
 	if err := c.st.heartbeats.Put(ctx, townID, rec); err != nil {
 		c.log.Warn("storing heartbeat", KeyTown, townID, KeyErr, err)
+	}
+	if !wasConnected {
+		c.containerArrived(townID) // its first heartbeat after none
 	}
 }
 

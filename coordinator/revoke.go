@@ -46,6 +46,9 @@ func restartHint(townID string) string {
 // adminTokenRevoke makes every token of the town issued up to now stop
 // working and closes every connection that used one, before it answers.
 func (c *Coordinator) adminTokenRevoke(ctx context.Context, req schemas.TownRequest) (any, error) {
+	if _, err := c.requireTown(req.TownID); err != nil {
+		return nil, err
+	}
 	l := c.mint.of(req.TownID)
 	l.Lock()
 	defer l.Unlock()

@@ -45,7 +45,7 @@ func (c *Coordinator) refreshDue(ctx context.Context) {
 	var due []string
 	c.idleMu.Lock()
 	for _, s := range c.tokens.snapshot() {
-		if s.NextRefreshAt.After(now) || c.idleUntil[s.TownID].After(now) || !c.leases.holds(s.TownID) {
+		if s.Deleted || s.NextRefreshAt.After(now) || c.idleUntil[s.TownID].After(now) || !c.leases.holds(s.TownID) {
 			continue
 		}
 		due = append(due, s.TownID)

@@ -52,5 +52,6 @@ func (c *Coordinator) handleTokenGet(m *nats.Msg) {
 	}); err != nil {
 		c.log.Warn("saving token schedule", KeyTown, townID, KeyErr, err)
 	}
+	c.containerArrived(townID)
 	c.log.Debug("token issued on request", KeyTown, townID, "container", req.ContainerID)
 }

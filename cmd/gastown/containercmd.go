@@ -20,6 +20,14 @@ refinery, an empty directory for the mayor and triage agents), and sends a
 heartbeat listing them every --heartbeat. Ctrl-C stops the agents (SIGTERM,
 then SIGKILL after --stop-grace) and exits.
 
+When the bus is lost it reconnects, waiting --reconnect-min doubling to
+--reconnect-max, and logs the cause once: unreachable, refused (the token
+revoked, signed with another secret, or expired past the recovery window),
+or the coordinator still starting. A token refused for --refused-exit-after
+cannot recover (a revocation is final): the container stops its agents and
+exits with status 1, so that a supervisor restarts it with a fresh bootstrap
+token (gastown token mint --town T).
+
 Agents get GASTOWN_TOWN_ID, GASTOWN_RIG_ID, GASTOWN_AGENT_ID,
 GASTOWN_AGENT_ROLE, GASTOWN_RUN_ID, GASTOWN_NATS_URL and GASTOWN_TOKEN_FILE
 (and GASTOWN_NATS_CA, GASTOWN_NATS_CERT, GASTOWN_NATS_KEY, absolute paths,
@@ -52,6 +60,10 @@ func runContainer(ctx context.Context, args []string, env Env) error {
 	heartbeat := fs.Duration("heartbeat", agentclient.DefaultHeartbeatInterval, "heartbeat interval")
 	grace := fs.Duration("stop-grace", agentclient.DefaultStopGrace, "wait between SIGTERM and SIGKILL when stopping an agent")
 	config := fs.String("config", "", "JSON file with the agent commands per role")
+	reconnectMin := fs.Duration("reconnect-min", agentclient.DefaultReconnectMin, "wait before the first reconnect attempt; it doubles with each failed one (±25% jitter)")
+	reconnectMax := fs.Duration("reconnect-max", agentclient.DefaultReconnectMax, "longest wait between reconnect attempts")
+	refusedExit := fs.Duration("refused-exit-after", agentclient.DefaultRefusedExitAfter,
+		"exit with status 1 once the bus has refused the token this long (revoked, another secret, expired); 0 never")
 	tlsf := addTLSFlags(fs)
 	roleCmds := map[string]*string{}
 	for _, role := range []string{schemas.RoleMayor, schemas.RolePolecat, schemas.RoleRefinery, schemas.RoleTriage} {
@@ -96,6 +108,13 @@ func runContainer(ctx context.Context, args []string, env Env) error {
 	}
 	src := agentclient.ConfigFromEnv(env.Getenv)
 	src.URL, src.ContainerID, src.TokenFile, src.Logger = *server, *id, *tokenFile, log
+	if *reconnectMin <= 0 || *reconnectMax < *reconnectMin || *refusedExit < 0 {
+		return errors.Mark(errors.New("--reconnect-min must be positive and at most --reconnect-max, and --refused-exit-after not negative"), ErrUsage)
+	}
+	src.ReconnectMin, src.ReconnectMax, src.RefusedExitAfter = *reconnectMin, *reconnectMax, *refusedExit
+	if *refusedExit == 0 {
+		src.RefusedExitAfter = -1 // never
+	}
 	if src.TLS, err = tlsf.resolve(env); err != nil {
 		return err
 	}
