@@ -47,6 +47,7 @@ func runCoordinator(ctx context.Context, args []string, env Env) error {
 	maxBytes := fs.Int64("town-max-bytes", coordinator.DefaultMaxStoredBytes, "bytes of text all of a town's beads may hold together")
 	maxBeadBytes := fs.Int("town-max-bead-bytes", coordinator.DefaultMaxBeadBytes, "bytes of text one bead, mail or checkpoint note may hold")
 	townConns := fs.Int("town-conns", bus.DefaultTownConns, "most connections one town may have open at once on the embedded server (its container's, and one per agent tool call)")
+	metricsListen := fs.String("metrics-listen", "", "host:port to serve Prometheus /metrics, /healthz and /readyz on (off when empty; e.g. 127.0.0.1:9464)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	if done, err := parse(fs, args, env); done {
@@ -84,6 +85,7 @@ func runCoordinator(ctx context.Context, args []string, env Env) error {
 			Debug:         *logLevel == "debug",
 			Limits:        bus.Limits{TownConns: *townConns},
 		},
-		NatsURL: *natsURL,
+		NatsURL:       *natsURL,
+		MetricsListen: *metricsListen,
 	})
 }
