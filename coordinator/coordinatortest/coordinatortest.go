@@ -34,14 +34,15 @@ type Harness struct {
 
 // Start runs a daemon with cfg (zero fields get test defaults: a random
 // secret, a free loopback port, a temporary data directory) and stops it
-// when the test ends.
-func Start(t testing.TB, cfg coordinator.Config) *Harness {
+// when the test ends. opts change the daemon's settings before it starts
+// (MetricsListen, say); restarts keep them.
+func Start(t testing.TB, cfg coordinator.Config, opts ...func(*coordinator.DaemonConfig)) *Harness {
 	t.Helper()
-	return StartIn(t, cfg, t.TempDir())
+	return StartIn(t, cfg, t.TempDir(), opts...)
 }
 
 // StartIn is Start with the JetStream store in dataDir.
-func StartIn(t testing.TB, cfg coordinator.Config, dataDir string) *Harness {
+func StartIn(t testing.TB, cfg coordinator.Config, dataDir string, opts ...func(*coordinator.DaemonConfig)) *Harness {
 	t.Helper()
 	secret := make([]byte, 32)
 	_, _ = rand.Read(secret)
@@ -59,6 +60,9 @@ func StartIn(t testing.TB, cfg coordinator.Config, dataDir string) *Harness {
 	h.Config = coordinator.DaemonConfig{Config: cfg, Bus: bus.Config{
 		OpsPassword: "ops-test-password", AdminPassword: "admin-test-password",
 	}}
+	for _, o := range opts {
+		o(&h.Config)
+	}
 	h.start()
 	// Restarts reuse the port containers know.
 	h.listen = h.Daemon.Server().Addr().String()

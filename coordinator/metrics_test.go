@@ -1,0 +1,239 @@
+package coordinator_test
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	cerrors "github.com/cockroachdb/errors"
+	"github.com/gastown/gastown/agentclient"
+	"github.com/gastown/gastown/bus"
+	"github.com/gastown/gastown/bus/bustest"
+	"github.com/gastown/gastown/coordinator"
+	"github.com/gastown/gastown/coordinator/coordinatortest"
+	"github.com/gastown/gastown/schemas"
+	"github.com/nats-io/nats.go"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"github.com/stretchr/testify/require"
+)
+
+func withMetrics(dc *coordinator.DaemonConfig) { dc.MetricsListen = "127.0.0.1:0" }
+
+// get fetches path from the daemon's metrics listener.
+func get(t *testing.T, h *coordinatortest.Harness, path string) (int, string) {
+	t.Helper()
+	addr := h.Daemon.MetricsAddr()
+	require.NotEmpty(t, addr, "the daemon serves metrics")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, string(b)
+}
+
+// scrape is one /metrics page, parsed, and its text.
+type scrape struct {
+	text     string
+	families map[string]*dto.MetricFamily
+}
+
+func scrapeMetrics(t *testing.T, h *coordinatortest.Harness) scrape {
+	t.Helper()
+	code, text := get(t, h, "/metrics")
+	require.Equal(t, http.StatusOK, code, text)
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(strings.NewReader(text))
+	require.NoError(t, err)
+	return scrape{text: text, families: fams}
+}
+
+// value is the value of the series of name whose labels include labels
+// (name=value pairs); a histogram's value is its count. ok is false when
+// there is no such series.
+func (s scrape) value(name string, labels ...string) (float64, bool) {
+	f, ok := s.families[name]
+	if !ok {
+		return 0, false
+	}
+next:
+	for _, m := range f.GetMetric() {
+		have := map[string]string{}
+		for _, l := range m.GetLabel() {
+			have[l.GetName()] = l.GetValue()
+		}
+		for i := 0; i+1 < len(labels); i += 2 {
+			if have[labels[i]] != labels[i+1] {
+				continue next
+			}
+		}
+		switch {
+		case m.Counter != nil:
+			return m.Counter.GetValue(), true
+		case m.Gauge != nil:
+			return m.Gauge.GetValue(), true
+		case m.Histogram != nil:
+			return float64(m.Histogram.GetSampleCount()), true
+		}
+	}
+	return 0, false
+}
+
+func (s scrape) must(t *testing.T, name string, labels ...string) float64 {
+	t.Helper()
+	v, ok := s.value(name, labels...)
+	require.True(t, ok, "no series %s%v in:\n%s", name, labels, s.text)
+	return v
+}
+
+// TestMetricsAndHealth: with --metrics-listen the daemon serves /healthz,
+// /readyz and /metrics; a rotation pushed to a connected container, tool
+// calls, a refused connection and a misdirected request move their
+// counters; state gauges follow the store; no token or password ever
+// shows.
+func TestMetricsAndHealth(t *testing.T) {
+	// A short lease, so the new town's is taken within a few ms.
+	h := coordinatortest.Start(t, coordinator.Config{LeaseTTL: 300 * time.Millisecond}, withMetrics)
+
+	code, body := get(t, h, "/healthz")
+	require.Equal(t, http.StatusOK, code, body)
+	code, body = get(t, h, "/readyz")
+	require.Equal(t, http.StatusOK, code, body)
+
+	before := scrapeMetrics(t, h)
+	require.Zero(t, before.must(t, "gastown_rotations_acknowledged_total"))
+	require.Zero(t, before.must(t, "gastown_rpc_requests_total", "method", "ping", "code", "ok"))
+
+	require.NoError(t, admin(t, h, schemas.AdminTownCreate, schemas.TownCreate{TownID: "M", UserID: "u1"}, nil))
+	require.NoError(t, admin(t, h, schemas.AdminRigAdd, schemas.RigAdd{TownID: "M", RigID: "r", GitURL: "/nonexistent/r"}, nil))
+	require.NoError(t, admin(t, h, schemas.AdminBeadCreate, schemas.BeadCreate{TownID: "M", BeadID: "b1", RigID: "r", Title: "work"}, nil))
+	bootstrap := h.ContainerToken("M")
+	src, err := agentclient.Start(context.Background(), agentclient.Config{
+		URL: h.URL(), Token: bootstrap, ContainerID: "c-M", Logger: bustest.Logger(t),
+	})
+	require.NoError(t, err)
+	t.Cleanup(src.Close)
+
+	var rot schemas.RotateResult
+	require.NoError(t, admin(t, h, schemas.AdminTokenRotate, schemas.TownRequest{TownID: "M"}, &rot))
+	require.True(t, rot.Acknowledged, "%+v", rot)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var pong map[string]any
+	require.NoError(t, agentclient.NewClient(src, "", "").Call(ctx, schemas.ToolPing, nil, &pong))
+	// A call with no token, one to no such tool.
+	_, err = rpc(t, h, "M", schemas.ToolPing, "", "", "", nil, nil)
+	require.True(t, cerrors.Is(err, schemas.ErrUnauthenticated), "%v", err)
+	_, err = rpc(t, h, "M", "no.such.tool", src.Token(), "", "", nil, nil)
+	require.True(t, cerrors.Is(err, schemas.ErrNotFound), "%v", err)
+	// A wrong admin password, refused at connect.
+	bad, err := nats.Connect(h.URL(), nats.UserInfo(bus.AdminUser, "not-the-password"), nats.MaxReconnects(0))
+	if err == nil {
+		bad.Close()
+	}
+	require.Error(t, err)
+	// A request whose reply is not the town's own inbox: dropped.
+	require.NoError(t, h.Conn().PublishMsg(&nats.Msg{Subject: "gastown.town.M.rpc.ping", Reply: "_INBOX.elsewhere", Header: nats.Header{
+		schemas.AuthorizationHeader: []string{schemas.BearerPrefix + src.Token()},
+	}}))
+
+	var s scrape
+	require.Eventually(t, func() bool {
+		s = scrapeMetrics(t, h)
+		dropped, _ := s.value("gastown_reply_rule_drops_total")
+		leases, _ := s.value("gastown_leases_held")
+		return dropped >= 1 && leases >= 1
+	}, 10*time.Second, 20*time.Millisecond, "the misdirected request is counted, the town's lease is taken")
+
+	require.Equal(t, 1.0, s.must(t, "gastown_rotations_pushed_total"))
+	require.Equal(t, 1.0, s.must(t, "gastown_rotations_acknowledged_total"))
+	require.Equal(t, 1.0, s.must(t, "gastown_rotation_duration_seconds"), "one acknowledgement timed")
+	require.Equal(t, 1.0, s.must(t, "gastown_tokens_issued_total", "how", "push"))
+	require.Zero(t, s.must(t, "gastown_rotations_failed_total", "reason", "no_answer"))
+	require.Equal(t, 1.0, s.must(t, "gastown_rpc_requests_total", "method", "ping", "code", "ok"))
+	require.Equal(t, 1.0, s.must(t, "gastown_rpc_requests_total", "method", "ping", "code", "unauthenticated"))
+	require.Equal(t, 1.0, s.must(t, "gastown_rpc_requests_total", "method", "unknown", "code", "not_found"))
+	require.Equal(t, 2.0, s.must(t, "gastown_rpc_duration_seconds", "method", "ping"))
+	require.Equal(t, 1.0, s.must(t, "gastown_auth_refusals_total", "reason", "wrong_password"))
+	require.GreaterOrEqual(t, s.must(t, "gastown_connections", "kind", "container"), 1.0)
+	require.Equal(t, 1.0, s.must(t, "gastown_towns"))
+	require.Equal(t, 1.0, s.must(t, "gastown_beads", "type", "issue", "status", "open"))
+	require.Equal(t, 1.0, s.must(t, "gastown_leases_held"))
+	require.Zero(t, s.must(t, "gastown_store_write_errors_total", "bucket", schemas.BucketBeads))
+	require.Zero(t, s.must(t, "gastown_store_failed"))
+	require.Zero(t, s.must(t, "gastown_limit_refusals_total", "limit", "rpc_rate"))
+
+	// No label names a town, and nothing secret is on the page.
+	require.NotContains(t, s.text, `"M"`)
+	for _, secret := range []string{bootstrap, src.Token(), "admin-test-password", "ops-test-password", "not-the-password", "eyJ"} {
+		require.NotContains(t, s.text, secret)
+	}
+}
+
+// TestMetricsAgentsByStatus: the agents gauge is read from the cache at
+// scrape time, and a sling that cannot dispatch counts a dispatch and its
+// failure.
+func TestMetricsAgentsByStatus(t *testing.T) {
+	h := coordinatortest.Start(t, coordinator.Config{}, withMetrics)
+	townFixture(t, h)
+	s := scrapeMetrics(t, h)
+	require.Equal(t, 1.0, s.must(t, "gastown_agents", "role", schemas.RoleMayor, "status", coordinator.AgentIdle)+
+		s.must(t, "gastown_agents", "role", schemas.RoleMayor, "status", coordinator.AgentWorking))
+	require.Equal(t, 2.0, s.must(t, "gastown_agents", "role", schemas.RolePolecat, "status", coordinator.AgentIdle)+
+		s.must(t, "gastown_agents", "role", schemas.RolePolecat, "status", coordinator.AgentWorking))
+	require.Eventually(t, func() bool {
+		s = scrapeMetrics(t, h)
+		d, _ := s.value("gastown_dispatches_total")
+		f, _ := s.value("gastown_dispatch_failures_total")
+		return d >= 1 && f >= 1
+	}, 10*time.Second, 20*time.Millisecond, "patrol's dispatches to a town with no container fail, and are counted")
+}
+
+// TestMetricsListenErrors: a bad or busy --metrics-listen address stops
+// the daemon from starting, saying what to do, and leaves nothing running.
+func TestMetricsListenErrors(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer busy.Close()
+	for _, tc := range []struct{ name, addr, want string }{
+		{"no port", "127.0.0.1", "missing port"},
+		{"busy", busy.Addr().String(), "address already in use"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			key, err := coordinator.NewKey([]byte(strings.Repeat("k", 64)))
+			require.NoError(t, err)
+			_, err = coordinator.StartDaemon(context.Background(), coordinator.NewIssuer(coordinator.NewKeyRing(key), nil), coordinator.DaemonConfig{
+				Bus:           bus.Config{Listen: "127.0.0.1:0", DataDir: t.TempDir()},
+				MetricsListen: tc.addr,
+			})
+			require.Error(t, err)
+			require.Contains(t, err.Error(), tc.want)
+			require.Contains(t, cerrors.FlattenHints(err), "--metrics-listen")
+		})
+	}
+}
+
+// TestMetricsDaemonClose: Close stops the listener (twice is safe), and a
+// daemon without MetricsListen serves nothing.
+func TestMetricsDaemonClose(t *testing.T) {
+	h := coordinatortest.Start(t, coordinator.Config{}, withMetrics)
+	addr := h.Daemon.MetricsAddr()
+	h.Daemon.Close()
+	h.Daemon.Close()
+	_, err := net.DialTimeout("tcp", addr, time.Second)
+	require.Error(t, err, "nothing listens after Close")
+
+	plain := coordinatortest.Start(t, coordinator.Config{})
+	require.Empty(t, plain.Daemon.MetricsAddr())
+}
