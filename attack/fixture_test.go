@@ -50,27 +50,33 @@ func newWorld(t *testing.T, cfg coordinator.Config) *world {
 // in-process connection with the admin inbox).
 func (w *world) admin(t *testing.T, method string, body, out any) {
 	t.Helper()
-	subject, err := schemas.Admin(method)
-	require.NoError(t, err)
-	b, err := json.Marshal(body)
-	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	require.NoError(t, bus.Call(ctx, w.h.AdminConn(), &nats.Msg{Subject: subject, Data: b}, out), "admin %s", method)
+	require.NoError(t, adminCall(w.h.AdminConn(), method, body, out), "admin %s", method)
 }
 
-// container connects over TCP as town's container with tok (a fresh token
-// when empty) and the town's inbox prefix.
+// dial connects to the daemon once, never reconnecting.
+func dial(h *coordinatortest.Harness, opts ...nats.Option) (*nats.Conn, error) {
+	return nats.Connect(h.URL(), append([]nats.Option{nats.MaxReconnects(0), nats.Timeout(wait)}, opts...)...)
+}
+
+// containerConn connects over TCP as town's container with tok and the
+// town's inbox prefix, never reconnecting, closed when the test ends.
+func containerConn(t *testing.T, h *coordinatortest.Harness, town, tok string, opts ...nats.Option) *nats.Conn {
+	t.Helper()
+	all := append([]nats.Option{nats.Token(tok), nats.CustomInboxPrefix(schemas.InboxRoot + "." + town)}, opts...)
+	nc, err := dial(h, all...)
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	require.NoError(t, nc.Flush())
+	return nc
+}
+
+// container connects as town's container with tok, a fresh one when empty.
 func (w *world) container(t *testing.T, town, tok string, opts ...nats.Option) *nats.Conn {
 	t.Helper()
 	if tok == "" {
 		tok = w.h.ContainerToken(town)
 	}
-	all := append([]nats.Option{nats.Token(tok), nats.CustomInboxPrefix(schemas.InboxRoot + "." + town), nats.MaxReconnects(0)}, opts...)
-	nc, err := nats.Connect(w.h.URL(), all...)
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	return nc
+	return containerConn(t, w.h, town, tok, opts...)
 }
 
 // ops connects over TCP as the operator, as the nats CLI would with the
@@ -84,10 +90,10 @@ func (w *world) ops(t *testing.T, opts ...nats.Option) *nats.Conn {
 	return nc
 }
 
-// adminTCP connects over TCP as the administrator.
-func (w *world) adminTCP(t *testing.T) *nats.Conn {
+// adminConn connects over TCP as the administrator, with its inbox.
+func adminConn(t *testing.T, h *coordinatortest.Harness) *nats.Conn {
 	t.Helper()
-	nc, err := nats.Connect(w.h.URL(), nats.UserInfo(bus.AdminUser, adminPassword), nats.CustomInboxPrefix(schemas.AdminInbox), nats.MaxReconnects(0))
+	nc, err := dial(h, nats.UserInfo(bus.AdminUser, adminPassword), nats.CustomInboxPrefix(schemas.AdminInbox))
 	require.NoError(t, err)
 	t.Cleanup(nc.Close)
 	return nc
@@ -95,6 +101,11 @@ func (w *world) adminTCP(t *testing.T) *nats.Conn {
 
 // rpcMsg is a tool request of town as agent p1 of rig r, bearing tok.
 func rpcMsg(t *testing.T, town, method, tok string, body any) *nats.Msg {
+	return agentMsg(t, town, "p1", "r", method, tok, body)
+}
+
+// agentMsg is a tool request of town as agent of rig, bearing tok.
+func agentMsg(t testing.TB, town, agent, rig, method, tok string, body any) *nats.Msg {
 	t.Helper()
 	subject, err := schemas.ForTown(town)
 	require.NoError(t, err)
@@ -102,8 +113,8 @@ func rpcMsg(t *testing.T, town, method, tok string, body any) *nats.Msg {
 	require.NoError(t, err)
 	m := nats.NewMsg(s)
 	m.Header.Set(schemas.AuthorizationHeader, schemas.BearerPrefix+tok)
-	m.Header.Set(schemas.AgentIDHeader, "p1")
-	m.Header.Set(schemas.RigIDHeader, "r")
+	m.Header.Set(schemas.AgentIDHeader, agent)
+	m.Header.Set(schemas.RigIDHeader, rig)
 	if body != nil {
 		m.Data, err = json.Marshal(body)
 		require.NoError(t, err)

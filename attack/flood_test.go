@@ -220,7 +220,7 @@ func TestFloodOfTokenRequestsStarvesNoOtherTown(t *testing.T) {
 			return &nats.Msg{Subject: "gastown.town.alpha.token.get", Data: body}
 		})
 	}, 500*time.Millisecond, func(int) error {
-		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
 		defer cancel()
 		var rot schemas.TokenRotation
 		if err := bus.Request(ctx, beta, "gastown.town.beta.token.get", &schemas.TokenRequest{TownID: "beta", ContainerID: "c"}, &rot); err != nil {
@@ -284,7 +284,7 @@ func TestFloodOfHeartbeatsStarvesNoOtherTown(t *testing.T) {
 			return err
 		}
 		// Stored when the bucket holds it.
-		wait, stop := context.WithTimeout(ctx, callTimeout)
+		wait, stop := context.WithTimeout(ctx, wait)
 		defer stop()
 		for {
 			if e, err := kv.Get(wait, "beta"); err == nil && containerOf(e.Value()) == id {

@@ -15,30 +15,12 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// callTimeout bounds every request of these tests: generous, so only a
-// request that is never answered (or stuck behind another town's backlog
-// for that long) fails, not a slow one on a starved machine.
-const callTimeout = 10 * time.Second
-
-// adminConn connects as the admin identity, with the admin's inbox.
-func adminConn(t *testing.T, h *coordinatortest.Harness) *nats.Conn {
-	t.Helper()
-	nc, err := nats.Connect(h.URL(), nats.UserInfo("admin", h.Config.Bus.AdminPassword),
-		nats.CustomInboxPrefix(schemas.AdminInbox), nats.MaxReconnects(-1))
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	return nc
-}
-
-// townConn connects as town's container: its token, its inbox.
+// townConn connects as town's container with a fresh token, and returns
+// the token too.
 func townConn(t *testing.T, h *coordinatortest.Harness, town string) (*nats.Conn, string) {
 	t.Helper()
-	tok, _, err := h.Issuer.MintContainer(town, "", 8*time.Hour)
-	require.NoError(t, err)
-	nc, err := nats.Connect(h.URL(), nats.Token(tok), nats.CustomInboxPrefix(schemas.InboxRoot+"."+town), nats.MaxReconnects(-1))
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	return nc, tok
+	tok := h.ContainerToken(town)
+	return containerConn(t, h, town, tok), tok
 }
 
 // adminCall calls gastown.admin.<method>.
@@ -47,26 +29,19 @@ func adminCall(nc *nats.Conn, method string, body, out any) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	return bus.Call(ctx, nc, &nats.Msg{Subject: schemas.AdminRoot + "." + method, Data: b}, out)
 }
 
 // toolMsg is a tool call of town's mayor.
 func toolMsg(t testing.TB, town, tok, method string, body any) *nats.Msg {
-	b, err := json.Marshal(body)
-	require.NoError(t, err)
-	m := nats.NewMsg("gastown.town." + town + ".rpc." + method)
-	m.Data = b
-	m.Header.Set(schemas.AuthorizationHeader, schemas.BearerPrefix+tok)
-	m.Header.Set(schemas.AgentIDHeader, coordinator.MayorID)
-	m.Header.Set(schemas.RigIDHeader, coordinator.MayorRig)
-	return m
+	return agentMsg(t, town, coordinator.MayorID, coordinator.MayorRig, method, tok, body)
 }
 
 // tool calls a tool as town's mayor. It is safe from any goroutine.
 func tool(t testing.TB, nc *nats.Conn, town, tok, method string, body, out any) error {
-	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	return bus.Call(ctx, nc, toolMsg(t, town, tok, method, body), out)
 }

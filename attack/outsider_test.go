@@ -20,14 +20,6 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// waitFor bounds every wait for something the daemon does promptly.
-const waitFor = 10 * time.Second
-
-// dial connects to the daemon once, never reconnecting.
-func dial(h *coordinatortest.Harness, opts ...nats.Option) (*nats.Conn, error) {
-	return nats.Connect(h.URL(), append([]nats.Option{nats.MaxReconnects(0), nats.Timeout(waitFor)}, opts...)...)
-}
-
 // refused requires the connection made with opts to be refused.
 func refused(t *testing.T, h *coordinatortest.Harness, opts ...nats.Option) {
 	t.Helper()
@@ -36,26 +28,6 @@ func refused(t *testing.T, h *coordinatortest.Harness, opts ...nats.Option) {
 		nc.Close()
 	}
 	require.ErrorIs(t, err, nats.ErrAuthorization)
-}
-
-// connectTown connects as a container of town does, closed when the test
-// ends.
-func connectTown(t *testing.T, h *coordinatortest.Harness, town, tok string) *nats.Conn {
-	t.Helper()
-	tw, err := schemas.ForTown(town)
-	require.NoError(t, err)
-	nc, err := dial(h, nats.Token(tok), nats.CustomInboxPrefix(tw.Inbox()))
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	require.NoError(t, nc.Flush())
-	return nc
-}
-
-func mint(t *testing.T, h *coordinatortest.Harness, town string) string {
-	t.Helper()
-	tok, _, err := h.Issuer.MintContainer(town, "", time.Hour)
-	require.NoError(t, err)
-	return tok
 }
 
 // TestOutsiderPasswordGuessing: 200 wrong passwords for ops, then the
@@ -80,7 +52,7 @@ func TestOutsiderPasswordGuessing(t *testing.T) {
 	for range 200 {
 		refused(t, h, nats.Token("not-a-token"))
 	}
-	connectTown(t, h, "T", mint(t, h, "T"))
+	containerConn(t, h, "T", h.ContainerToken("T"))
 }
 
 // TestOutsiderRefusalsDoNotFloodTheLog: 2,000 refused connections of
@@ -137,7 +109,7 @@ func TestOutsiderRefusalsDoNotFloodTheLog(t *testing.T) {
 // are closed (they were kept until the token's expiry, hours later).
 func TestOutsiderTokenConnectionChurn(t *testing.T) {
 	h := coordinatortest.Start(t, coordinator.Config{})
-	tok := mint(t, h, "T")
+	tok := h.ContainerToken("T")
 	tw, err := schemas.ForTown("T")
 	require.NoError(t, err)
 	for range 500 {
@@ -147,7 +119,7 @@ func TestOutsiderTokenConnectionChurn(t *testing.T) {
 		nc.Close()
 	}
 	srv := h.Daemon.Server()
-	require.Eventually(t, func() bool { return srv.TokenConns() == 0 }, waitFor, 20*time.Millisecond,
+	require.Eventually(t, func() bool { return srv.TokenConns() == 0 }, wait, 20*time.Millisecond,
 		"records of closed connections are kept: %d", srv.TokenConns())
 }
 
@@ -156,15 +128,15 @@ func TestOutsiderTokenConnectionChurn(t *testing.T) {
 // usual, and a closed connection frees its slot at once.
 func TestOutsiderTownConnectionCap(t *testing.T) {
 	h := coordinatortest.Start(t, coordinator.Config{})
-	alpha := mint(t, h, "alpha")
+	alpha := h.ContainerToken("alpha")
 	tw, err := schemas.ForTown("alpha")
 	require.NoError(t, err)
 	var open []*nats.Conn
 	for range bus.DefaultTownConns {
-		open = append(open, connectTown(t, h, "alpha", alpha))
+		open = append(open, containerConn(t, h, "alpha", alpha))
 	}
 	refused(t, h, nats.Token(alpha), nats.CustomInboxPrefix(tw.Inbox()))
-	connectTown(t, h, "beta", mint(t, h, "beta"))
+	containerConn(t, h, "beta", h.ContainerToken("beta"))
 
 	open[0].Close()
 	// Once the server has closed it, its slot is free again (and only it).
@@ -175,6 +147,6 @@ func TestOutsiderTownConnectionCap(t *testing.T) {
 		}
 		t.Cleanup(nc.Close)
 		return true
-	}, waitFor, 5*time.Millisecond, "the closed connection's slot was never freed")
+	}, wait, 5*time.Millisecond, "the closed connection's slot was never freed")
 	refused(t, h, nats.Token(alpha), nats.CustomInboxPrefix(tw.Inbox()))
 }

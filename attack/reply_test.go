@@ -154,7 +154,7 @@ func TestReplyInjectionRecovery(t *testing.T) {
 func TestReplyInjectionAdmin(t *testing.T) {
 	w := newWorld(t, coordinator.Config{})
 	wa := w.watch(t)
-	admin := w.adminTCP(t)
+	admin := adminConn(t, w.h)
 	state := w.kvRevisions(t)
 	bodies := map[string]any{
 		schemas.AdminTokenRotate: schemas.TownRequest{TownID: "beta"},

@@ -47,7 +47,10 @@ func TestRevocationThiefHearsNoPush(t *testing.T) {
 // gets was issued before revokedBefore (so is revoked itself), and its
 // connection is closed before the revocation answers.
 func TestRevocationRaceTokenGet(t *testing.T) {
-	w := newWorld(t, coordinator.Config{TokenTTL: time.Hour, RefreshInterval: 10 * time.Minute})
+	// token.get is limited per town: lift the limit, so the thief's
+	// requests race the revocation as densely as they can.
+	w := newWorld(t, coordinator.Config{TokenTTL: time.Hour, RefreshInterval: 10 * time.Minute,
+		Limits: coordinator.Limits{TokenGetRate: 10_000, TokenGetBurst: 10_000}})
 	thief := w.container(t, "alpha", "")
 	var mu sync.Mutex
 	var got []string

@@ -191,6 +191,34 @@ func TestRecoveryConnection(t *testing.T) {
 	})
 }
 
+// Recovery works from the moment of exp on: a token a second past its exp,
+// inside the verifier's leeway, connects with recovery permissions and
+// stays connected, instead of being accepted and closed at once.
+func TestRecoveryFromExp(t *testing.T) {
+	f := newFixture(t, coordinator.Config{RecoveryWindow: time.Hour})
+	resp, err := f.nc.Subscribe("gastown.town.A.token.get", func(m *nats.Msg) { _ = m.Respond([]byte("fresh token")) })
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = resp.Unsubscribe() })
+	require.NoError(t, f.nc.Flush())
+	for _, past := range []time.Duration{0, time.Second, 3 * time.Second} {
+		t.Run(past.String(), func(t *testing.T) {
+			ttl := time.Hour
+			tok := f.mintAt(t, "A", time.Now().Add(-ttl-past), ttl)
+			c := f.connectTown(t, "A", tok)
+			m, err := c.nc.Request("gastown.town.A.token.get", []byte("please"), waitFor)
+			require.NoError(t, err, "a token just past its exp must recover")
+			require.Equal(t, "fresh token", string(m.Data))
+			require.True(t, c.nc.IsConnected())
+			// Recovery permissions, not the container's.
+			_, err = c.nc.SubscribeSync("_INBOX.gastown.A.x")
+			require.NoError(t, err)
+			require.NoError(t, c.nc.Publish("gastown.town.A.heartbeat", nil))
+			require.NoError(t, c.nc.Flush())
+			c.requireViolation(t, "Publish", "gastown.town.A.heartbeat")
+		})
+	}
+}
+
 // A recovery connection is closed after RecoveryConnTTL.
 func TestRecoveryConnectionIsShort(t *testing.T) {
 	t.Parallel()

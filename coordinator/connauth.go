@@ -45,9 +45,18 @@ var _ bus.TokenAuthorizer = (*ConnAuthorizer)(nil)
 func (a *ConnAuthorizer) AuthorizeConnection(token string) (bus.Grant, error) {
 	c, err := a.issuer.VerifyContainer(token)
 	recovery := false
-	if errors.Is(err, ErrTokenExpired) && a.cfg.RecoveryWindow > 0 {
+	switch {
+	case errors.Is(err, ErrTokenExpired) && a.cfg.RecoveryWindow > 0:
 		c, err = a.issuer.VerifyContainerExpired(token, a.cfg.RecoveryWindow)
 		recovery = err == nil
+	case err == nil && !a.issuer.Now().Before(c.Expires()):
+		// Past its exp but inside the verifier's leeway: a normal grant
+		// would be closed at once (its deadline has passed). Recovery
+		// works from the moment of exp on.
+		if a.cfg.RecoveryWindow <= 0 {
+			return bus.Grant{}, errors.Mark(errors.New("token has expired"), ErrTokenExpired)
+		}
+		recovery = true
 	}
 	if err != nil {
 		return bus.Grant{}, err

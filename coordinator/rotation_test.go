@@ -111,14 +111,15 @@ func TestIdleTownNotRefreshed(t *testing.T) {
 	require.Empty(t, res.Error)
 }
 
-// TestTokenGetRefusesOtherTown: a body naming another town is refused.
+// TestTokenGetRefusesOtherTown: a body naming another town is refused, and
+// the refusal carries its code (an Ack with code and Gastown-Error).
 func TestTokenGetRefusesOtherTown(t *testing.T) {
 	h := coordinatortest.Start(t, coordinator.Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var rot schemas.TokenRotation
 	err := bus.Request(ctx, h.TownConn("A"), "gastown.town.A.token.get", &schemas.TokenRequest{TownID: "B", ContainerID: "x"}, &rot)
-	require.Error(t, err, "the reply is a refusal, not a token")
+	require.ErrorIs(t, err, schemas.ErrPermissionDenied, "the reply is a refusal with its code, not a token")
 	require.NoError(t, bus.Request(ctx, h.TownConn("A"), "gastown.town.A.token.get", &schemas.TokenRequest{TownID: "A", ContainerID: "x"}, &rot))
 	require.Equal(t, "A", rot.TownID)
 	claims, err := h.Issuer.VerifyContainer(rot.Token)

@@ -19,18 +19,18 @@ func (c *Coordinator) handleTokenGet(m *nats.Msg) {
 	}
 	var req schemas.TokenRequest
 	if err := schemas.Decode(m.Data, &req); err != nil {
-		_ = bus.Respond(m, &schemas.Ack{Error: "invalid_argument: " + err.Error()})
+		_ = bus.RespondRefusal(m, schemas.NewError(schemas.CodeInvalidArgument, "%s", err.Error()))
 		return
 	}
 	if req.TownID != townID {
-		_ = bus.Respond(m, &schemas.Ack{Error: "permission_denied: townId does not match the subject's town"})
+		_ = bus.RespondRefusal(m, schemas.NewError(schemas.CodePermissionDenied, "townId does not match the subject's town"))
 		return
 	}
 	state := c.tokens.get(townID)
 	token, claims, err := c.mintContainer(townID, state.UserID)
 	if err != nil {
 		c.log.Error("minting container token", KeyTown, townID, KeyErr, err)
-		_ = bus.Respond(m, &schemas.Ack{Error: "internal: minting failed"})
+		_ = bus.RespondRefusal(m, c.wireError(m.Subject, err))
 		return
 	}
 	if err := bus.Respond(m, &schemas.TokenRotation{
