@@ -148,13 +148,26 @@ func TestMetricsAndHealth(t *testing.T) {
 		schemas.AuthorizationHeader: []string{schemas.BearerPrefix + src.Token()},
 	}}))
 
+	// A heartbeat, a malformed one, and one naming another town.
+	hb, err := schemas.Encode(&schemas.Heartbeat{TownID: "M", ContainerID: "c-M", SentAt: time.Now()})
+	require.NoError(t, err)
+	other, err := schemas.Encode(&schemas.Heartbeat{TownID: "N", ContainerID: "c-M", SentAt: time.Now()})
+	require.NoError(t, err)
+	for _, data := range [][]byte{hb, []byte("not json"), other} {
+		require.NoError(t, h.TownConn("M").Publish("gastown.town.M.heartbeat", data))
+	}
+
 	var s scrape
 	require.Eventually(t, func() bool {
 		s = scrapeMetrics(t, h)
 		dropped, _ := s.value("gastown_reply_rule_drops_total")
 		leases, _ := s.value("gastown_leases_held")
-		return dropped >= 1 && leases >= 1
-	}, 10*time.Second, 20*time.Millisecond, "the misdirected request is counted, the town's lease is taken")
+		beats, _ := s.value("gastown_heartbeats_received_total")
+		otherTown, _ := s.value("gastown_heartbeats_dropped_total", "reason", "other_town")
+		return dropped >= 1 && leases >= 1 && beats >= 1 && otherTown >= 1
+	}, 10*time.Second, 20*time.Millisecond, "the misdirected request and the heartbeats are counted, the town's lease is taken")
+	require.Equal(t, 1.0, s.must(t, "gastown_heartbeats_received_total"))
+	require.Equal(t, 1.0, s.must(t, "gastown_heartbeats_dropped_total", "reason", "malformed"))
 
 	require.Equal(t, 1.0, s.must(t, "gastown_rotations_pushed_total"))
 	require.Equal(t, 1.0, s.must(t, "gastown_rotations_acknowledged_total"))
