@@ -61,6 +61,7 @@ func StartDaemon(ctx context.Context, issuer *Issuer, dc DaemonConfig) (*Daemon,
 	if dc.NatsURL == "" {
 		auth, err := NewConnAuthorizer(issuer, cfg, state)
 		if err != nil {
+			d.Close()
 			return nil, err
 		}
 		bc := dc.Bus
@@ -69,6 +70,7 @@ func StartDaemon(ctx context.Context, issuer *Issuer, dc DaemonConfig) (*Daemon,
 			bc.Logger = cfg.Logger.With(KeyComponent, "nats")
 		}
 		if d.srv, err = bus.Start(ctx, bc); err != nil {
+			d.Close()
 			return nil, err
 		}
 		if d.nc, err = d.srv.ConnectCoordinator("gastown-coordinator"); err != nil {
@@ -90,6 +92,7 @@ func StartDaemon(ctx context.Context, issuer *Issuer, dc DaemonConfig) (*Daemon,
 			nats.CustomInboxPrefix(schemas.CoordinatorInbox),
 			nats.MaxReconnects(-1),
 		); err != nil {
+			d.Close()
 			return nil, errors.WithHint(errors.Wrapf(err, "connecting to %s", redactURL(dc.NatsURL)),
 				"check --nats-url and that the server is reachable")
 		}

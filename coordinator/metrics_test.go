@@ -237,6 +237,29 @@ func TestMetricsListenErrors(t *testing.T) {
 	}
 }
 
+// TestMetricsListenerFreedWhenStartFails: a daemon whose NATS server
+// cannot start gives its metrics address back.
+func TestMetricsListenerFreedWhenStartFails(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer busy.Close()
+	free, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	metricsAddr := free.Addr().String()
+	require.NoError(t, free.Close())
+
+	key, err := coordinator.NewKey([]byte(strings.Repeat("k", 64)))
+	require.NoError(t, err)
+	_, err = coordinator.StartDaemon(context.Background(), coordinator.NewIssuer(coordinator.NewKeyRing(key), nil), coordinator.DaemonConfig{
+		Bus:           bus.Config{Listen: busy.Addr().String(), DataDir: t.TempDir()},
+		MetricsListen: metricsAddr,
+	})
+	require.Error(t, err)
+	again, err := net.Listen("tcp", metricsAddr)
+	require.NoError(t, err, "the metrics address is free again")
+	require.NoError(t, again.Close())
+}
+
 // TestMetricsDaemonClose: Close stops the listener (twice is safe), and a
 // daemon without MetricsListen serves nothing.
 func TestMetricsDaemonClose(t *testing.T) {
