@@ -148,6 +148,12 @@ func TestMetricsAndHealth(t *testing.T) {
 		schemas.AuthorizationHeader: []string{schemas.BearerPrefix + src.Token()},
 	}}))
 
+	// An operator and an administrator connected with their passwords.
+	for _, u := range [][2]string{{bus.OpsUser, "ops-test-password"}, {bus.AdminUser, "admin-test-password"}} {
+		nc, err := nats.Connect(h.URL(), nats.UserInfo(u[0], u[1]))
+		require.NoError(t, err, u[0])
+		t.Cleanup(nc.Close)
+	}
 	// A heartbeat, a malformed one, and one naming another town.
 	hb, err := schemas.Encode(&schemas.Heartbeat{TownID: "M", ContainerID: "c-M", SentAt: time.Now()})
 	require.NoError(t, err)
@@ -180,6 +186,9 @@ func TestMetricsAndHealth(t *testing.T) {
 	require.Equal(t, 2.0, s.must(t, "gastown_rpc_duration_seconds", "method", "ping"))
 	require.Equal(t, 1.0, s.must(t, "gastown_auth_refusals_total", "reason", "wrong_password"))
 	require.GreaterOrEqual(t, s.must(t, "gastown_connections", "kind", "container"), 1.0)
+	require.Equal(t, 1.0, s.must(t, "gastown_connections", "kind", "ops"))
+	require.Equal(t, 1.0, s.must(t, "gastown_connections", "kind", "admin"))
+	require.Zero(t, s.must(t, "gastown_connections", "kind", "recovery"))
 	require.Equal(t, 1.0, s.must(t, "gastown_towns"))
 	require.Equal(t, 1.0, s.must(t, "gastown_beads", "type", "issue", "status", "open"))
 	require.Equal(t, 1.0, s.must(t, "gastown_leases_held"))
