@@ -282,3 +282,26 @@ func TestMetricsDaemonClose(t *testing.T) {
 	plain := coordinatortest.Start(t, coordinator.Config{})
 	require.Empty(t, plain.Daemon.MetricsAddr())
 }
+
+// TestMetricsCountLimitRefusals: tool calls over the town's rate are
+// answered resource_exhausted and counted both as calls with that code and
+// as refusals of the rpc_rate limit.
+func TestMetricsCountLimitRefusals(t *testing.T) {
+	h := coordinatortest.Start(t, coordinator.Config{Limits: coordinator.Limits{RPCRate: 0.001, RPCBurst: 2}}, withMetrics)
+	require.NoError(t, admin(t, h, schemas.AdminTownCreate, schemas.TownCreate{TownID: "L"}, nil))
+	token := h.ContainerToken("L")
+	exhausted := 0
+	for range 5 {
+		_, err := rpc(t, h, "L", schemas.ToolPing, token, "", "", nil, nil)
+		if cerrors.Is(err, schemas.ErrResourceExhausted) {
+			exhausted++
+		} else {
+			require.NoError(t, err)
+		}
+	}
+	require.Equal(t, 3, exhausted, "a burst of 2, then refusals")
+	s := scrapeMetrics(t, h)
+	require.Equal(t, 2.0, s.must(t, "gastown_rpc_requests_total", "method", "ping", "code", "ok"))
+	require.Equal(t, 3.0, s.must(t, "gastown_rpc_requests_total", "method", "ping", "code", "resource_exhausted"))
+	require.Equal(t, 3.0, s.must(t, "gastown_limit_refusals_total", "limit", "rpc_rate"))
+}

@@ -57,13 +57,16 @@ func (c *Coordinator) handleRPC(methods map[string]rpcMethod) nats.MsgHandler {
 			call.done(err)
 			return
 		}
-		c.spawnRPC(m, caller.TownID, func() {
+		refused := c.spawnRPC(m, caller.TownID, func() {
 			ctx, cancel := context.WithTimeout(c.runCtx, c.cfg.DispatchTimeout+c.cfg.RequestTimeout) // tools may dispatch
 			defer cancel()
 			res, err := h.h(ctx, caller, body)
 			c.answerRPC(m, res, err)
 			call.done(err)
 		})
+		if refused != nil {
+			call.done(refused)
+		}
 	}
 }
 
