@@ -30,6 +30,9 @@ type RunnerConfig struct {
 	// NatsURL and TokenFile are passed to agents (never the token).
 	NatsURL   string
 	TokenFile string
+	// TLS is passed to agents as GASTOWN_NATS_CA, GASTOWN_NATS_CERT and
+	// GASTOWN_NATS_KEY (absolute paths), those that are set.
+	TLS bus.ClientTLS
 	// StopGrace is the wait between SIGTERM and SIGKILL.
 	StopGrace time.Duration
 	// Now is the clock; nil means time.Now.
@@ -245,11 +248,21 @@ func (r *Runner) agentEnv(req schemas.StartAgent) []string {
 	for k, v := range req.Env {
 		env = append(env, k+"="+v)
 	}
-	return append(env,
+	return withTLSEnv(append(env,
 		EnvTownID+"="+req.TownID, EnvRigID+"="+req.RigID, EnvAgentID+"="+req.AgentID,
 		EnvAgentRole+"="+req.Role, EnvRunID+"="+req.RunID, "GASTOWN_BEAD_ID="+req.BeadID,
 		EnvNatsURL+"="+r.cfg.NatsURL, EnvTokenFile+"="+r.cfg.TokenFile, "GASTOWN_PROMPT="+req.Prompt,
-	)
+	), r.cfg.TLS)
+}
+
+// withTLSEnv adds the TLS files that are set to an agent's environment.
+func withTLSEnv(env []string, t bus.ClientTLS) []string {
+	for _, kv := range [][2]string{{EnvNatsCA, t.CAFile}, {EnvNatsCert, t.CertFile}, {EnvNatsKey, t.KeyFile}} {
+		if kv[1] != "" {
+			env = append(env, kv[0]+"="+kv[1])
+		}
+	}
+	return env
 }
 
 // workspace prepares the run's directory: a git clone on the requested

@@ -21,13 +21,18 @@ heartbeat listing them every --heartbeat. Ctrl-C stops the agents (SIGTERM,
 then SIGKILL after --stop-grace) and exits.
 
 Agents get GASTOWN_TOWN_ID, GASTOWN_RIG_ID, GASTOWN_AGENT_ID,
-GASTOWN_AGENT_ROLE, GASTOWN_RUN_ID, GASTOWN_NATS_URL and GASTOWN_TOKEN_FILE,
-never the token itself. Their output goes to <workdir>/logs/<agent>-<run>.log.
+GASTOWN_AGENT_ROLE, GASTOWN_RUN_ID, GASTOWN_NATS_URL and GASTOWN_TOKEN_FILE
+(and GASTOWN_NATS_CA, GASTOWN_NATS_CERT, GASTOWN_NATS_KEY, absolute paths,
+when TLS files are given), never the token itself. Their output goes to <workdir>/logs/<agent>-<run>.log.
 
 Environment:
   GASTOWN_CONTAINER_TOKEN  the bootstrap container token (required);
                            its townId claim names the town
-  GASTOWN_NATS_URL         default for --server
+  GASTOWN_NATS_URL         default for --server (tls://host:port for a bus
+                           that speaks TLS)
+  GASTOWN_NATS_CA          default for --tls-ca
+  GASTOWN_NATS_CERT        default for --tls-cert
+  GASTOWN_NATS_KEY         default for --tls-key
   GASTOWN_CONTAINER_ID     default for --id
 
 --config FILE is JSON: {"commands": {"polecat": ["prog", "arg"], ...}};
@@ -47,6 +52,7 @@ func runContainer(ctx context.Context, args []string, env Env) error {
 	heartbeat := fs.Duration("heartbeat", agentclient.DefaultHeartbeatInterval, "heartbeat interval")
 	grace := fs.Duration("stop-grace", agentclient.DefaultStopGrace, "wait between SIGTERM and SIGKILL when stopping an agent")
 	config := fs.String("config", "", "JSON file with the agent commands per role")
+	tlsf := addTLSFlags(fs)
 	roleCmds := map[string]*string{}
 	for _, role := range []string{schemas.RoleMayor, schemas.RolePolecat, schemas.RoleRefinery, schemas.RoleTriage} {
 		roleCmds[role] = fs.String(role+"-cmd", "", "command line of the "+role+" agent, e.g. \"gastown agent sim\"")
@@ -90,6 +96,9 @@ func runContainer(ctx context.Context, args []string, env Env) error {
 	}
 	src := agentclient.ConfigFromEnv(env.Getenv)
 	src.URL, src.ContainerID, src.TokenFile, src.Logger = *server, *id, *tokenFile, log
+	if src.TLS, err = tlsf.resolve(env); err != nil {
+		return err
+	}
 	if src.Token == "" {
 		return errors.Mark(errors.WithHint(errors.Newf("%s is not set", agentclient.EnvContainerToken),
 			"set it to the token printed by `gastown token mint --town <town>`"), ErrUsage)
