@@ -130,6 +130,18 @@ func TestMetricsAndHealth(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	// A rotation of a town with no container fails as idle.
+	require.NoError(t, admin(t, h, schemas.AdminTownCreate, schemas.TownCreate{TownID: "Z"}, nil))
+	require.NoError(t, admin(t, h, schemas.AdminTokenRotate, schemas.TownRequest{TownID: "Z"}, &rot))
+	require.True(t, rot.Idle, "%+v", rot)
+	// A token asked for: its reply carries one. (The container asked for
+	// one at start, too.)
+	gotBefore := scrapeMetrics(t, h).must(t, "gastown_tokens_issued_total", "how", "token.get")
+	mt, err := schemas.ForTown("M")
+	require.NoError(t, err)
+	var fresh schemas.TokenRotation
+	require.NoError(t, bus.Request(ctx, h.TownConn("M"), mt.TokenGet(), &schemas.TokenRequest{TownID: "M", ContainerID: "c-M"}, &fresh))
+	require.NotEmpty(t, fresh.Token)
 	var pong map[string]any
 	require.NoError(t, agentclient.NewClient(src, "", "").Call(ctx, schemas.ToolPing, nil, &pong))
 	// A call with no token, one to no such tool.
@@ -170,7 +182,7 @@ func TestMetricsAndHealth(t *testing.T) {
 		leases, _ := s.value("gastown_leases_held")
 		beats, _ := s.value("gastown_heartbeats_received_total")
 		otherTown, _ := s.value("gastown_heartbeats_dropped_total", "reason", "other_town")
-		return dropped >= 1 && leases >= 1 && beats >= 1 && otherTown >= 1
+		return dropped >= 1 && leases >= 2 && beats >= 1 && otherTown >= 1
 	}, 10*time.Second, 20*time.Millisecond, "the misdirected request and the heartbeats are counted, the town's lease is taken")
 	require.Equal(t, 1.0, s.must(t, "gastown_heartbeats_received_total"))
 	require.Equal(t, 1.0, s.must(t, "gastown_heartbeats_dropped_total", "reason", "malformed"))
@@ -180,6 +192,8 @@ func TestMetricsAndHealth(t *testing.T) {
 	require.Equal(t, 1.0, s.must(t, "gastown_rotation_duration_seconds"), "one acknowledgement timed")
 	require.Equal(t, 1.0, s.must(t, "gastown_tokens_issued_total", "how", "push"))
 	require.Zero(t, s.must(t, "gastown_rotations_failed_total", "reason", "no_answer"))
+	require.Equal(t, 1.0, s.must(t, "gastown_rotations_failed_total", "reason", "no_container"))
+	require.Equal(t, gotBefore+1, s.must(t, "gastown_tokens_issued_total", "how", "token.get"))
 	require.Equal(t, 1.0, s.must(t, "gastown_rpc_requests_total", "method", "ping", "code", "ok"))
 	require.Equal(t, 1.0, s.must(t, "gastown_rpc_requests_total", "method", "ping", "code", "unauthenticated"))
 	require.Equal(t, 1.0, s.must(t, "gastown_rpc_requests_total", "method", "unknown", "code", "not_found"))
@@ -189,16 +203,16 @@ func TestMetricsAndHealth(t *testing.T) {
 	require.Equal(t, 1.0, s.must(t, "gastown_connections", "kind", "ops"))
 	require.Equal(t, 1.0, s.must(t, "gastown_connections", "kind", "admin"))
 	require.Zero(t, s.must(t, "gastown_connections", "kind", "recovery"))
-	require.Equal(t, 1.0, s.must(t, "gastown_towns"))
+	require.Equal(t, 2.0, s.must(t, "gastown_towns"))
 	require.Equal(t, 1.0, s.must(t, "gastown_beads", "type", "issue", "status", "open"))
-	require.Equal(t, 1.0, s.must(t, "gastown_leases_held"))
+	require.Equal(t, 2.0, s.must(t, "gastown_leases_held"))
 	require.Zero(t, s.must(t, "gastown_store_write_errors_total", "bucket", schemas.BucketBeads))
 	require.Zero(t, s.must(t, "gastown_store_failed"))
 	require.Zero(t, s.must(t, "gastown_limit_refusals_total", "limit", "rpc_rate"))
 
 	// No label names a town, and nothing secret is on the page.
 	require.NotContains(t, s.text, `"M"`)
-	for _, secret := range []string{bootstrap, src.Token(), "admin-test-password", "ops-test-password", "not-the-password", "eyJ"} {
+	for _, secret := range []string{bootstrap, src.Token(), fresh.Token, "admin-test-password", "ops-test-password", "not-the-password", "eyJ"} {
 		require.NotContains(t, s.text, secret)
 	}
 }
