@@ -319,3 +319,28 @@ func TestMetricsCountLimitRefusals(t *testing.T) {
 	require.Equal(t, 3.0, s.must(t, "gastown_rpc_requests_total", "method", "ping", "code", "resource_exhausted"))
 	require.Equal(t, 3.0, s.must(t, "gastown_limit_refusals_total", "limit", "rpc_rate"))
 }
+
+// TestMetricsDeadAgent: a working agent and its bead show in the gauges;
+// when its container goes silent it is declared dead, and the counter
+// says so (what patrol does next is liveness_test's).
+func TestMetricsDeadAgent(t *testing.T) {
+	const interval = 100 * time.Millisecond
+	h := coordinatortest.Start(t, coordinator.Config{HeartbeatInterval: interval, DispatchCooldown: time.Hour}, withMetrics)
+	slingOne(t, h)
+	c := startBeating(t, h, "T", interval/2)
+	var res schemas.SlingResult
+	require.NoError(t, admin(t, h, schemas.AdminSling, schemas.Sling{TownID: "T", BeadID: "b"}, &res))
+	require.True(t, res.Dispatched, res.Error)
+	s := scrapeMetrics(t, h)
+	require.Equal(t, 1.0, s.must(t, "gastown_agents", "role", schemas.RolePolecat, "status", coordinator.AgentWorking))
+	require.Equal(t, 1.0, s.must(t, "gastown_dispatches_total"))
+	require.Zero(t, s.must(t, "gastown_dispatch_failures_total"))
+	require.Equal(t, 1.0, s.must(t, "gastown_beads", "type", "issue", "status", "in_progress"))
+
+	c.kill()
+	require.Eventually(t, func() bool {
+		s = scrapeMetrics(t, h)
+		n, _ := s.value("gastown_agents_declared_dead_total")
+		return n == 1
+	}, 30*time.Second, interval/2, "the silent agent is declared dead")
+}
