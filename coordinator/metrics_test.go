@@ -344,3 +344,47 @@ func TestMetricsDeadAgent(t *testing.T) {
 		return n == 1
 	}, 30*time.Second, interval/2, "the silent agent is declared dead")
 }
+
+// TestMetricsOnExternalNATS: with --nats-url the coordinator's metrics are
+// served (the embedded server's are not: there is none), and /readyz
+// answers 503 while the connection to that server is down, 200 again once
+// it is back.
+func TestMetricsOnExternalNATS(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	port := l.Addr().(*net.TCPAddr).Port
+	require.NoError(t, l.Close())
+	dir := t.TempDir()
+	ns := externalServer(t, port, dir)
+	defer func() { ns.Shutdown() }()
+
+	key, err := coordinator.NewKey([]byte(strings.Repeat("e", 64)))
+	require.NoError(t, err)
+	d, err := coordinator.StartDaemon(context.Background(), coordinator.NewIssuer(coordinator.NewKeyRing(key), nil), coordinator.DaemonConfig{
+		Config:  coordinator.Config{RequestTimeout: 200 * time.Millisecond, Logger: bustest.Logger(t)},
+		NatsURL: "nats://" + l.Addr().String(), MetricsListen: "127.0.0.1:0",
+	})
+	require.NoError(t, err)
+	defer d.Close()
+	h := &coordinatortest.Harness{Daemon: d}
+
+	code, body := get(t, h, "/readyz")
+	require.Equal(t, http.StatusOK, code, body)
+	s := scrapeMetrics(t, h)
+	require.Zero(t, s.must(t, "gastown_towns"))
+	_, embedded := s.value("gastown_connections")
+	require.False(t, embedded, "no embedded server, no connection counts")
+
+	ns.Shutdown()
+	require.Eventually(t, func() bool {
+		code, body = get(t, h, "/readyz")
+		return code == http.StatusServiceUnavailable
+	}, 10*time.Second, 20*time.Millisecond)
+	require.Contains(t, body, "not connected to NATS")
+
+	ns = externalServer(t, port, dir)
+	require.Eventually(t, func() bool {
+		code, body = get(t, h, "/readyz")
+		return code == http.StatusOK
+	}, 20*time.Second, 20*time.Millisecond, "ready again once reconnected")
+}
