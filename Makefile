@@ -12,10 +12,17 @@ DEV_SECRET := gastown-development-secret-do-not-use-in-production
 
 export PATH := $(BIN):$(PATH)
 
+# Stamped into the binary (`gastown version`): builds may carry
+# -buildvcs=false, so the commit is passed in explicitly.
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null)
+COMMIT_AT ?= $(shell git log -1 --format=%cI 2>/dev/null)
+LDFLAGS   := -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.commitTime=$(COMMIT_AT)
+
 .PHONY: run build test tools vet fuzz bench soak demo clean
 
 build:
-	$(GO) build -o $(BIN)/gastown ./cmd/gastown
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/gastown ./cmd/gastown
 
 run: build
 	@if [ -z "$$GASTOWN_JWT_SECRET" ]; then \

@@ -45,6 +45,8 @@ type Coordinator struct {
 	mint        *mintLocks
 	// errLog rate-limits the log of internal errors (wireError).
 	errLog *bus.RateLog
+	// metrics records what happens; nil records nothing (WithMetrics).
+	metrics *Metrics
 
 	// idleUntil remembers towns found with no container, so the rotation
 	// loop does not probe them every tick. A cache only: losing it costs
@@ -124,6 +126,10 @@ func New(ctx context.Context, nc *nats.Conn, issuer *Issuer, cfg Config, opts ..
 	}
 	c.leases.renewAll(loadCtx)
 
+	if err := c.metrics.register(c); err != nil {
+		c.Close()
+		return nil, err
+	}
 	if err := c.subscribe(); err != nil {
 		c.Close()
 		return nil, err

@@ -37,6 +37,7 @@ func (c *Coordinator) dispatch(ctx context.Context, townID, agentID string) erro
 	if err != nil {
 		return err
 	}
+	c.metrics.dispatched()
 	req, err := c.startRequest(a)
 	if err != nil {
 		return c.dispatchFailed(ctx, a, runID, err.Error())
@@ -78,6 +79,7 @@ var errStaleRun = schemas.NewError(schemas.CodeConflict, "stale run: a newer run
 // dispatchFailed records a failed dispatch: the agent waits the cooldown,
 // and after MaxAttempts its bead fails and it is unhooked.
 func (c *Coordinator) dispatchFailed(ctx context.Context, a Agent, runID, reason string) error {
+	c.metrics.dispatchFailed()
 	var failed string
 	now := c.now()
 	if _, err := c.st.agents.Update(ctx, schemas.Key(a.TownID, a.AgentID), func(a *Agent) error {

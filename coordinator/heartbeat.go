@@ -20,19 +20,23 @@ func (c *Coordinator) handleHeartbeat(m *nats.Msg) {
 	}
 	var hb schemas.Heartbeat
 	if err := schemas.Decode(m.Data, &hb); err != nil {
+		c.metrics.heartbeatMalformed()
 		c.log.Warn("malformed heartbeat dropped", KeyTown, townID, KeyErr, err)
 		return
 	}
 	if hb.TownID != townID {
+		c.metrics.heartbeatOtherTown()
 		c.log.Warn("heartbeat naming another town dropped", KeyTown, townID, "claimed", hb.TownID)
 		return
 	}
+	c.metrics.heartbeat()
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RequestTimeout)
 	defer cancel()
 	rec := heartbeatRecord{TownID: townID, ContainerID: hb.ContainerID, ReceivedAt: c.now()}
 	for _, line := range hb.Agents {
 		a, ok := c.st.agents.Get(schemas.Key(townID, line.AgentID))
 		if !ok || a.RunID != line.RunID {
+			c.metrics.heartbeatStaleLine()
 			c.log.Info("stale heartbeat line dropped", KeyTown, townID, KeyAgent, line.AgentID, KeyRun, line.RunID)
 			continue
 		}

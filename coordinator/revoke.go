@@ -71,6 +71,7 @@ func (c *Coordinator) adminTokenRevoke(ctx context.Context, req schemas.TownRequ
 	if d := before.Sub(c.now()); d > 0 {
 		time.Sleep(d)
 	}
+	c.metrics.revoked()
 	c.log.Info("tokens revoked by admin", KeyTown, req.TownID, "revokedBefore", before, "closed", res.Closed)
 	t, _ := schemas.ForTown(req.TownID)
 	c.publishEvent(t, schemas.EventTokenRevoked, req.TownID, map[string]any{"revokedBefore": before})

@@ -39,6 +39,7 @@ func (c *Coordinator) handleTokenGet(m *nats.Msg) {
 		c.log.Warn("answering token request", KeyTown, townID, KeyErr, err)
 		return
 	}
+	c.metrics.tokenGot()
 	c.idleMu.Lock()
 	delete(c.idleUntil, townID)
 	c.idleMu.Unlock()

@@ -42,6 +42,7 @@ func verbs() []verb {
 		{"status", "show towns, or a town's agents, beads and convoys, as tables (admin)", runStatus},
 		{"tool", "call a coordinator tool as this agent (inside a container)", runTool},
 		{"agent", "run a built-in agent (agent sim: no LLM needed)", runAgent},
+		{"version", "print the version, commit and Go version of this binary", runVersion},
 	}
 }
 
@@ -73,6 +74,8 @@ func Run(ctx context.Context, args []string, env Env) error {
 	case "-h", "-help", "--help", "help":
 		usageTop(env.Stdout)
 		return nil
+	case "--version", "-version":
+		return runVersion(ctx, args[1:], env)
 	}
 	for _, v := range verbs() {
 		if v.name == args[0] {
