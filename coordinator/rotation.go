@@ -77,6 +77,7 @@ func (c *Coordinator) refresh(ctx context.Context, townID string) schemas.Rotate
 	var ack schemas.Ack
 	err = bus.Request(rctx, c.nc, t.Token(), &schemas.TokenRotation{
 		TownID: townID, Token: token, IssuedAt: claims.Issued(), ExpiresAt: claims.Expires(), RevokedBefore: state.RevokedBefore,
+		HeartbeatIntervalMs: c.cfg.HeartbeatInterval.Milliseconds(),
 	}, &ack)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
@@ -91,8 +92,8 @@ func (c *Coordinator) refresh(ctx context.Context, townID string) schemas.Rotate
 		c.log.Warn("token refresh not delivered; will retry", KeyTown, townID, KeyErr, err)
 		return res
 	case !ack.OK:
-		res.Error = "container refused the token: " + ack.Error
-		c.log.Warn("token refresh refused; will retry", KeyTown, townID, KeyErr, ack.Error)
+		res.Error = "container refused the token: " + ack.Err().Error()
+		c.log.Warn("token refresh refused; will retry", KeyTown, townID, KeyErr, ack.Err())
 		return res
 	}
 	res.Acknowledged, res.ExpiresAt = true, claims.Expires()

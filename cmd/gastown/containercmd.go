@@ -20,18 +20,31 @@ refinery, an empty directory for the mayor and triage agents), and sends a
 heartbeat listing them every --heartbeat. Ctrl-C stops the agents (SIGTERM,
 then SIGKILL after --stop-grace) and exits.
 
-Agents get GASTOWN_TOWN_ID, GASTOWN_RIG_ID, GASTOWN_AGENT_ID,
-GASTOWN_AGENT_ROLE, GASTOWN_RUN_ID, GASTOWN_NATS_URL and GASTOWN_TOKEN_FILE,
-never the token itself. Their output goes to <workdir>/logs/<agent>-<run>.log.
+An agent's environment is an allow-list, never inherited: GASTOWN_TOWN_ID,
+GASTOWN_RIG_ID, GASTOWN_AGENT_ID, GASTOWN_AGENT_ROLE, GASTOWN_RUN_ID,
+GASTOWN_BEAD_ID, GASTOWN_PROMPT, GASTOWN_NATS_URL and GASTOWN_TOKEN_FILE;
+PATH, HOME, LANG and TZ; the dispatch's env; and the variables named by
+--pass-env. Never the token itself nor the container's own settings. Their
+output goes to <workdir>/logs/<agent>-<run>.log.
 
 Environment:
   GASTOWN_CONTAINER_TOKEN  the bootstrap container token (required);
                            its townId claim names the town
   GASTOWN_NATS_URL         default for --server
   GASTOWN_CONTAINER_ID     default for --id
+  GASTOWN_TOKEN_FILE       default for --token-file
+  GASTOWN_AGENT_COMMAND    when set, the command line (run by sh -c) of
+                           every agent, over --config and the --<role>-cmd
+                           flags; GASTOWN_AGENT_COMMAND_<ROLE> (e.g.
+                           GASTOWN_AGENT_COMMAND_POLECAT) for one role
 
 --config FILE is JSON: {"commands": {"polecat": ["prog", "arg"], ...}};
 the --<role>-cmd flags override it.`
+
+// EnvAgentCommand, when set, is the command line of every agent a container
+// starts (PROTOCOL.md, Running a container); EnvAgentCommand_<ROLE> of one
+// role's.
+const EnvAgentCommand = "GASTOWN_AGENT_COMMAND"
 
 func runContainer(ctx context.Context, args []string, env Env) error {
 	fs := newFlags("container", "container [flags]", containerDesc, env)
@@ -47,6 +60,7 @@ func runContainer(ctx context.Context, args []string, env Env) error {
 	heartbeat := fs.Duration("heartbeat", agentclient.DefaultHeartbeatInterval, "heartbeat interval")
 	grace := fs.Duration("stop-grace", agentclient.DefaultStopGrace, "wait between SIGTERM and SIGKILL when stopping an agent")
 	config := fs.String("config", "", "JSON file with the agent commands per role")
+	passEnv := fs.String("pass-env", "", "comma-separated names of variables of this environment that agents get too (never GASTOWN_ ones or secrets)")
 	roleCmds := map[string]*string{}
 	for _, role := range []string{schemas.RoleMayor, schemas.RolePolecat, schemas.RoleRefinery, schemas.RoleTriage} {
 		roleCmds[role] = fs.String(role+"-cmd", "", "command line of the "+role+" agent, e.g. \"gastown agent sim\"")
@@ -83,10 +97,25 @@ func runContainer(ctx context.Context, args []string, env Env) error {
 		if f := strings.Fields(*cmd); len(f) > 0 {
 			commands[role] = f
 		}
+		if line := strings.TrimSpace(env.Getenv(EnvAgentCommand)); line != "" {
+			commands[role] = []string{"sh", "-c", line}
+		}
+		if line := strings.TrimSpace(env.Getenv(EnvAgentCommand + "_" + strings.ToUpper(role))); line != "" {
+			commands[role] = []string{"sh", "-c", line}
+		}
 	}
 	if len(commands) == 0 {
 		return errors.Mark(errors.WithHint(errors.New("no agent commands configured"),
-			"give --polecat-cmd and the others, or --config; e.g. --polecat-cmd \"gastown agent sim\""), ErrUsage)
+			"give --polecat-cmd and the others, or --config, or set "+EnvAgentCommand+"; e.g. --polecat-cmd \"gastown agent sim\""), ErrUsage)
+	}
+	var pass []string
+	for n := range strings.SplitSeq(*passEnv, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			pass = append(pass, n)
+		}
+	}
+	if err := agentclient.ValidatePassEnv(pass); err != nil {
+		return errors.Mark(errors.Wrap(err, "--pass-env"), ErrUsage)
 	}
 	src := agentclient.ConfigFromEnv(env.Getenv)
 	src.URL, src.ContainerID, src.TokenFile, src.Logger = *server, *id, *tokenFile, log
@@ -103,7 +132,7 @@ func runContainer(ctx context.Context, args []string, env Env) error {
 	}
 	return agentclient.RunContainer(ctx, agentclient.ContainerConfig{
 		Source:            src,
-		Runner:            agentclient.RunnerConfig{WorkDir: *workdir, Commands: commands, StopGrace: *grace, Logger: log},
+		Runner:            agentclient.RunnerConfig{WorkDir: *workdir, Commands: commands, PassEnv: pass, StopGrace: *grace, Logger: log},
 		HeartbeatInterval: *heartbeat,
 	})
 }
