@@ -22,8 +22,10 @@ const (
 var AgentEnvAllowed = []string{"PATH", "HOME", "LANG", "TZ"}
 
 // ValidatePassEnv checks the names an operator asks to pass through to
-// agents (--pass-env): plain variable names, never a GASTOWN_ setting nor
-// anything that names a token, a secret or a password.
+// agents (--pass-env): plain variable names, never a GASTOWN_ one (the
+// container's own settings, its token and the coordinator's secrets are
+// all GASTOWN_ variables). What else to hand agents (a git host's token,
+// say) is the operator's choice.
 func ValidatePassEnv(names []string) error {
 	for _, n := range names {
 		switch {
@@ -31,22 +33,9 @@ func ValidatePassEnv(names []string) error {
 			return errors.Newf("%q is not an environment variable name", n)
 		case strings.HasPrefix(n, "GASTOWN_"):
 			return errors.Newf("%s is one of the container's own settings and is never passed to agents", n)
-		case secretName(n):
-			return errors.Newf("%s looks like a token, secret or password and is never passed to agents", n)
 		}
 	}
 	return nil
-}
-
-// secretName reports whether a variable name says it holds a credential.
-func secretName(n string) bool {
-	u := strings.ToUpper(n)
-	for _, w := range []string{"TOKEN", "SECRET", "PASSWORD"} {
-		if strings.Contains(u, w) {
-			return true
-		}
-	}
-	return false
 }
 
 // AgentEnv is an agent's whole environment, built from an allow-list and
@@ -57,7 +46,7 @@ func secretName(n string) bool {
 func AgentEnv(getenv func(string) string, pass []string, req schemas.StartAgent, natsURL, tokenFile string) []string {
 	var env []string
 	for _, k := range append(append([]string{}, AgentEnvAllowed...), pass...) {
-		if strings.HasPrefix(k, "GASTOWN_") || secretName(k) {
+		if strings.HasPrefix(k, "GASTOWN_") {
 			continue
 		}
 		if v := getenv(k); v != "" {
