@@ -42,6 +42,7 @@ func verbs() []verb {
 		{"status", "show a town's rigs, agents and beads (admin)", runStatus},
 		{"tool", "call a coordinator tool as this agent (inside a container)", runTool},
 		{"agent", "run a built-in agent (agent sim: no LLM needed)", runAgent},
+		{"conformance", "prove a container, in any language, against docs/PROTOCOL.md", runConformance},
 	}
 }
 
