@@ -53,10 +53,11 @@ func (k *kit) checkConnect(ctx context.Context) bool {
 	})
 	k.check("keeps the token file: mode 0600, the bare JWT of its town", func() error {
 		var err error
-		if !waitFor(ctx, k.cfg.Timeout, func() bool { _, err = k.readTokenFile(); return err == nil }) {
+		if !waitFor(ctx, k.cfg.Timeout, func() bool { _, err = k.tokenFileNow(); return err == nil }) {
 			return err
 		}
-		return nil
+		_, err = k.readTokenFile()
+		return err
 	})
 	return true
 }
@@ -71,7 +72,13 @@ type tokenFileState struct {
 // readTokenFile reads GASTOWN_TOKEN_FILE and checks what PROTOCOL.md says
 // of it: mode 0600, the bare JWT (no whitespace), a container token of the
 // town.
-func (k *kit) readTokenFile() (tokenFileState, error) {
+func (k *kit) readTokenFile() (tokenFileState, error) { return k.readTokenFileAs(true) }
+
+// tokenFileNow is readTokenFile for the checks about something else: it
+// trims whitespace, as readers do, so a file's one fault is reported once.
+func (k *kit) tokenFileNow() (tokenFileState, error) { return k.readTokenFileAs(false) }
+
+func (k *kit) readTokenFileAs(bare bool) (tokenFileState, error) {
 	var st tokenFileState
 	info, err := os.Stat(k.tokenFile)
 	if err != nil {
@@ -82,6 +89,9 @@ func (k *kit) readTokenFile() (tokenFileState, error) {
 		return st, errors.Wrap(err, "GASTOWN_TOKEN_FILE")
 	}
 	st.token, st.info = string(b), info
+	if !bare {
+		st.token = strings.TrimSpace(st.token)
+	}
 	switch {
 	case info.Mode().Perm() != 0o600:
 		return st, errors.Newf("the token file's mode is %o, not 600", info.Mode().Perm())

@@ -18,7 +18,7 @@ const otherTown = "conformance-other"
 
 // unchanged checks the token file is the very file it was.
 func (k *kit) unchanged(before tokenFileState) error {
-	after, err := k.readTokenFile()
+	after, err := k.tokenFileNow()
 	if err != nil {
 		return err
 	}
@@ -62,7 +62,7 @@ func (k *kit) checkHostile(ctx context.Context) {
 		{"a token that is not a container token", &notContainer},
 	} {
 		k.check(tc.name+" is refused, and nothing is written to the token file", func() error {
-			before, err := k.readTokenFile()
+			before, err := k.tokenFileNow()
 			if err != nil {
 				return err
 			}
@@ -124,7 +124,7 @@ func (k *kit) checkRevocation(ctx context.Context) {
 	var at time.Time
 	if !k.check("a revocation closes its connections", func() error {
 		var err error
-		if before, err = k.readTokenFile(); err != nil {
+		if before, err = k.tokenFileNow(); err != nil {
 			return err
 		}
 		at = time.Now()

@@ -79,7 +79,7 @@ func (k *kit) checkRotations(ctx context.Context) {
 	k.check("acknowledges a pushed rotation only once the token file holds it (0600, bare, renamed)", func() error {
 		for i := range n {
 			k.nextBeats(ctx, 1)
-			before, err := k.readTokenFile()
+			before, err := k.tokenFileNow()
 			if err != nil {
 				return err
 			}
@@ -112,7 +112,7 @@ func (k *kit) checkRotations(ctx context.Context) {
 		if _, err := k.push(ctx, &older); err != nil {
 			return err
 		}
-		st, err := k.readTokenFile()
+		st, err := k.tokenFileNow()
 		if err != nil {
 			return err
 		}
