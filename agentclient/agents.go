@@ -34,6 +34,9 @@ type RunnerConfig struct {
 	// agents get too, besides the allow-list of AgentEnvAllowed (the
 	// operator's --pass-env). Never a GASTOWN_ variable or a token.
 	PassEnv []string
+	// TLS is passed to agents as GASTOWN_NATS_CA, GASTOWN_NATS_CERT and
+	// GASTOWN_NATS_KEY (absolute paths), those that are set.
+	TLS bus.ClientTLS
 	// StopGrace is the wait between SIGTERM and SIGKILL.
 	StopGrace time.Duration
 	// Now is the clock; nil means time.Now.
@@ -264,7 +267,17 @@ func (r *Runner) wait(ru *run, logf *os.File) {
 // agentEnv is the agent's environment (PROTOCOL.md, An agent's
 // environment): see AgentEnv.
 func (r *Runner) agentEnv(req schemas.StartAgent) []string {
-	return AgentEnv(os.Getenv, r.cfg.PassEnv, req, r.cfg.NatsURL, r.cfg.TokenFile)
+	return withTLSEnv(AgentEnv(os.Getenv, r.cfg.PassEnv, req, r.cfg.NatsURL, r.cfg.TokenFile), r.cfg.TLS)
+}
+
+// withTLSEnv adds the TLS files that are set to an agent's environment.
+func withTLSEnv(env []string, t bus.ClientTLS) []string {
+	for _, kv := range [][2]string{{EnvNatsCA, t.CAFile}, {EnvNatsCert, t.CertFile}, {EnvNatsKey, t.KeyFile}} {
+		if kv[1] != "" {
+			env = append(env, kv[0]+"="+kv[1])
+		}
+	}
+	return env
 }
 
 // workspace prepares the run's directory: a git clone on the requested

@@ -42,8 +42,8 @@ type containerRun struct {
 }
 
 // runContainer runs RunContainer for town with the test agent script for
-// every role, until the test ends.
-func runContainer(t *testing.T, h *coordinatortest.Harness, town string, grace time.Duration) *containerRun {
+// every role, until the test ends; mod changes its configuration.
+func runContainer(t *testing.T, h *coordinatortest.Harness, town string, grace time.Duration, mod ...func(*agentclient.ContainerConfig)) *containerRun {
 	t.Helper()
 	tok, _, err := h.Issuer.MintContainer(town, "", time.Hour)
 	require.NoError(t, err)
@@ -56,13 +56,15 @@ func runContainer(t *testing.T, h *coordinatortest.Harness, town string, grace t
 	for _, r := range []string{schemas.RoleMayor, schemas.RolePolecat, schemas.RoleRefinery, schemas.RoleTriage} {
 		cmds[r] = []string{script}
 	}
-	go func() {
-		cr.done <- agentclient.RunContainer(ctx, agentclient.ContainerConfig{
-			Source:            agentclient.Config{URL: h.URL(), Token: tok, ContainerID: "c-" + town, Logger: bustest.Logger(t)},
-			Runner:            agentclient.RunnerConfig{WorkDir: cr.work, Commands: cmds, StopGrace: grace},
-			HeartbeatInterval: 50 * time.Millisecond,
-		})
-	}()
+	cfg := agentclient.ContainerConfig{
+		Source:            agentclient.Config{URL: h.URL(), Token: tok, ContainerID: "c-" + town, Logger: bustest.Logger(t)},
+		Runner:            agentclient.RunnerConfig{WorkDir: cr.work, Commands: cmds, StopGrace: grace},
+		HeartbeatInterval: 50 * time.Millisecond,
+	}
+	for _, m := range mod {
+		m(&cfg)
+	}
+	go func() { cr.done <- agentclient.RunContainer(ctx, cfg) }()
 	t.Cleanup(func() { cr.stop(t) })
 	// Ready when its dispatch subscription answers.
 	require.Eventually(t, func() bool {

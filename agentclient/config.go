@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/errors"
+	"github.com/gastown/gastown/bus"
 )
 
 // Environment variables of a container (PROTOCOL.md, Running a container).
@@ -15,6 +16,13 @@ const (
 	EnvNatsURL        = "GASTOWN_NATS_URL"
 	EnvContainerID    = "GASTOWN_CONTAINER_ID"
 	EnvTokenFile      = "GASTOWN_TOKEN_FILE"
+	// EnvNatsCA names the CA file (PEM) that signs the bus's TLS
+	// certificate; EnvNatsCert and EnvNatsKey a client certificate and
+	// key, for a bus that requires them. All three are paths, and are
+	// passed to agents.
+	EnvNatsCA   = "GASTOWN_NATS_CA"
+	EnvNatsCert = "GASTOWN_NATS_CERT"
+	EnvNatsKey  = "GASTOWN_NATS_KEY"
 )
 
 // DefaultURL is where the bus is when GASTOWN_NATS_URL is unset.
@@ -51,18 +59,26 @@ type Config struct {
 	Now func() time.Time
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
+	// TLS is the CA and client certificate for a bus that speaks TLS.
+	TLS bus.ClientTLS
+}
+
+// TLSFromEnv reads GASTOWN_NATS_CA, GASTOWN_NATS_CERT and GASTOWN_NATS_KEY.
+func TLSFromEnv(getenv func(string) string) bus.ClientTLS {
+	return bus.ClientTLS{CAFile: getenv(EnvNatsCA), CertFile: getenv(EnvNatsCert), KeyFile: getenv(EnvNatsKey)}
 }
 
 // ConfigFromEnv reads a container's settings from its environment:
 // GASTOWN_CONTAINER_TOKEN (falling back to GASTOWN_SESSION_TOKEN for a legacy
 // token), GASTOWN_NATS_URL, GASTOWN_CONTAINER_ID (the host name) and
-// GASTOWN_TOKEN_FILE.
+// GASTOWN_TOKEN_FILE, and the TLS files (TLSFromEnv).
 func ConfigFromEnv(getenv func(string) string) Config {
 	c := Config{
 		URL:         getenv(EnvNatsURL),
 		Token:       getenv(EnvContainerToken),
 		ContainerID: getenv(EnvContainerID),
 		TokenFile:   getenv(EnvTokenFile),
+		TLS:         TLSFromEnv(getenv),
 	}
 	if c.Token == "" {
 		c.LegacyToken = getenv(EnvSessionToken)
@@ -95,6 +111,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := c.TLS.Validate(); err != nil {
+		return c, err
 	}
 	if c.Token == "" {
 		hint := "set " + EnvContainerToken + " to the token printed by `gastown token mint --town <town>`"

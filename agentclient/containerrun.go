@@ -36,6 +36,13 @@ func RunContainer(ctx context.Context, cfg ContainerConfig) error {
 		cfg.Source.TokenFile = abs
 	}
 	cfg.Runner.TokenFile = cfg.Source.TokenFile
+	// Agents run in their own workspaces: give them absolute paths.
+	if cfg.Source.TLS, err = cfg.Source.TLS.Abs(); err != nil {
+		return err
+	}
+	if !cfg.Runner.TLS.Enabled() {
+		cfg.Runner.TLS = cfg.Source.TLS
+	}
 	if cfg.Runner.NatsURL == "" {
 		cfg.Runner.NatsURL = cfg.Source.URL
 	}

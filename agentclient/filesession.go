@@ -51,8 +51,9 @@ func (s *FileSession) connectToken() string {
 	return s.token
 }
 
-// OpenFileSession connects to url with the token in tokenFile.
-func OpenFileSession(ctx context.Context, url, tokenFile string, timeout time.Duration) (*FileSession, error) {
+// OpenFileSession connects to url with the token in tokenFile; opts are
+// added to the connection's (e.g. bus.ClientTLS's Option).
+func OpenFileSession(ctx context.Context, url, tokenFile string, timeout time.Duration, opts ...nats.Option) (*FileSession, error) {
 	tok, err := ReadTokenFile(tokenFile)
 	if err != nil {
 		return nil, err
@@ -74,7 +75,8 @@ func OpenFileSession(ctx context.Context, url, tokenFile string, timeout time.Du
 		nats.RetryOnFailedConnect(true), nats.IgnoreAuthErrorAbort(),
 		nats.ReconnectWait(100*time.Millisecond),
 		nats.DisconnectErrHandler(func(*nats.Conn, error) { s.drop.dropped() }),
-		nats.ClosedHandler(func(*nats.Conn) { s.drop.dropped() }))
+		nats.ClosedHandler(func(*nats.Conn) { s.drop.dropped() }),
+		allOf(opts))
 	if err == nil {
 		err = waitConnected(ctx, s.nc)
 	}
@@ -83,7 +85,7 @@ func OpenFileSession(ctx context.Context, url, tokenFile string, timeout time.Du
 			s.nc.Close()
 		}
 		return nil, errors.WithHint(errors.Wrapf(err, "connecting to %s", url),
-			"is the bus reachable from this container, and is the token file current?")
+			"is the bus reachable from this container, and is the token file current? for a tls:// bus, is "+EnvNatsCA+" its CA (and "+EnvNatsCert+" and "+EnvNatsKey+" set if it requires client certificates)?")
 	}
 	return s, nil
 }
@@ -122,6 +124,18 @@ func (s *FileSession) Close() { s.nc.Close() }
 
 var _ Session = (*FileSession)(nil)
 
+// allOf is opts as one nats.Option.
+func allOf(opts []nats.Option) nats.Option {
+	return func(o *nats.Options) error {
+		for _, apply := range opts {
+			if err := apply(o); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
 // waitConnected waits until nc is connected (a first connect may still be
 // retrying), at most until ctx is done.
 func waitConnected(ctx context.Context, nc *nats.Conn) error {
@@ -130,6 +144,10 @@ func waitConnected(ctx context.Context, nc *nats.Conn) error {
 	for !nc.IsConnected() {
 		select {
 		case <-ctx.Done():
+			if last := nc.LastError(); last != nil {
+				// Why the connects failed (a TLS error, say) says more.
+				return errors.WithSecondaryError(errors.Wrap(last, "waiting for the bus"), ctx.Err())
+			}
 			return errors.Wrap(ctx.Err(), "waiting for the bus")
 		case <-t.C:
 		}

@@ -345,6 +345,7 @@ func (s *TokenSource) dial(ctx context.Context) (*conn, error) {
 			return h.token
 		}),
 		nats.CustomInboxPrefix(s.town.Inbox()),
+		s.cfg.TLS.Option(),
 		nats.MaxReconnects(-1),
 		// A restarting coordinator refuses tokens until it has loaded its
 		// revocations: keep trying rather than give up on auth errors.

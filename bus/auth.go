@@ -145,7 +145,10 @@ func (a *authenticator) Check(c server.ClientAuthentication) bool {
 		a.refuse(c, RefusedBadTown)
 		return false
 	}
-	if !a.admit(c.GetID(), tokenConn{town: g.TownID, issuedAt: g.IssuedAt, deadline: g.Deadline}) {
+	if ok, revoked := a.admit(c.GetID(), tokenConn{town: g.TownID, issuedAt: g.IssuedAt, deadline: g.Deadline}); revoked {
+		a.refuse(c, RefusedBadToken, KeyErr, "token was revoked")
+		return false
+	} else if !ok {
 		a.refuse(c, RefusedTownFull, KeyTown, g.TownID)
 		return false
 	}

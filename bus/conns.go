@@ -16,6 +16,11 @@ type authLimits struct {
 	// live says whether the server still has connection id; nil means
 	// every one is live (an authenticator without a server, in tests).
 	live func(id uint64) bool
+	// revokedBefore is, per town, the latest time Kick closed the town's
+	// connections for: a connection whose token was issued before it is
+	// not admitted, even if it passed the token check just before the
+	// kick. Guarded by authenticator.mu.
+	revokedBefore map[string]time.Time
 	// byTown indexes conns by town. Guarded by authenticator.mu.
 	byTown map[string]map[uint64]struct{}
 }
@@ -33,9 +38,16 @@ func newAuthLimits(l Limits, log *slog.Logger) authLimits {
 // townConns connections open. The count comes from the records; at the
 // cap, the town's records are first checked against the server, so a
 // connection that closed since the last sweep does not hold a slot.
-func (a *authenticator) admit(id uint64, tc tokenConn) bool {
+//
+// A connection whose token was issued before a kick of its town is refused
+// (revoked is true): it may have passed the token check just before the
+// revocation, and the kick, which saw no record of it, did not close it.
+func (a *authenticator) admit(id uint64, tc tokenConn) (ok, revoked bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if tc.issuedAt.Before(a.revokedBefore[tc.town]) {
+		return false, true
+	}
 	if ids := a.byTown[tc.town]; a.townConns > 0 && len(ids) >= a.townConns {
 		for other := range ids {
 			if !a.isLive(other) {
@@ -43,11 +55,22 @@ func (a *authenticator) admit(id uint64, tc tokenConn) bool {
 			}
 		}
 		if len(a.byTown[tc.town]) >= a.townConns {
-			return false
+			return false, false
 		}
 	}
 	a.rememberLocked(id, tc, a.now())
-	return true
+	return true, false
+}
+
+// revokeLocked records that the town's tokens issued before t are revoked,
+// for admit. a.mu must be held.
+func (a *authenticator) revokeLocked(town string, t time.Time) {
+	if a.revokedBefore == nil {
+		a.revokedBefore = map[string]time.Time{}
+	}
+	if t.After(a.revokedBefore[town]) {
+		a.revokedBefore[town] = t
+	}
 }
 
 func (a *authenticator) isLive(id uint64) bool { return a.live == nil || a.live(id) }

@@ -20,7 +20,8 @@ func TestAdmitAndDropClosed(t *testing.T) {
 		mu.Lock()
 		live[id] = true
 		mu.Unlock()
-		return a.admit(id, tokenConn{town: town, deadline: time.Now().Add(time.Hour)})
+		ok, _ := a.admit(id, tokenConn{town: town, deadline: time.Now().Add(time.Hour)})
+		return ok
 	}
 	closeConn := func(id uint64) {
 		mu.Lock()
@@ -45,4 +46,22 @@ func TestAdmitAndDropClosed(t *testing.T) {
 	require.Empty(t, a.conns)
 	require.Empty(t, a.byTown, "the town index empties with the records")
 	a.dropClosed(buf) // a sweep of nothing is fine
+}
+
+// A connection that passed the token check just before a kick of its town,
+// and is recorded just after it, is refused: the kick did not see it.
+func TestAdmitAfterKick(t *testing.T) {
+	a := &authenticator{authLimits: authLimits{now: time.Now}}
+	issued := time.Now()
+	a.mu.Lock()
+	a.revokeLocked("A", issued.Add(time.Millisecond))
+	a.mu.Unlock()
+	ok, revoked := a.admit(1, tokenConn{town: "A", issuedAt: issued, deadline: time.Now().Add(time.Hour)})
+	require.False(t, ok)
+	require.True(t, revoked, "a token issued before the kick is not admitted after it")
+	ok, revoked = a.admit(2, tokenConn{town: "A", issuedAt: issued.Add(2 * time.Millisecond), deadline: time.Now().Add(time.Hour)})
+	require.True(t, ok, "a token issued after the kick is")
+	require.False(t, revoked)
+	ok, _ = a.admit(3, tokenConn{town: "B", issuedAt: issued, deadline: time.Now().Add(time.Hour)})
+	require.True(t, ok, "another town is not affected")
 }

@@ -51,6 +51,13 @@ type Config struct {
 	// and cap each town's connections (limits.go); zero fields take
 	// their defaults.
 	Limits
+	// TLS, when its files are set, makes the client port speak TLS
+	// (tls.go). Off by default.
+	TLS TLS
+	// MonitorListen is host:port of the server's HTTP monitoring endpoint
+	// (/varz, /connz, /subsz, /jsz, ...); empty (the default) leaves it
+	// off. It has no authentication: keep it on loopback.
+	MonitorListen string
 }
 
 // Server is a running embedded NATS server with JetStream.
@@ -99,6 +106,11 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, errors.Mark(errors.Wrap(err, "bus limits"), ErrStart)
 	}
+	// TLS and monitoring are checked before anything is made on disk.
+	var exposure networkOptions
+	if err := exposure.load(cfg); err != nil {
+		return nil, errors.Mark(err, ErrStart)
+	}
 	storeDir, err := prepareDataDir(cfg.DataDir)
 	if err != nil {
 		return nil, err
@@ -128,6 +140,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		Trace:                      false,
 		CustomClientAuthentication: auth,
 	}
+	exposure.applyTo(opts)
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, errors.Mark(errors.Wrap(err, "configuring embedded NATS server"), ErrStart)
@@ -177,6 +190,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	go s.watchJetStream(noSpace)
 	s.wg.Go(func() { s.sweepConns(limits.ConnSweep) })
 	s.log.Info("embedded NATS server ready", KeyURL, s.ClientURL(), KeyDataDir, storeDir)
+	s.warnExposure(cfg, host)
 	return s, nil
 }
 
@@ -230,6 +244,8 @@ func fatalHint(msg string) string {
 	switch {
 	case strings.Contains(msg, "JetStream"):
 		return "check that the data directory is writable and the disk is not full, or choose another with --data-dir"
+	case strings.Contains(strings.ToLower(msg), "monitor"):
+		return "is the monitoring address in use by another process? choose another with --monitor-listen"
 	case strings.Contains(msg, "listen"):
 		return "is the address in use by another process? choose another with --listen"
 	}
@@ -317,6 +333,7 @@ func (s *Server) NumClients() int { return s.ns.NumClients() }
 // issuedBefore, and returns how many it closed.
 func (s *Server) Kick(townID string, issuedBefore time.Time) int {
 	s.auth.mu.Lock()
+	s.auth.revokeLocked(townID, issuedBefore)
 	var ids []uint64
 	for id, c := range s.auth.conns {
 		if s.ns.GetClient(id) == nil {

@@ -20,6 +20,9 @@ import (
 // shellVars are what `sh -c` itself may add to an agent's environment.
 var shellVars = []string{"PWD", "OLDPWD", "SHLVL", "_"}
 
+// tlsVars are the TLS files an agent gets when its container has them.
+var tlsVars = []string{agentclient.EnvNatsCA, agentclient.EnvNatsCert, agentclient.EnvNatsKey}
+
 // runVars are the variables that name an agent's run (PROTOCOL.md, An
 // agent's environment); every agent gets all of them.
 var runVars = []string{
@@ -379,7 +382,7 @@ func (k *kit) checkEnv(rep Report, req schemas.StartAgent) error {
 			problems = append(problems, name+" is missing")
 		}
 	}
-	allowed := append(append(append([]string{}, runVars...), agentclient.AgentEnvAllowed...), shellVars...)
+	allowed := slices.Concat(runVars, tlsVars, agentclient.AgentEnvAllowed, shellVars)
 	decoy := map[string]bool{}
 	for _, v := range k.decoys {
 		decoy[v] = true

@@ -2,6 +2,7 @@ package coordinator_test
 
 import (
 	"context"
+	"encoding/json"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/gastown/gastown/coordinator/coordinatortest"
 	"github.com/gastown/gastown/schemas"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 )
 
@@ -234,4 +236,70 @@ func TestDispatchRetriesThenFails(t *testing.T) {
 	require.Empty(t, a.Hook, "unhooked")
 	require.Equal(t, coordinator.AgentIdle, a.Status)
 	require.Empty(t, bead(t, h, "b").Assignee)
+}
+
+// TestDeathAcrossRestart: an agent whose container died just before the
+// coordinator restarted is declared dead with its real last heartbeat as
+// lastSeenAt (not the restart plus a grace), and within the usual
+// intervals of the restart rather than twice that.
+func TestDeathAcrossRestart(t *testing.T) {
+	const interval = 200 * time.Millisecond
+	h := coordinatortest.Start(t, coordinator.Config{HeartbeatInterval: interval, DispatchCooldown: time.Hour})
+	slingOne(t, h)
+	c := startBeating(t, h, "T", interval/2)
+	var res schemas.SlingResult
+	require.NoError(t, admin(t, h, schemas.AdminSling, schemas.Sling{TownID: "T", BeadID: "b"}, &res))
+	require.True(t, res.Dispatched, res.Error)
+	require.Eventually(t, func() bool { return c.run(res.AgentID) != "" }, 10*time.Second, 5*time.Millisecond)
+
+	// Wait until a heartbeat naming the run is stored, then kill the
+	// container and read the last heartbeat stored before the restart.
+	js, err := jetstream.New(h.StateConn())
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, schemas.BucketHeartbeats)
+	require.NoError(t, err)
+	var last struct {
+		ReceivedAt time.Time           `json:"receivedAt"`
+		Agents     []schemas.AgentBeat `json:"agents"`
+	}
+	names := func() bool {
+		e, err := kv.Get(ctx, "T")
+		if err != nil || json.Unmarshal(e.Value(), &last) != nil {
+			return false
+		}
+		for _, a := range last.Agents {
+			if a.AgentID == res.AgentID {
+				return true
+			}
+		}
+		return false
+	}
+	require.Eventually(t, names, 10*time.Second, 5*time.Millisecond)
+	c.kill()
+	require.True(t, names())
+
+	h.Restart(nil)
+	restarted := time.Now()
+	dead := make(chan schemas.TownEvent, 8)
+	sub, err := h.Conn().Subscribe("gastown.town.T.events", func(m *nats.Msg) {
+		var ev schemas.TownEvent
+		if schemas.Decode(m.Data, &ev) == nil && ev.Kind == schemas.EventAgentDead && ev.Subject == res.AgentID {
+			dead <- ev
+		}
+	})
+	require.NoError(t, err)
+	defer sub.Unsubscribe()
+	var ev schemas.TownEvent
+	select {
+	case ev = <-dead:
+	case <-time.After(100 * interval):
+		t.Fatal("the agent of the dead container was never declared dead after the restart")
+	}
+	seen, err := time.Parse(time.RFC3339Nano, ev.Detail["lastSeenAt"].(string))
+	require.NoError(t, err)
+	require.WithinDuration(t, last.ReceivedAt, seen, time.Millisecond,
+		"lastSeenAt is the last heartbeat, not the restart plus a grace")
+	t.Logf("declared dead %s after the restart", time.Since(restarted).Round(time.Millisecond))
 }

@@ -73,15 +73,19 @@ func (l *liveness) record(r heartbeatRecord) {
 	}
 }
 
-// seen is when the run was last heard of: its last heartbeat, its
-// dispatch, or this coordinator's start (plus a grace to reconnect),
-// whichever is latest, so nothing is declared dead because the coordinator
-// was down.
+// seen is when the run was last heard of: its last heartbeat or its
+// dispatch, whichever is later.
 func (l *liveness) seen(town, agent, run string, dispatchedAt time.Time) time.Time {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return maxTime(l.lastSeen[seenKey{town, agent, run}], dispatchedAt, l.startedAt.Add(l.restartGrace))
+	return maxTime(l.lastSeen[seenKey{town, agent, run}], dispatchedAt)
 }
+
+// settled reports whether the grace after this coordinator's start has
+// passed: before it, containers may still be reconnecting, so nothing is
+// declared dead because the coordinator was down. The grace does not add
+// to a run's own silence: a run silent long enough is dead once it ends.
+func (l *liveness) settled(now time.Time) bool { return !now.Before(l.startedAt.Add(l.restartGrace)) }
 
 // forget drops what is known of a run that ended.
 func (l *liveness) forget(town, agent, run string) {

@@ -72,7 +72,11 @@ func (c *Coordinator) openTriageFor(ctx context.Context, a Agent) error {
 		}
 		return err
 	}
-	b, err := c.createBead(ctx, schemas.BeadCreate{TownID: a.TownID, Type: BeadIssue, RigID: a.RigID,
+	rig := a.RigID
+	if rig == MayorRig {
+		rig = "" // the mayor's pseudo-rig is no rig: the request belongs to the town
+	}
+	b, err := c.createBead(ctx, schemas.BeadCreate{TownID: a.TownID, Type: BeadIssue, RigID: rig,
 		Title: fmt.Sprintf("Triage: %s is crash-looping", a.AgentID),
 		Body:  fmt.Sprintf("Agent %s (%s) failed %d times in 30 minutes. Last error: %s", a.AgentID, a.Role, len(a.Failures), a.LastError)},
 		func(x *Bead) { x.CreatedBy, x.TriageFor = patrolCreator, a.AgentID })

@@ -137,3 +137,33 @@ func TestTriageCapAndExclusion(t *testing.T) {
 	}
 	require.Len(t, openTriage(t, h), 5, "still capped at 5")
 }
+
+// TestMayorCrashLoopTriage: the mayor belongs to no rig; its crash loop
+// still opens a triage request, hooked to a triage agent that is
+// dispatched, rather than failing on a rig that does not exist.
+func TestMayorCrashLoopTriage(t *testing.T) {
+	h := coordinatortest.Start(t, coordinator.Config{HeartbeatInterval: time.Second, DispatchCooldown: 20 * time.Millisecond})
+	require.NoError(t, admin(t, h, schemas.AdminTownCreate, schemas.TownCreate{TownID: "T"}, nil))
+	c := startBeating(t, h, "T", 200*time.Millisecond)
+	crash(t, h, c, coordinator.MayorID, 3)
+	var tb coordinator.Bead
+	require.Eventually(t, func() bool {
+		open := openTriage(t, h)
+		if len(open) != 1 || open[0].Assignee == "" {
+			return false
+		}
+		tb = open[0]
+		return true
+	}, 10*time.Second, 5*time.Millisecond, "the mayor's crash loop opens a triage request")
+	require.Equal(t, coordinator.MayorID, tb.TriageFor)
+	tri := agentState(t, h, "T", tb.Assignee)
+	require.Equal(t, schemas.RoleTriage, tri.Role)
+	require.Eventually(t, func() bool { return c.run(tri.AgentID) != "" }, 10*time.Second, 5*time.Millisecond, "the triage agent is dispatched")
+	tok := h.ContainerToken("T")
+	_, err := rpc(t, h, "T", "triage.resolve", tok, tri.AgentID, tri.RigID, schemas.TriageResolve{Action: schemas.TriageRestart}, nil)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		a := agentState(t, h, "T", coordinator.MayorID)
+		return a.Status == coordinator.AgentWorking && len(a.Failures) == 0
+	}, 10*time.Second, 5*time.Millisecond, "the mayor is restarted")
+}

@@ -15,6 +15,7 @@ import (
 type adminFlags struct {
 	server  *string
 	timeout *time.Duration
+	tls     tlsFlags
 }
 
 func addAdminFlags(fs interface {
@@ -24,6 +25,7 @@ func addAdminFlags(fs interface {
 	return adminFlags{
 		server:  fs.String("server", "nats://127.0.0.1:4222", "NATS URL of the coordinator's bus"),
 		timeout: fs.Duration("timeout", 30*time.Second, "how long to wait for the coordinator"),
+		tls:     addTLSFlags(fs),
 	}
 }
 
@@ -32,7 +34,11 @@ func runAdmin(ctx context.Context, env Env, af adminFlags, method string, body i
 	if err := body.Validate(); err != nil {
 		return errors.Mark(err, ErrUsage)
 	}
-	nc, err := adminConnect(*af.server, env)
+	tls, err := af.tls.resolve(env)
+	if err != nil {
+		return err
+	}
+	nc, err := adminConnect(*af.server, env, tls.Option())
 	if err != nil {
 		return err
 	}

@@ -44,7 +44,12 @@ func runAgent(ctx context.Context, args []string, env Env) error {
 		url = agentclient.DefaultURL
 	}
 	cctx, cancel := context.WithTimeout(ctx, time.Minute) // the bus may be restarting
-	sess, err := agentclient.OpenFileSession(cctx, url, tokenFile, 30*time.Second)
+	tls := agentclient.TLSFromEnv(env.Getenv)
+	if err := tls.Validate(); err != nil {
+		cancel()
+		return errors.Mark(err, ErrUsage)
+	}
+	sess, err := agentclient.OpenFileSession(cctx, url, tokenFile, 30*time.Second, tls.Option())
 	cancel()
 	if err != nil {
 		return err

@@ -22,15 +22,21 @@ then SIGKILL after --stop-grace) and exits.
 
 An agent's environment is an allow-list, never inherited: GASTOWN_TOWN_ID,
 GASTOWN_RIG_ID, GASTOWN_AGENT_ID, GASTOWN_AGENT_ROLE, GASTOWN_RUN_ID,
-GASTOWN_BEAD_ID, GASTOWN_PROMPT, GASTOWN_NATS_URL and GASTOWN_TOKEN_FILE;
-PATH, HOME, LANG and TZ; the dispatch's env; and the variables named by
---pass-env. Never the token itself nor the container's own settings. Their
-output goes to <workdir>/logs/<agent>-<run>.log.
+GASTOWN_BEAD_ID, GASTOWN_PROMPT, GASTOWN_NATS_URL and GASTOWN_TOKEN_FILE
+(and GASTOWN_NATS_CA, GASTOWN_NATS_CERT, GASTOWN_NATS_KEY, absolute paths,
+when TLS files are given); PATH, HOME, LANG and TZ; the dispatch's env; and
+the variables named by --pass-env. Never the token itself nor the
+container's own settings. Their output goes to
+<workdir>/logs/<agent>-<run>.log.
 
 Environment:
   GASTOWN_CONTAINER_TOKEN  the bootstrap container token (required);
                            its townId claim names the town
-  GASTOWN_NATS_URL         default for --server
+  GASTOWN_NATS_URL         default for --server (tls://host:port for a bus
+                           that speaks TLS)
+  GASTOWN_NATS_CA          default for --tls-ca
+  GASTOWN_NATS_CERT        default for --tls-cert
+  GASTOWN_NATS_KEY         default for --tls-key
   GASTOWN_CONTAINER_ID     default for --id
   GASTOWN_TOKEN_FILE       default for --token-file
   GASTOWN_AGENT_COMMAND    when set, the command line (run by sh -c) of
@@ -60,7 +66,8 @@ func runContainer(ctx context.Context, args []string, env Env) error {
 	heartbeat := fs.Duration("heartbeat", agentclient.DefaultHeartbeatInterval, "heartbeat interval")
 	grace := fs.Duration("stop-grace", agentclient.DefaultStopGrace, "wait between SIGTERM and SIGKILL when stopping an agent")
 	config := fs.String("config", "", "JSON file with the agent commands per role")
-	passEnv := fs.String("pass-env", "", "comma-separated names of variables of this environment that agents get too (never GASTOWN_ ones or secrets)")
+	passEnv := fs.String("pass-env", "", "comma-separated names of variables of this environment that agents get too (never GASTOWN_ ones)")
+	tlsf := addTLSFlags(fs)
 	roleCmds := map[string]*string{}
 	for _, role := range []string{schemas.RoleMayor, schemas.RolePolecat, schemas.RoleRefinery, schemas.RoleTriage} {
 		roleCmds[role] = fs.String(role+"-cmd", "", "command line of the "+role+" agent, e.g. \"gastown agent sim\"")
@@ -119,6 +126,9 @@ func runContainer(ctx context.Context, args []string, env Env) error {
 	}
 	src := agentclient.ConfigFromEnv(env.Getenv)
 	src.URL, src.ContainerID, src.TokenFile, src.Logger = *server, *id, *tokenFile, log
+	if src.TLS, err = tlsf.resolve(env); err != nil {
+		return err
+	}
 	if src.Token == "" {
 		return errors.Mark(errors.WithHint(errors.Newf("%s is not set", agentclient.EnvContainerToken),
 			"set it to the token printed by `gastown token mint --town <town>`"), ErrUsage)

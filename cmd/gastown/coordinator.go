@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/cockroachdb/errors"
 	"github.com/gastown/gastown/bus"
 	"github.com/gastown/gastown/coordinator"
 )
@@ -16,6 +17,12 @@ By default it runs an embedded NATS server with JetStream (listening on
 --listen, storing under --data-dir). With --nats-url it uses an existing NATS
 server or cluster instead; connection permissions are then that cluster's
 own business.
+
+Bearer tokens and passwords must never cross a network in clear text: on
+any address but loopback give --tls-cert and --tls-key (clients then use
+tls://host:port and the CA with --tls-ca or GASTOWN_NATS_CA), and with
+--tls-ca every client must present a certificate that CA signs. Without TLS
+on a network address the coordinator warns loudly at start.
 
 Environment:
   GASTOWN_JWT_SECRET          signing secret, at least 32 bytes (required;
@@ -46,6 +53,11 @@ func runCoordinator(ctx context.Context, args []string, env Env) error {
 	maxBeads := fs.Int("town-max-beads", coordinator.DefaultMaxBeads, "beads (open and closed) each town may keep")
 	maxBytes := fs.Int64("town-max-bytes", coordinator.DefaultMaxStoredBytes, "bytes of text all of a town's beads may hold together")
 	maxBeadBytes := fs.Int("town-max-bead-bytes", coordinator.DefaultMaxBeadBytes, "bytes of text one bead, mail or checkpoint note may hold")
+	tlsCert := fs.String("tls-cert", "", "certificate (PEM) of the embedded server's client port: with --tls-key, clients must connect with TLS (tls://); off by default")
+	tlsKey := fs.String("tls-key", "", "private key (PEM) of --tls-cert")
+	tlsCA := fs.String("tls-ca", "", "CA file (PEM): clients must present a certificate it signs (mutual TLS); needs --tls-cert")
+	tlsTimeout := fs.Duration("tls-timeout", bus.DefaultTLSTimeout, "how long a client's TLS handshake may take")
+	monitor := fs.String("monitor-listen", "", "host:port of the embedded server's HTTP monitoring endpoint (/varz, /connz, /subsz, /jsz); off by default, no authentication: keep it on 127.0.0.1")
 	townConns := fs.Int("town-conns", bus.DefaultTownConns, "most connections one town may have open at once on the embedded server (its container's, and one per agent tool call)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
@@ -55,6 +67,10 @@ func runCoordinator(ctx context.Context, args []string, env Env) error {
 	log, err := newLogger(env.Stderr, *logLevel, *logFormat)
 	if err != nil {
 		return err
+	}
+	if *natsURL != "" && (*tlsCert != "" || *tlsKey != "" || *tlsCA != "" || *monitor != "") {
+		return errors.Mark(errors.WithHint(errors.New("--tls-cert, --tls-key, --tls-ca and --monitor-listen configure the embedded server, and --nats-url replaces it"),
+			"configure TLS and monitoring on that NATS cluster, or drop --nats-url"), ErrUsage)
 	}
 	ring, err := coordinator.KeyRingFromEnv(env.Getenv)
 	if err != nil {
@@ -83,6 +99,8 @@ func runCoordinator(ctx context.Context, args []string, env Env) error {
 			AdminPassword: env.Getenv("GASTOWN_ADMIN_PASSWORD"),
 			Debug:         *logLevel == "debug",
 			Limits:        bus.Limits{TownConns: *townConns},
+			TLS:           bus.TLS{CertFile: *tlsCert, KeyFile: *tlsKey, CAFile: *tlsCA, Timeout: *tlsTimeout},
+			MonitorListen: *monitor,
 		},
 		NatsURL: *natsURL,
 	})

@@ -13,7 +13,7 @@ import (
 	"github.com/gastown/gastown/schemas"
 )
 
-const opsUsage = `ops context [--name gastown-ops] [--server URL] [--dir D]`
+const opsUsage = `ops context [--name gastown-ops] [--server URL] [--tls-ca F [--tls-cert F --tls-key F]] [--dir D]`
 
 const opsDesc = `
 context writes a nats CLI context for the read-only 'ops' identity, with
@@ -27,7 +27,12 @@ the password from GASTOWN_OPS_PASSWORD and the ops inbox prefix
 As ops you watch every town's heartbeats and events and read the state
 buckets (read-only mirrors kept by the embedded server); you cannot write,
 call a handler, or see a token. The file is written with mode 0600: it
-holds the password.`
+holds the password.
+
+For a bus that speaks TLS, give --server tls://host:port and the CA with
+--tls-ca (or GASTOWN_NATS_CA), and a client certificate with --tls-cert and
+--tls-key when the bus requires one: the context names them (absolute
+paths) as the nats CLI's ca, cert and key.`
 
 // contextName is a name the nats CLI accepts for a context.
 var contextName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
@@ -39,6 +44,7 @@ func runOps(_ context.Context, args []string, env Env) error {
 	fs := newFlags("ops context", opsUsage, opsDesc, env)
 	name := fs.String("name", "gastown-ops", "name of the nats CLI context")
 	server := fs.String("server", "nats://127.0.0.1:4222", "NATS URL of the coordinator's bus")
+	tlsf := addTLSFlags(fs)
 	dir := fs.String("dir", "", "directory of the nats CLI's contexts (default: $XDG_CONFIG_HOME/nats/context, or ~/.config/nats/context)")
 	if done, err := parse(fs, args[1:], env); done {
 		return err
@@ -51,6 +57,14 @@ func runOps(_ context.Context, args []string, env Env) error {
 		return errors.WithHint(errors.New("GASTOWN_OPS_PASSWORD is not set"),
 			"set it to the ops password the coordinator was started with")
 	}
+	tls, err := tlsf.resolve(env)
+	if err != nil {
+		return err
+	}
+	// The nats CLI runs from anywhere: the context names absolute paths.
+	if tls, err = tls.Abs(); err != nil {
+		return err
+	}
 	if *dir == "" {
 		base := env.Getenv("XDG_CONFIG_HOME")
 		if base == "" {
@@ -62,13 +76,19 @@ func runOps(_ context.Context, args []string, env Env) error {
 		}
 		*dir = filepath.Join(base, "nats", "context")
 	}
-	b, err := json.MarshalIndent(map[string]string{
+	nctx := map[string]string{
 		"description":  "Gastown operator (read-only)",
 		"url":          *server,
 		"user":         bus.OpsUser,
 		"password":     pw,
 		"inbox_prefix": schemas.OpsInbox,
-	}, "", "  ")
+	}
+	for k, v := range map[string]string{"ca": tls.CAFile, "cert": tls.CertFile, "key": tls.KeyFile} {
+		if v != "" {
+			nctx[k] = v
+		}
+	}
+	b, err := json.MarshalIndent(nctx, "", "  ")
 	if err != nil {
 		return errors.Wrap(err, "encoding the context")
 	}

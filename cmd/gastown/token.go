@@ -107,18 +107,18 @@ func runTokenAdmin(ctx context.Context, sub string, args []string, env Env) erro
 	return runAdmin(ctx, env, af, schemas.AdminTokenRotate, schemas.TownRequest{TownID: *town})
 }
 
-// adminConnect connects as the admin identity.
-func adminConnect(server string, env Env) (*nats.Conn, error) {
+// adminConnect connects as the admin identity; opts are added (TLS).
+func adminConnect(server string, env Env, opts ...nats.Option) (*nats.Conn, error) {
 	pw := env.Getenv("GASTOWN_ADMIN_PASSWORD")
 	if pw == "" {
 		return nil, errors.WithHint(errors.New("GASTOWN_ADMIN_PASSWORD is not set"),
 			"set it to the admin password the coordinator was started with")
 	}
-	nc, err := nats.Connect(server, nats.Name("gastown-admin"), nats.UserInfo(bus.AdminUser, pw),
-		nats.CustomInboxPrefix(schemas.AdminInbox), nats.MaxReconnects(0))
+	nc, err := nats.Connect(server, append([]nats.Option{nats.Name("gastown-admin"), nats.UserInfo(bus.AdminUser, pw),
+		nats.CustomInboxPrefix(schemas.AdminInbox), nats.MaxReconnects(0)}, opts...)...)
 	if err != nil {
 		return nil, errors.WithHint(errors.Wrapf(err, "connecting to %s as admin", server),
-			"is the coordinator running, and is GASTOWN_ADMIN_PASSWORD the one it was started with?")
+			"is the coordinator running, is GASTOWN_ADMIN_PASSWORD the one it was started with, and (for a tls:// bus) is --tls-ca its CA?")
 	}
 	return nc, nil
 }

@@ -16,7 +16,8 @@ Calls a coordinator tool as the agent this process is, and prints the result
 as JSON. What an agent runs inside its container: the token is read from the
 container's token file at each call (never from the environment), the
 identity from GASTOWN_AGENT_ID and GASTOWN_RIG_ID, the bus from
-GASTOWN_NATS_URL.
+GASTOWN_NATS_URL (and, for a tls:// bus, the CA from GASTOWN_NATS_CA and a
+client certificate from GASTOWN_NATS_CERT and GASTOWN_NATS_KEY).
 
 The body is --json '{...}', or key=value arguments (values that parse as
 JSON are taken as JSON, others as strings), e.g.
@@ -84,7 +85,11 @@ func runTool(ctx context.Context, args []string, env Env) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	sess, err := agentclient.OpenFileSession(ctx, url, tokenFile, *timeout)
+	tls := agentclient.TLSFromEnv(getenv)
+	if err := tls.Validate(); err != nil {
+		return errors.Mark(err, ErrUsage)
+	}
+	sess, err := agentclient.OpenFileSession(ctx, url, tokenFile, *timeout, tls.Option())
 	if err != nil {
 		return err
 	}

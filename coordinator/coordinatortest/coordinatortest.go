@@ -43,6 +43,19 @@ func Start(t testing.TB, cfg coordinator.Config) *Harness {
 // StartIn is Start with the JetStream store in dataDir.
 func StartIn(t testing.TB, cfg coordinator.Config, dataDir string) *Harness {
 	t.Helper()
+	return startWith(t, cfg, dataDir, bus.Config{})
+}
+
+// StartWith is Start with the embedded server configured by bc (TLS,
+// monitoring); its Listen and DataDir are the harness's, and empty ops and
+// admin passwords are the test ones.
+func StartWith(t testing.TB, cfg coordinator.Config, bc bus.Config) *Harness {
+	t.Helper()
+	return startWith(t, cfg, t.TempDir(), bc)
+}
+
+func startWith(t testing.TB, cfg coordinator.Config, dataDir string, bc bus.Config) *Harness {
+	t.Helper()
 	secret := make([]byte, 32)
 	_, _ = rand.Read(secret)
 	key, err := coordinator.NewKey([]byte(hex.EncodeToString(secret)))
@@ -56,9 +69,13 @@ func StartIn(t testing.TB, cfg coordinator.Config, dataDir string) *Harness {
 		dataDir: dataDir,
 		listen:  "127.0.0.1:0",
 	}
-	h.Config = coordinator.DaemonConfig{Config: cfg, Bus: bus.Config{
-		OpsPassword: "ops-test-password", AdminPassword: "admin-test-password",
-	}}
+	if bc.OpsPassword == "" {
+		bc.OpsPassword = "ops-test-password"
+	}
+	if bc.AdminPassword == "" {
+		bc.AdminPassword = "admin-test-password"
+	}
+	h.Config = coordinator.DaemonConfig{Config: cfg, Bus: bc}
 	h.start()
 	// Restarts reuse the port containers know.
 	h.listen = h.Daemon.Server().Addr().String()
@@ -84,8 +101,13 @@ func (h *Harness) TryStart() error {
 	return nil
 }
 
-// URL is where containers connect.
-func (h *Harness) URL() string { return "nats://" + h.listen }
+// URL is where containers connect (tls:// when the server speaks TLS).
+func (h *Harness) URL() string {
+	if h.Config.Bus.TLS.Enabled() {
+		return "tls://" + h.listen
+	}
+	return "nats://" + h.listen
+}
 
 // Stop stops the daemon (safe when stopped).
 func (h *Harness) Stop() {
