@@ -110,13 +110,13 @@ func (k *kit) readTokenFileAs(bare bool) (tokenFileState, error) {
 // checkHeartbeats: heartbeats come at the interval the coordinator told
 // (heartbeatIntervalMs, not the container's own default), are valid and
 // name the town and the container.
-func (k *kit) checkHeartbeats() {
+func (k *kit) checkHeartbeats(ctx context.Context) {
 	iv := k.cfg.HeartbeatInterval
 	k.check("heartbeats at the interval the coordinator told ("+iv.String()+")", func() error {
 		from := k.obs.numBeats()
 		var beats []beat
 		const want = 8
-		if !waitFor(context.Background(), want*iv*4+k.cfg.Timeout, func() bool { beats = k.obs.beatsSince(from); return len(beats) >= want }) {
+		if !waitFor(ctx, want*iv*4+k.cfg.Timeout, func() bool { beats = k.obs.beatsSince(from); return len(beats) >= want }) {
 			return errors.Newf("%d heartbeats in %s: the interval told in heartbeatIntervalMs is not used", len(beats), want*iv*4+k.cfg.Timeout)
 		}
 		var gaps []time.Duration

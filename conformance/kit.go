@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -80,10 +81,11 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 	k.tokenFile = filepath.Join(k.work, "tokens", "token")
 	k.reports = filepath.Join(k.work, "reports")
-	if err := k.startCoordinator(ctx); err != nil {
+	err = k.startCoordinator(ctx)
+	defer k.closeCoordinator()
+	if err != nil {
 		return Result{}, err
 	}
-	defer k.d.Close()
 	if err := k.startContainer(); err != nil {
 		return Result{}, err
 	}
@@ -91,7 +93,11 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	k.runChecks(ctx)
 	fmt.Fprintf(cfg.Out, "%d passed, %d failed\n", k.res.Passed, k.res.Failed)
 	if k.res.Failed > 0 {
-		fmt.Fprintf(cfg.Out, "the container's output is in %s\n", filepath.Join(k.work, "container.log"))
+		if cfg.WorkDir != "" {
+			fmt.Fprintf(cfg.Out, "the container's output is in %s\n", filepath.Join(k.work, "container.log"))
+		} else {
+			fmt.Fprintln(cfg.Out, "run with --work-dir to keep the container's output and the agents' reports")
+		}
 		return k.res, errors.Mark(errors.Newf("%d of %d conformance checks failed", k.res.Failed, k.res.Failed+k.res.Passed), ErrFailed)
 	}
 	return k.res, nil
@@ -129,6 +135,18 @@ func (k *kit) startCoordinator(ctx context.Context) error {
 	}
 	k.obs, err = observe(k.kc, k.town)
 	return err
+}
+
+// closeCoordinator closes the kit's connections and its coordinator.
+func (k *kit) closeCoordinator() {
+	for _, nc := range []*nats.Conn{k.kc, k.admin} {
+		if nc != nil {
+			nc.Close()
+		}
+	}
+	if k.d != nil {
+		k.d.Close()
+	}
 }
 
 // startContainer runs the container under test with the settings of
@@ -195,8 +213,16 @@ func (k *kit) stopContainer() {
 		_ = syscall.Kill(-pgid, syscall.SIGKILL)
 		<-k.exited
 	}
-	// Agents it left behind go too.
+	// Agents it left behind go too: its process group, and every agent
+	// that reported its pid.
 	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	reports, _ := filepath.Glob(filepath.Join(k.reports, "*.json"))
+	for _, path := range reports {
+		var rep Report
+		if b, err := os.ReadFile(path); err == nil && json.Unmarshal(b, &rep) == nil && alive(rep.PID) {
+			_ = syscall.Kill(rep.PID, syscall.SIGKILL)
+		}
+	}
 }
 
 // check runs one check and prints its line.
@@ -225,7 +251,7 @@ func (k *kit) runChecks(ctx context.Context) {
 		fmt.Fprintf(k.cfg.Out, "FAIL the remaining checks: not run, since the container never connected\n")
 		return
 	}
-	k.checkHeartbeats()
+	k.checkHeartbeats(ctx)
 	k.checkDispatch(ctx)
 	k.checkRotations(ctx)
 	k.checkHostile(ctx)

@@ -17,7 +17,8 @@ fresh one at start, storing each pushed one in the token file before
 acknowledging it), starts the agents the coordinator dispatches as child
 processes, each in a workspace of its own (a git clone for polecats and the
 refinery, an empty directory for the mayor and triage agents), and sends a
-heartbeat listing them every --heartbeat. Ctrl-C stops the agents (SIGTERM,
+heartbeat listing them at the interval the coordinator sends with every
+token (--heartbeat until it has). Ctrl-C stops the agents (SIGTERM,
 then SIGKILL after --stop-grace) and exits.
 
 An agent's environment is an allow-list, never inherited: GASTOWN_TOWN_ID,
@@ -63,7 +64,7 @@ func runContainer(ctx context.Context, args []string, env Env) error {
 	id := fs.String("id", env.Getenv(agentclient.EnvContainerID), "container id in heartbeats (default: the host name)")
 	workdir := fs.String("workdir", "./container", "directory for workspaces, logs and the token file")
 	tokenFile := fs.String("token-file", env.Getenv(agentclient.EnvTokenFile), "where agents read the newest token (default: GASTOWN_TOKEN_FILE, or <workdir>/token)")
-	heartbeat := fs.Duration("heartbeat", agentclient.DefaultHeartbeatInterval, "heartbeat interval")
+	heartbeat := fs.Duration("heartbeat", agentclient.DefaultHeartbeatInterval, "heartbeat interval until the coordinator sends its own (with every token)")
 	grace := fs.Duration("stop-grace", agentclient.DefaultStopGrace, "wait between SIGTERM and SIGKILL when stopping an agent")
 	config := fs.String("config", "", "JSON file with the agent commands per role")
 	passEnv := fs.String("pass-env", "", "comma-separated names of variables of this environment that agents get too (never GASTOWN_ ones)")
