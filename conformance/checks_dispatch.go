@@ -59,6 +59,7 @@ func (k *kit) request(ctx context.Context, subject string, body any) (*nats.Msg,
 	if err != nil {
 		return nil, errors.Wrapf(err, "no answer on %s", subject)
 	}
+	k.obs.reply(m.Data)
 	return m, nil
 }
 

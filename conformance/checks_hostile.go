@@ -101,6 +101,56 @@ func (k *kit) checkHostile(ctx context.Context) {
 	}
 }
 
+// checkNoTokenOnTheWire: no heartbeat and no answer to a dispatch, a stop
+// or a rotation ever holds a token.
+func (k *kit) checkNoTokenOnTheWire() {
+	k.check("no heartbeat or reply holds a token", func() error {
+		k.obs.mu.Lock()
+		defer k.obs.mu.Unlock()
+		for _, b := range k.obs.beats {
+			if holdsToken(b.raw) {
+				return errors.New("a heartbeat holds a token")
+			}
+		}
+		for _, r := range k.obs.replies {
+			if holdsToken(r) {
+				return errors.New("a reply holds a token")
+			}
+		}
+		return nil
+	})
+}
+
+// holdsToken reports whether any string in a JSON body is a container
+// token.
+func holdsToken(body []byte) bool {
+	var v any
+	if json.Unmarshal(body, &v) != nil {
+		return looksLikeToken(string(body))
+	}
+	var walk func(any) bool
+	walk = func(v any) bool {
+		switch x := v.(type) {
+		case string:
+			return looksLikeToken(x)
+		case []any:
+			for _, e := range x {
+				if walk(e) {
+					return true
+				}
+			}
+		case map[string]any:
+			for _, e := range x {
+				if walk(e) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	return walk(v)
+}
+
 // admin calls an admin method of the kit's coordinator.
 func (k *kit) adminCall(ctx context.Context, method string, out any) error {
 	subject, err := schemas.Admin(method)

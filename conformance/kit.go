@@ -255,6 +255,7 @@ func (k *kit) runChecks(ctx context.Context) {
 	k.checkDispatch(ctx)
 	k.checkRotations(ctx)
 	k.checkHostile(ctx)
+	k.checkNoTokenOnTheWire()
 	k.checkRevocation(ctx)
 }
 
@@ -299,6 +300,15 @@ type observer struct {
 	mu    sync.Mutex
 	beats []beat
 	gets  []tokenGet
+	// replies are the raw answers to the kit's requests.
+	replies [][]byte
+}
+
+// reply records a raw answer to one of the kit's requests.
+func (o *observer) reply(b []byte) {
+	o.mu.Lock()
+	o.replies = append(o.replies, b)
+	o.mu.Unlock()
 }
 
 type beat struct {
