@@ -150,12 +150,20 @@ func (k *kit) checkMoves(ctx context.Context) {
 	wait := k.cfg.TokenTTL + k.cfg.Timeout
 	from := k.obs.numBeats()
 	var conns []bus.ClientConn
-	if !k.check("moves its connection before its token expires, make before break", func() error {
+	if !k.check("moves its connection at its midpoint, make before break", func() error {
 		if !waitFor(ctx, wait, func() bool {
 			conns = k.containerConns()
 			return len(conns) >= 2 && !conns[0].Stop.IsZero()
 		}) {
 			return errors.Newf("no connection was replaced within %s (a token lives %s)", wait, k.cfg.TokenTTL)
+		}
+		// The first connection used the bootstrap token: it moves half way
+		// between connecting and that token's exp (with room for a busy
+		// machine), not at once and not at the last moment.
+		life := k.bootstrapExp.Sub(conns[0].Start)
+		at := conns[1].Start.Sub(conns[0].Start)
+		if at < life/4 || at > life*17/20 {
+			return errors.Newf("the first connection moved %s after connecting, not near the midpoint of the %s its token had left", at.Round(time.Millisecond), life.Round(time.Millisecond))
 		}
 		return k.movesClean(conns, from)
 	}) {

@@ -41,6 +41,8 @@ type kit struct {
 	// watches the town; admin calls admin methods.
 	kc, admin *nats.Conn
 	bootstrap string
+	// bootstrapExp is when the bootstrap token expires.
+	bootstrapExp time.Time
 	tokenFile string
 	reports   string
 	decoys    map[string]string
@@ -153,11 +155,11 @@ func (k *kit) closeCoordinator() {
 // PROTOCOL.md (Running a container), a few of the kit's variables, and
 // decoy secrets no agent may ever see.
 func (k *kit) startContainer() error {
-	tok, _, err := k.issuer.MintContainer(k.town.ID(), "", k.cfg.TokenTTL)
+	tok, claims, err := k.issuer.MintContainer(k.town.ID(), "", k.cfg.TokenTTL)
 	if err != nil {
 		return err
 	}
-	k.bootstrap = tok
+	k.bootstrap, k.bootstrapExp = tok, claims.Expires()
 	for _, name := range []string{"GASTOWN_JWT_SECRET", "GASTOWN_ADMIN_PASSWORD", "CONFORMANCE_DECOY_SECRET"} {
 		v, err := randomHex(16)
 		if err != nil {
