@@ -43,13 +43,13 @@ type kit struct {
 	bootstrap string
 	// bootstrapExp is when the bootstrap token expires.
 	bootstrapExp time.Time
-	tokenFile string
-	reports   string
-	decoys    map[string]string
-	obs       *observer
-	proc      *exec.Cmd
-	exited    chan struct{}
-	res       Result
+	tokenFile    string
+	reports      string
+	decoys       map[string]string
+	obs          *observer
+	proc         *exec.Cmd
+	exited       chan struct{}
+	res          Result
 	// runs numbers the kit's run ids.
 	runs int
 }
