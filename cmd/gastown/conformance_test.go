@@ -50,3 +50,18 @@ func TestConformanceUsage(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, stdout, "gastown conformance container")
 }
+
+// TestAgentCommandFromEnv: GASTOWN_AGENT_COMMAND sets every role's agent
+// (run by sh -c) over the flags, GASTOWN_AGENT_COMMAND_<ROLE> one role's.
+func TestAgentCommandFromEnv(t *testing.T) {
+	vars := map[string]string{"GASTOWN_AGENT_COMMAND": "kit agent", "GASTOWN_AGENT_COMMAND_POLECAT": "  polecat agent --x "}
+	commands := map[string][]string{"mayor": {"from-flag"}}
+	envAgentCommands(func(k string) string { return vars[k] }, commands)
+	require.Equal(t, map[string][]string{
+		"mayor": {"sh", "-c", "kit agent"}, "refinery": {"sh", "-c", "kit agent"}, "triage": {"sh", "-c", "kit agent"},
+		"polecat": {"sh", "-c", "polecat agent --x"},
+	}, commands)
+	none := map[string][]string{"mayor": {"from-flag"}}
+	envAgentCommands(func(string) string { return "" }, none)
+	require.Equal(t, map[string][]string{"mayor": {"from-flag"}}, none, "unset: the configuration stands")
+}

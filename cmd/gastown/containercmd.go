@@ -53,6 +53,19 @@ the --<role>-cmd flags override it.`
 // role's.
 const EnvAgentCommand = "GASTOWN_AGENT_COMMAND"
 
+// envAgentCommands sets the commands GASTOWN_AGENT_COMMAND (every role)
+// and GASTOWN_AGENT_COMMAND_<ROLE> (one role, over the first) name, each
+// run by sh -c, over the configured ones.
+func envAgentCommands(getenv func(string) string, commands map[string][]string) {
+	for _, role := range []string{schemas.RoleMayor, schemas.RolePolecat, schemas.RoleRefinery, schemas.RoleTriage} {
+		for _, name := range []string{EnvAgentCommand, EnvAgentCommand + "_" + strings.ToUpper(role)} {
+			if line := strings.TrimSpace(getenv(name)); line != "" {
+				commands[role] = []string{"sh", "-c", line}
+			}
+		}
+	}
+}
+
 func runContainer(ctx context.Context, args []string, env Env) error {
 	fs := newFlags("container", "container [flags]", containerDesc, env)
 	defURL := env.Getenv(agentclient.EnvNatsURL)
@@ -105,13 +118,8 @@ func runContainer(ctx context.Context, args []string, env Env) error {
 		if f := strings.Fields(*cmd); len(f) > 0 {
 			commands[role] = f
 		}
-		if line := strings.TrimSpace(env.Getenv(EnvAgentCommand)); line != "" {
-			commands[role] = []string{"sh", "-c", line}
-		}
-		if line := strings.TrimSpace(env.Getenv(EnvAgentCommand + "_" + strings.ToUpper(role))); line != "" {
-			commands[role] = []string{"sh", "-c", line}
-		}
 	}
+	envAgentCommands(env.Getenv, commands)
 	if len(commands) == 0 {
 		return errors.Mark(errors.WithHint(errors.New("no agent commands configured"),
 			"give --polecat-cmd and the others, or --config, or set "+EnvAgentCommand+"; e.g. --polecat-cmd \"gastown agent sim\""), ErrUsage)
