@@ -50,6 +50,8 @@ type kit struct {
 	proc         *exec.Cmd
 	exited       chan struct{}
 	res          Result
+	// ctx ends the run early (Ctrl-C): no check is reported after it.
+	ctx context.Context
 	// runs numbers the kit's run ids.
 	runs int
 }
@@ -63,7 +65,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	k := &kit{cfg: cfg, decoys: map[string]string{}}
+	k := &kit{cfg: cfg, decoys: map[string]string{}, ctx: ctx}
 	if k.town, err = schemas.ForTown(cfg.Town); err != nil {
 		return Result{}, err
 	}
@@ -93,6 +95,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 	defer k.stopContainer()
 	k.runChecks(ctx)
+	if err := ctx.Err(); err != nil {
+		return k.res, errors.Wrap(err, "the conformance run was interrupted")
+	}
 	fmt.Fprintf(cfg.Out, "%d passed, %d failed\n", k.res.Passed, k.res.Failed)
 	if k.res.Failed > 0 {
 		if cfg.WorkDir != "" {
@@ -229,7 +234,13 @@ func (k *kit) stopContainer() {
 
 // check runs one check and prints its line.
 func (k *kit) check(name string, f func() error) bool {
+	if k.ctx.Err() != nil {
+		return false
+	}
 	err := f()
+	if k.ctx.Err() != nil {
+		return false
+	}
 	if err != nil {
 		k.res.Failed++
 		fmt.Fprintf(k.cfg.Out, "FAIL %s: %v\n", name, err)
@@ -249,6 +260,9 @@ func (k *kit) skip(name, why string) {
 // container are not run without one.
 func (k *kit) runChecks(ctx context.Context) {
 	if !k.checkConnect(ctx) {
+		if ctx.Err() != nil {
+			return
+		}
 		k.res.Failed++
 		fmt.Fprintf(k.cfg.Out, "FAIL the remaining checks: not run, since the container never connected\n")
 		return
