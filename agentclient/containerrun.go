@@ -57,7 +57,7 @@ func RunContainer(ctx context.Context, cfg ContainerConfig) error {
 	defer runner.Close()
 	src, err := Start(ctx, cfg.Source,
 		Handler{Subject: town.Dispatch(), Queue: schemas.ContainerQueue, Handle: runner.HandleDispatch},
-		Handler{Subject: town.ControlStop(), Queue: schemas.ContainerQueue, Handle: runner.HandleStop},
+		Handler{Subject: town.Control(), Queue: schemas.ContainerQueue, Handle: runner.HandleControl},
 	)
 	if err != nil {
 		return err

@@ -202,7 +202,7 @@ func TestRefreshFailureKeepsWorking(t *testing.T) {
 	require.NotEqual(t, held, src.Token())
 	b, err := os.ReadFile(dir + "/sub/token")
 	require.NoError(t, err)
-	require.Equal(t, src.Token()+"\n", string(b))
+	require.Equal(t, src.Token(), string(b), "the bare JWT, no newline")
 	require.NoError(t, ping(t, client))
 }
 

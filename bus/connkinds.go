@@ -13,7 +13,7 @@ const (
 	ConnOps       = "ops"
 	ConnAdmin     = "admin"
 	// ConnInternal is the process's own: the coordinator's control and
-	// state connections, the mirrors' and any in-process tool's.
+	// state connections, the ops copier's and any in-process tool's.
 	ConnInternal = "internal"
 )
 

@@ -11,7 +11,7 @@ import (
 func TestConnKind(t *testing.T) {
 	for user, want := range map[string]string{
 		"town:T1": ConnContainer, "recovery:T1": ConnRecovery, OpsUser: ConnOps, AdminUser: ConnAdmin,
-		coordinatorUser: ConnInternal, stateUser: ConnInternal, mirrorUser: ConnInternal, internalUser: ConnInternal, "": ConnInternal,
+		coordinatorUser: ConnInternal, stateUser: ConnInternal, opsCopyUser: ConnInternal, internalUser: ConnInternal, "": ConnInternal,
 	} {
 		require.Equal(t, want, connKind(user), user)
 	}

@@ -53,7 +53,7 @@ func (c *Coordinator) dispatch(ctx context.Context, townID, agentID string) erro
 	case err != nil:
 		return c.dispatchFailed(ctx, a, runID, "container did not answer: "+errors.UnwrapAll(err).Error())
 	case !res.OK:
-		return c.dispatchFailed(ctx, a, runID, "container refused: "+res.Error)
+		return c.dispatchFailed(ctx, a, runID, "container refused: "+res.Err().Error())
 	case res.RunID != runID:
 		return c.dispatchFailed(ctx, a, runID, "container answered for another run")
 	}
@@ -179,5 +179,7 @@ func (c *Coordinator) stopRun(ctx context.Context, townID, agentID, runID, reaso
 	var ack schemas.Ack
 	if err := bus.Request(rctx, c.nc, t.ControlStop(), &schemas.StopAgent{AgentID: agentID, RunID: runID, Reason: reason}, &ack); err != nil {
 		c.log.Debug("stop request not delivered", KeyTown, townID, KeyAgent, agentID, KeyRun, runID, KeyErr, err)
+	} else if err := ack.Err(); err != nil {
+		c.log.Debug("stop refused by the container", KeyTown, townID, KeyAgent, agentID, KeyRun, runID, KeyErr, err)
 	}
 }

@@ -79,6 +79,7 @@ func (c *Coordinator) refresh(ctx context.Context, townID string) schemas.Rotate
 	sent := c.now()
 	err = bus.Request(rctx, c.nc, t.Token(), &schemas.TokenRotation{
 		TownID: townID, Token: token, IssuedAt: claims.Issued(), ExpiresAt: claims.Expires(), RevokedBefore: state.RevokedBefore,
+		HeartbeatIntervalMs: c.cfg.HeartbeatInterval.Milliseconds(),
 	}, &ack)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
@@ -96,10 +97,10 @@ func (c *Coordinator) refresh(ctx context.Context, townID string) schemas.Rotate
 		c.log.Warn("token refresh not delivered; will retry", KeyTown, townID, KeyErr, err)
 		return res
 	case !ack.OK:
-		res.Error = "container refused the token: " + ack.Error
+		res.Error = "container refused the token: " + ack.Err().Error()
 		c.metrics.rotationPushed()
 		c.metrics.rotationFailed(rotFailRefused)
-		c.log.Warn("token refresh refused; will retry", KeyTown, townID, KeyErr, ack.Error)
+		c.log.Warn("token refresh refused; will retry", KeyTown, townID, KeyErr, ack.Err())
 		return res
 	}
 	res.Acknowledged, res.ExpiresAt = true, claims.Expires()

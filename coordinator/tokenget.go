@@ -35,6 +35,7 @@ func (c *Coordinator) handleTokenGet(m *nats.Msg) {
 	}
 	if err := bus.Respond(m, &schemas.TokenRotation{
 		TownID: townID, Token: token, IssuedAt: claims.Issued(), ExpiresAt: claims.Expires(), RevokedBefore: state.RevokedBefore,
+		HeartbeatIntervalMs: c.cfg.HeartbeatInterval.Milliseconds(),
 	}); err != nil {
 		c.log.Warn("answering token request", KeyTown, townID, KeyErr, err)
 		return

@@ -275,7 +275,7 @@ func TestKilledContainerWorkRedispatched(t *testing.T) {
 	out := t.TempDir()
 	container := func() *exec.Cmd {
 		cmd := exec.Command(bin, "container", "--server", url, "--workdir", t.TempDir(), "--heartbeat", "100ms",
-			"--polecat-cmd", script, "--mayor-cmd", script)
+			"--polecat-cmd", script, "--mayor-cmd", script, "--pass-env", "AGENT_OUT") // agents get only what is passed
 		cmd.Env = append(os.Environ(), "GASTOWN_CONTAINER_TOKEN="+strings.TrimSpace(token), "AGENT_OUT="+out)
 		require.NoError(t, cmd.Start())
 		t.Cleanup(func() {

@@ -43,6 +43,7 @@ func verbs() []verb {
 		{"tool", "call a coordinator tool as this agent (inside a container)", runTool},
 		{"agent", "run a built-in agent (agent sim: no LLM needed)", runAgent},
 		{"version", "print the version, commit and Go version of this binary", runVersion},
+		{"conformance", "prove a container, in any language, against docs/PROTOCOL.md", runConformance},
 	}
 }
 
