@@ -12,10 +12,17 @@ DEV_SECRET := gastown-development-secret-do-not-use-in-production
 
 export PATH := $(BIN):$(PATH)
 
+# Stamped into the binary (`gastown version`): builds may carry
+# -buildvcs=false, so the commit is passed in explicitly.
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null)
+COMMIT_AT ?= $(shell git log -1 --format=%cI 2>/dev/null)
+LDFLAGS   := -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.commitTime=$(COMMIT_AT)
+
 .PHONY: run build token test tools vet fuzz bench soak demo clean
 
 build:
-	$(GO) build -o $(BIN)/gastown ./cmd/gastown
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/gastown ./cmd/gastown
 
 run: build
 	@echo "make run: the binary is $(BIN)/gastown; the nats CLI is $(NATS) (make tools builds it)" >&2
@@ -35,7 +42,7 @@ run: build
 # GASTOWN_CONTAINER_TOKEN=$$(make -s token TOWN=demo).
 token:
 	@test -n "$(TOWN)" || { echo "make token: give the town: make -s token TOWN=demo" >&2; exit 2; }
-	@$(GO) build -o $(BIN)/gastown ./cmd/gastown
+	@$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/gastown ./cmd/gastown
 	@GASTOWN_JWT_SECRET="$${GASTOWN_JWT_SECRET:-$(DEV_SECRET)}" $(BIN)/gastown token mint --town "$(TOWN)" $(if $(OWNER),--user "$(OWNER)")
 
 tools: $(NATS)

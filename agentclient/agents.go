@@ -30,6 +30,10 @@ type RunnerConfig struct {
 	// NatsURL and TokenFile are passed to agents (never the token).
 	NatsURL   string
 	TokenFile string
+	// PassEnv names variables of the container's own environment that its
+	// agents get too, besides the allow-list of AgentEnvAllowed (the
+	// operator's --pass-env). Never a GASTOWN_ variable or a token.
+	PassEnv []string
 	// TLS is passed to agents as GASTOWN_NATS_CA, GASTOWN_NATS_CERT and
 	// GASTOWN_NATS_KEY (absolute paths), those that are set.
 	TLS bus.ClientTLS
@@ -103,26 +107,53 @@ func NewRunner(townID string, cfg RunnerConfig) (*Runner, error) {
 func (r *Runner) HandleDispatch(m *nats.Msg) {
 	var req schemas.StartAgent
 	if err := schemas.Decode(m.Data, &req); err != nil {
-		_ = bus.Respond(m, &schemas.StartAgentResult{AgentID: "invalid", RunID: "invalid", Error: "invalid start request: " + err.Error()})
+		res := &schemas.StartAgentResult{AgentID: "invalid", RunID: "invalid", Code: schemas.CodeInvalidArgument, Error: "invalid start request: " + err.Error()}
+		if id := req.AgentID; schemas.ValidateID("agentId", id) == nil {
+			res.AgentID = id
+		}
+		if id := req.RunID; schemas.ValidateID("runId", id) == nil {
+			res.RunID = id
+		}
+		_ = bus.RespondFailed(m, res, res.Err().(*schemas.Error))
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	res := r.Start(ctx, req)
-	if err := bus.Respond(m, &res); err != nil {
+	var err error
+	if res.OK {
+		err = bus.Respond(m, &res)
+	} else {
+		err = bus.RespondFailed(m, &res, res.Err().(*schemas.Error))
+	}
+	if err != nil {
 		r.log.Warn("answering dispatch", keyErr, err)
 	}
+}
+
+// HandleControl answers …control.>: control.stop is HandleStop, any other
+// control subject is not defined and is answered not_found.
+func (r *Runner) HandleControl(m *nats.Msg) {
+	if strings.HasSuffix(m.Subject, ".control.stop") {
+		r.HandleStop(m)
+		return
+	}
+	_ = bus.RespondRefusal(m, schemas.NewError(schemas.CodeNotFound, "%s is not a control request this container knows; only control.stop is defined", m.Subject))
 }
 
 // HandleStop answers …control.stop.
 func (r *Runner) HandleStop(m *nats.Msg) {
 	var req schemas.StopAgent
 	if err := schemas.Decode(m.Data, &req); err != nil {
-		_ = bus.Respond(m, &schemas.Ack{Error: "invalid stop request: " + err.Error()})
+		_ = bus.RespondRefusal(m, schemas.NewError(schemas.CodeInvalidArgument, "invalid stop request: %s", err.Error()))
 		return
 	}
 	if err := r.Stop(context.Background(), req.AgentID, req.RunID, req.Reason); err != nil {
-		_ = bus.Respond(m, &schemas.Ack{Error: err.Error()})
+		var e *schemas.Error
+		if !errors.As(err, &e) {
+			e = schemas.NewError(schemas.CodeInternal, "stopping the agent failed")
+		}
+		_ = bus.RespondRefusal(m, e)
 		return
 	}
 	_ = bus.Respond(m, &schemas.Ack{OK: true})
@@ -132,8 +163,9 @@ func (r *Runner) HandleStop(m *nats.Msg) {
 // A different run of the same agent is stopped first.
 func (r *Runner) Start(ctx context.Context, req schemas.StartAgent) schemas.StartAgentResult {
 	res := schemas.StartAgentResult{AgentID: req.AgentID, RunID: req.RunID}
+	code := schemas.CodeInvalidArgument
 	fail := func(format string, args ...any) schemas.StartAgentResult {
-		res.Error = fmt.Sprintf(format, args...)
+		res.Code, res.Error = code, fmt.Sprintf(format, args...)
 		r.log.Warn("agent not started", "agent", req.AgentID, "run", req.RunID, keyErr, res.Error)
 		return res
 	}
@@ -141,10 +173,12 @@ func (r *Runner) Start(ctx context.Context, req schemas.StartAgent) schemas.Star
 		return fail("invalid start request: %s", err.Error())
 	}
 	if req.TownID != r.town {
+		code = schemas.CodePermissionDenied
 		return fail("this container runs town %s, not %s", r.town, req.TownID)
 	}
 	argv := r.cfg.Commands[req.Role]
 	if len(argv) == 0 {
+		code = schemas.CodeNotFound
 		return fail("no command is configured for role %s", req.Role)
 	}
 	for k := range req.Env {
@@ -154,6 +188,7 @@ func (r *Runner) Start(ctx context.Context, req schemas.StartAgent) schemas.Star
 	}
 	// One start of an agent at a time: a second dispatch waits, then finds
 	// the first running. Close waits for starts in progress.
+	code = schemas.CodeUnavailable
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
@@ -180,6 +215,7 @@ func (r *Runner) Start(ctx context.Context, req schemas.StartAgent) schemas.Star
 		}
 		r.terminate(old, "replaced by run "+req.RunID)
 	}
+	code = schemas.CodeInternal
 	dir, err := r.workspace(ctx, req)
 	if err != nil {
 		return fail("preparing the workspace: %s", err.Error())
@@ -207,6 +243,7 @@ func (r *Runner) Start(ctx context.Context, req schemas.StartAgent) schemas.Star
 	r.mu.Unlock()
 	if closed { // Close came while it started: it must not outlive the container
 		r.terminate(ru, "container stopping")
+		code = schemas.CodeUnavailable
 		return fail("the container is stopping")
 	}
 	r.log.Info("agent started", "agent", req.AgentID, "run", req.RunID, "role", req.Role, "pid", cmd.Process.Pid)
@@ -218,14 +255,7 @@ func (r *Runner) Start(ctx context.Context, req schemas.StartAgent) schemas.Star
 func (r *Runner) wait(ru *run, logf *os.File) {
 	err := ru.cmd.Wait()
 	_ = logf.Close()
-	code := 0
-	if err != nil {
-		code = -1
-		var ee *exec.ExitError
-		if errors.As(err, &ee) && ee.Exited() {
-			code = ee.ExitCode()
-		}
-	}
+	code := exitStatus(err)
 	r.mu.Lock()
 	ru.status, ru.code = schemas.RunExited, code
 	r.exits = append(r.exits, schemas.AgentExit{AgentID: ru.req.AgentID, RunID: ru.req.RunID, ExitCode: code, EndedAt: r.cfg.Now().UTC()})
@@ -234,25 +264,10 @@ func (r *Runner) wait(ru *run, logf *os.File) {
 	r.log.Info("agent exited", "agent", ru.req.AgentID, "run", ru.req.RunID, "exitCode", code)
 }
 
-// agentEnv is the agent's environment: the container's, without any
-// token, plus what names the run. Never the token itself.
+// agentEnv is the agent's environment (PROTOCOL.md, An agent's
+// environment): see AgentEnv.
 func (r *Runner) agentEnv(req schemas.StartAgent) []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		if k == EnvContainerToken || k == EnvSessionToken || strings.HasPrefix(k, "GASTOWN_") {
-			continue
-		}
-		env = append(env, kv)
-	}
-	for k, v := range req.Env {
-		env = append(env, k+"="+v)
-	}
-	return withTLSEnv(append(env,
-		EnvTownID+"="+req.TownID, EnvRigID+"="+req.RigID, EnvAgentID+"="+req.AgentID,
-		EnvAgentRole+"="+req.Role, EnvRunID+"="+req.RunID, "GASTOWN_BEAD_ID="+req.BeadID,
-		EnvNatsURL+"="+r.cfg.NatsURL, EnvTokenFile+"="+r.cfg.TokenFile, "GASTOWN_PROMPT="+req.Prompt,
-	), r.cfg.TLS)
+	return withTLSEnv(AgentEnv(os.Getenv, r.cfg.PassEnv, req, r.cfg.NatsURL, r.cfg.TokenFile), r.cfg.TLS)
 }
 
 // withTLSEnv adds the TLS files that are set to an agent's environment.
@@ -299,15 +314,17 @@ func (r *Runner) workspace(ctx context.Context, req schemas.StartAgent) (string,
 }
 
 // Stop ends the agent's run if runID is its current run.
+// Its refusals are not_found (no run of the agent) and conflict (another
+// run is the current one: a stale stop never touches a newer run).
 func (r *Runner) Stop(ctx context.Context, agentID, runID, reason string) error {
 	r.mu.Lock()
 	ru := r.runs[agentID]
 	r.mu.Unlock()
 	if ru == nil {
-		return errors.Newf("not_found: agent %s has no run here", agentID)
+		return schemas.NewError(schemas.CodeNotFound, "agent %s has no run here", agentID)
 	}
 	if ru.req.RunID != runID {
-		return errors.Newf("conflict: run %s is not the current run of agent %s", runID, agentID)
+		return schemas.NewError(schemas.CodeConflict, "run %s is not the current run of agent %s", runID, agentID)
 	}
 	code := r.terminate(ru, reason)
 	r.log.Info("agent stopped", "agent", agentID, "run", runID, "reason", reason, "exitCode", code)

@@ -113,7 +113,7 @@ func readEnv(t *testing.T, path string) map[string]string {
 // workspace (a clone on its branch, or an empty directory), sees its
 // environment, never the token, and logs to its run's log file.
 func TestDispatchStartsAgentInWorkspace(t *testing.T) {
-	h := coordinatortest.Start(t, coordinator.Config{})
+	h := coordinatortest.Start(t, coordinator.Config{HeartbeatInterval: 50 * time.Millisecond}) // the interval containers use
 	repo := gitRepo(t)
 	out := t.TempDir()
 	t.Setenv(agentclient.EnvContainerToken, "must-never-reach-an-agent")
@@ -197,7 +197,7 @@ func TestRunnerRunsAndStops(t *testing.T) {
 	var exits []schemas.AgentExit
 	require.Eventually(t, func() bool { _, e := r.Beat(); exits = append(exits, e...); return len(exits) == 1 }, 10*time.Second, 10*time.Millisecond)
 	require.Equal(t, "r1", exits[0].RunID)
-	require.Equal(t, -1, exits[0].ExitCode, "ended by a signal")
+	require.Equal(t, 128+15, exits[0].ExitCode, "ended by SIGTERM: 128 + 15")
 
 	// SIGTERM ignored: SIGKILL after the grace period.
 	require.True(t, start("b", "r1", map[string]string{"AGENT_IGNORE_TERM": "1"}).OK)
@@ -208,6 +208,16 @@ func TestRunnerRunsAndStops(t *testing.T) {
 	pid, err := os.ReadFile(filepath.Join(out, "b-r1.pid"))
 	require.NoError(t, err)
 	require.Error(t, exec.Command("kill", "-0", strings.TrimSpace(string(pid))).Run(), "then SIGKILL ended it")
+	require.Eventually(t, func() bool {
+		_, e := r.Beat()
+		for _, x := range e {
+			if x.AgentID == "b" {
+				require.Equal(t, 128+9, x.ExitCode, "ended by SIGKILL: 128 + 9")
+				return true
+			}
+		}
+		return false
+	}, 10*time.Second, 10*time.Millisecond)
 
 	// An exit code is reported once.
 	require.True(t, start("c", "r1", map[string]string{"AGENT_EXIT": "3"}).OK)
@@ -229,7 +239,7 @@ func TestRunnerRunsAndStops(t *testing.T) {
 // TestHeartbeatsListAgents: a container's heartbeats reach the bus, list
 // its agents and never hold a token.
 func TestHeartbeatsListAgents(t *testing.T) {
-	h := coordinatortest.Start(t, coordinator.Config{})
+	h := coordinatortest.Start(t, coordinator.Config{HeartbeatInterval: 50 * time.Millisecond}) // the interval containers use
 	got := make(chan schemas.Heartbeat, 16)
 	raw := make(chan []byte, 16)
 	sub, err := h.Conn().Subscribe("gastown.town.H.heartbeat", func(m *nats.Msg) {

@@ -55,6 +55,17 @@ type Config struct {
 	// DrainTimeout bounds how long an old connection waits for its
 	// requests in flight.
 	DrainTimeout time.Duration
+	// ReconnectMin is the wait before the first reconnect attempt; it
+	// doubles with each failed attempt up to ReconnectMax, ±25% jitter.
+	// Zero means DefaultReconnectMin (100 ms) and DefaultReconnectMax (30 s).
+	ReconnectMin time.Duration
+	ReconnectMax time.Duration
+	// RefusedExitAfter is how long the bus may go on refusing the token
+	// (revoked, another secret, expired) before the source gives up: Done
+	// is closed and Err is ErrTokenRefused, and a container exits
+	// non-zero. Zero means DefaultRefusedExitAfter (5 min); negative,
+	// never.
+	RefusedExitAfter time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger receives structured logs; nil discards them.
@@ -108,6 +119,18 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.ReconnectMin == 0 {
+		c.ReconnectMin = DefaultReconnectMin
+	}
+	if c.ReconnectMax == 0 {
+		c.ReconnectMax = DefaultReconnectMax
+	}
+	if c.RefusedExitAfter == 0 {
+		c.RefusedExitAfter = DefaultRefusedExitAfter
+	}
+	if c.ReconnectMin < 0 || c.ReconnectMax < c.ReconnectMin {
+		return c, errors.Newf("reconnect waits must be 0 < min (%s) <= max (%s)", c.ReconnectMin, c.ReconnectMax)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -126,7 +126,7 @@ func TestRunContainerThroughTheBus(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ack := stop("m", tc.run)
 			require.Equal(t, tc.ok, ack.OK, ack.Error)
-			require.Contains(t, ack.Error, tc.errPart)
+			require.Equal(t, tc.errPart, string(ack.Code))
 			require.Equal(t, tc.alive, alive(pid))
 		})
 	}

@@ -3,6 +3,7 @@ package agentclient
 import (
 	"context"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/cockroachdb/errors"
@@ -56,19 +57,32 @@ func RunContainer(ctx context.Context, cfg ContainerConfig) error {
 	defer runner.Close()
 	src, err := Start(ctx, cfg.Source,
 		Handler{Subject: town.Dispatch(), Queue: schemas.ContainerQueue, Handle: runner.HandleDispatch},
-		Handler{Subject: town.ControlStop(), Queue: schemas.ContainerQueue, Handle: runner.HandleStop},
+		Handler{Subject: town.Control(), Queue: schemas.ContainerQueue, Handle: runner.HandleControl},
 	)
 	if err != nil {
 		return err
 	}
 	defer src.Close()
 	src.log.Info("container running", "container", src.ContainerID(), "tokenFile", cfg.Source.TokenFile)
-	RunHeartbeats(ctx, src, runner, src.ContainerID(), cfg.HeartbeatInterval, cfg.Runner.Now)
+	// The container also stops when its source gives up: the bus kept
+	// refusing its token, which no retry can fix (see Config.RefusedExitAfter).
+	runCtx, cancel := context.WithCancel(ctx)
+	var watch sync.WaitGroup
+	watch.Go(func() {
+		select {
+		case <-src.Done():
+			cancel()
+		case <-runCtx.Done():
+		}
+	})
+	RunHeartbeats(runCtx, src, runner, src.ContainerID(), cfg.HeartbeatInterval, cfg.Runner.Now)
+	cancel()
+	watch.Wait()
 	src.log.Info("container stopping")
 	// Stop the agents while still connected, then report their exits.
 	runner.Close()
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	sendHeartbeat(sctx, src, runner, src.ContainerID(), time.Now)
-	return nil
+	return src.Err()
 }

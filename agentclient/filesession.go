@@ -3,6 +3,7 @@ package agentclient
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/errors"
@@ -31,6 +32,11 @@ type FileSession struct {
 
 	file string
 	drop *dropSignal
+
+	// attempts counts failed connects, for the backoff; lastErr is the
+	// last error the client reported, to say why it never connected.
+	attempts atomic.Int64
+	lastErr  atomic.Pointer[error]
 
 	mu    sync.Mutex
 	token string
@@ -69,12 +75,26 @@ func OpenFileSession(ctx context.Context, url, tokenFile string, timeout time.Du
 	s := &FileSession{town: town, token: tok, timeout: timeout, file: tokenFile, drop: newDropSignal()}
 	// The bus may be restarting: keep trying (requests wait, bounded by
 	// their context) rather than fail the agent at once.
+	// A refused token is retried too (the container may write a fresh
+	// one), backing off like the container, until ctx ends; the error
+	// then says why.
+	seen := func(err error) {
+		if err != nil {
+			s.lastErr.Store(&err)
+		}
+	}
 	s.nc, err = nats.Connect(url, nats.Name("gastown-tool"),
 		nats.TokenHandler(s.connectToken),
 		nats.CustomInboxPrefix(town.Inbox()), nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true), nats.IgnoreAuthErrorAbort(),
-		nats.ReconnectWait(100*time.Millisecond),
-		nats.DisconnectErrHandler(func(*nats.Conn, error) { s.drop.dropped() }),
+		nats.CustomReconnectDelay(func(int) time.Duration {
+			return backoffDelay(int(s.attempts.Add(1)), DefaultReconnectMin, DefaultReconnectMax)
+		}),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { seen(err) }),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { seen(err) }),
+		nats.ConnectHandler(func(*nats.Conn) { s.attempts.Store(0) }),
+		nats.ReconnectHandler(func(*nats.Conn) { s.attempts.Store(0) }),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { seen(err); s.drop.dropped() }),
 		nats.ClosedHandler(func(*nats.Conn) { s.drop.dropped() }),
 		allOf(opts))
 	if err == nil {
@@ -84,7 +104,12 @@ func OpenFileSession(ctx context.Context, url, tokenFile string, timeout time.Du
 		if s.nc != nil {
 			s.nc.Close()
 		}
-		return nil, errors.WithHint(errors.Wrapf(err, "connecting to %s", url),
+		var last error
+		if p := s.lastErr.Load(); p != nil {
+			last = *p
+		}
+		held, _ := schemas.PeekContainerClaims(s.connectToken())
+		return nil, connectError(errors.Wrapf(err, "connecting to %s", url), last, town.ID(), !time.Now().Before(held.Expires()),
 			"is the bus reachable from this container, and is the token file current? for a tls:// bus, is "+EnvNatsCA+" its CA (and "+EnvNatsCert+" and "+EnvNatsKey+" set if it requires client certificates)?")
 	}
 	return s, nil

@@ -17,7 +17,7 @@ import (
 // TestHeartbeatKeepsUnsentExits: an exit drained for a heartbeat that could
 // not be sent goes out with the next one, and only once.
 func TestHeartbeatKeepsUnsentExits(t *testing.T) {
-	h := coordinatortest.Start(t, coordinator.Config{})
+	h := coordinatortest.Start(t, coordinator.Config{HeartbeatInterval: 20 * time.Millisecond}) // the interval containers use
 	const town = "K"
 	tok, _, err := h.Issuer.MintContainer(town, "", time.Hour)
 	require.NoError(t, err)

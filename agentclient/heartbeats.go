@@ -12,9 +12,12 @@ import (
 const DefaultHeartbeatInterval = 30 * time.Second
 
 // RunHeartbeats publishes one Heartbeat at once and then every interval
-// until ctx is done, listing every agent of the runner and its exits. It
-// sends on the source's newest connection; exits whose heartbeat could not
-// be sent go out with the next one.
+// until ctx is done, listing every agent of the runner and its exits. The
+// interval is the newest one the coordinator sent in a TokenRotation
+// (PROTOCOL.md, The heartbeat interval); interval (DefaultHeartbeatInterval
+// when not positive) only until it has sent one. It sends on the source's
+// newest connection; exits whose heartbeat could not be sent go out with
+// the next one.
 func RunHeartbeats(ctx context.Context, src *TokenSource, runner *Runner, containerID string, interval time.Duration, now func() time.Time) {
 	if interval <= 0 {
 		interval = DefaultHeartbeatInterval
@@ -22,7 +25,14 @@ func RunHeartbeats(ctx context.Context, src *TokenSource, runner *Runner, contai
 	if now == nil {
 		now = time.Now
 	}
-	t := time.NewTicker(interval)
+	every := func() time.Duration {
+		if d := src.HeartbeatInterval(); d > 0 {
+			return d
+		}
+		return interval
+	}
+	cur := every()
+	t := time.NewTicker(cur)
 	defer t.Stop()
 	for {
 		sendHeartbeat(ctx, src, runner, containerID, now)
@@ -30,6 +40,11 @@ func RunHeartbeats(ctx context.Context, src *TokenSource, runner *Runner, contai
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-src.HeartbeatIntervalChanged():
+			if d := every(); d != cur {
+				cur = d
+				t.Reset(cur)
+			}
 		}
 	}
 }

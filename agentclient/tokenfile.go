@@ -9,7 +9,8 @@ import (
 )
 
 // WriteTokenFile replaces path with token, atomically: a reader sees the
-// old token or the new one, never a part. The file's mode is 0600.
+// old token or the new one, never a part. The file's mode is 0600 and it
+// holds the bare JWT, no trailing newline.
 func WriteTokenFile(path, token string) error {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, ".token-*")
@@ -22,7 +23,7 @@ func WriteTokenFile(path, token string) error {
 		_ = f.Close()
 		return errors.Wrap(err, "restricting the token file's mode")
 	}
-	_, werr := f.WriteString(token + "\n")
+	_, werr := f.WriteString(token) // the bare JWT (PROTOCOL.md, Token file)
 	serr := f.Sync()
 	cerr := f.Close()
 	if err := errors.CombineErrors(werr, errors.CombineErrors(serr, cerr)); err != nil {

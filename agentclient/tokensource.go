@@ -79,6 +79,14 @@ type TokenSource struct {
 
 	switches atomic.Int64
 	adopted  atomic.Int64
+
+	// health is what the source knows of the bus: the cause of trouble,
+	// logged once per change, and the reconnect backoff.
+	health *busHealth
+	// heartbeatMs is the newest heartbeat interval the coordinator sent
+	// (0: none yet); heartbeatSaid is poked when it changes.
+	heartbeatMs   atomic.Int64
+	heartbeatSaid chan struct{}
 }
 
 // conn is one connection and the requests in flight on it.
@@ -91,6 +99,8 @@ type conn struct {
 	used atomic.Pointer[held]
 	// since is when it last (re)connected.
 	since atomic.Int64
+	// retiring: the source is closing it on purpose.
+	retiring atomic.Bool
 }
 
 // Start checks the bootstrap token, writes the token file, connects, asks
@@ -114,7 +124,9 @@ func Start(ctx context.Context, cfg Config, handlers ...Handler) (*TokenSource, 
 	s := &TokenSource{
 		cfg: cfg, town: town, log: cfg.Logger.With(keyTown, town.ID()),
 		wake: make(chan struct{}, 1), ctx: runCtx, cancel: cancel,
+		heartbeatSaid: make(chan struct{}, 1),
 	}
+	s.health = newBusHealth(cfg, s.log, town.ID())
 	s.handlers = append([]Handler{{Subject: town.Token(), Queue: schemas.ContainerQueue, Handle: s.handleRotation}}, handlers...)
 	if err := s.accept(cfg.Token); err != nil {
 		cancel()
@@ -187,9 +199,13 @@ func (s *TokenSource) Refresh(ctx context.Context) error {
 		return bus.Request(ctx, nc, s.town.TokenGet(),
 			&schemas.TokenRequest{TownID: s.town.ID(), ContainerID: s.cfg.ContainerID}, &rot)
 	})
+	if errors.Is(err, nats.ErrNoResponders) {
+		s.health.failed(err, false) // logged once: the coordinator is not answering
+	}
 	if err != nil {
 		return errors.Wrap(err, "asking for a fresh token")
 	}
+	s.health.answered()
 	if rot.TownID != s.town.ID() {
 		return errors.Newf("coordinator answered with a token for town %s", rot.TownID)
 	}
@@ -197,7 +213,28 @@ func (s *TokenSource) Refresh(ctx context.Context) error {
 		return err
 	}
 	s.noteRevoked(rot.RevokedBefore)
+	s.noteHeartbeat(rot.HeartbeatInterval())
 	return nil
+}
+
+// HeartbeatInterval is the newest heartbeat interval the coordinator sent
+// in a TokenRotation, or 0 when it has sent none yet.
+func (s *TokenSource) HeartbeatInterval() time.Duration {
+	return time.Duration(s.heartbeatMs.Load()) * time.Millisecond
+}
+
+// HeartbeatIntervalChanged is signalled when HeartbeatInterval changes.
+func (s *TokenSource) HeartbeatIntervalChanged() <-chan struct{} { return s.heartbeatSaid }
+
+// noteHeartbeat records the coordinator's heartbeat interval (0: not said).
+func (s *TokenSource) noteHeartbeat(d time.Duration) {
+	if d <= 0 || s.heartbeatMs.Swap(d.Milliseconds()) == d.Milliseconds() {
+		return
+	}
+	select {
+	case s.heartbeatSaid <- struct{}{}:
+	default:
+	}
 }
 
 // noteRevoked records that the town's tokens issued before t are revoked,
@@ -231,7 +268,7 @@ func (s *TokenSource) accept(tok string) error {
 		return errors.Wrap(err, "received token")
 	}
 	if s.town.ID() != "" && claims.TownID != s.town.ID() {
-		return errors.Newf("received a token for town %s, not %s", claims.TownID, s.town.ID())
+		return errors.Mark(errors.Newf("received a token for town %s, not %s", claims.TownID, s.town.ID()), errOtherTown)
 	}
 	s.acceptMu.Lock()
 	defer s.acceptMu.Unlock()
@@ -240,7 +277,7 @@ func (s *TokenSource) accept(tok string) error {
 	}
 	if s.cfg.TokenFile != "" {
 		if err := WriteTokenFile(s.cfg.TokenFile, tok); err != nil {
-			return err
+			return errors.Mark(err, errTokenFile)
 		}
 	}
 	s.newest.Store(&held{token: tok, claims: claims})
@@ -261,19 +298,49 @@ func (s *TokenSource) poke() {
 func (s *TokenSource) handleRotation(m *nats.Msg) {
 	var rot schemas.TokenRotation
 	if err := schemas.Decode(m.Data, &rot); err != nil {
-		_ = bus.Respond(m, &schemas.Ack{Error: "invalid token rotation: " + err.Error()})
+		_ = bus.RespondRefusal(m, schemas.NewError(schemas.CodeInvalidArgument, "invalid token rotation: %s", err.Error()))
+		return
+	}
+	if rot.TownID != s.town.ID() {
+		s.log.Warn("refused a pushed token for another town", "otherTown", rot.TownID)
+		_ = bus.RespondRefusal(m, schemas.NewError(schemas.CodePermissionDenied, "this container is town %s's, not %s's", s.town.ID(), rot.TownID))
+		return
+	}
+	if claims, err := schemas.PeekContainerClaims(rot.Token); err == nil && !claims.Expires().After(s.cfg.Now()) {
+		s.log.Warn("refused a pushed token that has expired", keyExpires, claims.Expires())
+		_ = bus.RespondRefusal(m, schemas.NewError(schemas.CodeUnauthenticated, "the pushed token expired at %s", claims.Expires().UTC().Format(time.RFC3339)))
 		return
 	}
 	if err := s.accept(rot.Token); err != nil {
 		s.log.Warn("refused a pushed token", keyErr, err)
-		_ = bus.Respond(m, &schemas.Ack{Error: err.Error()})
+		_ = bus.RespondRefusal(m, refusalOf(err))
 		return
 	}
 	s.noteRevoked(rot.RevokedBefore)
+	s.noteHeartbeat(rot.HeartbeatInterval())
 	if err := bus.Respond(m, &schemas.Ack{OK: true}); err != nil {
 		s.log.Debug("acknowledging token", keyErr, err)
 	}
 }
+
+// refusalOf is the wire refusal of a token accept refused: a token that
+// is not a container token of this town is invalid_argument (another
+// town's, permission_denied); one that could not be stored, internal.
+func refusalOf(err error) *schemas.Error {
+	switch {
+	case errors.Is(err, errOtherTown):
+		return schemas.NewError(schemas.CodePermissionDenied, "%s", err.Error())
+	case errors.Is(err, errTokenFile):
+		return schemas.NewError(schemas.CodeInternal, "the token could not be stored in the token file")
+	}
+	return schemas.NewError(schemas.CodeInvalidArgument, "%s", err.Error())
+}
+
+// Marks of accept's refusals.
+var (
+	errOtherTown = errors.New("token of another town")
+	errTokenFile = errors.New("token file not written")
+)
 
 // dial opens a connection that authenticates with the newest token on every
 // connect and reconnect, and subscribes every handler on it.
@@ -291,19 +358,27 @@ func (s *TokenSource) dial(ctx context.Context) (*conn, error) {
 		s.cfg.TLS.Option(),
 		nats.MaxReconnects(-1),
 		// A restarting coordinator refuses tokens until it has loaded its
-		// revocations: keep trying rather than give up on auth errors.
+		// revocations: keep trying rather than give up on auth errors at
+		// once, backing off, and give up only after RefusedExitAfter
+		// (bushealth.go).
 		nats.IgnoreAuthErrorAbort(),
-		nats.ReconnectWait(100*time.Millisecond),
-		nats.ReconnectJitter(100*time.Millisecond, time.Second),
-		nats.ReconnectHandler(func(*nats.Conn) { s.poke() }),
+		nats.CustomReconnectDelay(func(int) time.Duration { return s.health.delay() }),
+		nats.ReconnectHandler(func(*nats.Conn) { s.health.connected(); s.poke() }),
 		nats.ClosedHandler(func(*nats.Conn) { close(c.closed); s.poke() }),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				s.log.Warn("connection to the bus lost; reconnecting", keyErr, err)
+			if !s.closed.Load() && !c.retiring.Load() {
+				s.health.disconnected(err, s.expired())
 			}
 		}),
+		// A failed reconnect: the server unreachable (an auth refusal
+		// comes to the ErrorHandler instead).
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { s.health.failed(err, s.expired()) }),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			s.log.Debug("bus error", keyErr, err)
+			if classify(err, false) == causeRefused {
+				s.health.failed(err, s.expired())
+				return
+			}
 			if errors.Is(err, nats.ErrPermissionViolation) {
 				s.refreshWanted.Store(true)
 				s.switchWanted.Store(true)
@@ -312,8 +387,7 @@ func (s *TokenSource) dial(ctx context.Context) (*conn, error) {
 		}),
 	)
 	if err != nil {
-		return nil, errors.WithHint(errors.Wrapf(err, "connecting to %s", s.cfg.URL),
-			"is the coordinator reachable, and is the token valid and not revoked?")
+		return nil, s.dialError(err)
 	}
 	c.nc = nc
 	s.mu.Lock()
@@ -433,6 +507,7 @@ func (s *TokenSource) switchConn() error {
 // retire waits for old's requests in flight (at most DrainTimeout), then
 // drains it: its subscriptions finish the messages they hold, and it closes.
 func (s *TokenSource) retire(old *conn) {
+	old.retiring.Store(true)
 	if !waitTimeout(&old.inflight, s.cfg.DrainTimeout) {
 		s.log.Warn("closing an old connection with requests still in flight")
 	}

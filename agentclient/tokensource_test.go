@@ -31,6 +31,9 @@ func ping(t *testing.T, c *agentclient.Client) error {
 
 func adminCall(t *testing.T, h *coordinatortest.Harness, method, town string, out any) {
 	t.Helper()
+	if method == schemas.AdminTokenRotate || method == schemas.AdminTokenRevoke {
+		ensureTown(t, h, town) // they refuse an unknown town
+	}
 	subject, err := schemas.Admin(method)
 	require.NoError(t, err)
 	b, _ := json.Marshal(schemas.TownRequest{TownID: town})
@@ -199,7 +202,7 @@ func TestRefreshFailureKeepsWorking(t *testing.T) {
 	require.NotEqual(t, held, src.Token())
 	b, err := os.ReadFile(dir + "/sub/token")
 	require.NoError(t, err)
-	require.Equal(t, src.Token()+"\n", string(b))
+	require.Equal(t, src.Token(), string(b), "the bare JWT, no newline")
 	require.NoError(t, ping(t, client))
 }
 

@@ -43,6 +43,23 @@ func newWorld(t *testing.T, cfg coordinator.Config) *world {
 		w.admin(t, schemas.AdminBeadCreate, schemas.BeadCreate{TownID: town, BeadID: "b1", RigID: "r", Title: "work"}, nil)
 		w.admin(t, schemas.AdminSling, schemas.Sling{TownID: town, BeadID: "b1", AgentID: "p1"}, nil)
 	}
+	// Patrol tries to dispatch each mayor once (there is no container) and
+	// then leaves it for the cooldown: wait for that, so the state stays
+	// still while a test fingerprints it.
+	require.Eventually(t, func() bool {
+		for _, town := range []string{"alpha", "beta"} {
+			var st coordinator.TownStatus
+			if adminCall(w.h.AdminConn(), schemas.AdminStatus, schemas.TownRequest{TownID: town}, &st) != nil {
+				return false
+			}
+			for _, a := range st.Agents {
+				if a.AgentID == coordinator.MayorID && a.NextAttemptAt.IsZero() {
+					return false
+				}
+			}
+		}
+		return true
+	}, wait, 10*time.Millisecond, "the mayors' first dispatch never happened")
 	return w
 }
 
@@ -154,6 +171,16 @@ func (wa *watcher) subjects() []string {
 	return out
 }
 
+// any reports whether something was seen on one of subjects.
+func (wa *watcher) any(subjects []string) bool {
+	for _, s := range subjects {
+		if len(wa.on(s)) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // on is what was seen on subject.
 func (wa *watcher) on(subject string) []*nats.Msg {
 	wa.mu.Lock()
@@ -192,6 +219,39 @@ func (w *world) kvRevisions(t *testing.T) map[string]uint64 {
 		}
 	}
 	return out
+}
+
+// stateMoved reports whether the state's fingerprint differs from before
+// (or cannot be read): safe to call from any goroutine.
+func (w *world) stateMoved(before map[string]uint64) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	js, err := jetstream.New(w.h.StateConn())
+	if err != nil {
+		return true
+	}
+	n := 0
+	for _, b := range schemas.StateBuckets {
+		if b == schemas.BucketLeases {
+			continue
+		}
+		kv, err := js.KeyValue(ctx, b)
+		if err != nil {
+			return true
+		}
+		keys, err := kv.ListKeys(ctx)
+		if err != nil {
+			return true
+		}
+		for k := range keys.Keys() {
+			e, err := kv.Get(ctx, k)
+			if err != nil || before[b+"/"+k] != e.Revision() {
+				return true
+			}
+			n++
+		}
+	}
+	return n != len(before)
 }
 
 // token state of town, as stored.

@@ -3,6 +3,7 @@ package attack_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -31,21 +32,34 @@ func opsAPI(t *testing.T, ops *nats.Conn, subject string, req any) map[string]an
 	return out
 }
 
-// mirrored waits until the ops mirror of bucket has every message the
-// state bucket has.
+// mirrored waits until the ops copy of bucket holds every key and value
+// the state bucket holds.
 func (w *world) mirrored(t *testing.T, ops *nats.Conn, bucket string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	src, err := w.state(t).Stream(ctx, "KV_"+bucket)
+	src, err := w.state(t).KeyValue(ctx, bucket)
 	require.NoError(t, err)
-	want := src.CachedInfo().State.LastSeq
 	js, err := jetstream.New(ops)
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
-		st, err := js.Stream(ctx, "KV_"+bucket)
-		return err == nil && st.CachedInfo().State.LastSeq >= want
-	}, wait, 10*time.Millisecond, "the ops mirror of %s never caught up", bucket)
+		dst, err := js.KeyValue(ctx, bucket)
+		if err != nil {
+			return false
+		}
+		keys, err := src.ListKeys(ctx)
+		if err != nil {
+			return errors.Is(err, jetstream.ErrNoKeysFound)
+		}
+		for k := range keys.Keys() {
+			want, err1 := src.Get(ctx, k)
+			got, err2 := dst.Get(ctx, k)
+			if err1 != nil || err2 != nil || string(want.Value()) != string(got.Value()) {
+				return false
+			}
+		}
+		return true
+	}, wait, 10*time.Millisecond, "the ops copy of %s never caught up", bucket)
 }
 
 // sentinel reads a value through a direct get answered on ops's own inbox:
@@ -109,7 +123,10 @@ func TestJetStreamRedirectPushConsumer(t *testing.T) {
 			"stream_name": "KV_gastown_towns",
 			"config":      map[string]any{"deliver_subject": target, "deliver_policy": "all", "ack_policy": "none", "description": fmt.Sprint("attack ", i)},
 		})
-		require.Nil(t, r["error"], "the operator may make an ephemeral push consumer on its mirror: %v", r)
+		if r["error"] != nil {
+			// Delivering onto its own copy's subjects is refused outright.
+			require.Contains(t, fmt.Sprint(r["error"]), "forms a cycle", "the operator may make an ephemeral push consumer on its copy: %v", r)
+		}
 	}
 	// A consumer of its own, on its own inbox: once it has every message,
 	// JetStream has had every chance to deliver the others too.
@@ -203,4 +220,42 @@ func TestJetStreamNoLastingState(t *testing.T) {
 	for name := range st.ConsumerNames(ctx).Name() {
 		require.False(t, strings.HasPrefix(name, "many") || name == "d1" || name == "lasting", "consumer %s is in the state account", name)
 	}
+}
+
+// The operator can make its own JetStream write into its copy of the state
+// (a direct get answered onto the copy's $KV subjects): it fools only
+// itself, and the server restores the copy; the state is untouched.
+func TestJetStreamOpsScribblesOnItsCopy(t *testing.T) {
+	w := newWorld(t, coordinator.Config{})
+	ops := w.ops(t)
+	w.mirrored(t, ops, schemas.BucketTowns)
+	before := w.kvRevisions(t)
+	get := "$JS.API.DIRECT.GET.KV_gastown_towns.$KV.gastown_towns.alpha"
+	require.NoError(t, ops.PublishRequest(get, "$KV.gastown_towns.beta", nil)) // beta's record overwritten with alpha's
+	require.NoError(t, ops.PublishRequest(get, "$KV.gastown_towns.evil", nil)) // a key the state has not
+	require.NoError(t, ops.Flush())
+
+	js, err := jetstream.New(ops)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*wait)
+	defer cancel()
+	copyKV, err := js.KeyValue(ctx, schemas.BucketTowns)
+	require.NoError(t, err)
+	stateKV, err := w.state(t).KeyValue(ctx, schemas.BucketTowns)
+	require.NoError(t, err)
+	realBeta, err := stateKV.Get(ctx, "beta")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		_, err := copyKV.Get(ctx, "evil")
+		beta, err2 := copyKV.Get(ctx, "beta")
+		return errors.Is(err, jetstream.ErrKeyNotFound) && err2 == nil && string(beta.Value()) == string(realBeta.Value())
+	}, 3*wait, 20*time.Millisecond, "the server never restored the operator's copy")
+	after := w.kvRevisions(t)
+	for k, rev := range before {
+		if strings.HasPrefix(k, schemas.BucketTowns+"/") || strings.HasPrefix(k, schemas.BucketTokens+"/") {
+			require.Equal(t, rev, after[k], "the operator's scribbles reached the state: %s", k)
+		}
+	}
+	_, evil := after[schemas.BucketTowns+"/evil"]
+	require.False(t, evil, "the operator's scribble reached the state")
 }

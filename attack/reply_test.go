@@ -165,6 +165,15 @@ func TestReplyInjectionAdmin(t *testing.T) {
 		schemas.AdminSling:       schemas.Sling{TownID: "beta", BeadID: "b1", AgentID: "p2"},
 		schemas.AdminStatus:      schemas.TownRequest{TownID: "beta"},
 		schemas.AdminConvoy:      map[string]any{"townId": "beta", "convoyId": "c1", "title": "x", "beadIds": []string{"b1"}},
+		schemas.AdminTownList:    schemas.TownList{},
+		schemas.AdminTownShow:    schemas.TownRequest{TownID: "beta"},
+		schemas.AdminTownDelete:  schemas.TownDelete{TownID: "beta", Force: true},
+		schemas.AdminRigList:     schemas.TownRequest{TownID: "beta"},
+		schemas.AdminRigRemove:   schemas.RigRemove{TownID: "beta", RigID: "r", Force: true},
+		schemas.AdminBeadList:    schemas.BeadList{TownID: "beta"},
+		schemas.AdminBeadShow:    schemas.TownBeadRef{TownID: "beta", BeadID: "b1"},
+		schemas.AdminConvoyList:  schemas.TownRequest{TownID: "beta"},
+		schemas.AdminConvoyShow:  schemas.ConvoyRef{TownID: "beta", ConvoyID: "c1"},
 	}
 	for _, method := range schemas.AdminMethods {
 		t.Run(method, func(t *testing.T) {

@@ -32,6 +32,11 @@ type daemon struct {
 	base int
 }
 
+// serveMetrics makes every daemon of the run serve Prometheus metrics on a
+// free loopback port (-metrics), as an operator runs it, so the figures
+// include the cost of the instruments.
+var serveMetrics = true
+
 // newSecret makes a random signing secret: 64 hex characters.
 func newSecret() string {
 	b := make([]byte, 32)
@@ -59,10 +64,14 @@ func startDaemon(ctx context.Context, secret, dir string, mods ...func(*coordina
 	for _, m := range mods {
 		m(&cfg)
 	}
-	d.Daemon, err = coordinator.StartDaemon(ctx, d.issuer, coordinator.DaemonConfig{
+	dc := coordinator.DaemonConfig{
 		Config: cfg,
 		Bus:    bus.Config{Listen: "127.0.0.1:0", DataDir: d.dir, Logger: discard},
-	})
+	}
+	if serveMetrics {
+		dc.MetricsListen = "127.0.0.1:0"
+	}
+	d.Daemon, err = coordinator.StartDaemon(ctx, d.issuer, dc)
 	if err != nil {
 		d.removeDir()
 		return nil, err

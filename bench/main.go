@@ -70,6 +70,7 @@ func main() {
 	flag.IntVar(&o.startTowns, "startup-towns", 1000, "towns in the store of the start-up measurement")
 	flag.IntVar(&o.startups, "startups", 3, "start-ups of each store (the median is reported)")
 	flag.DurationVar(&o.startTimeout, "startup-timeout", time.Minute, "give up on a start-up after this long")
+	flag.BoolVar(&serveMetrics, "metrics", true, "daemons serve Prometheus metrics on a free loopback port, as --metrics-listen does (false: no instruments at all)")
 	flag.Parse()
 	if err := o.check(); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)

@@ -1,15 +1,12 @@
 package bus
 
 import (
-	"context"
-	"strings"
 	"time"
 
 	"github.com/cockroachdb/errors"
 	"github.com/gastown/gastown/schemas"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // The embedded server keeps control and state apart in NATS accounts, so
@@ -22,25 +19,23 @@ import (
 //   - The state account (the server's global account, where JetStream
 //     keeps the store) holds the KV buckets. Only the coordinator's state
 //     connection connects here; no handler listens.
-//   - The ops account (OpsAccount) is the operator's: read-only mirrors of
-//     the state buckets, and the heartbeats and events of every town
-//     imported from the control account. Whatever the operator makes
-//     JetStream publish (a reply, a consumer's deliveries) lands in this
-//     account, where nothing listens but the operator.
+//   - The ops account (OpsAccount) is the operator's: copies of the state
+//     buckets, which the server itself keeps (opsview.go), and the
+//     heartbeats and events of every town imported from the control
+//     account. Nothing joins its JetStream to the state account's (no
+//     mirror, no import of any JetStream subject): whatever the operator
+//     makes JetStream publish (a reply, a consumer's deliveries, an API
+//     answer) lands in this account, where nothing listens but the
+//     operator, and at worst scribbles on the operator's own copy, which
+//     the server restores.
 const (
 	ControlAccount = "GASTOWN"
 	OpsAccount     = "GASTOWN_OPS"
-	// stateAPIPrefix is how the ops account's mirrors reach the state
-	// account's JetStream API: only consumer creation for each bucket.
-	stateAPIPrefix = "$JS.gastown_state.API"
-	// mirrorDeliver prefixes the subjects the state account's mirror
-	// consumers deliver on, imported into the ops account.
-	mirrorDeliver = "gastown.mirror"
 	// opsConsumerInactive is how long a consumer in the ops account lives
 	// unused, durable or not: an operator creates no lasting state. The
 	// nats CLI's `stream view` asks for an hour.
 	opsConsumerInactive = time.Hour
-	// opsMaxConsumers bounds the consumers of each ops mirror.
+	// opsMaxConsumers bounds the consumers of each ops copy.
 	opsMaxConsumers = 64
 )
 
@@ -56,7 +51,7 @@ func (a *accounts) internal(name string) *server.User {
 		return &server.User{Username: name, Account: a.control, Permissions: CoordinatorPermissions()}
 	case stateUser:
 		return &server.User{Username: name, Account: a.state, Permissions: StatePermissions()}
-	case mirrorUser:
+	case opsCopyUser:
 		return &server.User{Username: name, Account: a.ops}
 	}
 	return &server.User{Username: name, Account: a.control}
@@ -78,100 +73,13 @@ func setupAccounts(ns *server.Server) (*accounts, error) {
 			return nil, errors.Wrapf(err, "importing %s", subject)
 		}
 	}
-	for _, b := range schemas.StateBuckets {
-		create := "$JS.API.CONSUMER.CREATE.KV_" + b
-		if err := a.state.AddServiceExport(create, only); err != nil {
-			return nil, errors.Wrapf(err, "exporting %s", create)
-		}
-		if err := a.ops.AddServiceImport(a.state, stateAPIPrefix+strings.TrimPrefix(create, "$JS.API"), create); err != nil {
-			return nil, errors.Wrapf(err, "importing %s", create)
-		}
-	}
-	// The mirrors' flow-control answers go back to their consumers.
-	if err := a.state.AddServiceExport("$JS.FC.>", only); err != nil {
-		return nil, errors.Wrap(err, "exporting flow control")
-	}
-	if err := a.ops.AddServiceImport(a.state, "$JS.FC.>", ""); err != nil {
-		return nil, errors.Wrap(err, "importing flow control")
-	}
-	if err := a.state.AddStreamExport(mirrorDeliver+".>", only); err != nil {
-		return nil, errors.Wrap(err, "exporting mirror deliveries")
-	}
-	if err := a.ops.AddStreamImport(a.state, mirrorDeliver+".>", ""); err != nil {
-		return nil, errors.Wrap(err, "importing mirror deliveries")
-	}
 	if err := a.ops.EnableJetStream(map[string]server.JetStreamAccountLimits{"": {
-		MaxMemory: -1, MaxStore: -1, MaxStreams: len(schemas.StateBuckets), MaxConsumers: opsMaxConsumers,
+		MaxMemory: -1, MaxStore: -1, MaxStreams: len(opsBuckets), MaxConsumers: opsMaxConsumers,
 		MaxAckPending: -1, MemoryMaxStreamBytes: -1, StoreMaxStreamBytes: -1,
 	}}, nil); err != nil {
 		return nil, errors.Wrap(err, "enabling JetStream for the ops account")
 	}
 	return a, nil
-}
-
-// MirrorState makes (or brings up to date) the ops account's read-only
-// mirror of each state bucket that exists, so that the nats CLI, as ops,
-// reads them under their own names. The coordinator calls it once its
-// buckets exist.
-func (s *Server) MirrorState(ctx context.Context) error {
-	state, err := s.connectAs(stateUser, "gastown-mirror-source")
-	if err != nil {
-		return err
-	}
-	defer s.closeGone(state)
-	ops, err := s.connectAs(mirrorUser, "gastown-mirror")
-	if err != nil {
-		return err
-	}
-	defer s.closeGone(ops)
-	src, err := jetstream.New(state)
-	if err != nil {
-		return errors.Wrap(err, "opening the state account's JetStream")
-	}
-	dst, err := jetstream.New(ops)
-	if err != nil {
-		return errors.Wrap(err, "opening the ops account's JetStream")
-	}
-	for _, b := range schemas.StateBuckets {
-		name := "KV_" + b
-		st, err := src.Stream(ctx, name)
-		if errors.Is(err, jetstream.ErrStreamNotFound) {
-			continue
-		}
-		if err != nil {
-			return errors.Wrapf(err, "reading stream %s", name)
-		}
-		if _, err := dst.CreateOrUpdateStream(ctx, mirrorConfig(st.CachedInfo().Config)); err != nil {
-			return errors.Wrapf(err, "mirroring %s for ops", name)
-		}
-	}
-	return nil
-}
-
-// mirrorConfig is the ops mirror of a state bucket's stream: the same name
-// and limits, fed from the state account, answering direct gets itself.
-func mirrorConfig(origin jetstream.StreamConfig) jetstream.StreamConfig {
-	return jetstream.StreamConfig{
-		Name:              origin.Name,
-		Description:       "read-only mirror of the state bucket, for operators",
-		Retention:         jetstream.LimitsPolicy,
-		MaxMsgsPerSubject: origin.MaxMsgsPerSubject,
-		MaxBytes:          origin.MaxBytes,
-		MaxAge:            origin.MaxAge,
-		MaxMsgSize:        origin.MaxMsgSize,
-		Discard:           origin.Discard,
-		Storage:           jetstream.FileStorage,
-		Replicas:          origin.Replicas,
-		AllowRollup:       true,
-		DenyDelete:        true,
-		AllowDirect:       true,
-		AllowMsgTTL:       origin.AllowMsgTTL,
-		Mirror: &jetstream.StreamSource{
-			Name:     origin.Name,
-			External: &jetstream.ExternalStream{APIPrefix: stateAPIPrefix, DeliverPrefix: mirrorDeliver},
-		},
-		ConsumerLimits: jetstream.StreamConsumerLimits{InactiveThreshold: opsConsumerInactive},
-	}
 }
 
 // closeGone closes an in-process connection and waits (briefly) until the

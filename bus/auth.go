@@ -20,12 +20,12 @@ const (
 	// known only to this process, and connect only through a pipe.
 	// internalUser has every permission in the control account (tests and
 	// in-process tools); coordinatorUser and stateUser are the
-	// coordinator's own, with only what it needs; mirrorUser keeps the ops
-	// account's mirrors.
+	// coordinator's own, with only what it needs; opsCopyUser keeps the
+	// ops account's copies of the state.
 	internalUser    = "gastown-internal"
 	coordinatorUser = "gastown-coordinator"
 	stateUser       = "gastown-state"
-	mirrorUser      = "gastown-mirror"
+	opsCopyUser     = "gastown-ops-copy"
 )
 
 // Grant is what a verified connection token allows.
@@ -110,7 +110,7 @@ func (a *authenticator) Check(c server.ClientAuthentication) bool {
 		return false
 	}
 	switch o.Username {
-	case internalUser, coordinatorUser, stateUser, mirrorUser:
+	case internalUser, coordinatorUser, stateUser, opsCopyUser:
 		if addr := c.RemoteAddress(); !equal(o.Password, a.internalSecret) || addr == nil || addr.Network() != "pipe" {
 			a.refuse(c, RefusedInternal)
 			return false

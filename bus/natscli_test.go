@@ -194,7 +194,7 @@ func TestNatsCLI(t *testing.T) {
 			require.NoError(t, err)
 			_, err = kv.Put(ctx, "A", []byte(`{"townId":"A","note":"no token here"}`))
 			require.NoError(t, err)
-			require.NoError(t, f.srv.MirrorState(ctx))
+			require.NoError(t, f.srv.StartOpsView(ctx))
 			f.waitMirrored(t, schemas.BucketTokens, 1)
 
 			out, err := f.natsCLI(t, opsAuth(), "kv", "ls")

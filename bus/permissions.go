@@ -71,9 +71,10 @@ func StatePermissions() *server.Permissions {
 
 // OpsPermissions let an operator watch every town's heartbeats and events
 // and read the state buckets with the nats CLI, in the ops account, where
-// the buckets are read-only mirrors and nothing listens but the operator:
-// JetStream can publish only there for it, on whatever subject it names.
-// It may not create, change or delete a stream, and it hears only its own inbox, _INBOX.gastown_ops.>.
+// the buckets are the server's copies (opsview.go) and nothing listens but
+// the operator: JetStream can publish only there for it, on whatever
+// subject it names. It may not create, change or delete a stream, and it
+// hears only its own inbox, _INBOX.gastown_ops.>.
 func OpsPermissions() *server.Permissions {
 	pub := []string{
 		"$JS.API.INFO",
@@ -90,8 +91,8 @@ func OpsPermissions() *server.Permissions {
 			"$JS.API.CONSUMER.CREATE."+stream,
 			"$JS.API.CONSUMER.CREATE."+stream+".>",
 			"$JS.API.CONSUMER.INFO."+stream+".*",
-			// Only operators' own consumers are there (the mirrors' feeds
-			// live in the state account): `nats consumer ls` works.
+			// Only operators' own consumers are there: `nats consumer
+			// ls` works.
 			"$JS.API.CONSUMER.DELETE."+stream+".*",
 			"$JS.API.CONSUMER.LIST."+stream,
 			"$JS.API.CONSUMER.NAMES."+stream,

@@ -85,6 +85,9 @@ type Server struct {
 	// quiet demotes the server's notices to debug while it starts and
 	// stops (serverLog).
 	quiet *atomic.Bool
+	// ops is the copier of the state into the ops account, once started.
+	opsMu sync.Mutex
+	ops   *opsView
 }
 
 // jetStreamCheck is how often a running server is checked for JetStream
@@ -351,6 +354,7 @@ func (s *Server) ConnectState(name string, opts ...nats.Option) (*nats.Conn, err
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
 		close(s.stop)
+		s.stopOpsView()
 		s.wg.Wait()
 		s.quiet.Store(true) // the server's own shutdown notices go to debug
 		s.ns.Shutdown()

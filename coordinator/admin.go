@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"encoding/json"
+	"maps"
 
 	"github.com/gastown/gastown/bus"
 	"github.com/gastown/gastown/schemas"
@@ -48,8 +49,11 @@ func adminMethod[R validator](c *Coordinator, h func(ctx context.Context, req R)
 
 // adminHandlers maps each admin method to its handler.
 func (c *Coordinator) adminHandlers() map[string]nats.MsgHandler {
-	return map[string]nats.MsgHandler{
+	handlers := map[string]nats.MsgHandler{
 		schemas.AdminTokenRotate: adminMethod(c, func(ctx context.Context, r schemas.TownRequest) (any, error) {
+			if _, err := c.requireTown(r.TownID); err != nil {
+				return nil, err
+			}
 			c.log.Info("token rotation requested by admin", KeyTown, r.TownID)
 			return c.refresh(ctx, r.TownID), nil
 		}),
@@ -76,4 +80,6 @@ func (c *Coordinator) adminHandlers() map[string]nats.MsgHandler {
 			return c.townStatus(r.TownID)
 		}),
 	}
+	maps.Copy(handlers, c.adminVerbHandlers())
+	return handlers
 }

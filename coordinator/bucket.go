@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cockroachdb/errors"
 	"github.com/nats-io/nats.go"
@@ -28,6 +29,8 @@ type bucket[T any] struct {
 	items  map[string]versioned[T]
 	onSet  func(key string, v T) // called for every value the watch sees
 	loaded bool
+	// writeErrors counts writes the store failed (metrics).
+	writeErrors atomic.Uint64
 }
 
 type versioned[T any] struct {
@@ -163,6 +166,7 @@ func (b *bucket[T]) Create(ctx context.Context, key string, v T) error {
 		return errors.Mark(errors.Newf("%s already exists", key), ErrExists)
 	}
 	if err != nil {
+		b.writeErrors.Add(1)
 		return errors.Wrapf(err, "creating %s/%s", b.name, key)
 	}
 	b.apply(key, v, rev)
@@ -178,6 +182,7 @@ func (b *bucket[T]) Put(ctx context.Context, key string, v T) error {
 	}
 	rev, err := b.kv.Put(ctx, key, data)
 	if err != nil {
+		b.writeErrors.Add(1)
 		return errors.Wrapf(err, "writing %s/%s", b.name, key)
 	}
 	b.apply(key, v, rev)
@@ -216,6 +221,7 @@ func (b *bucket[T]) Update(ctx context.Context, key string, change func(*T) erro
 		}
 		stale := errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)
 		if !stale || attempt >= 10 {
+			b.writeErrors.Add(1)
 			if stale {
 				err = errors.Mark(err, ErrStale)
 			}

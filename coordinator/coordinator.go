@@ -49,6 +49,8 @@ type Coordinator struct {
 	// container and was logged as a warning: the next ones go to debug
 	// until the town's container is heard from again (dispatchlog.go).
 	noContainer townSet
+	// metrics records what happens; nil records nothing (WithMetrics).
+	metrics *Metrics
 
 	// idleUntil remembers towns found with no container, so the rotation
 	// loop does not probe them every tick. A cache only: losing it costs
@@ -128,6 +130,10 @@ func New(ctx context.Context, nc *nats.Conn, issuer *Issuer, cfg Config, opts ..
 	}
 	c.leases.renewAll(loadCtx)
 
+	if err := c.metrics.register(c); err != nil {
+		c.Close()
+		return nil, err
+	}
 	if err := c.subscribe(); err != nil {
 		c.Close()
 		return nil, err

@@ -19,6 +19,9 @@ type DaemonConfig struct {
 	// NatsURL, when set, uses an existing NATS server or cluster instead of
 	// the embedded one. Its connection permissions are that cluster's own.
 	NatsURL string
+	// MetricsListen, when set (host:port; port 0 picks a free one), serves
+	// /metrics, /healthz and /readyz there (httpserver.go). Off when empty.
+	MetricsListen string
 }
 
 // Daemon is a running coordinator with its bus connection and, by default,
@@ -30,6 +33,9 @@ type Daemon struct {
 	nc, sc    *nats.Conn
 	co        *Coordinator
 	clientURL string
+	// http serves metrics and health when DaemonConfig.MetricsListen is set.
+	http    *httpServer
+	metrics *Metrics
 }
 
 // StartDaemon starts the embedded server (unless dc.NatsURL is set),
@@ -44,9 +50,18 @@ func StartDaemon(ctx context.Context, issuer *Issuer, dc DaemonConfig) (*Daemon,
 	// every token until the state (and its revocations) is loaded.
 	state := newRevocations()
 	opts := []Option{withTokenState(state)}
+	if dc.MetricsListen != "" {
+		// First, so a bad or busy address is reported before anything starts.
+		d.metrics = NewMetrics()
+		if d.http, err = startHTTP(dc.MetricsListen, d.metrics.Registry(), d.daemonCheck, cfg.Logger); err != nil {
+			return nil, err
+		}
+		opts = append(opts, WithMetrics(d.metrics))
+	}
 	if dc.NatsURL == "" {
 		auth, err := NewConnAuthorizer(issuer, cfg, state)
 		if err != nil {
+			d.Close()
 			return nil, err
 		}
 		bc := dc.Bus
@@ -55,6 +70,7 @@ func StartDaemon(ctx context.Context, issuer *Issuer, dc DaemonConfig) (*Daemon,
 			bc.Logger = cfg.Logger.With(KeyComponent, "nats")
 		}
 		if d.srv, err = bus.Start(ctx, bc); err != nil {
+			d.Close()
 			return nil, err
 		}
 		if d.nc, err = d.srv.ConnectCoordinator("gastown-coordinator"); err != nil {
@@ -67,12 +83,16 @@ func StartDaemon(ctx context.Context, issuer *Issuer, dc DaemonConfig) (*Daemon,
 		}
 		d.clientURL = d.srv.ClientURL()
 		opts = append(opts, WithKicker(d.srv), WithStateConn(d.sc))
+		if d.metrics != nil {
+			d.metrics.reg.MustRegister(&busCollector{srv: d.srv})
+		}
 	} else {
 		if d.nc, err = nats.Connect(dc.NatsURL,
 			nats.Name("gastown-coordinator"),
 			nats.CustomInboxPrefix(schemas.CoordinatorInbox),
 			nats.MaxReconnects(-1),
 		); err != nil {
+			d.Close()
 			return nil, errors.WithHint(errors.Wrapf(err, "connecting to %s", redactURL(dc.NatsURL)),
 				"check --nats-url (or GASTOWN_NATS_URL) and that the server is reachable")
 		}
@@ -85,10 +105,13 @@ func StartDaemon(ctx context.Context, issuer *Issuer, dc DaemonConfig) (*Daemon,
 		return nil, err
 	}
 	if d.srv != nil {
-		if err := d.srv.MirrorState(ctx); err != nil {
+		if err := d.srv.StartOpsView(ctx); err != nil {
 			d.Close()
-			return nil, errors.Wrap(err, "mirroring the state buckets for operators")
+			return nil, err
 		}
+	}
+	if d.http != nil {
+		d.http.ready.Store(true)
 	}
 	cfg.Logger.Info("coordinator ready", "url", d.clientURL)
 	return d, nil
@@ -126,11 +149,12 @@ func (d *Daemon) Err() error {
 	return d.srv.Err()
 }
 
-// Close stops the coordinator, its connection and the embedded server, in
-// that order. Safe to call twice. When JetStream has stopped, the
+// Close stops the metrics listener, the coordinator, its connection and
+// the embedded server, in that order. Safe to call twice. When JetStream has stopped, the
 // connection goes first, so that handlers waiting on state writes that
 // can no longer happen fail at once rather than at their deadlines.
 func (d *Daemon) Close() {
+	d.http.close()
 	if d.Err() != nil && d.sc != nil {
 		d.nc.Close()
 		d.sc.Close()
@@ -186,6 +210,15 @@ func redactURL(raw string) string {
 		parts[i] = u.Redacted()
 	}
 	return strings.Join(parts, ",")
+}
+
+// MetricsAddr is where /metrics, /healthz and /readyz are served, or ""
+// when DaemonConfig.MetricsListen is not set.
+func (d *Daemon) MetricsAddr() string {
+	if d.http == nil {
+		return ""
+	}
+	return d.http.addr()
 }
 
 // Misdirected is how many requests the coordinator dropped because their

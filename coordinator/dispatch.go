@@ -37,6 +37,7 @@ func (c *Coordinator) dispatch(ctx context.Context, townID, agentID string) erro
 	if err != nil {
 		return err
 	}
+	c.metrics.dispatched()
 	req, err := c.startRequest(a)
 	if err != nil {
 		return c.dispatchFailed(ctx, a, runID, err.Error())
@@ -52,7 +53,7 @@ func (c *Coordinator) dispatch(ctx context.Context, townID, agentID string) erro
 	case err != nil:
 		return c.dispatchFailed(ctx, a, runID, "container did not answer: "+errors.UnwrapAll(err).Error())
 	case !res.OK:
-		return c.dispatchFailed(ctx, a, runID, "container refused: "+res.Error)
+		return c.dispatchFailed(ctx, a, runID, "container refused: "+res.Err().Error())
 	case res.RunID != runID:
 		return c.dispatchFailed(ctx, a, runID, "container answered for another run")
 	}
@@ -60,7 +61,7 @@ func (c *Coordinator) dispatch(ctx context.Context, townID, agentID string) erro
 		if a.RunID != runID {
 			return errStaleRun
 		}
-		a.Attempts, a.LastError, a.UpdatedAt = 0, "", c.now()
+		a.Attempts, a.LastError, a.AwaitsContainer, a.UpdatedAt = 0, "", false, c.now()
 		return nil
 	}); err != nil && !errors.Is(err, errStaleRun) {
 		c.log.Warn("recording a started run", KeyTown, townID, KeyAgent, agentID, KeyErr, err)
@@ -79,6 +80,7 @@ var errStaleRun = schemas.NewError(schemas.CodeConflict, "stale run: a newer run
 // dispatchFailed records a failed dispatch: the agent waits the cooldown,
 // and after MaxAttempts its bead fails and it is unhooked.
 func (c *Coordinator) dispatchFailed(ctx context.Context, a Agent, runID, reason string) error {
+	c.metrics.dispatchFailed()
 	var failed string
 	now := c.now()
 	if _, err := c.st.agents.Update(ctx, schemas.Key(a.TownID, a.AgentID), func(a *Agent) error {
@@ -87,8 +89,13 @@ func (c *Coordinator) dispatchFailed(ctx context.Context, a Agent, runID, reason
 		}
 		failed = ""
 		a.Status, a.RunID, a.LastError, a.UpdatedAt = AgentIdle, "", reason, now
-		a.Attempts++
 		a.NextAttemptAt = now.Add(c.cfg.DispatchCooldown)
+		// No container is not the work's fault: it is not an attempt, and
+		// the container connecting ends the cooldown.
+		if a.AwaitsContainer = reason == reasonNoContainer; a.AwaitsContainer {
+			return nil
+		}
+		a.Attempts++
 		if a.Attempts >= c.cfg.MaxAttempts && a.Hook != "" {
 			failed, a.Hook, a.Attempts, a.NextAttemptAt = a.Hook, "", 0, now
 		}
@@ -179,5 +186,7 @@ func (c *Coordinator) stopRun(ctx context.Context, townID, agentID, runID, reaso
 	var ack schemas.Ack
 	if err := bus.Request(rctx, c.nc, t.ControlStop(), &schemas.StopAgent{AgentID: agentID, RunID: runID, Reason: reason}, &ack); err != nil {
 		c.log.Debug("stop request not delivered", KeyTown, townID, KeyAgent, agentID, KeyRun, runID, KeyErr, err)
+	} else if err := ack.Err(); err != nil {
+		c.log.Debug("stop refused by the container", KeyTown, townID, KeyAgent, agentID, KeyRun, runID, KeyErr, err)
 	}
 }

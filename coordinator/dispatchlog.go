@@ -2,10 +2,6 @@ package coordinator
 
 import "sync"
 
-// reasonNoContainer is why a dispatch fails when no container of the town
-// answers: the town's container is down or was never started.
-const reasonNoContainer = "no container of the town is connected"
-
 // townSet is a set of town ids, safe for concurrent use; its zero value is
 // empty and ready.
 type townSet struct {

@@ -4,5 +4,8 @@
 // administrator. State lives in JetStream KV; memory holds only caches that
 // a KV watch keeps true.
 //
-// It never talks HTTP and never starts processes.
+// Its only HTTP is the daemon's optional metrics and health listener
+// (httpserver.go: /metrics, /healthz, /readyz; the instruments are in
+// metrics.go); no request or reply travels over HTTP. It never starts
+// processes.
 package coordinator

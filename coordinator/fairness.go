@@ -314,8 +314,9 @@ func (c *Coordinator) rateRPC(townID string, inline bool) error {
 
 // spawnRPC runs a tool call that is not inline on its own goroutine, if
 // the town has fewer than WriteInFlight calls running and the pool has
-// room; else it answers resource_exhausted at once. The call is tracked.
-func (c *Coordinator) spawnRPC(m *nats.Msg, townID string, f func()) {
+// room; else it answers resource_exhausted at once and returns that
+// error. The call is tracked.
+func (c *Coordinator) spawnRPC(m *nats.Msg, townID string, f func()) *schemas.Error {
 	l := c.limiter()
 	t, e := l.take(townID, true)
 	if e == nil && !c.trySpawn(func() { defer t.done(); f() }) {
@@ -327,6 +328,7 @@ func (c *Coordinator) spawnRPC(m *nats.Msg, townID string, f func()) {
 		c.handlers.Done()
 		_ = bus.RespondError(m, e)
 	}
+	return e
 }
 
 // trySpawn runs a tracked handler f on its own goroutine if one of the

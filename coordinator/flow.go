@@ -266,6 +266,7 @@ func (c *Coordinator) convoyProgress(ctx context.Context, townID, convoyID strin
 		c.log.Warn("landing convoy", KeyTown, townID, KeyBead, convoyID, KeyErr, err)
 		return
 	}
+	c.metrics.convoyLanded()
 	c.log.Info("convoy landed", KeyTown, townID, KeyBead, convoyID, KeyCount, st.Tracked)
 	t, _ := schemas.ForTown(townID)
 	c.publishEvent(t, schemas.EventConvoyLanded, convoyID, map[string]any{"title": st.Title, "beads": st.Tracked})

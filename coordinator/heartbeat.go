@@ -20,14 +20,17 @@ func (c *Coordinator) handleHeartbeat(m *nats.Msg) {
 	}
 	var hb schemas.Heartbeat
 	if err := schemas.Decode(m.Data, &hb); err != nil {
+		c.metrics.heartbeatMalformed()
 		c.log.Warn("malformed heartbeat dropped", KeyTown, townID, KeyErr, err)
 		return
 	}
 	if hb.TownID != townID {
+		c.metrics.heartbeatOtherTown()
 		c.log.Warn("heartbeat naming another town dropped", KeyTown, townID, "claimed", hb.TownID)
 		return
 	}
 	c.noContainer.remove(townID) // its container is back: warn again if it goes
+	c.metrics.heartbeat()
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RequestTimeout)
 	defer cancel()
 	rec := heartbeatRecord{TownID: townID, ContainerID: hb.ContainerID, ReceivedAt: c.now()}
@@ -35,6 +38,7 @@ func (c *Coordinator) handleHeartbeat(m *nats.Msg) {
 		a, ok := c.st.agents.Get(schemas.Key(townID, line.AgentID))
 		if !ok || a.RunID != line.RunID {
 			// Normal: a heartbeat sent as the run ended, or before a restart.
+			c.metrics.heartbeatStaleLine()
 			c.log.Debug("stale heartbeat line dropped", KeyTown, townID, KeyAgent, line.AgentID, KeyRun, line.RunID)
 			continue
 		}
@@ -45,8 +49,12 @@ func (c *Coordinator) handleHeartbeat(m *nats.Msg) {
 			c.log.Warn("recording an agent exit", KeyTown, townID, KeyAgent, e.AgentID, KeyErr, err)
 		}
 	}
+	_, wasConnected := c.containerSeen(townID)
 	if err := c.st.heartbeats.Put(ctx, townID, rec); err != nil {
 		c.log.Warn("storing heartbeat", KeyTown, townID, KeyErr, err)
+	}
+	if !wasConnected {
+		c.containerArrived(townID) // its first heartbeat after none
 	}
 }
 

@@ -58,7 +58,9 @@ func (l *leases) renewAll(ctx context.Context) {
 		towns[t.TownID] = true
 	}
 	for _, t := range l.c.tokens.snapshot() {
-		towns[t.TownID] = true
+		if !t.Deleted {
+			towns[t.TownID] = true
+		}
 	}
 	for town := range towns {
 		if err := l.renew(ctx, town); err != nil && !errors.Is(err, errNoChange) {

@@ -224,10 +224,21 @@ func TestRestartKeepsLiveness(t *testing.T) {
 func TestDispatchRetriesThenFails(t *testing.T) {
 	h := coordinatortest.Start(t, coordinator.Config{DispatchCooldown: 30 * time.Millisecond, MaxAttempts: 5})
 	slingOne(t, h)
+	// A container that refuses every start (a dispatch that finds no
+	// container at all is not an attempt: awaitcontainer_test.go).
+	sub, err := h.TownConn("T").QueueSubscribe("gastown.town.T.dispatch", schemas.ContainerQueue, func(m *nats.Msg) {
+		var req schemas.StartAgent
+		if schemas.Decode(m.Data, &req) == nil {
+			_ = bus.Respond(m, &schemas.StartAgentResult{AgentID: req.AgentID, RunID: req.RunID, Error: "no such command"})
+		}
+	})
+	require.NoError(t, err)
+	defer sub.Unsubscribe()
+	require.NoError(t, h.TownConn("T").Flush())
 	var res schemas.SlingResult
 	require.NoError(t, admin(t, h, schemas.AdminSling, schemas.Sling{TownID: "T", BeadID: "b"}, &res))
 	require.False(t, res.Dispatched)
-	require.Contains(t, res.Error, "no container")
+	require.Contains(t, res.Error, "container refused")
 	a := agentState(t, h, "T", res.AgentID)
 	require.Equal(t, 1, a.Attempts)
 	require.True(t, a.NextAttemptAt.After(a.UpdatedAt), "it waits the cooldown")

@@ -67,6 +67,10 @@ type Agent struct {
 	DispatchedAt time.Time `json:"dispatchedAt,omitzero"`
 	// LastError says why the last dispatch or run failed.
 	LastError string `json:"lastError,omitempty"`
+	// AwaitsContainer: the last dispatch failed only because no container
+	// of the town was connected. It did not count as an attempt, and the
+	// town's container connecting ends the cooldown (awaitcontainer.go).
+	AwaitsContainer bool `json:"awaitsContainer,omitempty"`
 	// Failures are the times of recent failed runs (crash-loop detection).
 	Failures []time.Time `json:"failures,omitempty"`
 	// Checkpoint is the agent's last progress note.

@@ -81,6 +81,7 @@ func (c *Coordinator) markDead(ctx context.Context, a Agent, seen time.Time) {
 		c.log.Error("marking agent dead", KeyTown, a.TownID, KeyAgent, a.AgentID, KeyErr, err)
 		return
 	}
+	c.metrics.agentDead()
 	c.live.forget(a.TownID, a.AgentID, run)
 	c.log.Warn("agent dead: missed heartbeats", KeyTown, a.TownID, KeyAgent, a.AgentID, KeyRun, run, "lastSeen", seen)
 	t, _ := schemas.ForTown(a.TownID)

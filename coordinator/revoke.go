@@ -46,6 +46,9 @@ func restartHint(townID string) string {
 // adminTokenRevoke makes every token of the town issued up to now stop
 // working and closes every connection that used one, before it answers.
 func (c *Coordinator) adminTokenRevoke(ctx context.Context, req schemas.TownRequest) (any, error) {
+	if _, err := c.requireTown(req.TownID); err != nil {
+		return nil, err
+	}
 	l := c.mint.of(req.TownID)
 	l.Lock()
 	defer l.Unlock()
@@ -68,6 +71,7 @@ func (c *Coordinator) adminTokenRevoke(ctx context.Context, req schemas.TownRequ
 	if d := before.Sub(c.now()); d > 0 {
 		time.Sleep(d)
 	}
+	c.metrics.revoked()
 	c.log.Info("tokens revoked by admin", KeyTown, req.TownID, "revokedBefore", before, "closed", res.Closed)
 	t, _ := schemas.ForTown(req.TownID)
 	c.publishEvent(t, schemas.EventTokenRevoked, req.TownID, map[string]any{"revokedBefore": before})

@@ -45,7 +45,7 @@ func (c *Coordinator) refreshDue(ctx context.Context) {
 	var due []string
 	c.idleMu.Lock()
 	for _, s := range c.tokens.snapshot() {
-		if s.NextRefreshAt.After(now) || c.idleUntil[s.TownID].After(now) || !c.leases.holds(s.TownID) {
+		if s.Deleted || s.NextRefreshAt.After(now) || c.idleUntil[s.TownID].After(now) || !c.leases.holds(s.TownID) {
 			continue
 		}
 		due = append(due, s.TownID)
@@ -69,18 +69,22 @@ func (c *Coordinator) refresh(ctx context.Context, townID string) schemas.Rotate
 	token, claims, err := c.mintContainer(townID, state.UserID)
 	if err != nil {
 		res.Error = "minting failed"
+		c.metrics.rotationFailed(rotFailMint)
 		c.log.Error("minting container token", KeyTown, townID, KeyErr, err)
 		return res
 	}
 	rctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
 	defer cancel()
 	var ack schemas.Ack
+	sent := c.now()
 	err = bus.Request(rctx, c.nc, t.Token(), &schemas.TokenRotation{
 		TownID: townID, Token: token, IssuedAt: claims.Issued(), ExpiresAt: claims.Expires(), RevokedBefore: state.RevokedBefore,
+		HeartbeatIntervalMs: c.cfg.HeartbeatInterval.Milliseconds(),
 	}, &ack)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
 		res.Idle = true
+		c.metrics.rotationFailed(rotFailNoContainer)
 		c.idleMu.Lock()
 		c.idleUntil[townID] = c.now().Add(c.idleRecheck())
 		c.idleMu.Unlock()
@@ -88,14 +92,20 @@ func (c *Coordinator) refresh(ctx context.Context, townID string) schemas.Rotate
 		return res
 	case err != nil:
 		res.Error = "container did not answer: " + errors.UnwrapAll(err).Error()
+		c.metrics.rotationPushed()
+		c.metrics.rotationFailed(rotFailNoAnswer)
 		c.log.Warn("token refresh not delivered; will retry", KeyTown, townID, KeyErr, err)
 		return res
 	case !ack.OK:
-		res.Error = "container refused the token: " + ack.Error
-		c.log.Warn("token refresh refused; will retry", KeyTown, townID, KeyErr, ack.Error)
+		res.Error = "container refused the token: " + ack.Err().Error()
+		c.metrics.rotationPushed()
+		c.metrics.rotationFailed(rotFailRefused)
+		c.log.Warn("token refresh refused; will retry", KeyTown, townID, KeyErr, ack.Err())
 		return res
 	}
 	res.Acknowledged, res.ExpiresAt = true, claims.Expires()
+	c.metrics.rotationPushed()
+	c.metrics.rotationAcked(c.now().Sub(sent))
 	c.idleMu.Lock()
 	delete(c.idleUntil, townID)
 	c.idleMu.Unlock()

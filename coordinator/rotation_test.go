@@ -95,6 +95,9 @@ func TestRestartDoesNotRefreshTownsNotDue(t *testing.T) {
 func TestIdleTownNotRefreshed(t *testing.T) {
 	h := coordinatortest.Start(t, coordinator.Config{TokenTTL: time.Hour, RefreshInterval: 10 * time.Minute})
 	admin := h.AdminConn()
+	b, _ := json.Marshal(schemas.TownCreate{TownID: "idle"})
+	_, err := admin.Request("gastown.admin.town.create", b, 5*time.Second)
+	require.NoError(t, err)
 	base := h.Daemon.Server().NumClients()
 	src := startSource(t, h, "idle")
 	src.Close()
@@ -102,7 +105,7 @@ func TestIdleTownNotRefreshed(t *testing.T) {
 	// coordinator's and the test's own connections are left).
 	require.Eventually(t, func() bool { return h.Daemon.Server().NumClients() == base }, 5*time.Second, 5*time.Millisecond)
 	var res schemas.RotateResult
-	b, _ := json.Marshal(schemas.TownRequest{TownID: "idle"})
+	b, _ = json.Marshal(schemas.TownRequest{TownID: "idle"})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	require.NoError(t, bus.Call(ctx, admin, &nats.Msg{Subject: "gastown.admin.token.rotate", Data: b}, &res))

@@ -41,10 +41,11 @@ type rpcMethod struct {
 // method then runs there too when inline, or on its own goroutine.
 func (c *Coordinator) handleRPC(methods map[string]rpcMethod) nats.MsgHandler {
 	return func(m *nats.Msg) {
-		townID, _, err := schemas.ParseTownSubject(m.Subject)
+		townID, rest, err := schemas.ParseTownSubject(m.Subject)
 		if err != nil || !c.townReplyOK(m, townID) || !c.track() {
 			return
 		}
+		call := c.metrics.rpcCall(rest, c.cfg.Now)
 		h, caller, body, err := c.admitRPC(methods, m)
 		if err != nil || h.inline {
 			defer c.handlers.Done()
@@ -53,14 +54,19 @@ func (c *Coordinator) handleRPC(methods map[string]rpcMethod) nats.MsgHandler {
 				res, err = h.h(c.runCtx, caller, body)
 			}
 			c.answerRPC(m, res, err)
+			call.done(err)
 			return
 		}
-		c.spawnRPC(m, caller.TownID, func() {
+		refused := c.spawnRPC(m, caller.TownID, func() {
 			ctx, cancel := context.WithTimeout(c.runCtx, c.cfg.DispatchTimeout+c.cfg.RequestTimeout) // tools may dispatch
 			defer cancel()
 			res, err := h.h(ctx, caller, body)
 			c.answerRPC(m, res, err)
+			call.done(err)
 		})
+		if refused != nil {
+			call.done(refused)
+		}
 	}
 }
 

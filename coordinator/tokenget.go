@@ -35,10 +35,12 @@ func (c *Coordinator) handleTokenGet(m *nats.Msg) {
 	}
 	if err := bus.Respond(m, &schemas.TokenRotation{
 		TownID: townID, Token: token, IssuedAt: claims.Issued(), ExpiresAt: claims.Expires(), RevokedBefore: state.RevokedBefore,
+		HeartbeatIntervalMs: c.cfg.HeartbeatInterval.Milliseconds(),
 	}); err != nil {
 		c.log.Warn("answering token request", KeyTown, townID, KeyErr, err)
 		return
 	}
+	c.metrics.tokenGot()
 	c.idleMu.Lock()
 	delete(c.idleUntil, townID)
 	c.idleMu.Unlock()
@@ -52,5 +54,6 @@ func (c *Coordinator) handleTokenGet(m *nats.Msg) {
 	}); err != nil {
 		c.log.Warn("saving token schedule", KeyTown, townID, KeyErr, err)
 	}
+	c.containerArrived(townID)
 	c.log.Debug("token issued on request", KeyTown, townID, "container", req.ContainerID)
 }

@@ -26,6 +26,9 @@ type townTokens struct {
 	LastAckAt time.Time `json:"lastAckAt,omitzero"`
 	// RevokedBefore: every token of the town issued before it is refused.
 	RevokedBefore time.Time `json:"revokedBefore,omitzero"`
+	// Deleted: the town was deleted; only the revocation is kept, so the
+	// town's old tokens stay refused. Creating the town again clears it.
+	Deleted bool `json:"deleted,omitempty"`
 }
 
 // ErrStale is a compare-and-set write that kept losing to other writers.

@@ -31,7 +31,7 @@ func (c *Coordinator) createTown(ctx context.Context, req schemas.TownCreate) (T
 		}
 		return Town{}, err
 	}
-	if _, err := c.tokens.update(ctx, t.TownID, func(s *townTokens) { s.UserID = t.UserID }); err != nil {
+	if _, err := c.tokens.update(ctx, t.TownID, func(s *townTokens) { s.UserID, s.Deleted = t.UserID, false }); err != nil {
 		return Town{}, err
 	}
 	// One mayor per town. It belongs to the town's pseudo-rig MayorRig and
@@ -262,6 +262,10 @@ type TownStatus struct {
 	Rigs   []Rig   `json:"rigs"`
 	Agents []Agent `json:"agents"`
 	Beads  []Bead  `json:"beads"`
+	// Summary counts them and says whether the container is connected.
+	Summary schemas.TownSummary `json:"summary"`
+	// Convoys are the town's convoys with their progress.
+	Convoys []schemas.ConvoyStatus `json:"convoys"`
 }
 
 // townStatus lists a town's rigs, agents and beads.
@@ -279,5 +283,6 @@ func (c *Coordinator) townStatus(townID string) (TownStatus, error) {
 	sort.Slice(st.Rigs, func(i, j int) bool { return st.Rigs[i].RigID < st.Rigs[j].RigID })
 	sort.Slice(st.Agents, func(i, j int) bool { return st.Agents[i].AgentID < st.Agents[j].AgentID })
 	sort.Slice(st.Beads, func(i, j int) bool { return st.Beads[i].CreatedAt.Before(st.Beads[j].CreatedAt) })
+	st.Summary, st.Convoys = c.townSummary(t), c.convoysOf(townID)
 	return st, nil
 }

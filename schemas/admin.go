@@ -57,6 +57,8 @@ const (
 var AdminMethods = []string{
 	AdminTokenRotate, AdminTokenRevoke, AdminTownCreate, AdminRigAdd, AdminBeadCreate,
 	AdminSling, AdminStatus, AdminConvoy,
+	AdminTownList, AdminTownShow, AdminTownDelete, AdminRigList, AdminRigRemove,
+	AdminBeadList, AdminBeadShow, AdminConvoyList, AdminConvoyShow,
 }
 
 // AdminConvoyCreate creates a convoy in a town (the mayor's convoy.create,

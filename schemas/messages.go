@@ -182,6 +182,14 @@ type TokenRotation struct {
 	// revoked: a container whose connection still uses one moves to a new
 	// connection at once, instead of at half its connection's life.
 	RevokedBefore time.Time `json:"revokedBefore,omitzero"`
+	// HeartbeatIntervalMs is the coordinator's heartbeat interval: a
+	// container uses the newest one it received (v1.1). Zero means not said.
+	HeartbeatIntervalMs int64 `json:"heartbeatIntervalMs,omitempty"`
+}
+
+// HeartbeatInterval is HeartbeatIntervalMs as a duration (zero when not said).
+func (m *TokenRotation) HeartbeatInterval() time.Duration {
+	return time.Duration(m.HeartbeatIntervalMs) * time.Millisecond
 }
 
 func (*TokenRotation) MessageType() string { return TypeTokenRotation }
@@ -203,6 +211,9 @@ func (m *TokenRotation) Validate() error {
 	}
 	if !m.ExpiresAt.After(m.IssuedAt) {
 		return invalidf("expiresAt must be after issuedAt")
+	}
+	if m.HeartbeatIntervalMs < 0 {
+		return invalidf("heartbeatIntervalMs must not be negative")
 	}
 	return nil
 }
@@ -293,7 +304,9 @@ type StartAgentResult struct {
 	OK      bool   `json:"ok"`
 	AgentID string `json:"agentId"`
 	RunID   string `json:"runId"`
-	Error   string `json:"error,omitempty"`
+	// Code names the refusal of a failed start (v1.1, as in an Ack).
+	Code  Code   `json:"code,omitempty"`
+	Error string `json:"error,omitempty"`
 }
 
 func (*StartAgentResult) MessageType() string { return TypeStartAgentResult }
@@ -304,10 +317,28 @@ func (m *StartAgentResult) Validate() error {
 	if err := validIDs("agentId", m.AgentID, "runId", m.RunID); err != nil {
 		return err
 	}
-	if !m.OK && m.Error == "" {
+	switch {
+	case !m.OK && m.Error == "":
 		return invalidf("a failed start must say why in error")
+	case m.Code != "" && !m.Code.Known():
+		return invalidf("start result code %q is not a protocol code", m.Code)
+	case m.OK && m.Code != "":
+		return invalidf("an ok start result carries no code")
 	}
 	return nil
+}
+
+// Err is the refusal a failed StartAgentResult carries, as a *Error (code
+// internal when the sender named none), or nil when it started.
+func (m *StartAgentResult) Err() error {
+	if m.OK {
+		return nil
+	}
+	code := m.Code
+	if code == "" {
+		code = CodeInternal
+	}
+	return &Error{Code: code, Message: m.Error}
 }
 
 // StopAgent asks a container to stop an agent run.

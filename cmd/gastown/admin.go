@@ -31,6 +31,16 @@ func addAdminFlags(fs interface {
 
 // runAdmin connects as admin, calls method with body, and prints the result.
 func runAdmin(ctx context.Context, env Env, af adminFlags, method string, body interface{ Validate() error }) error {
+	var out json.RawMessage
+	if err := adminDo(ctx, env, af, method, body, &out); err != nil {
+		return err
+	}
+	return printJSON(env, out)
+}
+
+// adminDo connects as admin, calls method with body and decodes the
+// result into out.
+func adminDo(ctx context.Context, env Env, af adminFlags, method string, body interface{ Validate() error }, out any) error {
 	if err := body.Validate(); err != nil {
 		return errors.Mark(asFlagError(err, fieldFlags(body)), ErrUsage)
 	}
@@ -45,49 +55,61 @@ func runAdmin(ctx context.Context, env Env, af adminFlags, method string, body i
 	defer nc.Close()
 	ctx, cancel := context.WithTimeout(ctx, *af.timeout)
 	defer cancel()
-	var out json.RawMessage
-	if err := adminCall(ctx, nc, method, body, &out); err != nil {
-		return err
-	}
-	return printJSON(env, out)
+	return adminCall(ctx, nc, method, body, out)
 }
 
 const adminNote = "Connects as the 'admin' user with GASTOWN_ADMIN_PASSWORD and prints the result as JSON."
 
 func runTown(ctx context.Context, args []string, env Env) error {
-	if done, err := subcommand(args, "create", newFlags("town", "town create --town T [--owner U]", "Creates a town. "+adminNote, env), env); done {
-		return err
-	}
+	return runSubs(ctx, "town", args, env, []sub{
+		{"create", "create a town", runTownCreate},
+		{"list", "list every town", runTownList},
+		{"show", "show a town: owner, container, counts, rigs", runTownShow},
+		{"delete", "delete a town and every record of it, revoking its tokens", runTownDelete},
+	})
+}
+
+func runTownCreate(ctx context.Context, args []string, env Env) error {
 	fs := newFlags("town create", "town create --town T [--owner U]", "Creates a town owned by a user. "+adminNote, env)
 	town := fs.String("town", "", "town id (required)")
 	owner := fs.String("owner", "", "owner's user id (default: the town id)")
 	af := addAdminFlags(fs)
-	if done, err := parse(fs, args[1:], env); done {
+	if done, err := parse(fs, args, env); done {
 		return err
 	}
 	return runAdmin(ctx, env, af, schemas.AdminTownCreate, schemas.TownCreate{TownID: *town, UserID: *owner})
 }
 
 func runRig(ctx context.Context, args []string, env Env) error {
-	if done, err := subcommand(args, "add", newFlags("rig", "rig add --town T --rig R --git URL [--branch main]", "Adds a rig. "+adminNote, env), env); done {
-		return err
-	}
+	return runSubs(ctx, "rig", args, env, []sub{
+		{"add", "add a git repository to a town", runRigAdd},
+		{"list", "list a town's rigs", runRigList},
+		{"remove", "remove a rig and its agents", runRigRemove},
+	})
+}
+
+func runRigAdd(ctx context.Context, args []string, env Env) error {
 	fs := newFlags("rig add", "rig add --town T --rig R --git URL [--branch main]", "Adds a git repository to a town as a rig. "+adminNote, env)
 	town := fs.String("town", "", "town id (required)")
 	rig := fs.String("rig", "", "rig id (required)")
 	git := fs.String("git", "", "git URL of the repository, any URL git clones, including a local path (required)")
 	branch := fs.String("branch", "main", "the repository's default branch")
 	af := addAdminFlags(fs)
-	if done, err := parse(fs, args[1:], env); done {
+	if done, err := parse(fs, args, env); done {
 		return err
 	}
 	return runAdmin(ctx, env, af, schemas.AdminRigAdd, schemas.RigAdd{TownID: *town, RigID: *rig, GitURL: *git, DefaultBranch: *branch})
 }
 
 func runBead(ctx context.Context, args []string, env Env) error {
-	if done, err := subcommand(args, "create", newFlags("bead", "bead create --town T --title TEXT [--rig R] [--body TEXT] [--id B] [--type issue]", "Creates a bead. "+adminNote, env), env); done {
-		return err
-	}
+	return runSubs(ctx, "bead", args, env, []sub{
+		{"create", "create a bead: a unit of work", runBeadCreate},
+		{"list", "list a town's beads", runBeadList},
+		{"show", "show one bead", runBeadShow},
+	})
+}
+
+func runBeadCreate(ctx context.Context, args []string, env Env) error {
 	fs := newFlags("bead create", "bead create --town T --title TEXT [--rig R] [--body TEXT] [--id B] [--type issue]", "Creates a bead: a unit of work. "+adminNote, env)
 	town := fs.String("town", "", "town id (required)")
 	title := fs.String("title", "", "what is to be done (required)")
@@ -96,23 +118,28 @@ func runBead(ctx context.Context, args []string, env Env) error {
 	id := fs.String("id", "", "bead id (default: made up)")
 	typ := fs.String("type", "issue", "bead type: issue, message, merge_request, convoy, escalation")
 	af := addAdminFlags(fs)
-	if done, err := parse(fs, args[1:], env); done {
+	if done, err := parse(fs, args, env); done {
 		return err
 	}
 	return runAdmin(ctx, env, af, schemas.AdminBeadCreate, schemas.BeadCreate{TownID: *town, BeadID: *id, Type: *typ, RigID: *rig, Title: *title, Body: *body})
 }
 
 func runConvoy(ctx context.Context, args []string, env Env) error {
-	if done, err := subcommand(args, "create", newFlags("convoy", "convoy create --town T --title TEXT --beads B1,B2,...", "Creates a convoy. "+adminNote, env), env); done {
-		return err
-	}
+	return runSubs(ctx, "convoy", args, env, []sub{
+		{"create", "create a convoy tracking beads", runConvoyCreate},
+		{"list", "list a town's convoys with their progress", runConvoyList},
+		{"show", "show one convoy's progress", runConvoyShow},
+	})
+}
+
+func runConvoyCreate(ctx context.Context, args []string, env Env) error {
 	fs := newFlags("convoy create", "convoy create --town T --title TEXT --beads B1,B2,...",
 		"Creates a convoy tracking beads; it lands when all of them are closed. "+adminNote, env)
 	town := fs.String("town", "", "town id (required)")
 	title := fs.String("title", "", "what the convoy delivers (required)")
 	beads := fs.String("beads", "", "comma-separated bead ids (required)")
 	af := addAdminFlags(fs)
-	if done, err := parse(fs, args[1:], env); done {
+	if done, err := parse(fs, args, env); done {
 		return err
 	}
 	var ids []string
@@ -135,17 +162,14 @@ func runSling(ctx context.Context, args []string, env Env) error {
 	if done, err := parse(fs, args, env); done {
 		return err
 	}
-	return runAdmin(ctx, env, af, schemas.AdminSling, schemas.Sling{TownID: *town, BeadID: *bead, RigID: *rig, AgentID: *agent})
-}
-
-func runStatus(ctx context.Context, args []string, env Env) error {
-	fs := newFlags("status", "status --town T", "Prints a town's rigs, agents and beads. "+adminNote, env)
-	town := fs.String("town", "", "town id (required)")
-	af := addAdminFlags(fs)
-	if done, err := parse(fs, args, env); done {
+	var res schemas.SlingResult
+	if err := adminDo(ctx, env, af, schemas.AdminSling, schemas.Sling{TownID: *town, BeadID: *bead, RigID: *rig, AgentID: *agent}, &res); err != nil {
 		return err
 	}
-	return runAdmin(ctx, env, af, schemas.AdminStatus, schemas.TownRequest{TownID: *town})
+	if err := printJSON(env, res); err != nil {
+		return err
+	}
+	return slingNotDispatched(res)
 }
 
 // subcommand checks that args start with the verb's one subcommand; bare

@@ -17,13 +17,26 @@ fresh one at start, storing each pushed one in the token file before
 acknowledging it), starts the agents the coordinator dispatches as child
 processes, each in a workspace of its own (a git clone for polecats and the
 refinery, an empty directory for the mayor and triage agents), and sends a
-heartbeat listing them every --heartbeat. Ctrl-C stops the agents (SIGTERM,
+heartbeat listing them at the interval the coordinator sends with every
+token (--heartbeat until it has). Ctrl-C stops the agents (SIGTERM,
 then SIGKILL after --stop-grace) and exits.
 
-Agents get GASTOWN_TOWN_ID, GASTOWN_RIG_ID, GASTOWN_AGENT_ID,
-GASTOWN_AGENT_ROLE, GASTOWN_RUN_ID, GASTOWN_NATS_URL and GASTOWN_TOKEN_FILE
+When the bus is lost it reconnects, waiting --reconnect-min doubling to
+--reconnect-max, and logs the cause once: unreachable, refused (the token
+revoked, signed with another secret, or expired past the recovery window),
+or the coordinator still starting. A token refused for --refused-exit-after
+cannot recover (a revocation is final): the container stops its agents and
+exits with status 1, so that a supervisor restarts it with a fresh bootstrap
+token (gastown token mint --town T).
+
+An agent's environment is an allow-list, never inherited: GASTOWN_TOWN_ID,
+GASTOWN_RIG_ID, GASTOWN_AGENT_ID, GASTOWN_AGENT_ROLE, GASTOWN_RUN_ID,
+GASTOWN_BEAD_ID, GASTOWN_PROMPT, GASTOWN_NATS_URL and GASTOWN_TOKEN_FILE
 (and GASTOWN_NATS_CA, GASTOWN_NATS_CERT, GASTOWN_NATS_KEY, absolute paths,
-when TLS files are given), never the token itself. Their output goes to <workdir>/logs/<agent>-<run>.log.
+when TLS files are given); PATH, HOME, LANG and TZ; the dispatch's env; and
+the variables named by --pass-env. Never the token itself nor the
+container's own settings. Their output goes to
+<workdir>/logs/<agent>-<run>.log.
 
 Environment:
   GASTOWN_CONTAINER_TOKEN  the bootstrap container token (required);
@@ -34,11 +47,34 @@ Environment:
   GASTOWN_NATS_CERT        default for --tls-cert
   GASTOWN_NATS_KEY         default for --tls-key
   GASTOWN_CONTAINER_ID     default for --id
+  GASTOWN_TOKEN_FILE       default for --token-file
+  GASTOWN_AGENT_COMMAND    when set, the command line (run by sh -c) of
+                           every agent, over --config and the --<role>-cmd
+                           flags; GASTOWN_AGENT_COMMAND_<ROLE> (e.g.
+                           GASTOWN_AGENT_COMMAND_POLECAT) for one role
 A flag's own variable (GASTOWN_SERVER, GASTOWN_ID: see Flags) wins over
 these.
 
 --config FILE is JSON: {"commands": {"polecat": ["prog", "arg"], ...}};
 the --<role>-cmd flags override it.`
+
+// EnvAgentCommand, when set, is the command line of every agent a container
+// starts (PROTOCOL.md, Running a container); EnvAgentCommand_<ROLE> of one
+// role's.
+const EnvAgentCommand = "GASTOWN_AGENT_COMMAND"
+
+// envAgentCommands sets the commands GASTOWN_AGENT_COMMAND (every role)
+// and GASTOWN_AGENT_COMMAND_<ROLE> (one role, over the first) name, each
+// run by sh -c, over the configured ones.
+func envAgentCommands(getenv func(string) string, commands map[string][]string) {
+	for _, role := range []string{schemas.RoleMayor, schemas.RolePolecat, schemas.RoleRefinery, schemas.RoleTriage} {
+		for _, name := range []string{EnvAgentCommand, EnvAgentCommand + "_" + strings.ToUpper(role)} {
+			if line := strings.TrimSpace(getenv(name)); line != "" {
+				commands[role] = []string{"sh", "-c", line}
+			}
+		}
+	}
+}
 
 func runContainer(ctx context.Context, args []string, env Env) error {
 	fs := newFlags("container", "container [flags]", containerDesc, env)
@@ -51,9 +87,14 @@ func runContainer(ctx context.Context, args []string, env Env) error {
 	id := fs.String("id", env.Getenv(agentclient.EnvContainerID), "container id in heartbeats (default: the host name)")
 	workdir := fs.String("workdir", "./container", "directory for workspaces, logs and the token file")
 	tokenFile := fs.String("token-file", env.Getenv(agentclient.EnvTokenFile), "where agents read the newest token (default: GASTOWN_TOKEN_FILE, or <workdir>/token)")
-	heartbeat := fs.Duration("heartbeat", agentclient.DefaultHeartbeatInterval, "heartbeat interval")
+	heartbeat := fs.Duration("heartbeat", agentclient.DefaultHeartbeatInterval, "heartbeat interval until the coordinator sends its own (with every token)")
 	grace := fs.Duration("stop-grace", agentclient.DefaultStopGrace, "wait between SIGTERM and SIGKILL when stopping an agent")
 	config := fs.String("config", "", "JSON file with the agent commands per role")
+	reconnectMin := fs.Duration("reconnect-min", agentclient.DefaultReconnectMin, "wait before the first reconnect attempt; it doubles with each failed one (±25% jitter)")
+	reconnectMax := fs.Duration("reconnect-max", agentclient.DefaultReconnectMax, "longest wait between reconnect attempts")
+	refusedExit := fs.Duration("refused-exit-after", agentclient.DefaultRefusedExitAfter,
+		"exit with status 1 once the bus has refused the token this long (revoked, another secret, expired); 0 never")
+	passEnv := fs.String("pass-env", "", "comma-separated names of variables of this environment that agents get too (never GASTOWN_ ones)")
 	tlsf := addTLSFlags(fs)
 	roleCmds := map[string]*string{}
 	for _, role := range []string{schemas.RoleMayor, schemas.RolePolecat, schemas.RoleRefinery, schemas.RoleTriage} {
@@ -92,12 +133,29 @@ func runContainer(ctx context.Context, args []string, env Env) error {
 			commands[role] = f
 		}
 	}
+	envAgentCommands(env.Getenv, commands)
 	if len(commands) == 0 {
 		return errors.Mark(errors.WithHint(errors.New("no agent commands configured"),
-			"give --polecat-cmd and the others, or --config; e.g. --polecat-cmd \"gastown agent sim\""), ErrUsage)
+			"give --polecat-cmd and the others, or --config, or set "+EnvAgentCommand+"; e.g. --polecat-cmd \"gastown agent sim\""), ErrUsage)
+	}
+	var pass []string
+	for n := range strings.SplitSeq(*passEnv, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			pass = append(pass, n)
+		}
+	}
+	if err := agentclient.ValidatePassEnv(pass); err != nil {
+		return errors.Mark(errors.Wrap(err, "--pass-env"), ErrUsage)
 	}
 	src := agentclient.ConfigFromEnv(env.Getenv)
 	src.URL, src.ContainerID, src.TokenFile, src.Logger = *server, *id, *tokenFile, log
+	if *reconnectMin <= 0 || *reconnectMax < *reconnectMin || *refusedExit < 0 {
+		return errors.Mark(errors.New("--reconnect-min must be positive and at most --reconnect-max, and --refused-exit-after not negative"), ErrUsage)
+	}
+	src.ReconnectMin, src.ReconnectMax, src.RefusedExitAfter = *reconnectMin, *reconnectMax, *refusedExit
+	if *refusedExit == 0 {
+		src.RefusedExitAfter = -1 // never
+	}
 	if src.TLS, err = tlsf.resolve(env); err != nil {
 		return err
 	}
@@ -114,7 +172,7 @@ func runContainer(ctx context.Context, args []string, env Env) error {
 	}
 	return agentclient.RunContainer(ctx, agentclient.ContainerConfig{
 		Source:            src,
-		Runner:            agentclient.RunnerConfig{WorkDir: *workdir, Commands: commands, StopGrace: *grace, Logger: log},
+		Runner:            agentclient.RunnerConfig{WorkDir: *workdir, Commands: commands, PassEnv: pass, StopGrace: *grace, Logger: log},
 		HeartbeatInterval: *heartbeat,
 	})
 }

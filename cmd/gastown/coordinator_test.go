@@ -60,13 +60,22 @@ func TestCoordinatorEndToEnd(t *testing.T) {
 		}
 		callEnv, out, _ := envOf(vars)
 		callEnv.Stderr = io.Discard
-		err := Run(ctx, []string{"token", "rotate", "--town", "A", "--server", url, "--timeout", "2s"}, callEnv)
+		err := Run(ctx, []string{"town", "list", "--server", url, "--timeout", "2s"}, callEnv)
 		if err != nil {
 			continue
 		}
-		require.NoError(t, json.Unmarshal([]byte(out.String()), &rotated), out.String())
+		require.Contains(t, out.String(), "no towns yet")
 		ready = true
 	}
+	coordinatorReady(t, logs) // stopped before, it would end with an error
+	_, _, err := run(t, vars, "token", "rotate", "--town", "A", "--server", url)
+	require.Error(t, err, "no town A yet")
+	require.Equal(t, 13, exitCode(err), "not_found")
+	_, _, err = run(t, vars, "town", "create", "--town", "A", "--server", url)
+	require.NoError(t, err)
+	stdout, _, err := run(t, vars, "token", "rotate", "--town", "A", "--server", url)
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal([]byte(stdout), &rotated), stdout)
 	require.Equal(t, "A", rotated.TownID)
 	require.True(t, rotated.Idle, "no container of A is connected")
 	require.False(t, rotated.Acknowledged)

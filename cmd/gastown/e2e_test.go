@@ -120,6 +120,18 @@ func adminCLI(t *testing.T, vars map[string]string, url string) func(args ...str
 	}
 }
 
+// slingOrHooked slings a bead. The container may not be connected yet:
+// then sling exits 15 with the bead hooked, to be dispatched as soon as the
+// container connects.
+func slingOrHooked(t *testing.T, vars map[string]string, args ...string) {
+	t.Helper()
+	_, _, err := run(t, vars, append(append([]string{"sling"}, args...), "--timeout", "5s")...)
+	if err != nil {
+		require.Equal(t, 15, exitCode(err), "%v", printed(err))
+		require.Contains(t, printed(err), "dispatched as soon as the town's container connects")
+	}
+}
+
 var jwtPattern = regexp.MustCompile(`eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}`)
 
 // TestEndToEndSimFlow runs the whole flow with real processes: the
@@ -163,11 +175,11 @@ func TestEndToEndSimFlow(t *testing.T) {
 	var convoy coordinator.Bead
 	require.NoError(t, json.Unmarshal([]byte(admin("convoy", "create", "--town", "e2e", "--title", "Three", "--beads", "one,two,three")), &convoy))
 	for _, b := range []string{"one", "two", "three"} {
-		admin("sling", "--town", "e2e", "--bead", b)
+		slingOrHooked(t, vars, "--town", "e2e", "--bead", b, "--server", url)
 	}
 	require.Eventually(t, func() bool {
 		var st coordinator.TownStatus
-		if json.Unmarshal([]byte(admin("status", "--town", "e2e")), &st) != nil {
+		if json.Unmarshal([]byte(admin("status", "--town", "e2e", "--json")), &st) != nil {
 			return false
 		}
 		for _, b := range st.Beads {
@@ -263,7 +275,7 @@ func TestKilledContainerWorkRedispatched(t *testing.T) {
 	out := t.TempDir()
 	container := func() *exec.Cmd {
 		cmd := exec.Command(bin, "container", "--server", url, "--workdir", t.TempDir(), "--heartbeat", "100ms",
-			"--polecat-cmd", script, "--mayor-cmd", script)
+			"--polecat-cmd", script, "--mayor-cmd", script, "--pass-env", "AGENT_OUT") // agents get only what is passed
 		cmd.Env = append(os.Environ(), "GASTOWN_CONTAINER_TOKEN="+strings.TrimSpace(token), "AGENT_OUT="+out)
 		require.NoError(t, cmd.Start())
 		t.Cleanup(func() {
@@ -277,7 +289,7 @@ func TestKilledContainerWorkRedispatched(t *testing.T) {
 	}
 	agentRun := func(agent string) (run, status string) {
 		var st coordinator.TownStatus
-		require.NoError(t, json.Unmarshal([]byte(admin("status", "--town", "k")), &st))
+		require.NoError(t, json.Unmarshal([]byte(admin("status", "--town", "k", "--json")), &st))
 		for _, a := range st.Agents {
 			if a.AgentID == agent {
 				return a.RunID, a.Status
@@ -380,7 +392,7 @@ func TestWorkSurvivesCoordinatorRestart(t *testing.T) {
 
 	landed := assert.Eventually(t, func() bool {
 		var st coordinator.TownStatus
-		if json.Unmarshal([]byte(admin("status", "--town", "rs")), &st) != nil {
+		if json.Unmarshal([]byte(admin("status", "--town", "rs", "--json")), &st) != nil {
 			return false
 		}
 		for _, b := range st.Beads {

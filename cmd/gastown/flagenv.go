@@ -30,7 +30,7 @@ and names its town and identity, never an admin's choice).`
 // where and how long to call, never in what they act on (a --town from an
 // agent's GASTOWN_TOWN_ID, say, would act on the wrong town by surprise).
 var envBound = map[string][]string{
-	"coordinator":   {"*"},
+	"coordinator": {"*"},
 	// A container's TLS flags are a client's, read from GASTOWN_NATS_CA,
 	// _CERT and _KEY (what its agents get too): GASTOWN_TLS_CERT is the
 	// coordinator's server certificate, and must not become a container's

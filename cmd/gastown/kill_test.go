@@ -201,7 +201,7 @@ func TestKilledCoordinatorMidRotation(t *testing.T) {
 	admin := adminCLI(t, vars, url)
 	status := func(town string) coordinator.TownStatus {
 		var st coordinator.TownStatus
-		require.NoError(t, json.Unmarshal([]byte(admin("status", "--town", town)), &st))
+		require.NoError(t, json.Unmarshal([]byte(admin("status", "--town", town, "--json")), &st))
 		return st
 	}
 

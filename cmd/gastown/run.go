@@ -33,15 +33,17 @@ func verbs() []verb {
 		{"coordinator", "run the coordinator daemon (embedded NATS by default)", runCoordinator},
 		{"container", "run a town's container: its agents, token file and heartbeats", runContainer},
 		{"token", "mint, rotate or revoke a town's container token", runToken},
-		{"town", "create a town (admin)", runTown},
-		{"rig", "add a rig: a git repository of a town (admin)", runRig},
-		{"bead", "create a bead: a unit of work (admin)", runBead},
-		{"convoy", "create a convoy of beads (admin)", runConvoy},
+		{"town", "create, list, show or delete towns (admin)", runTown},
+		{"rig", "add, list or remove rigs: git repositories of a town (admin)", runRig},
+		{"bead", "create, list or show beads: units of work (admin)", runBead},
+		{"convoy", "create, list or show convoys of beads (admin)", runConvoy},
 		{"sling", "hook a bead to a polecat and dispatch it (admin)", runSling},
 		{"ops", "write a nats CLI context for the read-only ops identity", runOps},
-		{"status", "show a town's rigs, agents and beads (admin)", runStatus},
+		{"status", "show towns, or a town's agents, beads and convoys, as tables (admin)", runStatus},
 		{"tool", "call a coordinator tool as this agent (inside a container)", runTool},
 		{"agent", "run a built-in agent (agent sim: no LLM needed)", runAgent},
+		{"version", "print the version, commit and Go version of this binary", runVersion},
+		{"conformance", "prove a container, in any language, against docs/PROTOCOL.md", runConformance},
 	}
 }
 
@@ -78,6 +80,8 @@ func Run(ctx context.Context, args []string, env Env) error {
 	case "-h", "-help", "--help", "help":
 		usageTop(env.Stdout)
 		return nil
+	case "--version", "-version":
+		return runVersion(ctx, args[1:], env)
 	}
 	for _, v := range verbs() {
 		if v.name == args[0] {

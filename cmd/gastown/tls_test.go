@@ -103,10 +103,10 @@ func TestTLSEndToEnd(t *testing.T) {
 	}, "container", "--server", url, "--workdir", work, "--heartbeat", "200ms",
 		"--polecat-cmd", sim, "--refinery-cmd", sim, "--triage-cmd", sim, "--mayor-cmd", sim)
 	admin("bead", "create", "--town", "tls", "--rig", "app", "--id", "login", "--title", "Add login")
-	admin("sling", "--town", "tls", "--bead", "login")
+	slingOrHooked(t, vars, append([]string{"--town", "tls", "--bead", "login", "--server", url}, tlsArgs...)...)
 	require.Eventually(t, func() bool {
 		var st coordinator.TownStatus
-		if json.Unmarshal([]byte(admin("status", "--town", "tls")), &st) != nil {
+		if json.Unmarshal([]byte(admin("status", "--town", "tls", "--json")), &st) != nil {
 			return false
 		}
 		for _, b := range st.Beads {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/cockroachdb/errors"
@@ -155,17 +156,22 @@ func adminCall(ctx context.Context, nc *nats.Conn, method string, body, out any)
 		return errors.Wrap(err, "encoding request")
 	}
 	err = bus.Call(ctx, nc, &nats.Msg{Subject: subject, Data: b}, out)
-	if errors.Is(err, schemas.ErrUnavailable) {
+	if errors.Is(err, schemas.ErrUnavailable) && errors.Is(err, nats.ErrNoResponders) {
 		return errors.WithHint(err, "no coordinator answered: is it running on this bus?")
+	}
+	if errors.Is(err, schemas.ErrNotFound) {
+		return errors.WithHint(err, "see what exists: gastown town list, or gastown rig|bead|convoy list --town T")
 	}
 	return err
 }
 
-func printJSON(env Env, v any) error {
+func printJSON(env Env, v any) error { return printJSONTo(env.Stdout, v) }
+
+func printJSONTo(w io.Writer, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return errors.Wrap(err, "encoding output")
 	}
-	_, err = fmt.Fprintln(env.Stdout, string(b))
+	_, err = fmt.Fprintln(w, string(b))
 	return err
 }

@@ -34,27 +34,28 @@ type Harness struct {
 
 // Start runs a daemon with cfg (zero fields get test defaults: a random
 // secret, a free loopback port, a temporary data directory) and stops it
-// when the test ends.
-func Start(t testing.TB, cfg coordinator.Config) *Harness {
+// when the test ends. opts change the daemon's settings before it starts
+// (MetricsListen, say); restarts keep them.
+func Start(t testing.TB, cfg coordinator.Config, opts ...func(*coordinator.DaemonConfig)) *Harness {
 	t.Helper()
-	return StartIn(t, cfg, t.TempDir())
+	return StartIn(t, cfg, t.TempDir(), opts...)
 }
 
 // StartIn is Start with the JetStream store in dataDir.
-func StartIn(t testing.TB, cfg coordinator.Config, dataDir string) *Harness {
+func StartIn(t testing.TB, cfg coordinator.Config, dataDir string, opts ...func(*coordinator.DaemonConfig)) *Harness {
 	t.Helper()
-	return startWith(t, cfg, dataDir, bus.Config{})
+	return startWith(t, cfg, dataDir, bus.Config{}, opts...)
 }
 
 // StartWith is Start with the embedded server configured by bc (TLS,
 // monitoring); its Listen and DataDir are the harness's, and empty ops and
 // admin passwords are the test ones.
-func StartWith(t testing.TB, cfg coordinator.Config, bc bus.Config) *Harness {
+func StartWith(t testing.TB, cfg coordinator.Config, bc bus.Config, opts ...func(*coordinator.DaemonConfig)) *Harness {
 	t.Helper()
-	return startWith(t, cfg, t.TempDir(), bc)
+	return startWith(t, cfg, t.TempDir(), bc, opts...)
 }
 
-func startWith(t testing.TB, cfg coordinator.Config, dataDir string, bc bus.Config) *Harness {
+func startWith(t testing.TB, cfg coordinator.Config, dataDir string, bc bus.Config, opts ...func(*coordinator.DaemonConfig)) *Harness {
 	t.Helper()
 	secret := make([]byte, 32)
 	_, _ = rand.Read(secret)
@@ -76,6 +77,9 @@ func startWith(t testing.TB, cfg coordinator.Config, dataDir string, bc bus.Conf
 		bc.AdminPassword = "admin-test-password"
 	}
 	h.Config = coordinator.DaemonConfig{Config: cfg, Bus: bc}
+	for _, o := range opts {
+		o(&h.Config)
+	}
 	h.start()
 	// Restarts reuse the port containers know.
 	h.listen = h.Daemon.Server().Addr().String()

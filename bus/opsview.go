@@ -1,0 +1,344 @@
+package bus
+
+import (
+	"bytes"
+	"context"
+	"hash/maphash"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/errors"
+	"github.com/gastown/gastown/schemas"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// The ops view: the server copies every state bucket (but the leases) into
+// a bucket of the same name in the ops account, where the operator reads it
+// with the nats CLI. The copy is made by watching the state bucket on the
+// state account and writing what is seen, so no JetStream path joins the
+// two accounts: a mirror would need the ops account to reach the state
+// account's consumer API, and JetStream answers there on the requester's
+// behalf (a consumer-create answer is itself a valid consumer-create
+// request). The operator can still make its own JetStream write into its
+// copy (a reply aimed at $KV.…); the copier notices (the copy's stream has
+// messages it did not write) and restores the copy from the state.
+
+// opsBuckets are the buckets copied. The leases change every few seconds
+// per town and say only which coordinator runs a town's loops: not worth
+// doubling those writes.
+var opsBuckets = slices.DeleteFunc(slices.Clone(schemas.StateBuckets), func(b string) bool { return b == schemas.BucketLeases })
+
+// opsCopyCheck is how often a copy is checked for messages the copier did
+// not write.
+const opsCopyCheck = 5 * time.Second
+
+// opsView is the running copier, owned by the Server.
+type opsView struct {
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
+	state, ops *nats.Conn
+}
+
+// StartOpsView starts copying each state bucket that exists into the ops
+// account, and returns once the copies are set up (their first contents
+// follow within moments). The coordinator calls it once its buckets exist;
+// Close stops it. Calling it again restarts the copiers, so buckets made
+// since are copied too.
+func (s *Server) StartOpsView(ctx context.Context) error {
+	s.stopOpsView()
+	state, err := s.connectAs(stateUser, "gastown-ops-copy-source")
+	if err != nil {
+		return err
+	}
+	ops, err := s.connectAs(opsCopyUser, "gastown-ops-copy")
+	if err != nil {
+		s.closeGone(state)
+		return err
+	}
+	v := &opsView{state: state, ops: ops}
+	runCtx, cancel := context.WithCancel(context.Background())
+	v.cancel = cancel
+	if err := v.start(ctx, runCtx, s); err != nil {
+		cancel()
+		v.wg.Wait()
+		s.closeGone(state)
+		s.closeGone(ops)
+		return errors.Wrap(err, "copying the state for operators")
+	}
+	s.opsMu.Lock()
+	s.ops = v
+	s.opsMu.Unlock()
+	return nil
+}
+
+// stopOpsView stops the copiers, if running, and waits for them.
+func (s *Server) stopOpsView() {
+	s.opsMu.Lock()
+	v := s.ops
+	s.ops = nil
+	s.opsMu.Unlock()
+	if v == nil {
+		return
+	}
+	v.cancel()
+	v.wg.Wait()
+	s.closeGone(v.state)
+	s.closeGone(v.ops)
+}
+
+func (v *opsView) start(ctx, runCtx context.Context, s *Server) error {
+	src, err := jetstream.New(v.state)
+	if err != nil {
+		return errors.Wrap(err, "opening the state account's JetStream")
+	}
+	dst, err := jetstream.New(v.ops)
+	if err != nil {
+		return errors.Wrap(err, "opening the ops account's JetStream")
+	}
+	for _, b := range opsBuckets {
+		from, err := src.KeyValue(ctx, b)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			continue
+		}
+		if err != nil {
+			return errors.Wrapf(err, "opening %s", b)
+		}
+		to, stream, err := opsCopyOf(ctx, dst, from)
+		if err != nil {
+			return err
+		}
+		w, err := from.WatchAll(runCtx)
+		if err != nil {
+			return errors.Wrapf(err, "watching %s", b)
+		}
+		deleted := make(chan struct{}, 1)
+		sub, err := v.ops.Subscribe("$JS.EVENT.ADVISORY.STREAM.DELETED.KV_"+b, func(*nats.Msg) {
+			select {
+			case deleted <- struct{}{}:
+			default:
+			}
+		})
+		if err != nil {
+			_ = w.Stop()
+			return errors.Wrapf(err, "watching the ops copy of %s", b)
+		}
+		c := &copier{bucket: b, src: from, dst: to, js: dst, stream: stream, deleted: deleted, seen: map[string]uint64{}, s: s, seed: maphash.MakeSeed()}
+		v.wg.Go(func() {
+			defer func() { _ = sub.Unsubscribe() }()
+			c.run(runCtx, w)
+		})
+	}
+	return nil
+}
+
+// opsCopyOf makes (or opens) the ops account's bucket for from: the same
+// name and history, purges denied, consumers that vanish after
+// opsConsumerInactive.
+func opsCopyOf(ctx context.Context, dst jetstream.JetStream, from jetstream.KeyValue) (jetstream.KeyValue, jetstream.Stream, error) {
+	to, err := dst.KeyValue(ctx, from.Bucket())
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		st, serr := from.Status(ctx)
+		if serr != nil {
+			return nil, nil, errors.Wrapf(serr, "reading %s", from.Bucket())
+		}
+		to, err = dst.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      from.Bucket(),
+			Description: "copy of the state bucket, for operators; written by the server only",
+			History:     uint8(st.History()),
+			TTL:         st.TTL(),
+			Storage:     jetstream.FileStorage,
+		})
+	}
+	if err != nil {
+		return nil, nil, errors.Wrapf(err, "making the ops copy of %s", from.Bucket())
+	}
+	stream, err := dst.Stream(ctx, "KV_"+from.Bucket())
+	if err != nil {
+		return nil, nil, errors.Wrapf(err, "opening the ops copy of %s", from.Bucket())
+	}
+	// JetStream answers on whatever reply subject the operator names, and
+	// some answers are empty (a direct get's 404, the end of a batch): an
+	// empty body aimed at the ops account's own API purges or deletes a
+	// stream. Purges are denied here; a deleted copy is made again at
+	// once (the copier watches for it).
+	if cfg := stream.CachedInfo().Config; !cfg.DenyPurge || cfg.AllowRollup || cfg.ConsumerLimits.InactiveThreshold != opsConsumerInactive {
+		cfg.DenyPurge, cfg.AllowRollup = true, false // the copier deletes with markers, never rolls up
+		cfg.ConsumerLimits.InactiveThreshold = opsConsumerInactive
+		if stream, err = dst.UpdateStream(ctx, cfg); err != nil {
+			return nil, nil, errors.Wrapf(err, "limiting the ops copy of %s", from.Bucket())
+		}
+	}
+	return to, stream, nil
+}
+
+// copier keeps one ops copy true. Only its goroutine touches its fields.
+type copier struct {
+	bucket   string
+	src, dst jetstream.KeyValue
+	js       jetstream.JetStream // the ops account's
+	stream   jetstream.Stream
+	// deleted is told when the copy's stream is deleted.
+	deleted <-chan struct{}
+	s       *Server
+	seed    maphash.Seed
+	// seen is a hash of each live key's value in the state.
+	seen map[string]uint64
+	// expect is the copy's last sequence: every write of the copier adds
+	// exactly one message (a value or a delete marker), so a copy whose
+	// stream has another last sequence was written by someone else.
+	expect uint64
+	known  bool // expect is known
+	ready  bool
+}
+
+func (c *copier) run(ctx context.Context, w jetstream.KeyWatcher) {
+	defer func() { _ = w.Stop() }()
+	t := time.NewTicker(opsCopyCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+			if e == nil { // the state's present contents are all seen
+				_ = c.restore(ctx, false)
+				c.ready = true
+				continue
+			}
+			c.apply(ctx, e)
+		case <-c.deleted:
+			c.remake(ctx)
+		case <-t.C:
+			if c.ready {
+				c.check(ctx)
+			}
+		}
+	}
+}
+
+// apply copies one change of the state. Before the copy is ready (the
+// present contents, after a restart) it writes only what differs, so a
+// restart does not rewrite every key.
+func (c *copier) apply(ctx context.Context, e jetstream.KeyValueEntry) {
+	var err error
+	switch e.Operation() {
+	case jetstream.KeyValuePut:
+		c.seen[e.Key()] = maphash.Bytes(c.seed, e.Value())
+		if !c.ready && c.holds(ctx, e.Key(), e.Value()) {
+			return
+		}
+		_, err = c.dst.Put(ctx, e.Key(), e.Value())
+	default: // deleted or purged
+		delete(c.seen, e.Key())
+		if !c.ready && c.holds(ctx, e.Key(), nil) {
+			return
+		}
+		err = c.dst.Delete(ctx, e.Key())
+	}
+	if err != nil {
+		c.s.log.Warn("copying state for operators", "bucket", c.bucket, KeyErr, err)
+		c.known = false // re-read at the next check
+		return
+	}
+	c.expect++
+}
+
+// holds reports whether the copy already has value for key (nil: no key).
+func (c *copier) holds(ctx context.Context, key string, value []byte) bool {
+	e, err := c.dst.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return value == nil
+	}
+	return err == nil && value != nil && bytes.Equal(e.Value(), value)
+}
+
+// remake makes the copy again after its stream was deleted, and fills it.
+func (c *copier) remake(ctx context.Context) {
+	to, stream, err := opsCopyOf(ctx, c.js, c.src)
+	if err != nil {
+		c.s.log.Warn("making the operators' copy again", "bucket", c.bucket, KeyErr, err)
+		c.known = false
+		return
+	}
+	c.dst, c.stream = to, stream
+	n := 0
+	if c.ready {
+		n = c.restore(ctx, true)
+	}
+	c.s.log.Warn("the operators' copy of a state bucket was deleted; made again", "bucket", c.bucket, "keys", n)
+}
+
+// check restores the copy when it has messages the copier did not write,
+// and makes it again if it is gone.
+func (c *copier) check(ctx context.Context) {
+	info, err := c.stream.Info(ctx)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		c.remake(ctx)
+		return
+	}
+	if err != nil {
+		return
+	}
+	if last := info.State.LastSeq; !c.known {
+		c.expect, c.known = last, true
+	} else if last != c.expect {
+		if n := c.restore(ctx, true); n > 0 {
+			c.s.log.Warn("the operators' copy of a state bucket held writes not made by the server; restored", "bucket", c.bucket, "count", n)
+		}
+	}
+}
+
+// restore makes the copy hold exactly the state: keys the state does not
+// have are deleted, and (when full) every value is compared and rewritten
+// where it differs.
+func (c *copier) restore(ctx context.Context, full bool) (fixed int) {
+	keys, err := c.dst.ListKeys(ctx)
+	if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
+		c.s.log.Warn("checking the operators' copy", "bucket", c.bucket, KeyErr, err)
+		return 0
+	}
+	if keys != nil {
+		for k := range keys.Keys() {
+			want, ok := c.seen[k]
+			if !ok {
+				if c.dst.Delete(ctx, k) == nil {
+					fixed++
+				}
+				continue
+			}
+			if !full {
+				continue
+			}
+			got, err := c.dst.Get(ctx, k)
+			if err == nil && maphash.Bytes(c.seed, got.Value()) == want {
+				continue
+			}
+			if e, err := c.src.Get(ctx, k); err == nil {
+				if _, err := c.dst.Put(ctx, k, e.Value()); err == nil {
+					fixed++
+				}
+			}
+		}
+	}
+	if full {
+		for k := range c.seen { // keys the operator deleted from its copy
+			if _, err := c.dst.Get(ctx, k); errors.Is(err, jetstream.ErrKeyNotFound) {
+				if e, err := c.src.Get(ctx, k); err == nil {
+					if _, err := c.dst.Put(ctx, k, e.Value()); err == nil {
+						fixed++
+					}
+				}
+			}
+		}
+	}
+	c.known = false
+	if info, err := c.stream.Info(ctx); err == nil {
+		c.expect, c.known = info.State.LastSeq, true
+	}
+	return fixed
+}
