@@ -29,22 +29,29 @@ and names its town and identity, never an admin's choice).`
 // their environment (systemd units, containers); the admin verbs only in
 // where and how long to call, never in what they act on (a --town from an
 // agent's GASTOWN_TOWN_ID, say, would act on the wrong town by surprise).
-var envBound = map[string][]string{
-	"coordinator": {"*"},
-	// A container's TLS flags are a client's, read from GASTOWN_NATS_CA,
-	// _CERT and _KEY (what its agents get too): GASTOWN_TLS_CERT is the
-	// coordinator's server certificate, and must not become a container's
-	// client certificate in a shared environment.
-	"container":     {"*", "-tls-ca", "-tls-cert", "-tls-key"},
-	"town create":   {"server", "timeout"},
-	"rig add":       {"server", "timeout"},
-	"bead create":   {"server", "timeout"},
-	"convoy create": {"server", "timeout"},
-	"sling":         {"server", "timeout"},
-	"status":        {"server", "timeout"},
-	"token rotate":  {"server", "timeout"},
-	"token revoke":  {"server", "timeout"},
-	"ops context":   {"server"},
+var envBound = func() map[string][]string {
+	m := map[string][]string{
+		"coordinator": {"*"},
+		// A container's TLS flags are a client's, read from GASTOWN_NATS_CA,
+		// _CERT and _KEY (what its agents get too): GASTOWN_TLS_CERT is the
+		// coordinator's server certificate, and must not become a container's
+		// client certificate in a shared environment.
+		"container":   {"*", "-tls-ca", "-tls-cert", "-tls-key"},
+		"ops context": {"server"},
+	}
+	for _, verb := range adminVerbs {
+		m[verb] = []string{"server", "timeout"}
+	}
+	return m
+}()
+
+// adminVerbs are the commands that connect as admin (addAdminFlags).
+var adminVerbs = []string{
+	"town create", "town list", "town show", "town delete",
+	"rig add", "rig list", "rig remove",
+	"bead create", "bead list", "bead show",
+	"convoy create", "convoy list", "convoy show",
+	"sling", "status", "token rotate", "token revoke",
 }
 
 // envVar is the environment variable of a flag: GASTOWN_ + its name

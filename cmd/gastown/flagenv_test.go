@@ -59,20 +59,27 @@ func TestEnvFlagsInHelp(t *testing.T) {
 		require.Equal(t, "GASTOWN_NATS_URL", flags["nats-url"])
 	})
 	t.Run("admin verbs: only where and how long", func(t *testing.T) {
-		for _, cmd := range [][]string{
-			{"town", "create"}, {"rig", "add"}, {"bead", "create"}, {"convoy", "create"},
-			{"sling"}, {"status"}, {"token", "rotate"}, {"token", "revoke"},
-		} {
-			flags, _ := helpFlags(t, cmd...)
-			require.Equal(t, "GASTOWN_SERVER", flags["server"], "%v", cmd)
-			require.Equal(t, "GASTOWN_TIMEOUT", flags["timeout"], "%v", cmd)
-			require.Contains(t, flags, "town", "%v", cmd)
+		// Every command that calls the coordinator (it has --server and
+		// --timeout) but the daemons: the admin verbs.
+		found := 0
+		for _, args := range commandLines() {
+			flags, _ := helpFlags(t, args...)
+			if _, ok := flags["server"]; !ok || args[0] == "container" {
+				continue
+			}
+			if _, ok := flags["timeout"]; !ok {
+				continue
+			}
+			found++
+			require.Equal(t, "GASTOWN_SERVER", flags["server"], "%v", args)
+			require.Equal(t, "GASTOWN_TIMEOUT", flags["timeout"], "%v", args)
 			for name, env := range flags {
 				if name != "server" && name != "timeout" {
-					require.Empty(t, env, "%v --%s must not come from the environment", cmd, name)
+					require.Empty(t, env, "%v --%s must not come from the environment", args, name)
 				}
 			}
 		}
+		require.GreaterOrEqual(t, found, 10)
 	})
 	t.Run("agents' and offline commands: none", func(t *testing.T) {
 		for _, cmd := range [][]string{{"token", "mint"}, {"tool"}, {"agent", "sim"}} {
@@ -92,6 +99,31 @@ func TestEnvFlagsInHelp(t *testing.T) {
 	})
 }
 
+// commandLines is every command and subcommand of the binary whose help
+// has a Flags: section.
+func commandLines() [][]string {
+	var out [][]string
+	subs := []string{"create", "list", "show", "delete", "add", "remove", "mint", "rotate", "revoke", "context", "sim"}
+	for _, v := range verbs() {
+		for _, args := range append([][]string{{v.name}}, func() [][]string {
+			var l [][]string
+			for _, s := range subs {
+				l = append(l, []string{v.name, s})
+			}
+			return l
+		}()...) {
+			env, stdout, _ := envOf(nil)
+			if err := Run(context.Background(), append(args, "--help"), env); err != nil {
+				continue
+			}
+			if strings.Contains(stdout.String(), "\nFlags:\n") && strings.HasPrefix(stdout.String(), "Usage: gastown "+strings.Join(args, " ")) {
+				out = append(out, args)
+			}
+		}
+	}
+	return out
+}
+
 // No flag takes an environment variable that already means something else:
 // the secrets, the container's bootstrap token, and what a container tells
 // its agents. GASTOWN_NATS_URL (the NATS server to use) and
@@ -102,16 +134,11 @@ func TestEnvFlagsNoClash(t *testing.T) {
 		"GASTOWN_OPS_PASSWORD", "GASTOWN_DEV_SECRET", "GASTOWN_CONTAINER_ID", "GASTOWN_TOWN_ID", "GASTOWN_RIG_ID",
 		"GASTOWN_AGENT_ID", "GASTOWN_AGENT_ROLE", "GASTOWN_RUN_ID", "GASTOWN_BEAD_ID", "GASTOWN_SOAK", "GASTOWN_TEST_LOG",
 	}
-	for _, v := range verbs() {
-		for _, args := range [][]string{{v.name}, {v.name, "create"}, {v.name, "add"}, {v.name, "mint"},
-			{v.name, "rotate"}, {v.name, "revoke"}, {v.name, "context"}, {v.name, "sim"}} {
-			stdout, _, err := run(t, nil, append(args, "--help")...)
-			if err != nil {
-				continue
-			}
-			for _, name := range taken {
-				require.NotContains(t, stdout, "env "+name+")", "gastown %s", strings.Join(args, " "))
-			}
+	for _, args := range commandLines() {
+		stdout, _, err := run(t, nil, append(args, "--help")...)
+		require.NoError(t, err)
+		for _, name := range taken {
+			require.NotContains(t, stdout, "env "+name+")", "gastown %s", strings.Join(args, " "))
 		}
 	}
 }
@@ -206,7 +233,7 @@ func TestEnvFlags(t *testing.T) {
 		// An agent's GASTOWN_TOWN_ID, or a GASTOWN_TOWN, never names the
 		// town an admin verb acts on.
 		vars["GASTOWN_TOWN_ID"], vars["GASTOWN_TOWN"] = "A", "A"
-		_, _, err = run(t, vars, "status")
+		_, _, err = run(t, vars, "sling", "--bead", "b")
 		require.Equal(t, 2, exitCode(err))
 		require.Contains(t, err.Error(), "--town is required")
 	})

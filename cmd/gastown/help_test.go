@@ -54,7 +54,7 @@ func TestAdminFieldErrorsNameFlags(t *testing.T) {
 		{[]string{"convoy", "create", "--town", "A", "--title", "x", "--beads", "a,b.c"}, `--beads "b.c" may contain only`},
 		{[]string{"sling", "--town", "A"}, "--bead is required"},
 		{[]string{"sling", "--town", "A", "--bead", "b", "--agent", "x>"}, `--agent "x>" may contain only`},
-		{[]string{"status"}, "--town is required"},
+		{[]string{"town", "show"}, "--town is required"},
 		{[]string{"token", "rotate"}, "--town is required"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
