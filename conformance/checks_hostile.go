@@ -153,11 +153,16 @@ func holdsToken(body []byte) bool {
 
 // admin calls an admin method of the kit's coordinator.
 func (k *kit) adminCall(ctx context.Context, method string, out any) error {
+	return k.adminCallWith(ctx, method, schemas.TownRequest{TownID: k.town.ID()}, out)
+}
+
+// adminCallWith calls gastown.admin.<method> with req.
+func (k *kit) adminCallWith(ctx context.Context, method string, req, out any) error {
 	subject, err := schemas.Admin(method)
 	if err != nil {
 		return err
 	}
-	body, _ := json.Marshal(schemas.TownRequest{TownID: k.town.ID()})
+	body, _ := json.Marshal(req)
 	m := nats.NewMsg(subject)
 	m.Data = body
 	rctx, cancel := context.WithTimeout(ctx, k.cfg.Timeout)
@@ -176,6 +181,12 @@ func (k *kit) checkRevocation(ctx context.Context) {
 		var err error
 		if before, err = k.tokenFileNow(); err != nil {
 			return err
+		}
+		// The coordinator revokes only a town it knows. The kit's town is
+		// made only now, so its mayor did not take part in the checks
+		// before; the revocation shuts it out with the rest.
+		if err := k.adminCallWith(ctx, schemas.AdminTownCreate, schemas.TownCreate{TownID: k.town.ID()}, nil); err != nil {
+			return errors.Wrap(err, "town.create")
 		}
 		at = time.Now()
 		if err := k.adminCall(ctx, schemas.AdminTokenRevoke, &res); err != nil {

@@ -17,6 +17,7 @@ import (
 // every pushed rotation say the coordinator's heartbeat interval.
 func TestTokenRotationsCarryTheHeartbeatInterval(t *testing.T) {
 	h := coordinatortest.Start(t, coordinator.Config{HeartbeatInterval: 1234 * time.Millisecond})
+	require.NoError(t, admin(t, h, schemas.AdminTownCreate, schemas.TownCreate{TownID: "A"}, nil))
 	pushed := make(chan schemas.TokenRotation, 1)
 	sub, err := h.Conn().QueueSubscribe("gastown.town.A.token", schemas.ContainerQueue, func(m *nats.Msg) {
 		var rot schemas.TokenRotation

@@ -252,3 +252,32 @@ func FuzzDecodeResult(f *testing.F) {
 		require.Equal(t, want, got)
 	})
 }
+
+// FuzzReplyRule: a reply subject the reply rule accepts for a town is that
+// town's inbox and a literal subject, never another town's, the admin's, a
+// wildcard or a prefix; and one accepted for the admin is the admin's.
+func FuzzReplyRule(f *testing.F) {
+	for _, s := range []string{"_INBOX.gastown.A.x", "_INBOX.gastown.A.*", "_INBOX.gastown.A", "_INBOX.gastown.AB.x",
+		"_INBOX.gastown_admin.x", "_INBOX.gastown.A..x", "_INBOX.gastown.A.x y", "_INBOX.gastown.A.>", "gastown.town.A.events", ""} {
+		f.Add("A", s)
+	}
+	f.Fuzz(func(t *testing.T, town, reply string) {
+		if schemas.ReplyOfTown(town, reply) {
+			prefix := schemas.InboxRoot + "." + town + "."
+			if town == "" || !strings.HasPrefix(reply, prefix) || len(reply) == len(prefix) {
+				t.Fatalf("accepted %q for town %q", reply, town)
+			}
+			for _, tok := range strings.Split(reply[len(prefix):], ".") {
+				if tok == "" || tok == "*" || tok == ">" || strings.ContainsAny(tok, " \t\r\n") {
+					t.Fatalf("accepted %q for town %q: token %q", reply, town, tok)
+				}
+			}
+			if schemas.IsAdminReply(reply) {
+				t.Fatalf("%q is both a town's and the admin's", reply)
+			}
+		}
+		if schemas.IsAdminReply(reply) && !strings.HasPrefix(reply, schemas.AdminInbox+".") {
+			t.Fatalf("accepted %q for the admin", reply)
+		}
+	})
+}
