@@ -46,6 +46,17 @@ func (k *kit) checkExitKept(ctx context.Context) {
 			}
 		}
 		defer restore()
+		// The exit must come with no connection of the container's open.
+		if !waitFor(ctx, k.cfg.Timeout, func() bool {
+			for _, c := range k.containerConns() {
+				if c.Stop.IsZero() {
+					return false
+				}
+			}
+			return true
+		}) {
+			return errors.New("the kit cut the container off its bus, but the bus still has a connection of the container's open")
+		}
 		if err := os.WriteFile(filepath.Join(k.reports, run+".exit"), nil, 0o600); err != nil {
 			return errors.Wrap(err, "telling the kit's agent to exit")
 		}
