@@ -43,6 +43,9 @@ const (
 	// the token file before each call, counting failures, until a signal
 	// ends it.
 	ModeCalls = "calls"
+	// ModeExitLater reports, then exits with CONFORMANCE_EXIT once the
+	// file <CONFORMANCE_DIR>/<runId>.exit exists.
+	ModeExitLater = "exit-later"
 )
 
 // agentConnName names the kit agent's connections, so the kit can tell
@@ -59,6 +62,9 @@ type Report struct {
 	Cwd     string            `json:"cwd"`
 	Entries []string          `json:"entries"`
 	Branch  string            `json:"branch,omitempty"`
+	// Head is the commit checked out (git rev-parse HEAD) in a git
+	// workspace.
+	Head string `json:"head,omitempty"`
 	// TokenTown is the townId claim of the token in GASTOWN_TOKEN_FILE;
 	// TokenErr why it could not be read, or its bytes are not a bare JWT.
 	TokenTown string `json:"tokenTown,omitempty"`
@@ -109,6 +115,9 @@ func RunAgent(ctx context.Context, getenv func(string) string) error {
 		if out, err := exec.CommandContext(ctx, "git", "rev-parse", "--abbrev-ref", "HEAD").Output(); err == nil {
 			rep.Branch = strings.TrimSpace(string(out))
 		}
+		if out, err := exec.CommandContext(ctx, "git", "rev-parse", "HEAD").Output(); err == nil {
+			rep.Head = strings.TrimSpace(string(out))
+		}
 	}
 	url, file := getenv(agentclient.EnvNatsURL), getenv(agentclient.EnvTokenFile)
 	if tok, err := readBareToken(file); err != nil {
@@ -128,6 +137,20 @@ func RunAgent(ctx context.Context, getenv func(string) string) error {
 	case ModeExit:
 		code, _ := strconv.Atoi(getenv(EnvExitCode))
 		os.Exit(code)
+	case ModeExitLater:
+		code, _ := strconv.Atoi(getenv(EnvExitCode))
+		t := time.NewTicker(10 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if _, err := os.Stat(filepath.Join(dir, run+".exit")); err == nil {
+				os.Exit(code)
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+			}
+		}
 	case ModeCalls:
 		var c Calls
 		for ctx.Err() == nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -416,42 +415,4 @@ func looksLikeToken(v string) bool {
 		}
 	}
 	return false
-}
-
-// checkGitWorkspace: kind git is a clone of gitUrl on branch, created from
-// defaultBranch when the remote has no such branch.
-func (k *kit) checkGitWorkspace(ctx context.Context) {
-	const name = "workspace kind git: a clone on its branch, made from defaultBranch"
-	if _, err := exec.LookPath("git"); err != nil {
-		k.skip(name, "git is not installed here")
-		return
-	}
-	k.check(name, func() error {
-		repo := filepath.Join(k.work, "repo")
-		for _, args := range [][]string{
-			{"init", "-q", "-b", "main", repo},
-			{"-C", repo, "-c", "user.name=conformance", "-c", "user.email=conformance@example.invalid", "commit", "-q", "--allow-empty", "-m", "init"},
-		} {
-			if out, err := exec.CommandContext(ctx, "git", args...).CombinedOutput(); err != nil {
-				return errors.Wrapf(err, "making the kit's repository: %s", strings.TrimSpace(string(out)))
-			}
-		}
-		run := k.nextRun()
-		req := k.startReq("a4", run, schemas.RolePolecat, ModeExit)
-		req.Workspace = schemas.Workspace{Kind: schemas.WorkspaceGit, GitURL: repo, Branch: "polecat/a4/new", DefaultBranch: "main"}
-		if _, err := k.dispatch(ctx, req); err != nil {
-			return err
-		}
-		rep, err := k.report(ctx, run)
-		if err != nil {
-			return err
-		}
-		switch {
-		case !slices.Contains(rep.Entries, ".git"):
-			return errors.New("the workspace is not a git clone")
-		case rep.Branch != req.Workspace.Branch:
-			return errors.Newf("the clone is on %q, not %q", rep.Branch, req.Workspace.Branch)
-		}
-		return nil
-	})
 }

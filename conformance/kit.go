@@ -47,9 +47,11 @@ type kit struct {
 	reports      string
 	decoys       map[string]string
 	obs          *observer
-	proc         *exec.Cmd
-	exited       chan struct{}
-	res          Result
+	// proxy is the container's way to the bus, which the kit can cut.
+	proxy  *busProxy
+	proc   *exec.Cmd
+	exited chan struct{}
+	res    Result
 	// ctx ends the run early (Ctrl-C): no check is reported after it.
 	ctx context.Context
 	// runs numbers the kit's run ids.
@@ -140,7 +142,10 @@ func (k *kit) startCoordinator(ctx context.Context) error {
 	if k.admin, err = k.d.Server().Connect("conformance-admin", nats.CustomInboxPrefix(schemas.AdminInbox)); err != nil {
 		return err
 	}
-	k.obs, err = observe(k.kc, k.town)
+	if k.obs, err = observe(k.kc, k.town); err != nil {
+		return err
+	}
+	k.proxy, err = startProxy(k.d.Server().Addr().String())
 	return err
 }
 
@@ -150,6 +155,9 @@ func (k *kit) closeCoordinator() {
 		if nc != nil {
 			nc.Close()
 		}
+	}
+	if k.proxy != nil {
+		k.proxy.Close()
 	}
 	if k.d != nil {
 		k.d.Close()
@@ -174,7 +182,7 @@ func (k *kit) startContainer() error {
 	}
 	env := []string{
 		agentclient.EnvContainerToken + "=" + tok,
-		agentclient.EnvNatsURL + "=" + k.d.ClientURL(),
+		agentclient.EnvNatsURL + "=" + k.proxy.url(),
 		agentclient.EnvContainerID + "=" + DefaultContainerID,
 		agentclient.EnvTokenFile + "=" + k.tokenFile,
 		"GASTOWN_AGENT_COMMAND=" + k.cfg.AgentCommand,
@@ -271,6 +279,7 @@ func (k *kit) runChecks(ctx context.Context) {
 	k.checkDispatch(ctx)
 	k.checkRotations(ctx)
 	k.checkHostile(ctx)
+	k.checkExitKept(ctx)
 	k.checkNoTokenOnTheWire()
 	k.checkRevocation(ctx)
 }

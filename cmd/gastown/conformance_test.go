@@ -25,6 +25,9 @@ func TestConformanceKitPassesGastownContainer(t *testing.T) {
 	require.Regexp(t, `^[1-9][0-9]* passed, 0 failed$`, lines[len(lines)-1])
 	require.NotContains(t, string(out), "FAIL")
 	require.Contains(t, string(out), "PASS a superseding dispatch stops the old run")
+	require.Contains(t, string(out), "PASS an exit while the bus is away is reported once the container is back")
+	require.Contains(t, string(out), "PASS workspace kind git: a clone on a new branch, made from defaultBranch")
+	require.Contains(t, string(out), "PASS workspace kind git for a refinery: a clone on the existing branch it merges into")
 }
 
 // TestConformanceKitFailsABrokenContainer: a container that never
