@@ -116,7 +116,7 @@ func New(ctx context.Context, nc *nats.Conn, issuer *Issuer, cfg Config, opts ..
 		return nil, errors.WithHint(errors.Wrap(err, "loading token state"), "is JetStream enabled on the NATS server?")
 	}
 
-	c.live = &liveness{lastSeen: map[seenKey]time.Time{}, startedAt: c.now(), restartGrace: c.deadAfter()}
+	c.live = &liveness{lastSeen: map[seenKey]time.Time{}, startedAt: c.now(), restartGrace: 2 * c.deadAfter()}
 	if c.st, err = openState(loadCtx, runCtx, js, cfg.Replicas, &c.wg, c.live.record); err != nil {
 		cancel()
 		c.wg.Wait()

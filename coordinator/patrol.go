@@ -33,7 +33,7 @@ func (c *Coordinator) patrol(ctx context.Context) {
 	for _, a := range agents {
 		switch {
 		case a.Status == AgentWorking && a.RunID != "":
-			if seen := c.live.seen(a.TownID, a.AgentID, a.RunID, a.DispatchedAt); c.live.settled(now) && now.Sub(seen) > c.deadAfter() {
+			if seen := c.live.seen(a.TownID, a.AgentID, a.RunID, a.DispatchedAt); c.live.settled(a.TownID, now) && now.Sub(seen) > c.deadAfter() {
 				c.markDead(ctx, a, seen)
 			}
 		case (a.Status == AgentIdle || a.Status == AgentDead) && (a.Hook != "" || a.Role == schemas.RoleMayor) && !a.NextAttemptAt.After(now):

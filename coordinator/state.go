@@ -60,11 +60,19 @@ type liveness struct {
 	// restartGrace is added to startedAt: containers need a moment to
 	// reconnect to a restarted coordinator before their heartbeats count.
 	restartGrace time.Duration
+	// heard is, per town, when its container was last heard from.
+	heard map[string]time.Time
 }
 
 func (l *liveness) record(r heartbeatRecord) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.heard == nil {
+		l.heard = map[string]time.Time{}
+	}
+	if r.ReceivedAt.After(l.heard[r.TownID]) {
+		l.heard[r.TownID] = r.ReceivedAt
+	}
 	for _, a := range r.Agents {
 		k := seenKey{r.TownID, a.AgentID, a.RunID}
 		if r.ReceivedAt.After(l.lastSeen[k]) {
@@ -81,11 +89,21 @@ func (l *liveness) seen(town, agent, run string, dispatchedAt time.Time) time.Ti
 	return maxTime(l.lastSeen[seenKey{town, agent, run}], dispatchedAt)
 }
 
-// settled reports whether the grace after this coordinator's start has
-// passed: before it, containers may still be reconnecting, so nothing is
-// declared dead because the coordinator was down. The grace does not add
-// to a run's own silence: a run silent long enough is dead once it ends.
-func (l *liveness) settled(now time.Time) bool { return !now.Before(l.startedAt.Add(l.restartGrace)) }
+// settled reports whether a town's runs may be declared dead: once its
+// container has been heard from since this coordinator started (a run it
+// does not list is not running), or once the grace after the start has
+// passed (before it, containers may still be reconnecting, so nothing is
+// declared dead because the coordinator was down). The grace does not add
+// to a run's own silence: a run silent long enough is dead once the town
+// is settled.
+func (l *liveness) settled(town string, now time.Time) bool {
+	if !now.Before(l.startedAt.Add(l.restartGrace)) {
+		return true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return !l.heard[town].Before(l.startedAt)
+}
 
 // forget drops what is known of a run that ended.
 func (l *liveness) forget(town, agent, run string) {
