@@ -33,15 +33,11 @@ func benchRotation(ctx context.Context, o options) ([]Result, error) {
 	}
 	defer d.close()
 	n := o.rotTowns
-	progress("rotation: creating %d towns", n)
+	progress("rotation: creating %d towns", n) // token.rotate and token.revoke refuse unknown towns
 	if err := createTowns(ctx, d.Conn(), n, townName); err != nil {
 		return nil, fmt.Errorf("creating towns: %w", err)
 	}
 
-	// token.rotate and token.revoke refuse a town that does not exist.
-	if err := createTowns(ctx, d.Conn(), n, townName); err != nil {
-		return nil, fmt.Errorf("creating towns: %w", err)
-	}
 	progress("rotation: connecting %d containers", n)
 	srcs := make([]*agentclient.TokenSource, n) // each index written by one goroutine
 	defer func() {
