@@ -177,6 +177,14 @@ func (d *Daemon) Close() {
 // it started and returns.
 func RunDaemon(ctx context.Context, issuer *Issuer, dc DaemonConfig) error {
 	d, err := StartDaemon(ctx, issuer, dc)
+	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		// Stopped (Ctrl-C, SIGTERM) while starting: StartDaemon has closed
+		// what it had started. That is a clean stop, not a failure.
+		if dc.Logger != nil {
+			dc.Logger.Info("coordinator stopped while starting")
+		}
+		return nil
+	}
 	if err != nil {
 		return err
 	}

@@ -174,3 +174,20 @@ func TestDiskFullWhileRunning(t *testing.T) {
 	require.NoError(t, admin(t, h, schemas.AdminBeadCreate, schemas.BeadCreate{TownID: "T", BeadID: "after", RigID: "r", Title: "more"}, nil),
 		"and takes new work")
 }
+
+// TestStoppedWhileStarting: a coordinator stopped (Ctrl-C) while it starts
+// stops cleanly: no error, and its data directory is free again.
+func TestStoppedWhileStarting(t *testing.T) {
+	key, err := coordinator.NewKey([]byte("stop-while-starting-secret-of-32-bytes"))
+	require.NoError(t, err)
+	issuer := coordinator.NewIssuer(coordinator.NewKeyRing(key), nil)
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	dc := coordinator.DaemonConfig{Bus: bus.Config{Listen: "127.0.0.1:0", DataDir: dir}}
+	require.NoError(t, coordinator.RunDaemon(ctx, issuer, dc), "a stop while starting is not a failure")
+	// Nothing was left holding the store.
+	d, err := coordinator.StartDaemon(context.Background(), issuer, dc)
+	require.NoError(t, err)
+	d.Close()
+}
