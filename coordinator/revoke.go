@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cockroachdb/errors"
 	"github.com/gastown/gastown/schemas"
 )
 
@@ -56,11 +57,20 @@ func (c *Coordinator) adminTokenRevoke(ctx context.Context, req schemas.TownRequ
 	// and including this millisecond, and let it pass before the lock is
 	// released, so the next token minted is not revoked.
 	before := c.now().Truncate(time.Millisecond).Add(time.Millisecond)
-	if _, err := c.tokens.update(ctx, req.TownID, func(s *townTokens) {
-		if before.After(s.RevokedBefore) {
-			s.RevokedBefore = before
+	// Other writers of the record (another coordinator's schedule) may win
+	// a compare-and-set: a revocation keeps trying until its deadline.
+	var err error
+	for {
+		_, err = c.tokens.update(ctx, req.TownID, func(s *townTokens) {
+			if before.After(s.RevokedBefore) {
+				s.RevokedBefore = before
+			}
+		})
+		if !errors.Is(err, ErrStale) || ctx.Err() != nil {
+			break
 		}
-	}); err != nil {
+	}
+	if err != nil {
 		c.log.Error("saving revocation", KeyTown, req.TownID, KeyErr, err)
 		return nil, schemas.NewError(schemas.CodeUnavailable, "the revocation could not be saved; nothing changed, try again")
 	}

@@ -45,14 +45,19 @@ func (c *Coordinator) handleTokenGet(m *nats.Msg) {
 	delete(c.idleUntil, townID)
 	c.idleMu.Unlock()
 	// The container now holds a full-lifetime token: next refresh is a full
-	// interval away.
-	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RequestTimeout)
-	defer cancel()
+	// interval away. Written only when the schedule is not that far ahead
+	// already, so a burst of requests (a flood, or several containers
+	// starting) does not fight over the record, nor the revocation that
+	// writes it too.
 	now := c.now()
-	if _, err := c.tokens.update(ctx, townID, func(s *townTokens) {
-		s.LastIssuedAt, s.NextRefreshAt = claims.Issued(), c.nextRefresh(now)
-	}); err != nil {
-		c.log.Warn("saving token schedule", KeyTown, townID, KeyErr, err)
+	if state.NextRefreshAt.Before(now.Add(c.cfg.RefreshInterval / 2)) {
+		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RequestTimeout)
+		defer cancel()
+		if _, err := c.tokens.update(ctx, townID, func(s *townTokens) {
+			s.LastIssuedAt, s.NextRefreshAt = claims.Issued(), c.nextRefresh(now)
+		}); err != nil {
+			c.log.Warn("saving token schedule", KeyTown, townID, KeyErr, err)
+		}
 	}
 	c.containerArrived(townID)
 	c.log.Debug("token issued on request", KeyTown, townID, "container", req.ContainerID)
