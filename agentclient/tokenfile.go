@@ -9,28 +9,34 @@ import (
 )
 
 // WriteTokenFile replaces path with token, atomically: a reader sees the
-// old token or the new one, never a part. The file's mode is 0600 and it
-// holds the bare JWT, no trailing newline.
+// old token or the new one, never a part. The file's mode is 0600.
 func WriteTokenFile(path, token string) error {
+	return WriteSecretFile(path, []byte(token)) // the bare JWT (PROTOCOL.md, Token file)
+}
+
+// WriteSecretFile replaces path with data, atomically (a temporary file in
+// the same directory, synced, renamed over it), with mode 0600 from the
+// start: for what holds a token or a password.
+func WriteSecretFile(path string, data []byte) error {
 	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, ".token-*")
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+"-*")
 	if err != nil {
-		return errors.Wrapf(err, "creating a temporary token file in %s", dir)
+		return errors.Wrapf(err, "creating a temporary file in %s", dir)
 	}
 	tmp := f.Name()
 	defer func() { _ = os.Remove(tmp) }() // no-op after the rename
 	if err := f.Chmod(0o600); err != nil {
 		_ = f.Close()
-		return errors.Wrap(err, "restricting the token file's mode")
+		return errors.Wrapf(err, "restricting the mode of %s", path)
 	}
-	_, werr := f.WriteString(token) // the bare JWT (PROTOCOL.md, Token file)
+	_, werr := f.Write(data)
 	serr := f.Sync()
 	cerr := f.Close()
 	if err := errors.CombineErrors(werr, errors.CombineErrors(serr, cerr)); err != nil {
-		return errors.Wrapf(err, "writing token file %s", path)
+		return errors.Wrapf(err, "writing %s", path)
 	}
 	if err := os.Rename(tmp, path); err != nil {
-		return errors.Wrapf(err, "replacing token file %s", path)
+		return errors.Wrapf(err, "replacing %s", path)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package attack_test
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"sync"
 	"testing"
 	"time"
@@ -200,58 +201,48 @@ func (w *world) state(t *testing.T) jetstream.JetStream {
 // a fingerprint of the state that any write changes.
 func (w *world) kvRevisions(t *testing.T) map[string]uint64 {
 	t.Helper()
+	out, err := w.revisions()
+	require.NoError(t, err)
+	return out
+}
+
+// revisions is kvRevisions without the test: safe from any goroutine.
+func (w *world) revisions() (map[string]uint64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	js := w.state(t)
+	js, err := jetstream.New(w.h.StateConn())
+	if err != nil {
+		return nil, err
+	}
 	out := map[string]uint64{}
 	for _, b := range schemas.StateBuckets {
 		if b == schemas.BucketLeases {
 			continue // renewed all the time by the coordinator itself
 		}
 		kv, err := js.KeyValue(ctx, b)
-		require.NoError(t, err)
+		if err != nil {
+			return nil, err
+		}
 		keys, err := kv.ListKeys(ctx)
-		require.NoError(t, err)
+		if err != nil {
+			return nil, err
+		}
 		for k := range keys.Keys() {
 			e, err := kv.Get(ctx, k)
-			require.NoError(t, err)
+			if err != nil {
+				return nil, err
+			}
 			out[b+"/"+k] = e.Revision()
 		}
 	}
-	return out
+	return out, nil
 }
 
 // stateMoved reports whether the state's fingerprint differs from before
 // (or cannot be read): safe to call from any goroutine.
 func (w *world) stateMoved(before map[string]uint64) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	js, err := jetstream.New(w.h.StateConn())
-	if err != nil {
-		return true
-	}
-	n := 0
-	for _, b := range schemas.StateBuckets {
-		if b == schemas.BucketLeases {
-			continue
-		}
-		kv, err := js.KeyValue(ctx, b)
-		if err != nil {
-			return true
-		}
-		keys, err := kv.ListKeys(ctx)
-		if err != nil {
-			return true
-		}
-		for k := range keys.Keys() {
-			e, err := kv.Get(ctx, k)
-			if err != nil || before[b+"/"+k] != e.Revision() {
-				return true
-			}
-			n++
-		}
-	}
-	return n != len(before)
+	now, err := w.revisions()
+	return err != nil || !maps.Equal(before, now)
 }
 
 // token state of town, as stored.

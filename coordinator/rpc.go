@@ -46,7 +46,7 @@ func (c *Coordinator) handleRPC(methods map[string]rpcMethod) nats.MsgHandler {
 			return
 		}
 		call := c.metrics.rpcCall(rest, c.cfg.Now)
-		h, caller, body, err := c.admitRPC(methods, m)
+		h, caller, body, err := c.admitRPC(methods, m, townID, rest)
 		if err != nil || h.inline {
 			defer c.handlers.Done()
 			var res any
@@ -83,11 +83,8 @@ func (c *Coordinator) answerRPC(m *nats.Msg, res any, err error) {
 
 // admitRPC runs the middleware's checks: subject, token, identity, role,
 // body. It returns the method to run, for whom, with which body.
-func (c *Coordinator) admitRPC(methods map[string]rpcMethod, m *nats.Msg) (rpcMethod, Caller, json.RawMessage, error) {
-	townID, rest, err := schemas.ParseTownSubject(m.Subject)
-	if err != nil {
-		return rpcMethod{}, Caller{}, nil, schemas.NewError(schemas.CodeInvalidArgument, "bad subject")
-	}
+// townID and rest are m's subject, already parsed by handleRPC.
+func (c *Coordinator) admitRPC(methods map[string]rpcMethod, m *nats.Msg, townID, rest string) (rpcMethod, Caller, json.RawMessage, error) {
 	method := strings.TrimPrefix(rest, "rpc.")
 	caller, err := c.authenticate(townID, m.Header)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"regexp"
 
 	"github.com/cockroachdb/errors"
+	"github.com/gastown/gastown/agentclient"
 	"github.com/gastown/gastown/bus"
 	"github.com/gastown/gastown/schemas"
 )
@@ -96,34 +97,9 @@ func runOps(_ context.Context, args []string, env Env) error {
 		return errors.WithHint(errors.Wrapf(err, "creating %s", *dir), "choose another directory with --dir")
 	}
 	path := filepath.Join(*dir, *name+".json")
-	if err := writeFileAtomic(path, b, 0o600); err != nil {
+	if err := agentclient.WriteSecretFile(path, b); err != nil {
 		return err
 	}
 	_, err = fmt.Fprintf(env.Stdout, "wrote %s\nuse it with: nats --context %s kv ls\n", path, *name)
 	return err
-}
-
-// writeFileAtomic writes data to a temporary file beside path with mode
-// perm and renames it over path, so a reader never sees half of it.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return errors.Wrapf(err, "writing %s", path)
-	}
-	tmp := f.Name()
-	_, werr := f.Write(data)
-	cerr := f.Close()
-	if err := errors.CombineErrors(werr, cerr); err != nil {
-		_ = os.Remove(tmp)
-		return errors.Wrapf(err, "writing %s", path)
-	}
-	if err := os.Chmod(tmp, perm); err != nil {
-		_ = os.Remove(tmp)
-		return errors.Wrapf(err, "writing %s", path)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		_ = os.Remove(tmp)
-		return errors.Wrapf(err, "writing %s", path)
-	}
-	return nil
 }
