@@ -95,11 +95,15 @@ const connzPage = 4096
 // sweep kicks what it finds now.
 func (k *ClusterKicker) sweep(townID string, before time.Time) (int, error) {
 	targets := map[string][]uint64{}
-	pages, err := k.pingAll("$SYS.REQ.SERVER.PING.CONNZ", 0)
+	msgs, err := pingAll(k.sys, "$SYS.REQ.SERVER.PING.CONNZ", connzBody(0))
 	if err != nil {
-		return 0, err
+		return 0, errors.Wrap(err, "asking the servers for connections")
 	}
-	for _, p := range pages {
+	for _, m := range msgs {
+		var p connzReply
+		if err := json.Unmarshal(m.Data, &p); err != nil || p.Error != nil || p.Server.ID == "" {
+			continue
+		}
 		collect(p, townID, before, targets)
 		// A server with more connections than one page: ask it for the rest.
 		for off := len(p.Data.Conns); off < p.Data.Total; off += connzPage {
@@ -165,20 +169,21 @@ func connzBody(offset int) []byte {
 	return b
 }
 
-// pingAll asks every server, collecting answers until none has come for
-// a moment or kickWait has passed.
-func (k *ClusterKicker) pingAll(subject string, offset int) ([]connzReply, error) {
-	inbox := k.sys.NewInbox()
+// pingAll asks every server of the cluster, through the system account,
+// collecting answers until none has come for a moment or kickWait has
+// passed.
+func pingAll(sys *nats.Conn, subject string, body []byte) ([]*nats.Msg, error) {
+	inbox := sys.NewInbox()
 	ch := make(chan *nats.Msg, 64)
-	sub, err := k.sys.ChanSubscribe(inbox, ch)
+	sub, err := sys.ChanSubscribe(inbox, ch)
 	if err != nil {
-		return nil, errors.Wrap(err, "asking the servers for connections")
+		return nil, err
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	if err := k.sys.PublishRequest(subject, inbox, connzBody(offset)); err != nil {
-		return nil, errors.Wrap(err, "asking the servers for connections")
+	if err := sys.PublishRequest(subject, inbox, body); err != nil {
+		return nil, err
 	}
-	var out []connzReply
+	var out []*nats.Msg
 	deadline := time.NewTimer(kickWait)
 	defer deadline.Stop()
 	quiet := time.NewTimer(kickWait)
@@ -186,11 +191,7 @@ func (k *ClusterKicker) pingAll(subject string, offset int) ([]connzReply, error
 	for {
 		select {
 		case m := <-ch:
-			var r connzReply
-			if err := json.Unmarshal(m.Data, &r); err != nil || r.Error != nil || r.Server.ID == "" {
-				continue
-			}
-			out = append(out, r)
+			out = append(out, m)
 			quiet.Reset(200 * time.Millisecond)
 		case <-quiet.C:
 			return out, nil
@@ -198,6 +199,27 @@ func (k *ClusterKicker) pingAll(subject string, offset int) ([]connzReply, error
 			return out, nil
 		}
 	}
+}
+
+// JetStreamServers counts the servers of the cluster that run JetStream,
+// asking through sys, a connection to the system account.
+func JetStreamServers(sys *nats.Conn) (int, error) {
+	msgs, err := pingAll(sys, "$SYS.REQ.SERVER.PING.JSZ", nil)
+	if err != nil {
+		return 0, errors.Wrap(err, "asking the servers about JetStream")
+	}
+	n := 0
+	for _, m := range msgs {
+		var r struct {
+			Server struct {
+				JetStream bool `json:"jetstream"`
+			} `json:"server"`
+		}
+		if json.Unmarshal(m.Data, &r) == nil && r.Server.JetStream {
+			n++
+		}
+	}
+	return n, nil
 }
 
 func (k *ClusterKicker) ask(subject string, offset int) (connzReply, error) {
