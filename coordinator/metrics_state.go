@@ -138,4 +138,3 @@ func (b *bucket[T]) size() int {
 func (b *bucket[T]) bucketName() string { return b.name }
 
 func (b *bucket[T]) writeErrorCount() uint64 { return b.writeErrors.Load() }
-
