@@ -51,7 +51,19 @@ func TestClusterFaultsLoseNothing(t *testing.T) {
 			}
 		}
 	}()
-	admin := adminCLI(t, vars, url)
+	admin := func(args ...string) string {
+		t.Helper()
+		var out, last string
+		require.Eventually(t, func() bool {
+			o, e, err := run(t, vars, append(args, "--server", url, "--timeout", "10s")...)
+			out, last = o, e
+			if err != nil {
+				last = fmt.Sprintf("%v: %s", printed(err), e)
+			}
+			return err == nil
+		}, time.Minute, 100*time.Millisecond, "gastown %v: %s", args, last)
+		return out
+	}
 	status := func(town string) coordinator.TownStatus {
 		var st coordinator.TownStatus
 		require.NoError(t, json.Unmarshal([]byte(admin("status", "--town", town, "--json")), &st))
