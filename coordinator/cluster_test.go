@@ -3,10 +3,12 @@ package coordinator_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/cockroachdb/errors"
+	"github.com/gastown/gastown/agentclient"
 	"github.com/gastown/gastown/bus"
 	"github.com/gastown/gastown/bus/bustest"
 	"github.com/gastown/gastown/bus/cluster"
@@ -210,4 +212,49 @@ func TestClusterMisconfigurationIsLoud(t *testing.T) {
 
 	// And with the right keys it starts.
 	require.NoError(t, try(func(*cluster.Creds) {}, 0))
+}
+
+// TestClusterRotationAndLeases: two coordinators share the towns' leases
+// (each holds about half); a container on one node is pushed fresh tokens
+// by whichever coordinator holds its town, keeps calling throughout, and
+// keeps getting tokens when that coordinator stops.
+func TestClusterRotationAndLeases(t *testing.T) {
+	o := startOnCluster(t, 0)
+	o.cfg.RefreshInterval = 300 * time.Millisecond
+	o.cfg.TokenTTL = 30 * time.Second
+	a, b := o.add(), o.add()
+	const towns = 6
+	for i := range towns {
+		require.NoError(t, o.admin(schemas.AdminTownCreate, schemas.TownCreate{TownID: fmt.Sprintf("t%d", i)}, nil))
+	}
+	require.Eventually(t, func() bool {
+		na, nb := a.LeasesHeld(), b.LeasesHeld()
+		return na+nb == towns && na <= towns/2+1 && nb <= towns/2+1
+	}, 30*time.Second, 50*time.Millisecond, "the towns' leases are spread over the coordinators")
+
+	src, err := agentclient.Start(context.Background(), agentclient.Config{
+		URL: o.c.URLs()[2], Token: o.token("t0"), ContainerID: "c0", RequestTimeout: 5 * time.Second,
+	})
+	require.NoError(t, err)
+	defer src.Close()
+	client := agentclient.NewClient(src, "", "")
+	call := func() {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		require.NoError(t, client.Call(ctx, schemas.ToolPing, nil, nil))
+	}
+	rotated := func(what string) {
+		t.Helper()
+		target := src.Adopted() + 3
+		require.Eventually(t, func() bool { call(); return src.Adopted() >= target }, time.Minute, 20*time.Millisecond,
+			"the container keeps getting tokens %s", what)
+	}
+	rotated("from the coordinator holding its town")
+	holder := a
+	if b.HoldsTown("t0") {
+		holder = b
+	}
+	holder.Close()
+	rotated("once its coordinator stopped")
 }
