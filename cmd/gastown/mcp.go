@@ -59,4 +59,3 @@ func runMCP(ctx context.Context, args []string, env Env) error {
 type nopWriteCloser struct{ io.Writer }
 
 func (nopWriteCloser) Close() error { return nil }
-
