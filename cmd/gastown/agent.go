@@ -18,12 +18,13 @@ hook and calls review.complete; a triage agent restarts the agent it
 triages; a mayor waits until it is stopped.`
 
 func runAgent(ctx context.Context, args []string, env Env) error {
-	if done, err := subcommand(args, "sim", newFlags("agent", "agent sim [--work 2s] [--fail]", agentSimDesc, env), env); done {
+	if done, err := subcommand(args, "sim", newFlags("agent", "agent sim [--work 2s] [--fail] [--via-mcp]", agentSimDesc, env), env); done {
 		return err
 	}
-	fs := newFlags("agent sim", "agent sim [--work 2s] [--fail]", agentSimDesc, env)
+	fs := newFlags("agent sim", "agent sim [--work 2s] [--fail] [--via-mcp]", agentSimDesc, env)
 	work := fs.Duration("work", 2*time.Second, "how long the simulated work takes")
 	fail := fs.Bool("fail", false, "exit with an error at once (exercises failure paths)")
+	viaMCP := fs.Bool("via-mcp", false, "make every call through a `gastown mcp` child process, as an MCP client, the way a real coding agent does")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	if done, err := parse(fs, args[1:], env); done {
 		return err
@@ -34,6 +35,9 @@ func runAgent(ctx context.Context, args []string, env Env) error {
 	}
 	if *fail {
 		return errors.New("simulated failure (--fail)")
+	}
+	if *viaMCP {
+		return runSimViaMCP(ctx, env, *work, log)
 	}
 	tokenFile := env.Getenv(agentclient.EnvTokenFile)
 	if tokenFile == "" {
