@@ -18,6 +18,9 @@ hook and calls review.complete; a triage agent restarts the agent it
 triages; a mayor waits until it is stopped.`
 
 func runAgent(ctx context.Context, args []string, env Env) error {
+	if len(args) > 0 && args[0] == "launch" {
+		return runAgentLaunch(ctx, args[1:], env)
+	}
 	if done, err := subcommand(args, "sim", newFlags("agent", "agent sim [--work 2s] [--fail] [--via-mcp]", agentSimDesc, env), env); done {
 		return err
 	}
