@@ -49,10 +49,11 @@ func (s *Server) call(ctx context.Context, method string, body any) *mcp.CallToo
 }
 
 func (s *Server) callInto(ctx context.Context, method string, body, out any) error {
-	c, err := s.client(ctx)
+	c, release, err := s.client(ctx)
 	if err != nil {
 		return err
 	}
+	defer release()
 	// Client.Call reads the token at the call, and on unauthenticated
 	// fetches a fresh token once and retries once.
 	return c.Call(ctx, method, body, out)
@@ -70,8 +71,9 @@ func (s *Server) prime(ctx context.Context) *mcp.CallToolResult {
 		return s.errorResult(schemas.ToolPrime, errors.Wrap(err, "decoding prime's result"))
 	}
 	town := s.townID
-	if sess, err := s.conn.session(ctx); err == nil {
+	if sess, release, err := s.conn.acquire(ctx); err == nil {
 		town = sess.Town().ID() // the token's: the town the coordinator answered for
+		release()
 	}
 	md, err := briefing.Render(town, p)
 	if err != nil {
@@ -102,7 +104,8 @@ var advice = map[schemas.Code]string{
 	schemas.CodeConflict:        "The state changed under you: call prime to see where things stand before you retry.",
 	schemas.CodeResourceExhausted: "The town is over a rate or a cap. Wait the time given, then call again; " +
 		"with no time given, waiting will not help: escalate.",
-	schemas.CodeUnavailable: "The coordinator or the bus is not reachable right now; the call was not made. Retry in a few seconds.",
+	schemas.CodeUnavailable: "The coordinator or the bus is not reachable right now. Retry in a few seconds " +
+		"(if the message says the call may have been handled, check with prime or bead.get first).",
 	schemas.CodeInternal:    "The coordinator failed; retry once, then escalate with the correlation id.",
 }
 

@@ -8,6 +8,7 @@ import (
 	"github.com/cockroachdb/errors"
 	"github.com/gastown/gastown/agentclient"
 	"github.com/gastown/gastown/schemas"
+	"github.com/google/jsonschema-go/jsonschema"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/nats-io/nats.go"
 )
@@ -42,6 +43,8 @@ type Config struct {
 	CallTimeout time.Duration
 	// Version is the server's version, as it introduces itself.
 	Version string
+	// Now is the clock (time.Now).
+	Now func() time.Time
 	// Logger gets one line per call (tool and outcome, never a body or a
 	// token); nil discards.
 	Logger *slog.Logger
@@ -72,6 +75,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.CallTimeout <= 0 {
 		cfg.CallTimeout = DefaultCallTimeout
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -106,7 +112,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	// The first connect fails at once when the bus is unreachable (the
 	// tool error says so; the model retries), rather than hold the call.
-	s.conn = &connector{url: url, file: tokenFile, timeout: cfg.ConnectTimeout,
+	s.conn = &connector{url: url, file: tokenFile, timeout: cfg.ConnectTimeout, now: cfg.Now,
 		opts: []nats.Option{tls.Option(), nats.RetryOnFailedConnect(false)}}
 
 	s.mcp = mcp.NewServer(&mcp.Implementation{Name: "gastown", Title: "Gastown", Version: cfg.Version}, &mcp.ServerOptions{
@@ -120,7 +126,14 @@ func New(cfg Config) (*Server, error) {
 			return nil, errors.Wrapf(err, "tool %s", d.method)
 		}
 		applyEnums(d.method, sc)
-		d.add(s, s.mcp, &mcp.Tool{Name: d.method, Description: d.desc, InputSchema: sc})
+		resolved, err := sc.Resolve(&jsonschema.ResolveOptions{ValidateDefaults: true})
+		if err != nil {
+			return nil, errors.Wrapf(err, "tool %s's input schema", d.method)
+		}
+		s.mcp.AddTool(&mcp.Tool{Name: d.method, Description: d.desc, InputSchema: sc},
+			func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+				return d.handle(ctx, s, resolved, req.Params.Arguments), nil
+			})
 	}
 	return s, nil
 }
@@ -145,15 +158,16 @@ func (s *Server) Run(ctx context.Context, t mcp.Transport) error {
 // Close closes the bus connection; safe to call twice.
 func (s *Server) Close() { s.conn.Close() }
 
-// client is the tool client of the agent, connecting now if need be.
-func (s *Server) client(ctx context.Context) (*agentclient.Client, error) {
-	sess, err := s.conn.session(ctx)
+// client is the tool client of the agent, connecting now if need be;
+// release must be called when its call is answered.
+func (s *Server) client(ctx context.Context) (*agentclient.Client, func(), error) {
+	sess, release, err := s.conn.acquire(ctx)
 	if err != nil {
 		if errors.Is(err, nats.ErrNoServers) {
-			return nil, errors.WithHint(schemas.NewError(schemas.CodeUnavailable, "the bus at %s is not reachable", s.conn.url),
+			return nil, nil, errors.WithHint(schemas.NewError(schemas.CodeUnavailable, "the bus at %s is not reachable", s.conn.url),
 				"the call was not made; retry in a few seconds")
 		}
-		return nil, err
+		return nil, nil, err
 	}
-	return agentclient.NewClient(sess, s.agentID, s.rigID).WithTimeout(s.cfg.CallTimeout), nil
+	return agentclient.NewClient(sess, s.agentID, s.rigID).WithTimeout(s.cfg.CallTimeout), release, nil
 }

@@ -38,41 +38,96 @@ func (s *fileSession) Token() string {
 	return tok
 }
 
+// conn is one open session and the calls using it.
+type conn struct {
+	sess *fileSession
+	// issued and renewAt are of the token the connection was opened
+	// with: past renewAt (half its life), a newer token opens the next
+	// connection, since the bus closes this one at that token's expiry
+	// and would lose the calls in flight then (make before break).
+	issued, renewAt time.Time
+	inflight        int
+	retired         bool
+}
+
 // connector opens the session on the first call that needs it (the bus
-// may not be up when the agent starts its MCP servers), and again after
-// a failed attempt.
+// may not be up when the agent starts its MCP servers), again after a
+// failed attempt, and a new one with the newest token at half the life of
+// the current one's; a replaced session is closed once its calls are
+// answered.
 type connector struct {
 	url, file string
 	timeout   time.Duration
 	opts      []nats.Option
+	now       func() time.Time
 
-	mu   sync.Mutex
-	sess *fileSession
+	mu     sync.Mutex
+	cur    *conn
+	closed bool
 }
 
-// session is the open session, opened now if need be.
-func (c *connector) session(ctx context.Context) (*fileSession, error) {
+// acquire is the session to make a call on, opened or renewed now if need
+// be; release must be called when the call is answered.
+func (c *connector) acquire(ctx context.Context) (*fileSession, func(), error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.sess != nil {
-		return c.sess, nil
+	if c.cur != nil && c.now().After(c.cur.renewAt) {
+		if fresh, err := schemas.PeekContainerClaims(c.cur.sess.Token()); err == nil && fresh.Issued().After(c.cur.issued) {
+			if next, err := c.open(ctx); err == nil {
+				c.retire(c.cur)
+				c.cur = next
+			} // else: keep the current one; the next call tries again
+		}
 	}
+	if c.cur == nil {
+		next, err := c.open(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		c.cur = next
+	}
+	cn := c.cur
+	cn.inflight++
+	return cn.sess, func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		cn.inflight--
+		if cn.retired && cn.inflight == 0 {
+			cn.sess.Close()
+		}
+	}, nil
+}
+
+// open connects with the newest token the file holds. c.mu is held.
+func (c *connector) open(ctx context.Context) (*conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	fs, err := agentclient.OpenFileSession(ctx, c.url, c.file, c.timeout, c.opts...)
 	if err != nil {
 		return nil, err
 	}
-	c.sess = &fileSession{FileSession: fs, file: c.file}
-	return c.sess, nil
+	cn := &conn{sess: &fileSession{FileSession: fs, file: c.file}}
+	if claims, err := schemas.PeekContainerClaims(fs.Token()); err == nil {
+		cn.issued = claims.Issued()
+		cn.renewAt = claims.Issued().Add(claims.Expires().Sub(claims.Issued()) / 2)
+	}
+	return cn, nil
 }
 
-// Close closes the session, if open; safe to call twice.
+// retire closes cn once its calls are answered. c.mu is held.
+func (c *connector) retire(cn *conn) {
+	cn.retired = true
+	if cn.inflight == 0 {
+		cn.sess.Close()
+	}
+}
+
+// Close closes the sessions; safe to call twice.
 func (c *connector) Close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.sess != nil {
-		c.sess.Close()
-		c.sess = nil
+	if c.cur != nil && !c.closed {
+		c.retire(c.cur)
 	}
+	c.closed = true
 }

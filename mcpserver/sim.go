@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -26,15 +27,14 @@ type SimConfig struct {
 	Logger *slog.Logger
 }
 
-// Dial starts `<bin> mcp` as a child process with env (the agent's own
-// environment) and connects to it as an MCP client, as a coding agent's
-// CLI does. Closing the session stops the child.
-func Dial(ctx context.Context, bin string, env []string, stderr *os.File) (*mcp.ClientSession, error) {
-	cmd := exec.Command(bin, "mcp")
+// Dial starts `<bin> mcp <args>` as a child process with env (the agent's
+// own environment) and its stderr to stderr (when not nil), and connects
+// to it as an MCP client, as a coding agent's CLI does. Closing the
+// session stops the child.
+func Dial(ctx context.Context, bin string, args, env []string, stderr io.Writer) (*mcp.ClientSession, error) {
+	cmd := exec.Command(bin, append([]string{"mcp"}, args...)...)
 	cmd.Env = env
-	if stderr != nil {
-		cmd.Stderr = stderr
-	}
+	cmd.Stderr = stderr
 	client := mcp.NewClient(&mcp.Implementation{Name: "gastown-sim", Version: "1"}, nil)
 	cs, err := client.Connect(ctx, &mcp.CommandTransport{Command: cmd}, nil)
 	if err != nil {

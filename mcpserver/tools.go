@@ -17,8 +17,8 @@ type toolDef struct {
 	desc   string
 	// schema derives the input schema from the method's request type.
 	schema func() (*jsonschema.Schema, error)
-	// add registers the tool on srv, calling the coordinator through s.
-	add func(s *Server, srv *mcp.Server, t *mcp.Tool)
+	// handle makes the call with arguments args, valid against in.
+	handle func(ctx context.Context, s *Server, in *jsonschema.Resolved, args json.RawMessage) *mcp.CallToolResult
 }
 
 // noBody is the input of tools that take no arguments.
@@ -34,15 +34,40 @@ func define[In any](method, desc string, fields map[string]string, hidden []stri
 		method: method,
 		desc:   desc,
 		schema: func() (*jsonschema.Schema, error) { return inputSchema[In](fields, hidden) },
-		add: func(s *Server, srv *mcp.Server, t *mcp.Tool) {
-			mcp.AddTool(srv, t, func(ctx context.Context, _ *mcp.CallToolRequest, in In) (*mcp.CallToolResult, any, error) {
-				if fill != nil {
-					fill(s, &in)
-				}
-				return s.call(ctx, method, in), nil, nil
-			})
+		handle: func(ctx context.Context, s *Server, schema *jsonschema.Resolved, args json.RawMessage) *mcp.CallToolResult {
+			in, err := decodeArgs[In](schema, args)
+			if err != nil {
+				return s.errorResult(method, err)
+			}
+			if fill != nil {
+				fill(s, &in)
+			}
+			return s.call(ctx, method, in)
 		},
 	}
+}
+
+// decodeArgs checks a call's arguments against the tool's schema and
+// decodes them: what does not fit is invalid_argument, saying why.
+func decodeArgs[In any](schema *jsonschema.Resolved, args json.RawMessage) (In, error) {
+	var in In
+	if len(args) == 0 || string(args) == "null" {
+		args = json.RawMessage("{}")
+	}
+	var v any
+	if err := json.Unmarshal(args, &v); err != nil {
+		return in, schemas.NewError(schemas.CodeInvalidArgument, "the arguments are not JSON")
+	}
+	if _, ok := v.(map[string]any); !ok {
+		return in, schemas.NewError(schemas.CodeInvalidArgument, "the arguments must be a JSON object")
+	}
+	if err := schema.Validate(v); err != nil {
+		return in, schemas.NewError(schemas.CodeInvalidArgument, "the arguments do not fit the tool's input schema: %v", err)
+	}
+	if err := json.Unmarshal(args, &in); err != nil {
+		return in, schemas.NewError(schemas.CodeInvalidArgument, "the arguments do not fit the tool's input schema: %v", err)
+	}
+	return in, nil
 }
 
 // inputSchema is In's JSON Schema (its JSON field names, as the wire
@@ -95,10 +120,11 @@ var catalog = map[string]toolDef{
 			"the branch to work on, the tools you have and the one that ends your work, how to ask for help, and what you must never do. " +
 			"Call it first, and again whenever you are unsure what to do next.",
 		schema: func() (*jsonschema.Schema, error) { return inputSchema[noBody](nil, nil) },
-		add: func(s *Server, srv *mcp.Server, t *mcp.Tool) {
-			mcp.AddTool(srv, t, func(ctx context.Context, _ *mcp.CallToolRequest, _ noBody) (*mcp.CallToolResult, any, error) {
-				return s.prime(ctx), nil, nil
-			})
+		handle: func(ctx context.Context, s *Server, schema *jsonschema.Resolved, args json.RawMessage) *mcp.CallToolResult {
+			if _, err := decodeArgs[noBody](schema, args); err != nil {
+				return s.errorResult(schemas.ToolPrime, err)
+			}
+			return s.prime(ctx)
 		},
 	},
 	schemas.ToolBeadGet: define[schemas.BeadRef](schemas.ToolBeadGet,

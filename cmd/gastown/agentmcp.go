@@ -26,7 +26,7 @@ func runSimViaMCP(ctx context.Context, env Env, work time.Duration, log *slog.Lo
 	if err != nil {
 		return errors.Wrap(err, "working directory")
 	}
-	cs, err := mcpserver.Dial(ctx, bin, os.Environ(), os.Stderr)
+	cs, err := mcpserver.Dial(ctx, bin, nil, os.Environ(), env.Stderr)
 	if err != nil {
 		return err
 	}
