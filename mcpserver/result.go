@@ -106,7 +106,7 @@ var advice = map[schemas.Code]string{
 		"with no time given, waiting will not help: escalate.",
 	schemas.CodeUnavailable: "The coordinator or the bus is not reachable right now. Retry in a few seconds " +
 		"(if the message says the call may have been handled, check with prime or bead.get first).",
-	schemas.CodeInternal:    "The coordinator failed; retry once, then escalate with the correlation id.",
+	schemas.CodeInternal: "The coordinator failed; retry once, then escalate with the correlation id.",
 }
 
 // errorResult is err as a tool error (IsError) a model can act on: the
