@@ -62,7 +62,7 @@ func Render(townID string, p Prime) (string, error) {
 	if err := schemas.ValidateRole(p.Role); err != nil {
 		return "", errors.Wrap(err, "prime's role")
 	}
-	d := data{Prime: p, TownID: townID, Tools: schemas.ToolsFor(p.Role), Finish: schemas.FinishingTool(p.Role)}
+	d := data{Prime: p, TownID: townID, Tools: schemas.AgentTools(p.Role), Finish: schemas.FinishingTool(p.Role)}
 	if p.Hook != nil {
 		switch p.Role {
 		case schemas.RolePolecat:

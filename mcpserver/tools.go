@@ -217,10 +217,10 @@ var catalog = map[string]toolDef{
 }
 
 // toolsFor is the MCP tools an agent of role is offered: every method
-// schemas.ToolRoles lets it call, less ping.
+// schemas.ToolRoles lets it call, less ping (schemas.AgentTools).
 func toolsFor(role string) []toolDef {
 	var out []toolDef
-	for _, m := range schemas.ToolsFor(role) {
+	for _, m := range schemas.AgentTools(role) {
 		if d, ok := catalog[m]; ok {
 			out = append(out, d)
 		}

@@ -77,3 +77,10 @@ func FinishingTool(role string) string {
 func PolecatBranch(agentID, beadID string) string {
 	return fmt.Sprintf("polecat/%s/%s", agentID, beadID)
 }
+
+// AgentTools are the tools offered to an agent of role, to a model (the
+// MCP server's list, the briefing's): ToolsFor less ping, which proves a
+// token and is the container's business.
+func AgentTools(role string) []string {
+	return slices.DeleteFunc(ToolsFor(role), func(m string) bool { return m == ToolPing })
+}
