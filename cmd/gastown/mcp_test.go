@@ -307,6 +307,14 @@ func TestMCPCallsReachTheCoordinator(t *testing.T) {
 	liar := m.connect(t, schemas.RoleMayor, m.polecat, "app")
 	require.Contains(t, m.refused(t, liar, schemas.ToolSling, map[string]any{"beadId": "b-1"}, schemas.CodePermissionDenied),
 		"not yours to do", "the tool error says what to do")
+	for method, args := range map[string]map[string]any{
+		schemas.ToolRigsList: {}, schemas.ToolBeadsList: {}, schemas.ToolAgentsList: {},
+		schemas.ToolBeadUpdate: {"beadId": "b-1"}, schemas.ToolConvoyCreate: {"title": "x", "beads": []string{"b-1"}},
+		schemas.ToolConvoyStatus: {"beadId": "b-1"},
+	} {
+		require.False(t, schemas.MayCall(schemas.RolePolecat, method))
+		m.refused(t, liar, method, args, schemas.CodePermissionDenied)
+	}
 
 	m.ok(t, pc, schemas.ToolDone, map[string]any{"branch": branch, "summary": "added the login page"}, nil)
 	m.refused(t, pc, schemas.ToolDone, map[string]any{"branch": branch, "summary": "again"}, schemas.CodeConflict)
