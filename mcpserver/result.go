@@ -70,12 +70,7 @@ func (s *Server) prime(ctx context.Context) *mcp.CallToolResult {
 	if err := json.Unmarshal(raw, &p); err != nil {
 		return s.errorResult(schemas.ToolPrime, errors.Wrap(err, "decoding prime's result"))
 	}
-	town := s.townID
-	if sess, release, err := s.conn.acquire(ctx); err == nil {
-		town = sess.Town().ID() // the token's: the town the coordinator answered for
-		release()
-	}
-	md, err := briefing.Render(town, p)
+	md, err := briefing.Render(s.town(ctx), p)
 	if err != nil {
 		return s.errorResult(schemas.ToolPrime, err)
 	}

@@ -171,3 +171,14 @@ func (s *Server) client(ctx context.Context) (*agentclient.Client, func(), error
 	}
 	return agentclient.NewClient(sess, s.agentID, s.rigID).WithTimeout(s.cfg.CallTimeout), release, nil
 }
+
+// town is the agent's town: its token's (the town the coordinator
+// answers for), or its environment's when the bus cannot be reached.
+func (s *Server) town(ctx context.Context) string {
+	sess, release, err := s.conn.acquire(ctx)
+	if err != nil {
+		return s.townID
+	}
+	defer release()
+	return sess.Town().ID()
+}

@@ -29,7 +29,7 @@ type noBody struct{}
 // JSON fields); hidden are the properties the server fills itself (the
 // caller's identity, its run, its town), left out of the schema. fill,
 // when not nil, sets them.
-func define[In any](method, desc string, fields map[string]string, hidden []string, fill func(s *Server, in *In)) toolDef {
+func define[In any](method, desc string, fields map[string]string, hidden []string, fill func(s *Server, town string, in *In)) toolDef {
 	return toolDef{
 		method: method,
 		desc:   desc,
@@ -40,7 +40,7 @@ func define[In any](method, desc string, fields map[string]string, hidden []stri
 				return s.errorResult(method, err)
 			}
 			if fill != nil {
-				fill(s, &in)
+				fill(s, s.town(ctx), &in)
 			}
 			return s.call(ctx, method, in)
 		},
@@ -100,15 +100,15 @@ func inputSchema[In any](fields map[string]string, hidden []string) (*jsonschema
 	return sc, nil
 }
 
-// fillRun names the agent's run (GASTOWN_RUN_ID), so a run the
+// The fills. A run is named (GASTOWN_RUN_ID) so that a run the
 // coordinator gave up on cannot finish the work of the one that replaced
-// it.
-func fillDoneRun(s *Server, in *schemas.DoneRequest)         { in.RunID = s.runID }
-func fillReviewRun(s *Server, in *schemas.ReviewComplete)    { in.RunID = s.runID }
-func clearSlingTown(_ *Server, in *schemas.Sling)            { in.TownID = "" } // the caller's town
-func clearMailFrom(_ *Server, in *schemas.MailSend)          { in.From = "" }
-func clearCheckpointAgent(_ *Server, in *schemas.Checkpoint) { in.AgentID = "" }
-func clearDoneAgent(in *schemas.DoneRequest)                 { in.AgentID = "" }
+// it; the identity fields are the caller's, so left out; sling's town is
+// the caller's, which its request must name.
+func fillDone(s *Server, _ string, in *schemas.DoneRequest)      { in.AgentID, in.RunID = "", s.runID }
+func fillReview(s *Server, _ string, in *schemas.ReviewComplete) { in.RunID = s.runID }
+func fillSling(_ *Server, town string, in *schemas.Sling)        { in.TownID = town }
+func fillMail(_ *Server, _ string, in *schemas.MailSend)         { in.From = "" }
+func fillCheckpoint(_ *Server, _ string, in *schemas.Checkpoint) { in.AgentID = "" }
 
 // catalog is every tool an agent may be offered, by method. ping is left
 // out: it proves a token, which is the container's business, not a
@@ -142,14 +142,14 @@ var catalog = map[string]toolDef{
 			"branch":  "The branch you pushed your work to: the one your briefing (prime) names.",
 			"summary": "What you changed and why, in a few sentences, for the reviewer.",
 			"prUrl":   "The URL of a pull request, if you opened one.",
-		}, []string{"agentId", "runId"}, func(s *Server, in *schemas.DoneRequest) { clearDoneAgent(in); fillDoneRun(s, in) }),
+		}, []string{"agentId", "runId"}, fillDone),
 	schemas.ToolMailSend: define[schemas.MailSend](schemas.ToolMailSend,
 		"Send a mail message to another agent of your town (e.g. the mayor). The recipient reads it with mail.check.",
 		map[string]string{
 			"to":      "The recipient's agent id (e.g. mayor).",
 			"subject": "One line saying what the message is about.",
 			"body":    "The message itself.",
-		}, []string{"from"}, clearMailFrom),
+		}, []string{"from"}, fillMail),
 	schemas.ToolMailCheck: define[noBody](schemas.ToolMailCheck,
 		"Read your unread mail, oldest first; what it returns is marked read. Returns a JSON array of message beads (from, title, body).",
 		nil, nil, nil),
@@ -163,7 +163,7 @@ var catalog = map[string]toolDef{
 		}, nil, nil),
 	schemas.ToolCheckpoint: define[schemas.Checkpoint](schemas.ToolCheckpoint,
 		"Record a short progress note on yourself, so that whoever looks (or a restarted run of you) knows where the work stands.",
-		map[string]string{"note": "Where the work stands, in a sentence or two."}, []string{"agentId"}, clearCheckpointAgent),
+		map[string]string{"note": "Where the work stands, in a sentence or two."}, []string{"agentId"}, fillCheckpoint),
 	schemas.ToolRigsList: define[noBody](schemas.ToolRigsList,
 		"List the rigs (git repositories) of your town's owner: each rig's id, git URL and default branch.", nil, nil, nil),
 	schemas.ToolBeadsList: define[schemas.BeadsList](schemas.ToolBeadsList,
@@ -181,7 +181,7 @@ var catalog = map[string]toolDef{
 			"beadId":  "The id of the bead to work on.",
 			"rigId":   "The rig to work in, when the bead names none.",
 			"agentId": "A particular polecat to hook it to; leave it out to let the town choose.",
-		}, []string{"townId"}, clearSlingTown),
+		}, []string{"townId"}, fillSling),
 	schemas.ToolBeadUpdate: define[schemas.BeadUpdate](schemas.ToolBeadUpdate,
 		"Change a bead's title, body or status. Closing a bead (status closed) also lands its convoy when it was the last one.",
 		map[string]string{
@@ -206,7 +206,7 @@ var catalog = map[string]toolDef{
 			"beadId":  "The merge request's bead id (the bead on your hook).",
 			"outcome": "merged, conflict or failed.",
 			"note":    "What you did, or why it did not merge.",
-		}, []string{"runId"}, fillReviewRun),
+		}, []string{"runId"}, fillReview),
 	schemas.ToolTriageResolve: define[schemas.TriageResolve](schemas.ToolTriageResolve,
 		"Finish your triage of the crash-looping agent on your hook: restart clears its failures and dispatches it again; "+
 			"fail fails its bead and unhooks it.",

@@ -357,6 +357,11 @@ func TestMCPCallsReachTheCoordinator(t *testing.T) {
 	m.ok(t, mayor, schemas.ToolConvoyCreate, map[string]any{"title": "Accounts", "beads": []string{"b-1"}}, &convoy)
 	require.Contains(t, m.ok(t, mayor, schemas.ToolConvoyStatus, map[string]any{"beadId": convoy.BeadID}, nil), `"tracked": 1`)
 	m.ok(t, mayor, schemas.ToolBeadUpdate, map[string]any{"beadId": convoy.BeadID, "title": "Accounts v2"}, nil)
+	m.admin(t, schemas.AdminBeadCreate, schemas.BeadCreate{TownID: "M", BeadID: "b-2", RigID: "app", Title: "Add logout"}, nil)
+	var slung schemas.SlingResult
+	m.ok(t, mayor, schemas.ToolSling, map[string]any{"beadId": "b-2"}, &slung)
+	require.Equal(t, "b-2", slung.BeadID)
+	require.NotEmpty(t, slung.AgentID, "the mayor's sling hooked a polecat (its dispatch waits for a container)")
 	require.Contains(t, m.ok(t, mayor, schemas.ToolPrime, nil, nil), "No tool ends your work")
 
 	// A triage agent the town does not know is refused by the coordinator.
