@@ -15,7 +15,12 @@ container (e.g. --polecat-cmd "gastown agent sim"), it primes, works for a
 while, and reports with the same tools a real agent uses: a polecat commits
 and pushes its branch and calls done; a refinery merges the branch on its
 hook and calls review.complete; a triage agent restarts the agent it
-triages; a mayor waits until it is stopped.`
+triages; a mayor waits until it is stopped. With --via-mcp it makes every
+call through a 'gastown mcp' child process, as an MCP client, the way a
+real coding agent does (make demo-mcp).
+
+'gastown agent launch <claude|codex|opencode>' starts a coding agent's CLI
+with the gastown MCP server registered instead (see its --help).`
 
 func runAgent(ctx context.Context, args []string, env Env) error {
 	if len(args) > 0 && args[0] == "launch" {
