@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/cockroachdb/errors"
 	"github.com/gastown/gastown/briefing"
@@ -122,7 +123,7 @@ func (s *Server) errorResult(method string, err error) *mcp.CallToolResult {
 		}
 	}
 	if wait := schemas.RetryAfterOf(err); wait > 0 {
-		te.Error.RetryAfterMs = wait.Milliseconds()
+		te.Error.RetryAfterMs = int64((wait + time.Millisecond - 1) / time.Millisecond) // rounded up: never 0
 	}
 	hints := errors.FlattenHints(err)
 	te.Error.Hint = strings.TrimSpace(strings.Join([]string{advice[te.Error.Code], hints}, " "))

@@ -27,7 +27,6 @@ const (
 	keyTool = "tool"
 	keyCode = "code"
 	keyRole = "role"
-	keyErr  = "err"
 )
 
 // Config configures the server. Everything about the agent comes from its
@@ -135,6 +134,7 @@ func New(cfg Config) (*Server, error) {
 				return d.handle(ctx, s, resolved, req.Params.Arguments), nil
 			})
 	}
+	log.Debug("serving the agent's tools", keyRole, s.role, "tools", len(toolsFor(s.role)))
 	return s, nil
 }
 
