@@ -104,13 +104,8 @@ func prepare(t testing.TB, o Options) *Cluster {
 	if o.Plan != nil {
 		o.Plan(&plan)
 	}
-	creds, err := cluster.NewCreds()
+	plan, creds, err := cluster.Init(dir, plan)
 	require.NoError(t, err)
-	require.NoError(t, creds.Write(c.CredsDir()))
-	pub, err := creds.Public()
-	require.NoError(t, err)
-	require.NoError(t, plan.Write(dir))
-	require.NoError(t, plan.WriteNodeConfigs(dir, pub))
 	c.plan, c.creds = plan, creds
 	for i := range plan.Nodes {
 		c.confs = append(c.confs, filepath.Join(dir, cluster.NodeConfigFile(i)))
