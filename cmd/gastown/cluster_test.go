@@ -16,6 +16,8 @@ import (
 
 	"github.com/gastown/gastown/bus/cluster"
 	"github.com/gastown/gastown/bus/cluster/clustertest"
+	"github.com/gastown/gastown/schemas"
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 )
 
@@ -138,12 +140,15 @@ exec ` + shellQuote(binary(t)) + ` coordinator --listen 127.0.0.1:0 --data-dir `
 // clusterUp runs 'gastown cluster up' as a process, and returns once it
 // printed its ready line; stop sends it SIGTERM and returns its exit
 // status.
-func clusterUp(t *testing.T, dir string, base int, extra ...string) (readyLine string, stop func() int) {
+func clusterUp(t *testing.T, dir string, base int, vars map[string]string, extra ...string) (readyLine string, stop func() int) {
 	t.Helper()
 	args := append([]string{"cluster", "up", "--dir", dir, "--nats-server", clustertest.ServerBinary(t),
 		"--metrics-base", strconv.Itoa(base + 48)}, extra...)
 	cmd := exec.Command(binary(t), args...)
 	cmd.Env = append(os.Environ(), "GASTOWN_JWT_SECRET="+testSecret)
+	for k, v := range vars {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	out, err := cmd.StdoutPipe()
 	require.NoError(t, err)
@@ -199,7 +204,7 @@ func refused(addr string) bool {
 // exits 0.
 func TestClusterUpSupervises(t *testing.T) {
 	dir, base, _, _ := clusterInit(t, nil)
-	line, stop := clusterUp(t, dir, base, "--coordinator-bin", fakeCoordinator(t))
+	line, stop := clusterUp(t, dir, base, nil, "--coordinator-bin", fakeCoordinator(t))
 	plan, err := cluster.ReadPlan(dir)
 	require.NoError(t, err)
 	require.Equal(t, "cluster ready: "+strings.Join(plan.ClientURLs(), ","), line)
@@ -249,4 +254,34 @@ func TestClusterUpChecksFirst(t *testing.T) {
 
 	_, _, err = run(t, nil, "cluster", "up", "--dir", dir)
 	require.ErrorContains(t, err, "GASTOWN_JWT_SECRET is not set")
+}
+
+// 'cluster up' with the real coordinators: the admin works through one
+// node, a container token connects through the callout on another, ops
+// with its password on a third; SIGTERM stops it all with status 0.
+func TestClusterUpRealCoordinators(t *testing.T) {
+	const adminPassword, opsPassword = "admin-password-for-the-test", "ops-password-for-the-test"
+	dir, base, _, _ := clusterInit(t, map[string]string{"GASTOWN_OPS_PASSWORD": opsPassword})
+	_, stop := clusterUp(t, dir, base, map[string]string{"GASTOWN_ADMIN_PASSWORD": adminPassword, "GASTOWN_OPS_PASSWORD": opsPassword})
+	plan, err := cluster.ReadPlan(dir)
+	require.NoError(t, err)
+	urls := plan.ClientURLs()
+
+	_, stderr, err := run(t, map[string]string{"GASTOWN_ADMIN_PASSWORD": adminPassword}, "town", "create", "--server", urls[2], "--town", "demo")
+	require.NoError(t, err, "%s", stderr)
+	token, _, err := run(t, map[string]string{"GASTOWN_JWT_SECRET": testSecret}, "token", "mint", "--town", "demo")
+	require.NoError(t, err)
+	nc, err := natsConnect(urls[0], strings.TrimSpace(token), "demo")
+	require.NoError(t, err)
+	nc.Close()
+	_, err = natsConnect(urls[1], "not-a-token", "demo")
+	require.ErrorContains(t, err, "Authorization Violation")
+	ops, err := nats.Connect(urls[1], nats.UserInfo(cluster.OpsUser, opsPassword), nats.CustomInboxPrefix(schemas.OpsInbox))
+	require.NoError(t, err)
+	ops.Close()
+
+	require.Equal(t, 0, stop())
+	for i := range 3 {
+		require.True(t, refused(plan.ClientAddr(i)), "node %d still listens", i+1)
+	}
 }

@@ -23,7 +23,8 @@ const clusterUpDesc = `
 Starts the cluster of directory D (written by 'gastown cluster init') on
 this machine: first 'gastown cluster check', then every node as a
 nats-server process (log: D/node-<i>.log), then, once JetStream has a
-leader, the coordinators (this binary, log: D/coordinator-<n>.log), each
+leader, the coordinators one at a time, each once the one before is ready
+(this binary, log: D/coordinator-<n>.log), each
 with --nats-url of every node, --cluster-creds D/coordinator, --replicas 3
 (fewer on a smaller cluster) and its own --metrics-listen 127.0.0.1:<metrics-base+n-1>.
 Once every coordinator's /readyz answers ready it prints one line on stdout:
@@ -123,7 +124,10 @@ func runClusterUp(ctx context.Context, args []string, env Env) error {
 			childEnv = append(childEnv, k+"="+v)
 		}
 	}
-	var readyURLs []string
+	// One at a time, each once the one before is ready: coordinators that
+	// create the state buckets of a new cluster at the same moment can all
+	// wait out their start-up timeout (seen with nats-server v2.15.2: two
+	// racing creates of one R3 bucket both got no answer).
 	for n := range *coordinators {
 		addr := metricsAddr(*metricsBase, n)
 		argv := coordinatorArgs(bin, plan, credsDir, addr)
@@ -131,10 +135,10 @@ func runClusterUp(ctx context.Context, args []string, env Env) error {
 		if err := u.start(name, filepath.Join(*dir, name+".log"), &u.coordinators, childEnv, argv[0], argv[1:]...); err != nil {
 			return err
 		}
-		readyURLs = append(readyURLs, "http://"+addr+"/readyz")
-	}
-	if err := u.wait(startCtx, ctx, func(ctx context.Context) error { return allReady(ctx, readyURLs) }); err != nil || ctx.Err() != nil {
-		return err
+		url := "http://" + addr + "/readyz"
+		if err := u.wait(startCtx, ctx, func(ctx context.Context) error { return isReady(ctx, url) }); err != nil || ctx.Err() != nil {
+			return err
+		}
 	}
 	fmt.Fprintf(env.Stdout, "cluster ready: %s\n", strings.Join(plan.ClientURLs(), ","))
 	<-ctx.Done()
@@ -165,23 +169,20 @@ func findNatsServer(given string) (string, error) {
 	return p, nil
 }
 
-// allReady is nil once every URL answers 200.
-func allReady(ctx context.Context, urls []string) error {
-	client := &http.Client{Timeout: 2 * time.Second}
-	for _, u := range urls {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-		if err != nil {
-			return err
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			return errors.Wrapf(err, "asking %s", u)
-		}
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		_ = resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return errors.Newf("%s: %s", u, strings.TrimSpace(string(body)))
-		}
+// isReady is nil once url answers 200.
+func isReady(ctx context.Context, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return errors.Wrapf(err, "asking %s", url)
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return errors.Newf("%s: %s", url, strings.TrimSpace(string(body)))
 	}
 	return nil
 }
