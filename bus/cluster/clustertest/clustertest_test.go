@@ -125,3 +125,22 @@ func TestPartitionedNode(t *testing.T) {
 	c.Heal(0)
 	c.WaitReady()
 }
+
+// An in-process node stopped and restarted from its config rejoins with
+// what it stored.
+func TestInProcessRestart(t *testing.T) {
+	c := clustertest.StartInProcess(t, clustertest.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	kv := stateKV(ctx, t, c, c.Creds().State, c.URLs()...)
+	_, err := kv.Put(ctx, "k", []byte("v1"))
+	require.NoError(t, err)
+	c.Stop(1)
+	eventually(ctx, t, func(ctx context.Context) error { _, err := kv.Put(ctx, "k", []byte("v2")); return err })
+	c.Restart(1)
+	c.WaitReady()
+	// Node 2 must be caught up for a write once node 1 is gone.
+	c.Stop(0)
+	eventually(ctx, t, func(ctx context.Context) error { _, err := kv.Put(ctx, "k2", []byte("x")); return err })
+	requireValue(ctx, t, kv, "k", "v2")
+}
