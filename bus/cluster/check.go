@@ -107,8 +107,10 @@ func checkNode(plan Plan, i int, path string) []string {
 	if !sameSet(routes, want) {
 		add("routes go to %v, not to the other nodes %v", routes, want)
 	}
-	if !opts.JetStream || opts.StoreDir == "" {
-		add("JetStream is off or has no store_dir")
+	if !opts.JetStream {
+		add("JetStream is off")
+	} else if opts.StoreDir != plan.StoreDir(i) {
+		add("JetStream stores under %q, not %q as %s says", opts.StoreDir, plan.StoreDir(i), PlanFile)
 	}
 	if opts.SystemAccount != SystemAccount {
 		add("system_account is %q, not %q (the coordinators kick revoked connections through it)", opts.SystemAccount, SystemAccount)
