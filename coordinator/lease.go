@@ -343,6 +343,7 @@ func (l *leases) release(ctx context.Context, key string) {
 	l.mu.Unlock()
 	if ok {
 		_ = l.kv.Delete(ctx, key, jetstream.LastRevision(h.rev))
+		l.log.Debug("lease given up", "lease", key)
 	}
 }
 
