@@ -13,6 +13,7 @@ import (
 
 	"github.com/gastown/gastown/bus"
 	"github.com/gastown/gastown/coordinator"
+	"github.com/gastown/gastown/coordinator/token"
 	"github.com/gastown/gastown/schemas"
 	"github.com/nats-io/nats.go"
 )
@@ -21,7 +22,7 @@ import (
 // temporary data directory.
 type daemon struct {
 	*coordinator.Daemon
-	issuer *coordinator.Issuer
+	issuer *token.Issuer
 	secret string
 	dir    string
 	owned  bool
@@ -49,11 +50,11 @@ func newSecret() string {
 // pushed an hour away, so agents that could not be dispatched stay quiet.
 // mods change the coordinator's configuration.
 func startDaemon(ctx context.Context, secret, dir string, mods ...func(*coordinator.Config)) (*daemon, error) {
-	key, err := coordinator.NewKey([]byte(secret))
+	key, err := token.NewKey([]byte(secret))
 	if err != nil {
 		return nil, err
 	}
-	d := &daemon{issuer: coordinator.NewIssuer(coordinator.NewKeyRing(key), time.Now), secret: secret, dir: dir}
+	d := &daemon{issuer: token.NewIssuer(token.NewKeyRing(key), time.Now), secret: secret, dir: dir}
 	if d.dir == "" {
 		if d.dir, err = os.MkdirTemp("", "gastown-bench-*"); err != nil {
 			return nil, err

@@ -18,6 +18,7 @@ import (
 
 	"github.com/gastown/gastown/agentclient"
 	"github.com/gastown/gastown/coordinator"
+	"github.com/gastown/gastown/coordinator/token"
 	"github.com/gastown/gastown/schemas"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -313,7 +314,7 @@ func httpError(w http.ResponseWriter, code schemas.Code, msg string) {
 
 // bearerAuth is the seed's middleware: the JWT is verified with
 // Issuer.Verify on every request and must be for the path's town.
-func bearerAuth(iss *coordinator.Issuer, next http.Handler) http.Handler {
+func bearerAuth(iss *token.Issuer, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tok, ok := strings.CutPrefix(r.Header.Get(schemas.AuthorizationHeader), schemas.BearerPrefix)
 		if !ok || tok == "" {
@@ -335,7 +336,7 @@ func bearerAuth(iss *coordinator.Issuer, next http.Handler) http.Handler {
 
 // httpPing is ping over HTTP: the same checks of the body, the same reply.
 func httpPing(w http.ResponseWriter, r *http.Request) {
-	v := r.Context().Value(verifiedKey{}).(coordinator.Verified)
+	v := r.Context().Value(verifiedKey{}).(token.Verified)
 	body, err := io.ReadAll(io.LimitReader(r.Body, schemas.MaxBodySize+1))
 	if err != nil || len(body) > schemas.MaxBodySize || (len(body) > 0 && !json.Valid(body)) {
 		httpError(w, schemas.CodeInvalidArgument, "body is not JSON")

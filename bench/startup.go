@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/gastown/gastown/bus"
-	"github.com/gastown/gastown/coordinator"
+	"github.com/gastown/gastown/coordinator/token"
 	"github.com/gastown/gastown/schemas"
 	"github.com/nats-io/nats.go"
 )
@@ -48,11 +48,11 @@ func benchStartup(ctx context.Context, o options) ([]Result, error) {
 	}
 
 	secret := newSecret()
-	key, err := coordinator.NewKey([]byte(secret))
+	key, err := token.NewKey([]byte(secret))
 	if err != nil {
 		return nil, err
 	}
-	issuer := coordinator.NewIssuer(coordinator.NewKeyRing(key), time.Now)
+	issuer := token.NewIssuer(token.NewKeyRing(key), time.Now)
 	type store struct {
 		name, dir, town string
 		towns           int
@@ -141,7 +141,7 @@ func (t *tail) String() string {
 }
 
 // startOnce starts the binary on dir, times it, and stops it with SIGINT.
-func startOnce(ctx context.Context, bin, secret, dir, town string, issuer *coordinator.Issuer, timeout time.Duration) (st startTimes, err error) {
+func startOnce(ctx context.Context, bin, secret, dir, town string, issuer *token.Issuer, timeout time.Duration) (st startTimes, err error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return st, err

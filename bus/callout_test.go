@@ -10,7 +10,7 @@ import (
 
 	"github.com/cockroachdb/errors"
 	"github.com/gastown/gastown/bus"
-	"github.com/gastown/gastown/coordinator"
+	"github.com/gastown/gastown/coordinator/token"
 	"github.com/gastown/gastown/schemas"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -103,8 +103,8 @@ func newCalloutFixture(t *testing.T) *calloutFixture {
 	k := newCalloutKeys(t)
 	ns := calloutServer(t, k, pub(t, k.issuer), pub(t, k.xkey))
 	f := &calloutFixture{ns: ns, url: ns.ClientURL(), keys: k}
-	f.fixture = newFixture(t, coordinator.Config{})
-	auth, err := coordinator.NewConnAuthorizer(f.issuer, coordinator.Config{}, nil)
+	f.fixture = newFixture(t, token.AuthConfig{})
+	auth, err := token.NewConnAuthorizer(f.issuer, token.AuthConfig{}, nil)
 	require.NoError(t, err)
 	c, err := bus.StartCallout(nkeyConn(t, f.url, k.auth), bus.CalloutConfig{
 		Tokens: auth, AdminPassword: adminPassword, Issuer: k.issuer, XKey: k.xkey,
@@ -168,7 +168,7 @@ func TestCalloutRefuses(t *testing.T) {
 		"no credentials": nats.Name("nobody"),
 		"wrong admin":    nats.UserInfo(bus.AdminUser, "wrong"),
 		"internal user":  nats.UserInfo("gastown-internal", "whatever"),
-		"foreign token":  nats.Token(newFixture(t, coordinator.Config{}).mint(t, "alpha", time.Hour)),
+		"foreign token":  nats.Token(newFixture(t, token.AuthConfig{}).mint(t, "alpha", time.Hour)),
 	} {
 		_, err := nats.Connect(f.url, opt, nats.MaxReconnects(0))
 		require.ErrorContains(t, err, "Authorization Violation", name)

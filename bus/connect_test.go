@@ -6,6 +6,7 @@ import (
 
 	"github.com/gastown/gastown/bus"
 	"github.com/gastown/gastown/coordinator"
+	"github.com/gastown/gastown/coordinator/token"
 	"github.com/gastown/gastown/schemas"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/nats-io/nats.go"
@@ -28,17 +29,17 @@ func signWith(t *testing.T, method jwt.SigningMethod, key any, kid string, claim
 // Every connection that is not a valid container token, a right password
 // or the in-process connection is refused at connect.
 func TestConnectRefused(t *testing.T) {
-	f := newFixture(t, coordinator.Config{})
+	f := newFixture(t, token.AuthConfig{})
 	// A bus with no password identities at all.
-	bare := newFixtureWith(t, coordinator.Config{}, bus.Config{})
+	bare := newFixtureWith(t, token.AuthConfig{}, bus.Config{})
 
 	now := time.Now()
 	claims := schemas.NewContainerClaims("A", "", now, time.Hour)
 	kid := f.ring.CurrentID()
 
-	otherKey, err := coordinator.NewKey(randomSecret(t))
+	otherKey, err := token.NewKey(randomSecret(t))
 	require.NoError(t, err)
-	otherSecret, _, err := coordinator.NewIssuer(coordinator.NewKeyRing(otherKey), nil).MintContainer("A", "", time.Hour)
+	otherSecret, _, err := token.NewIssuer(token.NewKeyRing(otherKey), nil).MintContainer("A", "", time.Hour)
 	require.NoError(t, err)
 	legacy, _, err := f.issuer.MintAgent("A", "r", "a", "", time.Hour)
 	require.NoError(t, err)
@@ -57,7 +58,7 @@ func TestConnectRefused(t *testing.T) {
 		{"unknown kid", f, []nats.Option{nats.Token(signWith(t, jwt.SigningMethodHS256, f.secret, "0123456789abcdef", claims))}},
 		{"no kid", f, []nats.Option{nats.Token(signWith(t, jwt.SigningMethodHS256, f.secret, "", claims))}},
 		{"bad town id in a well-signed token", f, []nats.Option{nats.Token(signWith(t, jwt.SigningMethodHS256, f.secret, kid, badTown))}},
-		{"expired beyond the recovery window", f, []nats.Option{nats.Token(f.mintAt(t, "A", now.Add(-coordinator.DefaultRecoveryWindow-coordinator.DefaultTokenTTL-time.Hour), coordinator.DefaultTokenTTL))}},
+		{"expired beyond the recovery window", f, []nats.Option{nats.Token(f.mintAt(t, "A", now.Add(-token.DefaultRecoveryWindow-coordinator.DefaultTokenTTL-time.Hour), coordinator.DefaultTokenTTL))}},
 		{"legacy agent token", f, []nats.Option{nats.Token(legacy)}},
 		{"garbage", f, []nats.Option{nats.Token("not-a-token")}},
 		{"three dotted parts of garbage", f, []nats.Option{nats.Token("a.b.c")}},
@@ -109,7 +110,7 @@ func TestConnectRefused(t *testing.T) {
 // The server closes a container's connection when its token's exp passes.
 func TestConnectionClosedAtExpiry(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, coordinator.Config{})
+	f := newFixture(t, token.AuthConfig{})
 	const ttl = 1500 * time.Millisecond
 	_, claims, err := f.issuer.MintContainer("A", "", ttl)
 	require.NoError(t, err)
@@ -138,7 +139,7 @@ func TestConnectionClosedAtExpiry(t *testing.T) {
 // A container token that expired within the recovery window connects, but
 // may only ask for a fresh token and hear the answer.
 func TestRecoveryConnection(t *testing.T) {
-	f := newFixture(t, coordinator.Config{RecoveryWindow: time.Hour})
+	f := newFixture(t, token.AuthConfig{RecoveryWindow: time.Hour})
 	now := time.Now()
 	ttl := coordinator.DefaultTokenTTL
 	expiredRecently := f.mintAt(t, "A", now.Add(-ttl-30*time.Minute), ttl)
@@ -203,7 +204,7 @@ func TestRecoveryConnection(t *testing.T) {
 // inside the verifier's leeway, connects with recovery permissions and
 // stays connected, instead of being accepted and closed at once.
 func TestRecoveryFromExp(t *testing.T) {
-	f := newFixture(t, coordinator.Config{RecoveryWindow: time.Hour})
+	f := newFixture(t, token.AuthConfig{RecoveryWindow: time.Hour})
 	resp, err := f.nc.Subscribe("gastown.town.A.token.get", func(m *nats.Msg) { _ = m.Respond([]byte("fresh token")) })
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = resp.Unsubscribe() })
@@ -231,7 +232,7 @@ func TestRecoveryFromExp(t *testing.T) {
 func TestRecoveryConnectionIsShort(t *testing.T) {
 	t.Parallel()
 	const connTTL = time.Second
-	f := newFixture(t, coordinator.Config{RecoveryWindow: time.Hour, RecoveryConnTTL: connTTL})
+	f := newFixture(t, token.AuthConfig{RecoveryWindow: time.Hour, RecoveryConnTTL: connTTL})
 	ttl := coordinator.DefaultTokenTTL
 	c := f.connectTown(t, "A", f.mintAt(t, "A", time.Now().Add(-ttl-time.Minute), ttl))
 	require.NoError(t, c.nc.Flush())
@@ -241,7 +242,7 @@ func TestRecoveryConnectionIsShort(t *testing.T) {
 // Kick closes the connections of one town whose token was issued before a
 // time, and no other.
 func TestKick(t *testing.T) {
-	f := newFixture(t, coordinator.Config{})
+	f := newFixture(t, token.AuthConfig{})
 	f.embeddedOnly(t)
 	now := time.Now()
 	cut := now.Add(-30 * time.Minute)

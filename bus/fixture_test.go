@@ -11,7 +11,7 @@ import (
 	"github.com/gastown/gastown/bus"
 	"github.com/gastown/gastown/bus/bustest"
 	"github.com/gastown/gastown/bus/cluster/clustertest"
-	"github.com/gastown/gastown/coordinator"
+	"github.com/gastown/gastown/coordinator/token"
 	"github.com/gastown/gastown/schemas"
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
@@ -32,28 +32,28 @@ type fixture struct {
 	srv    *bus.Server
 	url    string
 	secret []byte
-	ring   *coordinator.KeyRing
-	issuer *coordinator.Issuer
+	ring   *token.KeyRing
+	issuer *token.Issuer
 	// nc is a full-permission in-process connection: the coordinator's side.
 	nc *nats.Conn
 }
 
 // newFixture starts a bus with the ops and admin identities enabled.
-func newFixture(t *testing.T, cfg coordinator.Config) *fixture {
+func newFixture(t *testing.T, cfg token.AuthConfig) *fixture {
 	t.Helper()
 	return newFixtureWith(t, cfg, bus.Config{OpsPassword: opsPassword, AdminPassword: adminPassword})
 }
 
 // newFixtureWith starts a bus with bc, whose Tokens is set to a
 // ConnAuthorizer over a fresh issuer.
-func newFixtureWith(t *testing.T, cfg coordinator.Config, bc bus.Config) *fixture {
+func newFixtureWith(t *testing.T, cfg token.AuthConfig, bc bus.Config) *fixture {
 	t.Helper()
 	secret := randomSecret(t)
-	key, err := coordinator.NewKey(secret)
+	key, err := token.NewKey(secret)
 	require.NoError(t, err)
-	ring := coordinator.NewKeyRing(key)
-	issuer := coordinator.NewIssuer(ring, nil)
-	auth, err := coordinator.NewConnAuthorizer(issuer, cfg, nil)
+	ring := token.NewKeyRing(key)
+	issuer := token.NewIssuer(ring, nil)
+	auth, err := token.NewConnAuthorizer(issuer, cfg, nil)
 	require.NoError(t, err)
 	if onCluster() {
 		return newClusterFixture(t, bc, auth, &fixture{secret: secret, ring: ring, issuer: issuer})
@@ -121,7 +121,7 @@ func (f *fixture) mint(t *testing.T, town string, ttl time.Duration) string {
 // mintAt signs a container token for town as if it were issued at at.
 func (f *fixture) mintAt(t *testing.T, town string, at time.Time, ttl time.Duration) string {
 	t.Helper()
-	tok, _, err := coordinator.NewIssuer(f.ring, func() time.Time { return at }).MintContainer(town, "", ttl)
+	tok, _, err := token.NewIssuer(f.ring, func() time.Time { return at }).MintContainer(town, "", ttl)
 	require.NoError(t, err)
 	return tok
 }

@@ -10,7 +10,7 @@ import (
 	"github.com/cockroachdb/errors"
 	"github.com/gastown/gastown/bus"
 	"github.com/gastown/gastown/bus/bustest"
-	"github.com/gastown/gastown/coordinator"
+	"github.com/gastown/gastown/coordinator/token"
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 )
@@ -52,7 +52,7 @@ func (f *fixture) refused(t *testing.T, opts ...nats.Option) {
 // forgets the failures.
 func TestPasswordLockout(t *testing.T) {
 	clk := newClock()
-	f := newFixtureWith(t, coordinator.Config{}, bus.Config{OpsPassword: opsPassword, AdminPassword: adminPassword,
+	f := newFixtureWith(t, token.AuthConfig{}, bus.Config{OpsPassword: opsPassword, AdminPassword: adminPassword,
 		Limits: bus.Limits{Now: clk.Now}})
 	for range bus.DefaultPasswordFailures {
 		f.refused(t, nats.UserInfo(bus.OpsUser, "guess"))
@@ -107,7 +107,7 @@ func TestPasswordLockout(t *testing.T) {
 // at its token's expiry: connection churn with a valid token keeps
 // nothing.
 func TestTokenConnsForgottenOnClose(t *testing.T) {
-	f := newFixtureWith(t, coordinator.Config{}, bus.Config{Limits: bus.Limits{ConnSweep: 10 * time.Millisecond}})
+	f := newFixtureWith(t, token.AuthConfig{}, bus.Config{Limits: bus.Limits{ConnSweep: 10 * time.Millisecond}})
 	tok := f.mint(t, "A", time.Hour)
 	for range 300 {
 		c := f.connectTown(t, "A", tok)
@@ -130,7 +130,7 @@ func TestTokenConnsForgottenOnClose(t *testing.T) {
 // frees its slot at once (not at the next sweep).
 func TestTownConnCap(t *testing.T) {
 	const limit = 3
-	f := newFixtureWith(t, coordinator.Config{}, bus.Config{Limits: bus.Limits{TownConns: limit, ConnSweep: time.Hour}})
+	f := newFixtureWith(t, token.AuthConfig{}, bus.Config{Limits: bus.Limits{TownConns: limit, ConnSweep: time.Hour}})
 	base := f.srv.NumClients() // the fixture's in-process connection
 	alpha := f.mint(t, "alpha", time.Hour)
 	var open []*client
@@ -167,7 +167,7 @@ func TestTownConnCap(t *testing.T) {
 func TestRefusalLogRateLimited(t *testing.T) {
 	clk := newClock()
 	recs := bustest.NewRecords(slog.LevelInfo)
-	f := newFixtureWith(t, coordinator.Config{}, bus.Config{OpsPassword: opsPassword, Logger: recs.Logger(),
+	f := newFixtureWith(t, token.AuthConfig{}, bus.Config{OpsPassword: opsPassword, Logger: recs.Logger(),
 		Limits: bus.Limits{Now: clk.Now, LogInterval: time.Minute}})
 	refusedLines := func() []bustest.Record {
 		return recs.Lines(func(r bustest.Record) bool { return r.Message == "connection refused" })

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/gastown/gastown/bus"
-	"github.com/gastown/gastown/coordinator"
+	"github.com/gastown/gastown/coordinator/token"
 	"github.com/gastown/gastown/schemas"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -34,7 +34,7 @@ func monitorGet(t *testing.T, srv *bus.Server, path string) string {
 
 // TestMonitoringOff: without MonitorListen there is no endpoint.
 func TestMonitoringOff(t *testing.T) {
-	f := newFixture(t, coordinator.Config{})
+	f := newFixture(t, token.AuthConfig{})
 	require.Empty(t, f.srv.MonitorURL())
 }
 
@@ -44,7 +44,7 @@ func TestMonitoringOff(t *testing.T) {
 // made, state written and a wrong password refused, no page shows the
 // token, a password, the signing secret or the in-process secret.
 func TestMonitoringShowsNoSecret(t *testing.T) {
-	f := newFixtureWith(t, coordinator.Config{}, bus.Config{OpsPassword: opsPassword, AdminPassword: adminPassword,
+	f := newFixtureWith(t, token.AuthConfig{}, bus.Config{OpsPassword: opsPassword, AdminPassword: adminPassword,
 		MonitorListen: "127.0.0.1:0"})
 	require.True(t, strings.HasPrefix(f.srv.MonitorURL(), "http://127.0.0.1:"), f.srv.MonitorURL())
 	tok := f.mint(t, "alpha", time.Hour)

@@ -11,7 +11,7 @@ import (
 
 	"github.com/gastown/gastown/bus"
 	"github.com/gastown/gastown/bus/bustest"
-	"github.com/gastown/gastown/coordinator"
+	"github.com/gastown/gastown/coordinator/token"
 	"github.com/gastown/gastown/schemas"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -133,7 +133,7 @@ func (f *fixture) requireCLIReceives(t *testing.T, auth cliAuth, subject, publis
 func TestNatsCLI(t *testing.T) {
 	t.Parallel()
 	bustest.NatsCLI(t)
-	f := newFixture(t, coordinator.Config{})
+	f := newFixture(t, token.AuthConfig{})
 	tokA := f.mint(t, "A", time.Hour)
 
 	t.Run("container", func(t *testing.T) {
@@ -289,7 +289,7 @@ func (f *fixture) waitMirrored(t *testing.T, bucket string, n uint64) {
 // published on a container's, the administrator's or the coordinator's
 // inbox reaches the ops account at all.
 func TestOpsNeverSeesPrivateInboxes(t *testing.T) {
-	f := newFixture(t, coordinator.Config{})
+	f := newFixture(t, token.AuthConfig{})
 	t.Run("_INBOX.> is refused", func(t *testing.T) {
 		ops := f.connect(t, nats.UserInfo(bus.OpsUser, opsPassword))
 		_, err := ops.nc.SubscribeSync("_INBOX.>")

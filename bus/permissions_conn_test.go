@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gastown/gastown/coordinator"
+	"github.com/gastown/gastown/coordinator/token"
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 )
@@ -14,7 +14,7 @@ import (
 // requests, and hear its token pushes, dispatches, control requests and its
 // own inbox (PROTOCOL.md, Connecting).
 func TestContainerAllowed(t *testing.T) {
-	f := newFixture(t, coordinator.Config{})
+	f := newFixture(t, token.AuthConfig{})
 	tok := f.mint(t, "A", time.Hour)
 
 	t.Run("publish", func(t *testing.T) {
@@ -112,7 +112,7 @@ func TestContainerAllowed(t *testing.T) {
 
 // Anything else is a permissions violation, and nothing crosses.
 func TestContainerDenied(t *testing.T) {
-	f := newFixture(t, coordinator.Config{})
+	f := newFixture(t, token.AuthConfig{})
 	tok := f.mint(t, "A", time.Hour)
 
 	t.Run("subscribe", func(t *testing.T) {

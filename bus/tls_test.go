@@ -15,7 +15,7 @@ import (
 	"github.com/cockroachdb/errors"
 	"github.com/gastown/gastown/bus"
 	"github.com/gastown/gastown/bus/bustest"
-	"github.com/gastown/gastown/coordinator"
+	"github.com/gastown/gastown/coordinator/token"
 	"github.com/gastown/gastown/schemas"
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
@@ -40,7 +40,7 @@ func tlsOpts(t *testing.T, certs bustest.Certs, withCert bool) []nats.Option {
 // TLS at all, is refused; the in-process connections are untouched.
 func TestTLSClientPort(t *testing.T) {
 	certs := bustest.NewCerts(t)
-	f := newFixtureWith(t, coordinator.Config{}, bus.Config{OpsPassword: opsPassword, AdminPassword: adminPassword,
+	f := newFixtureWith(t, token.AuthConfig{}, bus.Config{OpsPassword: opsPassword, AdminPassword: adminPassword,
 		TLS: certs.ServerTLS(false)})
 	require.True(t, strings.HasPrefix(f.url, "tls://127.0.0.1:"), f.url)
 
@@ -122,7 +122,7 @@ func readAll(r *bufio.Reader) (string, error) {
 // right certificate still needs them.
 func TestMutualTLS(t *testing.T) {
 	certs := bustest.NewCerts(t)
-	f := newFixtureWith(t, coordinator.Config{}, bus.Config{OpsPassword: opsPassword, AdminPassword: adminPassword,
+	f := newFixtureWith(t, token.AuthConfig{}, bus.Config{OpsPassword: opsPassword, AdminPassword: adminPassword,
 		TLS: certs.ServerTLS(true)})
 	tok := f.mint(t, "alpha", time.Hour)
 	town := []nats.Option{nats.Token(tok), nats.CustomInboxPrefix(inbox("alpha"))}

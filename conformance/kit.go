@@ -17,6 +17,7 @@ import (
 	"github.com/gastown/gastown/agentclient"
 	"github.com/gastown/gastown/bus"
 	"github.com/gastown/gastown/coordinator"
+	"github.com/gastown/gastown/coordinator/token"
 	"github.com/gastown/gastown/schemas"
 	"github.com/nats-io/nats.go"
 )
@@ -36,7 +37,7 @@ type kit struct {
 	town   schemas.Town
 	work   string
 	d      *coordinator.Daemon
-	issuer *coordinator.Issuer
+	issuer *token.Issuer
 	// kc sends what the coordinator would (dispatches, stops, pushes) and
 	// watches the town; admin calls admin methods.
 	kc, admin *nats.Conn
@@ -120,11 +121,11 @@ func (k *kit) startCoordinator(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	key, err := coordinator.NewKey([]byte(secret))
+	key, err := token.NewKey([]byte(secret))
 	if err != nil {
 		return err
 	}
-	k.issuer = coordinator.NewIssuer(coordinator.NewKeyRing(key), nil)
+	k.issuer = token.NewIssuer(token.NewKeyRing(key), nil)
 	k.d, err = coordinator.StartDaemon(ctx, k.issuer, coordinator.DaemonConfig{
 		Config: coordinator.Config{
 			TokenTTL: k.cfg.TokenTTL, RefreshInterval: k.cfg.RefreshInterval, RefreshJitter: k.cfg.RefreshInterval / 10,

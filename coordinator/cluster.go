@@ -7,6 +7,7 @@ import (
 
 	"github.com/cockroachdb/errors"
 	"github.com/gastown/gastown/bus"
+	"github.com/gastown/gastown/coordinator/token"
 	"github.com/gastown/gastown/schemas"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
@@ -62,7 +63,7 @@ func connectKey(url, name, file string, kp nkeys.KeyPair, opts ...nats.Option) (
 // startCluster connects the coordinator's identities, checks the cluster
 // against its settings, and starts the callout and the kicker. It returns
 // the options for New.
-func (d *Daemon) startCluster(ctx context.Context, cfg Config, dc DaemonConfig, issuer *Issuer, tokens *revocations) ([]Option, error) {
+func (d *Daemon) startCluster(ctx context.Context, cfg Config, dc DaemonConfig, issuer *token.Issuer, tokens *revocations) ([]Option, error) {
 	creds, url := dc.Cluster, dc.NatsURL
 	inbox := nats.CustomInboxPrefix(schemas.CoordinatorInbox)
 	cs := &clusterSide{stop: make(chan struct{}), log: cfg.Logger}
@@ -84,7 +85,7 @@ func (d *Daemon) startCluster(ctx context.Context, cfg Config, dc DaemonConfig, 
 				"start the missing nodes (every node of `gastown cluster init` runs JetStream), or lower --replicas")
 		}
 	}
-	auth, err := NewConnAuthorizer(issuer, cfg, tokens)
+	auth, err := token.NewConnAuthorizer(issuer, cfg.authConfig(), tokens)
 	if err != nil {
 		return nil, err
 	}

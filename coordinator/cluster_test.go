@@ -14,6 +14,7 @@ import (
 	"github.com/gastown/gastown/bus/cluster"
 	"github.com/gastown/gastown/bus/cluster/clustertest"
 	"github.com/gastown/gastown/coordinator"
+	"github.com/gastown/gastown/coordinator/token"
 	"github.com/gastown/gastown/schemas"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -30,7 +31,7 @@ const (
 type onCluster struct {
 	t      *testing.T
 	c      *clustertest.Cluster
-	issuer *coordinator.Issuer
+	issuer *token.Issuer
 	cfg    coordinator.DaemonConfig
 	ds     []*coordinator.Daemon
 }
@@ -38,9 +39,9 @@ type onCluster struct {
 func startOnCluster(t *testing.T, coordinators int) *onCluster {
 	t.Helper()
 	c := clustertest.StartInProcess(t, clustertest.Options{OpsPassword: clusterOpsPassword})
-	key, err := coordinator.NewKey([]byte("cluster-test-secret-of-at-least-32-bytes"))
+	key, err := token.NewKey([]byte("cluster-test-secret-of-at-least-32-bytes"))
 	require.NoError(t, err)
-	o := &onCluster{t: t, c: c, issuer: coordinator.NewIssuer(coordinator.NewKeyRing(key), nil)}
+	o := &onCluster{t: t, c: c, issuer: token.NewIssuer(token.NewKeyRing(key), nil)}
 	o.cfg = coordinator.DaemonConfig{
 		Config:  coordinator.Config{Replicas: 3, LeaseTTL: 3 * time.Second, Logger: bustest.Logger(t)},
 		Bus:     bus.Config{AdminPassword: clusterAdminPassword},
@@ -318,9 +319,9 @@ func localLastSeq(t *testing.T, c *clustertest.Cluster, i int, stream string) ui
 // answering containers and the administrator; healed, the node catches up.
 func TestClusterPartition(t *testing.T) {
 	c := clustertest.StartInProcess(t, clustertest.Options{Partitionable: true})
-	key, err := coordinator.NewKey([]byte("cluster-test-secret-of-at-least-32-bytes"))
+	key, err := token.NewKey([]byte("cluster-test-secret-of-at-least-32-bytes"))
 	require.NoError(t, err)
-	o := &onCluster{t: t, c: c, issuer: coordinator.NewIssuer(coordinator.NewKeyRing(key), nil)}
+	o := &onCluster{t: t, c: c, issuer: token.NewIssuer(token.NewKeyRing(key), nil)}
 	o.cfg = coordinator.DaemonConfig{
 		Config: coordinator.Config{Replicas: 3, LeaseTTL: 3 * time.Second, Logger: bustest.Logger(t)},
 		Bus:    bus.Config{AdminPassword: clusterAdminPassword},

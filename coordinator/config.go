@@ -6,16 +6,13 @@ import (
 
 	"github.com/cockroachdb/errors"
 	"github.com/gastown/gastown/bus"
+	"github.com/gastown/gastown/coordinator/token"
 )
 
 // Defaults (ARCHITECTURE.md, Defaults).
 const (
 	DefaultTokenTTL        = 8 * time.Hour
 	DefaultRefreshInterval = time.Hour
-	DefaultRecoveryWindow  = 24 * time.Hour
-	// DefaultRecoveryConnTTL is how long a recovery connection may stay
-	// open: long enough to ask for a fresh token.
-	DefaultRecoveryConnTTL = time.Minute
 	// DefaultRequestTimeout bounds a request to a container.
 	DefaultRequestTimeout = 5 * time.Second
 
@@ -37,9 +34,10 @@ type Config struct {
 	// up to this much at random. Zero means a tenth of RefreshInterval.
 	RefreshJitter time.Duration
 	// RecoveryWindow is how long after its exp a container token may still
-	// connect to ask for a fresh one.
+	// connect to ask for a fresh one (token.DefaultRecoveryWindow).
 	RecoveryWindow time.Duration
-	// RecoveryConnTTL is how long such a recovery connection stays open.
+	// RecoveryConnTTL is how long such a recovery connection stays open
+	// (token.DefaultRecoveryConnTTL).
 	RecoveryConnTTL time.Duration
 	// RequestTimeout bounds each request the coordinator sends.
 	RequestTimeout time.Duration
@@ -73,6 +71,11 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// authConfig is what the connection authorizer needs of c.
+func (c Config) authConfig() token.AuthConfig {
+	return token.AuthConfig{RecoveryWindow: c.RecoveryWindow, RecoveryConnTTL: c.RecoveryConnTTL}
+}
+
 // withDefaults fills zero fields and checks the result.
 func (c Config) withDefaults() (Config, error) {
 	if c.TokenTTL == 0 {
@@ -85,10 +88,10 @@ func (c Config) withDefaults() (Config, error) {
 		c.RefreshJitter = c.RefreshInterval / 10
 	}
 	if c.RecoveryWindow == 0 {
-		c.RecoveryWindow = DefaultRecoveryWindow
+		c.RecoveryWindow = token.DefaultRecoveryWindow
 	}
 	if c.RecoveryConnTTL == 0 {
-		c.RecoveryConnTTL = DefaultRecoveryConnTTL
+		c.RecoveryConnTTL = token.DefaultRecoveryConnTTL
 	}
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = DefaultRequestTimeout

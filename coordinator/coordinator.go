@@ -8,6 +8,7 @@ import (
 
 	"github.com/cockroachdb/errors"
 	"github.com/gastown/gastown/bus"
+	"github.com/gastown/gastown/coordinator/token"
 	"github.com/gastown/gastown/schemas"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -29,9 +30,9 @@ type Coordinator struct {
 	// on the embedded server, nc itself on an existing cluster.
 	state  *nats.Conn
 	js     jetstream.JetStream
-	issuer *Issuer
+	issuer *token.Issuer
 	// verified caches signature checks of RPC bearer tokens.
-	verified *verifyCache
+	verified *token.VerifyCache
 	cfg      Config
 	log      *slog.Logger
 	tokens   *revocations
@@ -87,14 +88,14 @@ func withTokenState(r *revocations) Option { return func(c *Coordinator) { c.tok
 
 // New opens the state buckets, loads them, subscribes the request handlers
 // and starts the rotation loop.
-func New(ctx context.Context, nc *nats.Conn, issuer *Issuer, cfg Config, opts ...Option) (*Coordinator, error) {
+func New(ctx context.Context, nc *nats.Conn, issuer *token.Issuer, cfg Config, opts ...Option) (*Coordinator, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, errors.Wrap(err, "coordinator configuration")
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	c := &Coordinator{
-		nc: nc, state: nc, issuer: issuer, verified: newVerifyCache(issuer), cfg: cfg, log: cfg.Logger, tokens: newRevocations(),
+		nc: nc, state: nc, issuer: issuer, verified: token.NewVerifyCache(issuer), cfg: cfg, log: cfg.Logger, tokens: newRevocations(),
 		idleUntil: map[string]time.Time{}, runCtx: runCtx, cancel: cancel,
 		sem: make(chan struct{}, cfg.Limits.Handlers), mint: newMintLocks(),
 		errLog: bus.NewRateLog(cfg.Logger, cfg.ErrorLogInterval, cfg.Now),

@@ -8,6 +8,7 @@ import (
 	"github.com/cockroachdb/errors"
 	"github.com/gastown/gastown/bus"
 	"github.com/gastown/gastown/bus/cluster"
+	"github.com/gastown/gastown/coordinator/token"
 	"github.com/gastown/gastown/schemas"
 	"github.com/nats-io/nats.go"
 )
@@ -48,7 +49,7 @@ type Daemon struct {
 
 // StartDaemon starts the embedded server (unless dc.NatsURL is set),
 // connects, and starts the coordinator. Close stops it all.
-func StartDaemon(ctx context.Context, issuer *Issuer, dc DaemonConfig) (*Daemon, error) {
+func StartDaemon(ctx context.Context, issuer *token.Issuer, dc DaemonConfig) (*Daemon, error) {
 	cfg, err := dc.Config.withDefaults()
 	if err != nil {
 		return nil, errors.Wrap(err, "coordinator configuration")
@@ -76,7 +77,7 @@ func StartDaemon(ctx context.Context, issuer *Issuer, dc DaemonConfig) (*Daemon,
 		opts = append(opts, more...)
 		cfg.Logger.Info("running on a NATS cluster", "url", d.clientURL, "replicas", cfg.Replicas)
 	case dc.NatsURL == "":
-		auth, err := NewConnAuthorizer(issuer, cfg, state)
+		auth, err := token.NewConnAuthorizer(issuer, cfg.authConfig(), state)
 		if err != nil {
 			d.Close()
 			return nil, err
@@ -196,7 +197,7 @@ func (d *Daemon) Close() {
 
 // RunDaemon runs the coordinator until ctx is done, then stops everything
 // it started and returns.
-func RunDaemon(ctx context.Context, issuer *Issuer, dc DaemonConfig) error {
+func RunDaemon(ctx context.Context, issuer *token.Issuer, dc DaemonConfig) error {
 	d, err := StartDaemon(ctx, issuer, dc)
 	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
 		// Stopped (Ctrl-C, SIGTERM) while starting: StartDaemon has closed

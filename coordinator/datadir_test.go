@@ -18,6 +18,7 @@ import (
 	"github.com/gastown/gastown/bus"
 	"github.com/gastown/gastown/coordinator"
 	"github.com/gastown/gastown/coordinator/coordinatortest"
+	"github.com/gastown/gastown/coordinator/token"
 	"github.com/gastown/gastown/schemas"
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
@@ -178,9 +179,9 @@ func TestDiskFullWhileRunning(t *testing.T) {
 // TestStoppedWhileStarting: a coordinator stopped (Ctrl-C) while it starts
 // stops cleanly: no error, and its data directory is free again.
 func TestStoppedWhileStarting(t *testing.T) {
-	key, err := coordinator.NewKey([]byte("stop-while-starting-secret-of-32-bytes"))
+	key, err := token.NewKey([]byte("stop-while-starting-secret-of-32-bytes"))
 	require.NoError(t, err)
-	issuer := coordinator.NewIssuer(coordinator.NewKeyRing(key), nil)
+	issuer := token.NewIssuer(token.NewKeyRing(key), nil)
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()

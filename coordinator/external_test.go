@@ -12,6 +12,7 @@ import (
 	"github.com/gastown/gastown/bus"
 	"github.com/gastown/gastown/bus/bustest"
 	"github.com/gastown/gastown/coordinator"
+	"github.com/gastown/gastown/coordinator/token"
 	"github.com/gastown/gastown/schemas"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -44,9 +45,9 @@ func TestExternalNATSRestartedUnderEverything(t *testing.T) {
 	defer func() { ns.Shutdown() }()
 	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
 
-	key, err := coordinator.NewKey([]byte("external-test-secret-of-at-least-32-bytes"))
+	key, err := token.NewKey([]byte("external-test-secret-of-at-least-32-bytes"))
 	require.NoError(t, err)
-	issuer := coordinator.NewIssuer(coordinator.NewKeyRing(key), nil)
+	issuer := token.NewIssuer(token.NewKeyRing(key), nil)
 	d, err := coordinator.StartDaemon(context.Background(), issuer, coordinator.DaemonConfig{
 		Config: coordinator.Config{TokenTTL: time.Minute, RefreshInterval: 200 * time.Millisecond, RequestTimeout: 2 * time.Second,
 			Logger: bustest.Logger(t)},

@@ -9,6 +9,7 @@ import (
 
 	"github.com/gastown/gastown/bus"
 	"github.com/gastown/gastown/bus/bustest"
+	"github.com/gastown/gastown/coordinator/token"
 	"github.com/gastown/gastown/schemas"
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
@@ -28,9 +29,9 @@ func BenchmarkHeartbeatIngestion(b *testing.B) {
 	const towns, perTown = 100, 100
 	srv := bustest.Start(b, bus.Config{})
 	nc := bustest.Connect(b, srv)
-	key, err := NewKey([]byte("benchmark-secret-of-at-least-32-bytes!!"))
+	key, err := token.NewKey([]byte("benchmark-secret-of-at-least-32-bytes!!"))
 	require.NoError(b, err)
-	c, err := New(context.Background(), nc, NewIssuer(NewKeyRing(key), nil), Config{HeartbeatInterval: time.Hour, DispatchCooldown: time.Hour}, WithStateConn(bustest.ConnectState(b, srv)))
+	c, err := New(context.Background(), nc, token.NewIssuer(token.NewKeyRing(key), nil), Config{HeartbeatInterval: time.Hour, DispatchCooldown: time.Hour}, WithStateConn(bustest.ConnectState(b, srv)))
 	require.NoError(b, err)
 	b.Cleanup(c.Close)
 	ctx := context.Background()

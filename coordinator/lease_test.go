@@ -7,6 +7,7 @@ import (
 
 	"github.com/gastown/gastown/bus"
 	"github.com/gastown/gastown/bus/bustest"
+	"github.com/gastown/gastown/coordinator/token"
 	"github.com/gastown/gastown/schemas"
 	"github.com/stretchr/testify/require"
 )
@@ -15,9 +16,9 @@ import (
 // loops run on exactly one of them, and the other takes over when it stops.
 func TestLeasesOneCoordinatorPerTown(t *testing.T) {
 	srv := bustest.Start(t, bus.Config{})
-	key, err := NewKey([]byte("lease-test-secret-of-at-least-32-bytes"))
+	key, err := token.NewKey([]byte("lease-test-secret-of-at-least-32-bytes"))
 	require.NoError(t, err)
-	issuer := NewIssuer(NewKeyRing(key), nil)
+	issuer := token.NewIssuer(token.NewKeyRing(key), nil)
 	cfg := Config{LeaseTTL: 2 * time.Second, Logger: bustest.Logger(t)}
 	a, err := New(context.Background(), bustest.Connect(t, srv), issuer, cfg, WithStateConn(bustest.ConnectState(t, srv)))
 	require.NoError(t, err)
@@ -53,9 +54,9 @@ func TestLeasesOneCoordinatorPerTown(t *testing.T) {
 // giving its leases up loses them when the bucket's TTL expires them.
 func TestLeasesSpreadAndLapse(t *testing.T) {
 	srv := bustest.Start(t, bus.Config{})
-	key, err := NewKey([]byte("lease-test-secret-of-at-least-32-bytes"))
+	key, err := token.NewKey([]byte("lease-test-secret-of-at-least-32-bytes"))
 	require.NoError(t, err)
-	issuer := NewIssuer(NewKeyRing(key), nil)
+	issuer := token.NewIssuer(token.NewKeyRing(key), nil)
 	cfg := Config{LeaseTTL: 2 * time.Second, Logger: bustest.Logger(t)}
 	start := func() (*Coordinator, func()) {
 		sc := bustest.ConnectState(t, srv)

@@ -15,6 +15,7 @@ import (
 	"github.com/gastown/gastown/bus/bustest"
 	"github.com/gastown/gastown/coordinator"
 	"github.com/gastown/gastown/coordinator/coordinatortest"
+	"github.com/gastown/gastown/coordinator/token"
 	"github.com/gastown/gastown/schemas"
 	"github.com/nats-io/nats.go"
 	dto "github.com/prometheus/client_model/go"
@@ -247,9 +248,9 @@ func TestMetricsListenErrors(t *testing.T) {
 		{"busy", busy.Addr().String(), "address already in use"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			key, err := coordinator.NewKey([]byte(strings.Repeat("k", 64)))
+			key, err := token.NewKey([]byte(strings.Repeat("k", 64)))
 			require.NoError(t, err)
-			_, err = coordinator.StartDaemon(context.Background(), coordinator.NewIssuer(coordinator.NewKeyRing(key), nil), coordinator.DaemonConfig{
+			_, err = coordinator.StartDaemon(context.Background(), token.NewIssuer(token.NewKeyRing(key), nil), coordinator.DaemonConfig{
 				Bus:           bus.Config{Listen: "127.0.0.1:0", DataDir: t.TempDir()},
 				MetricsListen: tc.addr,
 			})
@@ -271,9 +272,9 @@ func TestMetricsListenerFreedWhenStartFails(t *testing.T) {
 	metricsAddr := free.Addr().String()
 	require.NoError(t, free.Close())
 
-	key, err := coordinator.NewKey([]byte(strings.Repeat("k", 64)))
+	key, err := token.NewKey([]byte(strings.Repeat("k", 64)))
 	require.NoError(t, err)
-	_, err = coordinator.StartDaemon(context.Background(), coordinator.NewIssuer(coordinator.NewKeyRing(key), nil), coordinator.DaemonConfig{
+	_, err = coordinator.StartDaemon(context.Background(), token.NewIssuer(token.NewKeyRing(key), nil), coordinator.DaemonConfig{
 		Bus:           bus.Config{Listen: busy.Addr().String(), DataDir: t.TempDir()},
 		MetricsListen: metricsAddr,
 	})
@@ -358,9 +359,9 @@ func TestMetricsOnExternalNATS(t *testing.T) {
 	ns := externalServer(t, port, dir)
 	defer func() { ns.Shutdown() }()
 
-	key, err := coordinator.NewKey([]byte(strings.Repeat("e", 64)))
+	key, err := token.NewKey([]byte(strings.Repeat("e", 64)))
 	require.NoError(t, err)
-	d, err := coordinator.StartDaemon(context.Background(), coordinator.NewIssuer(coordinator.NewKeyRing(key), nil), coordinator.DaemonConfig{
+	d, err := coordinator.StartDaemon(context.Background(), token.NewIssuer(token.NewKeyRing(key), nil), coordinator.DaemonConfig{
 		Config:  coordinator.Config{RequestTimeout: 200 * time.Millisecond, Logger: bustest.Logger(t)},
 		NatsURL: "nats://" + l.Addr().String(), MetricsListen: "127.0.0.1:0",
 	})

@@ -8,6 +8,7 @@ import (
 
 	"github.com/cockroachdb/errors"
 	"github.com/gastown/gastown/bus"
+	"github.com/gastown/gastown/coordinator/token"
 	"github.com/gastown/gastown/schemas"
 	"github.com/nats-io/nats.go"
 )
@@ -19,7 +20,7 @@ type Caller struct {
 	AgentID string
 	RigID   string
 	Role    string
-	Kind    TokenKind
+	Kind    token.Kind
 }
 
 // rpcMethod is one tool method: who may call it, and its handler.
@@ -115,7 +116,7 @@ func (c *Coordinator) admitRPC(methods map[string]rpcMethod, m *nats.Msg, townID
 // container itself, for container methods) whose role may call method.
 func (c *Coordinator) allowed(h rpcMethod, caller *Caller, method string) error {
 	if caller.AgentID == "" {
-		if h.container && caller.Kind == KindContainer {
+		if h.container && caller.Kind == token.KindContainer {
 			return nil
 		}
 		return schemas.NewError(schemas.CodePermissionDenied, "%s needs the calling agent's identity (%s and %s headers)", method, schemas.AgentIDHeader, schemas.RigIDHeader)
@@ -138,13 +139,13 @@ func (c *Coordinator) allowed(h rpcMethod, caller *Caller, method string) error 
 // town, its revocation, and establishes the caller's identity.
 func (c *Coordinator) authenticate(townID string, h nats.Header) (Caller, error) {
 	auth := h.Get(schemas.AuthorizationHeader)
-	token, ok := strings.CutPrefix(auth, schemas.BearerPrefix)
-	if !ok || token == "" {
+	bearer, ok := strings.CutPrefix(auth, schemas.BearerPrefix)
+	if !ok || bearer == "" {
 		return Caller{}, schemas.NewError(schemas.CodeUnauthenticated, "no bearer token in the Authorization header")
 	}
-	v, err := c.verified.Verify(token)
+	v, err := c.verified.Verify(bearer)
 	switch {
-	case errors.Is(err, ErrTokenExpired):
+	case errors.Is(err, token.ErrTokenExpired):
 		return Caller{}, schemas.NewError(schemas.CodeUnauthenticated, "token has expired; fetch a fresh one")
 	case err != nil:
 		return Caller{}, schemas.NewError(schemas.CodeUnauthenticated, "token is not valid")
@@ -152,7 +153,7 @@ func (c *Coordinator) authenticate(townID string, h nats.Header) (Caller, error)
 	if v.TownID() != townID {
 		return Caller{}, schemas.NewError(schemas.CodePermissionDenied, "token is for another town")
 	}
-	if revoked, err := c.tokens.revoked(townID, v.Issued()); err != nil {
+	if revoked, err := c.tokens.Revoked(townID, v.Issued()); err != nil {
 		return Caller{}, schemas.NewError(schemas.CodeUnavailable, "coordinator is starting; try again")
 	} else if revoked {
 		return Caller{}, schemas.NewError(schemas.CodeUnauthenticated, "token was revoked; fetch a fresh one")
@@ -165,14 +166,14 @@ func (c *Coordinator) authenticate(townID string, h nats.Header) (Caller, error)
 			}
 		}
 	}
-	if v.Kind == KindAgent {
+	if v.Kind == token.KindAgent {
 		a := v.Agent
 		if (agentID != "" && agentID != a.AgentID) || (rigID != "" && rigID != a.RigID) {
 			return Caller{}, schemas.NewError(schemas.CodePermissionDenied, "identity headers do not match the token")
 		}
-		return Caller{TownID: townID, UserID: a.UserID, AgentID: a.AgentID, RigID: a.RigID, Kind: KindAgent}, nil
+		return Caller{TownID: townID, UserID: a.UserID, AgentID: a.AgentID, RigID: a.RigID, Kind: token.KindAgent}, nil
 	}
-	return Caller{TownID: townID, UserID: v.Container.UserID, AgentID: agentID, RigID: rigID, Kind: KindContainer}, nil
+	return Caller{TownID: townID, UserID: v.Container.UserID, AgentID: agentID, RigID: rigID, Kind: token.KindContainer}, nil
 }
 
 // wireError turns a handler error into what the caller sees. Errors that

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/errors"
+	"github.com/gastown/gastown/coordinator/token"
 	"github.com/gastown/gastown/schemas"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -43,11 +44,11 @@ type revocations struct {
 
 func newRevocations() *revocations { return &revocations{} }
 
-// revoked implements revocationChecker.
-func (r *revocations) revoked(townID string, issuedAt time.Time) (bool, error) {
+// Revoked implements token.RevocationChecker.
+func (r *revocations) Revoked(townID string, issuedAt time.Time) (bool, error) {
 	b := r.b.Load()
 	if b == nil {
-		return false, ErrNotReady
+		return false, token.ErrNotReady
 	}
 	s, ok := b.Get(townID)
 	return ok && issuedAt.Before(s.RevokedBefore), nil

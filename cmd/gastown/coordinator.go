@@ -8,6 +8,7 @@ import (
 	"github.com/gastown/gastown/bus"
 	"github.com/gastown/gastown/bus/cluster"
 	"github.com/gastown/gastown/coordinator"
+	"github.com/gastown/gastown/coordinator/token"
 )
 
 const coordinatorDesc = `
@@ -46,7 +47,7 @@ func runCoordinator(ctx context.Context, args []string, env Env) error {
 	clusterCreds := fs.String("cluster-creds", "", "with --nats-url: the coordinator's keys for a cluster made by `gastown cluster init` (its coordinator/ directory); the coordinator then answers the cluster's auth callout")
 	ttl := fs.Duration("token-ttl", coordinator.DefaultTokenTTL, "lifetime of a container token")
 	refresh := fs.Duration("refresh-interval", coordinator.DefaultRefreshInterval, "how often an active town's token is refreshed")
-	recovery := fs.Duration("recovery-window", coordinator.DefaultRecoveryWindow, "how long after expiry a container token may still ask for a fresh one")
+	recovery := fs.Duration("recovery-window", token.DefaultRecoveryWindow, "how long after expiry a container token may still ask for a fresh one")
 	replicas := fs.Int("replicas", 1, "replica count of the state buckets (3 on a cluster)")
 	heartbeat := fs.Duration("heartbeat-interval", coordinator.DefaultHeartbeatInterval, "how often containers send heartbeats")
 	deadAfter := fs.Int("dead-after", coordinator.DefaultDeadAfter, "missed heartbeat intervals before an agent is dead")
@@ -90,14 +91,14 @@ func runCoordinator(ctx context.Context, args []string, env Env) error {
 			return err
 		}
 	}
-	ring, err := coordinator.KeyRingFromEnv(env.Getenv)
+	ring, err := token.KeyRingFromEnv(env.Getenv)
 	if err != nil {
 		return err
 	}
 	if env.Getenv("GASTOWN_DEV_SECRET") == "1" {
 		log.Warn("DEVELOPMENT SECRET IN USE: tokens are signed with a well-known key; never run this way in production")
 	}
-	issuer := coordinator.NewIssuer(ring, time.Now)
+	issuer := token.NewIssuer(ring, time.Now)
 	log.Info("starting coordinator", "signingKey", ring.CurrentID(), "acceptedKeys", len(ring.IDs()),
 		"tokenTTL", *ttl, "refreshInterval", *refresh)
 	return coordinator.RunDaemon(ctx, issuer, coordinator.DaemonConfig{

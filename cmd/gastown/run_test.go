@@ -10,6 +10,7 @@ import (
 	"github.com/cockroachdb/errors"
 	"github.com/gastown/gastown/bus"
 	"github.com/gastown/gastown/coordinator"
+	"github.com/gastown/gastown/coordinator/token"
 	"github.com/stretchr/testify/require"
 )
 
@@ -76,7 +77,7 @@ func TestHelp(t *testing.T) {
 			"-nats-url",
 			"-token-ttl", "(default " + coordinator.DefaultTokenTTL.String() + ")",
 			"-refresh-interval", "(default " + coordinator.DefaultRefreshInterval.String() + ")",
-			"-recovery-window", "(default " + coordinator.DefaultRecoveryWindow.String() + ")",
+			"-recovery-window", "(default " + token.DefaultRecoveryWindow.String() + ")",
 			"-replicas", "(default 1)",
 			"-log-level", `(default "info")`,
 			"-log-format", `(default "text")`,

@@ -10,6 +10,7 @@ import (
 	"github.com/cockroachdb/errors"
 	"github.com/gastown/gastown/bus"
 	"github.com/gastown/gastown/coordinator"
+	"github.com/gastown/gastown/coordinator/token"
 	"github.com/gastown/gastown/schemas"
 	"github.com/nats-io/nats.go"
 )
@@ -82,11 +83,11 @@ func runTokenMint(args []string, env Env) error {
 	if (*agent == "") != (*rig == "") {
 		return errors.Mark(errors.New("--agent and --rig go together"), ErrUsage)
 	}
-	ring, err := coordinator.KeyRingFromEnv(env.Getenv)
+	ring, err := token.KeyRingFromEnv(env.Getenv)
 	if err != nil {
 		return err
 	}
-	issuer := coordinator.NewIssuer(ring, time.Now)
+	issuer := token.NewIssuer(ring, time.Now)
 	var tok string
 	if *agent != "" {
 		for _, p := range [][2]string{{"--agent", *agent}, {"--rig", *rig}} {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/cockroachdb/errors"
 	"github.com/gastown/gastown/coordinator"
+	"github.com/gastown/gastown/coordinator/token"
 	"github.com/stretchr/testify/require"
 )
 
@@ -23,11 +24,11 @@ func mint(t *testing.T, vars map[string]string, args ...string) string {
 }
 
 // issuerFor is an issuer with the key ring vars give.
-func issuerFor(t *testing.T, vars map[string]string) *coordinator.Issuer {
+func issuerFor(t *testing.T, vars map[string]string) *token.Issuer {
 	t.Helper()
-	ring, err := coordinator.KeyRingFromEnv(func(k string) string { return vars[k] })
+	ring, err := token.KeyRingFromEnv(func(k string) string { return vars[k] })
 	require.NoError(t, err)
-	return coordinator.NewIssuer(ring, nil)
+	return token.NewIssuer(ring, nil)
 }
 
 func TestTokenMint(t *testing.T) {
@@ -58,7 +59,7 @@ func TestTokenMint(t *testing.T) {
 
 				v, err := issuer.Verify(tok)
 				require.NoError(t, err)
-				require.Equal(t, coordinator.KindContainer, v.Kind)
+				require.Equal(t, token.KindContainer, v.Kind)
 				_, err = issuer.VerifyAgent(tok)
 				require.Error(t, err, "a container token never parses as a legacy one")
 			})
@@ -81,7 +82,7 @@ func TestTokenMint(t *testing.T) {
 	t.Run("signed with the current secret only", func(t *testing.T) {
 		other := issuerFor(t, map[string]string{"GASTOWN_JWT_SECRET": strings.Repeat("z", 32)})
 		_, err := other.VerifyContainer(mint(t, vars, "--town", "A"))
-		require.True(t, errors.Is(err, coordinator.ErrTokenInvalid), "%v", err)
+		require.True(t, errors.Is(err, token.ErrTokenInvalid), "%v", err)
 
 		// A ring that still accepts the old secret while signing with a new
 		// one verifies tokens minted before the switch.

@@ -13,6 +13,7 @@ import (
 	"github.com/gastown/gastown/bus"
 	"github.com/gastown/gastown/bus/bustest"
 	"github.com/gastown/gastown/coordinator"
+	"github.com/gastown/gastown/coordinator/token"
 	"github.com/gastown/gastown/schemas"
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
@@ -21,7 +22,7 @@ import (
 // Harness is a running daemon and what it was made with.
 type Harness struct {
 	t       testing.TB
-	Issuer  *coordinator.Issuer
+	Issuer  *token.Issuer
 	Config  coordinator.DaemonConfig
 	Daemon  *coordinator.Daemon
 	dataDir string
@@ -59,14 +60,14 @@ func startWith(t testing.TB, cfg coordinator.Config, dataDir string, bc bus.Conf
 	t.Helper()
 	secret := make([]byte, 32)
 	_, _ = rand.Read(secret)
-	key, err := coordinator.NewKey([]byte(hex.EncodeToString(secret)))
+	key, err := token.NewKey([]byte(hex.EncodeToString(secret)))
 	require.NoError(t, err)
 	if cfg.Logger == nil {
 		cfg.Logger = bustest.Logger(t)
 	}
 	h := &Harness{
 		t:       t,
-		Issuer:  coordinator.NewIssuer(coordinator.NewKeyRing(key), cfg.Now),
+		Issuer:  token.NewIssuer(token.NewKeyRing(key), cfg.Now),
 		dataDir: dataDir,
 		listen:  "127.0.0.1:0",
 	}

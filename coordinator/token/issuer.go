@@ -1,4 +1,4 @@
-package coordinator
+package token
 
 import (
 	"time"
@@ -27,16 +27,16 @@ var (
 	ErrTokenExpired = errors.New("token expired")
 )
 
-// TokenKind says which kind of token verified.
-type TokenKind int
+// Kind says which kind of token verified.
+type Kind int
 
 // The kinds of token.
 const (
-	KindContainer TokenKind = iota + 1
+	KindContainer Kind = iota + 1
 	KindAgent
 )
 
-func (k TokenKind) String() string {
+func (k Kind) String() string {
 	switch k {
 	case KindContainer:
 		return "container"
@@ -48,7 +48,7 @@ func (k TokenKind) String() string {
 
 // Verified is a token that passed verification, with the claims of its kind.
 type Verified struct {
-	Kind      TokenKind
+	Kind      Kind
 	Container schemas.ContainerClaims // when Kind is KindContainer
 	Agent     schemas.AgentClaims     // when Kind is KindAgent
 }

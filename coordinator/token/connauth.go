@@ -1,4 +1,4 @@
-package coordinator
+package token
 
 import (
 	"time"
@@ -15,9 +15,32 @@ var ErrTokenRevoked = errors.New("token revoked")
 // It is marked bus.ErrNotReady, so the refusal is logged as an expected one.
 var ErrNotReady = errors.Mark(errors.New("coordinator is still starting"), bus.ErrNotReady)
 
-// revocationChecker says whether a town's token issued at a time is revoked.
-type revocationChecker interface {
-	revoked(townID string, issuedAt time.Time) (bool, error)
+// Defaults of AuthConfig.
+const (
+	// DefaultRecoveryWindow is how long after its exp a container token may
+	// still connect to ask for a fresh one.
+	DefaultRecoveryWindow = 24 * time.Hour
+	// DefaultRecoveryConnTTL is how long a recovery connection may stay
+	// open: long enough to ask for a fresh token.
+	DefaultRecoveryConnTTL = time.Minute
+)
+
+// AuthConfig holds the tunables of connection authorization. A zero field
+// takes its default.
+type AuthConfig struct {
+	// RecoveryWindow is how long after its exp a container token may still
+	// connect to ask for a fresh one (DefaultRecoveryWindow).
+	RecoveryWindow time.Duration
+	// RecoveryConnTTL is how long such a recovery connection stays open
+	// (DefaultRecoveryConnTTL).
+	RecoveryConnTTL time.Duration
+}
+
+// RevocationChecker says whether a town's token issued at a time is
+// revoked. The coordinator's token store satisfies it; until it has loaded
+// the revocations it answers ErrNotReady.
+type RevocationChecker interface {
+	Revoked(townID string, issuedAt time.Time) (bool, error)
 }
 
 // ConnAuthorizer verifies the token a container connects with. It satisfies
@@ -26,16 +49,22 @@ type revocationChecker interface {
 // (and is not revoked) gets the recovery permissions for a short while.
 type ConnAuthorizer struct {
 	issuer  *Issuer
-	cfg     Config
-	revoked revocationChecker
+	cfg     AuthConfig
+	revoked RevocationChecker
 }
 
 // NewConnAuthorizer makes the authorizer. revoked may be nil while there is
 // no revocation store (tests of the bus alone).
-func NewConnAuthorizer(issuer *Issuer, cfg Config, revoked revocationChecker) (*ConnAuthorizer, error) {
-	cfg, err := cfg.withDefaults()
-	if err != nil {
-		return nil, err
+func NewConnAuthorizer(issuer *Issuer, cfg AuthConfig, revoked RevocationChecker) (*ConnAuthorizer, error) {
+	if cfg.RecoveryWindow == 0 {
+		cfg.RecoveryWindow = DefaultRecoveryWindow
+	}
+	if cfg.RecoveryConnTTL == 0 {
+		cfg.RecoveryConnTTL = DefaultRecoveryConnTTL
+	}
+	if cfg.RecoveryWindow < 0 || cfg.RecoveryConnTTL < 0 {
+		return nil, errors.Newf("the recovery window (%s) and a recovery connection's lifetime (%s) must not be negative",
+			cfg.RecoveryWindow, cfg.RecoveryConnTTL)
 	}
 	return &ConnAuthorizer{issuer: issuer, cfg: cfg, revoked: revoked}, nil
 }
@@ -63,7 +92,7 @@ func (a *ConnAuthorizer) AuthorizeConnection(token string) (bus.Grant, error) {
 		return bus.Grant{}, err
 	}
 	if a.revoked != nil {
-		r, err := a.revoked.revoked(c.TownID, c.Issued())
+		r, err := a.revoked.Revoked(c.TownID, c.Issued())
 		if err != nil {
 			return bus.Grant{}, err
 		}

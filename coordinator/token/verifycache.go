@@ -1,4 +1,4 @@
-package coordinator
+package token
 
 import (
 	"sync"
@@ -10,21 +10,23 @@ import (
 // (tokens are few: one per town, a handful live at a time).
 const verifyCacheSize = 1 << 16
 
-// verifyCache remembers tokens whose signature and claims were verified,
+// VerifyCache remembers tokens whose signature and claims were verified,
 // so a request pays for a signature check once per token, not per call.
-// Expiry is checked again on every use (revocation by the caller).
-type verifyCache struct {
+// Expiry is checked again on every use (revocation by the caller). It is
+// safe for concurrent use.
+type VerifyCache struct {
 	issuer *Issuer
 	mu     sync.RWMutex
 	ok     map[string]Verified
 }
 
-func newVerifyCache(issuer *Issuer) *verifyCache {
-	return &verifyCache{issuer: issuer, ok: map[string]Verified{}}
+// NewVerifyCache makes an empty cache in front of issuer.
+func NewVerifyCache(issuer *Issuer) *VerifyCache {
+	return &VerifyCache{issuer: issuer, ok: map[string]Verified{}}
 }
 
 // Verify is Issuer.Verify, cached.
-func (v *verifyCache) Verify(token string) (Verified, error) {
+func (v *VerifyCache) Verify(token string) (Verified, error) {
 	v.mu.RLock()
 	got, hit := v.ok[token]
 	v.mu.RUnlock()

@@ -1,4 +1,4 @@
-package coordinator
+package token
 
 import (
 	"crypto/hmac"
