@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/cockroachdb/errors"
+	"github.com/gastown/gastown/coordinator/internal/kvstore"
 	"github.com/gastown/gastown/schemas"
 )
 
@@ -42,7 +43,7 @@ func (c *Coordinator) containerArrived(townID string) {
 			switch {
 			case err == nil:
 				c.log.Info("container connected: agent due for dispatch", KeyTown, townID, KeyAgent, w.AgentID)
-			case !errors.Is(err, errNoChange) && !errors.Is(err, ErrNotFound):
+			case !errors.Is(err, errNoChange) && !errors.Is(err, kvstore.ErrKeyNotFound):
 				c.log.Warn("making an agent due for dispatch", KeyTown, townID, KeyAgent, w.AgentID, KeyErr, err)
 			}
 		}

@@ -63,7 +63,7 @@ func connectKey(url, name, file string, kp nkeys.KeyPair, opts ...nats.Option) (
 // startCluster connects the coordinator's identities, checks the cluster
 // against its settings, and starts the callout and the kicker. It returns
 // the options for New.
-func (d *Daemon) startCluster(ctx context.Context, cfg Config, dc DaemonConfig, issuer *token.Issuer, tokens *revocations) ([]Option, error) {
+func (d *Daemon) startCluster(ctx context.Context, cfg Config, dc DaemonConfig, issuer *token.Issuer, tokens *tokenStore) ([]Option, error) {
 	creds, url := dc.Cluster, dc.NatsURL
 	inbox := nats.CustomInboxPrefix(schemas.CoordinatorInbox)
 	cs := &clusterSide{stop: make(chan struct{}), log: cfg.Logger}

@@ -35,7 +35,7 @@ type Coordinator struct {
 	verified *token.VerifyCache
 	cfg      Config
 	log      *slog.Logger
-	tokens   *revocations
+	tokens   *tokenStore
 	st       *state
 	live     *liveness
 	leases   *leases
@@ -84,7 +84,7 @@ func WithKicker(k Kicker) Option { return func(c *Coordinator) { c.kicker = k } 
 func WithStateConn(sc *nats.Conn) Option { return func(c *Coordinator) { c.state = sc } }
 
 // withTokenState shares the token state cache with a connection authorizer.
-func withTokenState(r *revocations) Option { return func(c *Coordinator) { c.tokens = r } }
+func withTokenState(r *tokenStore) Option { return func(c *Coordinator) { c.tokens = r } }
 
 // New opens the state buckets, loads them, subscribes the request handlers
 // and starts the rotation loop.
@@ -95,7 +95,7 @@ func New(ctx context.Context, nc *nats.Conn, issuer *token.Issuer, cfg Config, o
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	c := &Coordinator{
-		nc: nc, state: nc, issuer: issuer, verified: token.NewVerifyCache(issuer), cfg: cfg, log: cfg.Logger, tokens: newRevocations(),
+		nc: nc, state: nc, issuer: issuer, verified: token.NewVerifyCache(issuer), cfg: cfg, log: cfg.Logger, tokens: newTokenStore(),
 		idleUntil: map[string]time.Time{}, runCtx: runCtx, cancel: cancel,
 		sem: make(chan struct{}, cfg.Limits.Handlers), mint: newMintLocks(),
 		errLog: bus.NewRateLog(cfg.Logger, cfg.ErrorLogInterval, cfg.Now),

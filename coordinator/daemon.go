@@ -57,7 +57,7 @@ func StartDaemon(ctx context.Context, issuer *token.Issuer, dc DaemonConfig) (*D
 	d := &Daemon{}
 	// The token state exists before the server, so the authorizer refuses
 	// every token until the state (and its revocations) is loaded.
-	state := newRevocations()
+	state := newTokenStore()
 	opts := []Option{withTokenState(state)}
 	if dc.MetricsListen != "" {
 		// First, so a bad or busy address is reported before anything starts.

@@ -9,8 +9,6 @@ import (
 	"github.com/gastown/gastown/schemas"
 )
 
-func isNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
-
 // DoneResult names the merge request a polecat's done created.
 type DoneResult struct {
 	MergeRequest string `json:"mergeRequest"`

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/errors"
+	"github.com/gastown/gastown/coordinator/internal/kvstore"
 	"github.com/gastown/gastown/schemas"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
@@ -86,7 +87,7 @@ func openLeases(ctx, runCtx context.Context, js jetstream.JetStream, replicas in
 		History: 1, Replicas: replicas, Storage: jetstream.FileStorage,
 		TTL: ttl, LimitMarkerTTL: time.Second,
 	}
-	kv, err := openKV(ctx, js, cfg)
+	kv, err := kvstore.OpenKV(ctx, js, cfg)
 	if err != nil && ctx.Err() == nil {
 		// A bucket made by an older coordinator cannot always take the
 		// new settings; leases are only leases: make it again.
@@ -99,7 +100,7 @@ func openLeases(ctx, runCtx context.Context, js jetstream.JetStream, replicas in
 	}
 	l := &leases{kv: kv, id: nuid.Next(), ttl: ttl, towns: towns, log: log,
 		held: map[string]heldLease{}, others: map[string]string{}}
-	if err := watchKV(ctx, runCtx, js, kv, wg, l.see, l.keepOnly); err != nil {
+	if err := kvstore.Watch(ctx, runCtx, js, kv, wg, l.see, l.keepOnly); err != nil {
 		return nil, err
 	}
 	return l, nil
@@ -379,5 +380,5 @@ func (l *leases) heldCount() int {
 	return n
 }
 
-func (l *leases) bucketName() string      { return schemas.BucketLeases }
-func (l *leases) writeErrorCount() uint64 { return l.writeErrors.Load() }
+func (l *leases) Name() string        { return schemas.BucketLeases }
+func (l *leases) WriteErrors() uint64 { return l.writeErrors.Load() }

@@ -52,19 +52,19 @@ func (s *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 func (s *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	c := s.c
 	agents := newGrid(agentRoles, agentStatuses)
-	c.st.agents.each(func(a Agent) { agents.add(a.Role, a.Status) })
+	c.st.agents.Each(func(a Agent) { agents.add(a.Role, a.Status) })
 	agents.emit(ch, descAgents)
 	beads := newGrid(beadTypes, beadStatuses)
-	c.st.beads.each(func(b Bead) { beads.add(b.Type, b.Status) })
+	c.st.beads.Each(func(b Bead) { beads.add(b.Type, b.Status) })
 	beads.emit(ch, descBeads)
 
 	ch <- prometheus.MustNewConstMetric(descLeases, prometheus.GaugeValue, float64(c.leases.heldCount()))
-	ch <- prometheus.MustNewConstMetric(descTowns, prometheus.GaugeValue, float64(c.st.towns.size()))
+	ch <- prometheus.MustNewConstMetric(descTowns, prometheus.GaugeValue, float64(c.st.towns.Len()))
 	for _, b := range []interface {
-		bucketName() string
-		writeErrorCount() uint64
+		Name() string
+		WriteErrors() uint64
 	}{c.tokens.b.Load(), c.st.towns, c.st.rigs, c.st.agents, c.st.beads, c.st.heartbeats, c.leases} {
-		ch <- prometheus.MustNewConstMetric(descWriteErrors, prometheus.CounterValue, float64(b.writeErrorCount()), b.bucketName())
+		ch <- prometheus.MustNewConstMetric(descWriteErrors, prometheus.CounterValue, float64(b.WriteErrors()), b.Name())
 	}
 	ch <- prometheus.MustNewConstMetric(descMisdirected, prometheus.CounterValue, float64(c.Misdirected()))
 
@@ -117,24 +117,3 @@ func known(set []string, v string) string {
 	}
 	return otherLabel
 }
-
-// each calls f with every cached value, under the read lock: f must not
-// call back into the bucket.
-func (b *bucket[T]) each(f func(T)) {
-	b.mu.RLock()
-	defer b.mu.RUnlock()
-	for _, v := range b.items {
-		f(v.value)
-	}
-}
-
-// size is how many keys the cache holds.
-func (b *bucket[T]) size() int {
-	b.mu.RLock()
-	defer b.mu.RUnlock()
-	return len(b.items)
-}
-
-func (b *bucket[T]) bucketName() string { return b.name }
-
-func (b *bucket[T]) writeErrorCount() uint64 { return b.writeErrors.Load() }

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"sync"
 
+	"github.com/gastown/gastown/coordinator/internal/kvstore"
 	"github.com/gastown/gastown/schemas"
 )
 
@@ -44,7 +45,7 @@ type townUsage struct {
 func newUsage() *usage { return &usage{towns: map[string]*townUsage{}} }
 
 // attach makes record read the view of beads from now on.
-func (u *usage) attach(beads *bucket[Bead]) {
+func (u *usage) attach(beads *kvstore.Bucket[Bead]) {
 	u.mu.Lock()
 	u.current = beads.Get
 	u.mu.Unlock()

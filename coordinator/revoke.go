@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/errors"
+	"github.com/gastown/gastown/coordinator/internal/kvstore"
 	"github.com/gastown/gastown/schemas"
 )
 
@@ -66,7 +67,7 @@ func (c *Coordinator) adminTokenRevoke(ctx context.Context, req schemas.TownRequ
 				s.RevokedBefore = before
 			}
 		})
-		if !errors.Is(err, ErrStale) || ctx.Err() != nil {
+		if !errors.Is(err, kvstore.ErrStale) || ctx.Err() != nil {
 			break
 		}
 	}

@@ -5,17 +5,18 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gastown/gastown/coordinator/internal/kvstore"
 	"github.com/gastown/gastown/schemas"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
 // state is every domain bucket, each with the view its watch keeps true.
 type state struct {
-	towns      *bucket[Town]
-	rigs       *bucket[Rig]
-	agents     *bucket[Agent]
-	beads      *bucket[Bead]
-	heartbeats *bucket[heartbeatRecord]
+	towns      *kvstore.Bucket[Town]
+	rigs       *kvstore.Bucket[Rig]
+	agents     *kvstore.Bucket[Agent]
+	beads      *kvstore.Bucket[Bead]
+	heartbeats *kvstore.Bucket[heartbeatRecord]
 	// usage counts what each town keeps, from the beads bucket's view.
 	usage *usage
 }
@@ -28,20 +29,20 @@ func openState(ctx, runCtx context.Context, js jetstream.JetStream, replicas int
 	}
 	s := state{usage: newUsage()}
 	var err error
-	if s.towns, err = openBucket[Town](ctx, runCtx, js, cfg(schemas.BucketTowns, "Gastown: towns and their owners"), wg, nil); err != nil {
+	if s.towns, err = kvstore.Open[Town](ctx, runCtx, js, cfg(schemas.BucketTowns, "Gastown: towns and their owners"), wg, nil); err != nil {
 		return nil, err
 	}
-	if s.rigs, err = openBucket[Rig](ctx, runCtx, js, cfg(schemas.BucketRigs, "Gastown: rigs (git repositories) of each town"), wg, nil); err != nil {
+	if s.rigs, err = kvstore.Open[Rig](ctx, runCtx, js, cfg(schemas.BucketRigs, "Gastown: rigs (git repositories) of each town"), wg, nil); err != nil {
 		return nil, err
 	}
-	if s.agents, err = openBucket[Agent](ctx, runCtx, js, cfg(schemas.BucketAgents, "Gastown: agents, their runs and hooks"), wg, nil); err != nil {
+	if s.agents, err = kvstore.Open[Agent](ctx, runCtx, js, cfg(schemas.BucketAgents, "Gastown: agents, their runs and hooks"), wg, nil); err != nil {
 		return nil, err
 	}
-	if s.beads, err = openBucket(ctx, runCtx, js, cfg(schemas.BucketBeads, "Gastown: beads (work, mail, reviews, convoys)"), wg, s.usage.record); err != nil {
+	if s.beads, err = kvstore.Open(ctx, runCtx, js, cfg(schemas.BucketBeads, "Gastown: beads (work, mail, reviews, convoys)"), wg, s.usage.record); err != nil {
 		return nil, err
 	}
 	s.usage.attach(s.beads)
-	if s.heartbeats, err = openBucket(ctx, runCtx, js, cfg(schemas.BucketHeartbeats, "Gastown: each town's last heartbeat"), wg,
+	if s.heartbeats, err = kvstore.Open(ctx, runCtx, js, cfg(schemas.BucketHeartbeats, "Gastown: each town's last heartbeat"), wg,
 		func(_ string, r heartbeatRecord) { seen(r) }); err != nil {
 		return nil, err
 	}

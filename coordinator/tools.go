@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"sort"
 
+	"github.com/cockroachdb/errors"
+	"github.com/gastown/gastown/coordinator/internal/kvstore"
 	"github.com/gastown/gastown/schemas"
 )
 
@@ -245,9 +247,11 @@ func (c *Coordinator) toolBeadUpdate(ctx context.Context, caller Caller, r schem
 	return b, nil
 }
 
-// notFoundAs turns the store's ErrNotFound into not_found.
+// notFoundAs is where a handler answers for a missing key: the store's
+// kvstore.ErrKeyNotFound becomes not_found (schemas.ErrNotFound), in the
+// handler's words; any other error is returned as is.
 func notFoundAs(err error, format string, args ...any) error {
-	if isNotFound(err) {
+	if errors.Is(err, kvstore.ErrKeyNotFound) {
 		return schemas.NewError(schemas.CodeNotFound, format, args...)
 	}
 	return err

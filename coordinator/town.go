@@ -6,6 +6,7 @@ import (
 	"sort"
 
 	"github.com/cockroachdb/errors"
+	"github.com/gastown/gastown/coordinator/internal/kvstore"
 	"github.com/gastown/gastown/schemas"
 	"github.com/nats-io/nuid"
 )
@@ -26,7 +27,7 @@ func (c *Coordinator) createTown(ctx context.Context, req schemas.TownCreate) (T
 		t.UserID = t.TownID
 	}
 	if err := c.st.towns.Create(ctx, t.TownID, t); err != nil {
-		if errors.Is(err, ErrExists) {
+		if errors.Is(err, kvstore.ErrKeyExists) {
 			return Town{}, schemas.NewError(schemas.CodeConflict, "town %s already exists", t.TownID)
 		}
 		return Town{}, err
@@ -37,7 +38,7 @@ func (c *Coordinator) createTown(ctx context.Context, req schemas.TownCreate) (T
 	// One mayor per town. It belongs to the town's pseudo-rig MayorRig and
 	// is kept running by patrol.
 	mayor := Agent{TownID: t.TownID, AgentID: MayorID, RigID: MayorRig, Role: schemas.RoleMayor, Status: AgentIdle, UpdatedAt: t.CreatedAt}
-	if err := c.st.agents.Create(ctx, schemas.Key(t.TownID, MayorID), mayor); err != nil && !errors.Is(err, ErrExists) {
+	if err := c.st.agents.Create(ctx, schemas.Key(t.TownID, MayorID), mayor); err != nil && !errors.Is(err, kvstore.ErrKeyExists) {
 		return Town{}, err
 	}
 	c.log.Info("town created", KeyTown, t.TownID, "owner", t.UserID)
@@ -63,7 +64,7 @@ func (c *Coordinator) addRig(ctx context.Context, req schemas.RigAdd) (Rig, erro
 		r.DefaultBranch = "main"
 	}
 	if err := c.st.rigs.Create(ctx, schemas.Key(r.TownID, r.RigID), r); err != nil {
-		if errors.Is(err, ErrExists) {
+		if errors.Is(err, kvstore.ErrKeyExists) {
 			return Rig{}, schemas.NewError(schemas.CodeConflict, "rig %s already exists in town %s", r.RigID, r.TownID)
 		}
 		return Rig{}, err
@@ -108,7 +109,7 @@ func (c *Coordinator) createBead(ctx context.Context, req schemas.BeadCreate, wi
 	}
 	defer release()
 	if err := c.st.beads.Create(ctx, schemas.Key(b.TownID, b.BeadID), b); err != nil {
-		if errors.Is(err, ErrExists) {
+		if errors.Is(err, kvstore.ErrKeyExists) {
 			return Bead{}, schemas.NewError(schemas.CodeConflict, "bead %s already exists", id)
 		}
 		return Bead{}, err
@@ -249,7 +250,7 @@ func (c *Coordinator) hookAny(ctx context.Context, townID, rigID string, hook fu
 			c.log.Info("polecat created", KeyTown, townID, KeyAgent, name, "rig", rigID)
 			return name, nil
 		}
-		if !errors.Is(err, ErrExists) {
+		if !errors.Is(err, kvstore.ErrKeyExists) {
 			return "", err
 		}
 	}

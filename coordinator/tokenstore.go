@@ -6,7 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cockroachdb/errors"
+	"github.com/gastown/gastown/coordinator/internal/kvstore"
 	"github.com/gastown/gastown/coordinator/token"
 	"github.com/gastown/gastown/schemas"
 	"github.com/nats-io/nats.go/jetstream"
@@ -32,20 +32,18 @@ type townTokens struct {
 	Deleted bool `json:"deleted,omitempty"`
 }
 
-// ErrStale is a compare-and-set write that kept losing to other writers.
-var ErrStale = errors.New("state changed underneath; retry")
-
-// revocations is the tokens bucket, made before the bus starts so that the
-// connection authorizer can ask it; it refuses every question until the
-// bucket is loaded.
-type revocations struct {
-	b atomic.Pointer[bucket[townTokens]]
+// tokenStore is the tokens bucket: each town's token schedule, owner and
+// revocation time (townTokens). It is made before the bus starts so that
+// the connection authorizer can ask it which tokens are revoked; it
+// refuses every question until the bucket is loaded.
+type tokenStore struct {
+	b atomic.Pointer[kvstore.Bucket[townTokens]]
 }
 
-func newRevocations() *revocations { return &revocations{} }
+func newTokenStore() *tokenStore { return &tokenStore{} }
 
 // Revoked implements token.RevocationChecker.
-func (r *revocations) Revoked(townID string, issuedAt time.Time) (bool, error) {
+func (r *tokenStore) Revoked(townID string, issuedAt time.Time) (bool, error) {
 	b := r.b.Load()
 	if b == nil {
 		return false, token.ErrNotReady
@@ -55,7 +53,7 @@ func (r *revocations) Revoked(townID string, issuedAt time.Time) (bool, error) {
 }
 
 // get returns a town's state (zero but for the id when absent).
-func (r *revocations) get(townID string) townTokens {
+func (r *tokenStore) get(townID string) townTokens {
 	if b := r.b.Load(); b != nil {
 		if s, ok := b.Get(townID); ok {
 			return s
@@ -65,11 +63,11 @@ func (r *revocations) get(townID string) townTokens {
 }
 
 // snapshot lists every town's state.
-func (r *revocations) snapshot() []townTokens { return r.b.Load().List(nil) }
+func (r *tokenStore) snapshot() []townTokens { return r.b.Load().List(nil) }
 
 // open creates or binds the bucket and loads it.
-func (r *revocations) open(ctx, runCtx context.Context, js jetstream.JetStream, replicas int, wg *sync.WaitGroup) error {
-	b, err := openBucket[townTokens](ctx, runCtx, js, jetstream.KeyValueConfig{
+func (r *tokenStore) open(ctx, runCtx context.Context, js jetstream.JetStream, replicas int, wg *sync.WaitGroup) error {
+	b, err := kvstore.Open[townTokens](ctx, runCtx, js, jetstream.KeyValueConfig{
 		Bucket:      schemas.BucketTokens,
 		Description: "Gastown: each town's token refresh schedule, owner and revocation time (never a token)",
 		History:     1,
@@ -83,8 +81,9 @@ func (r *revocations) open(ctx, runCtx context.Context, js jetstream.JetStream, 
 	return nil
 }
 
-// update changes a town's state with compare-and-set, creating it if new.
-func (r *revocations) update(ctx context.Context, townID string, change func(*townTokens)) (townTokens, error) {
+// update changes a town's record (its schedule, owner or revocation) with
+// compare-and-set, creating it if new.
+func (r *tokenStore) update(ctx context.Context, townID string, change func(*townTokens)) (townTokens, error) {
 	return r.b.Load().Upsert(ctx, townID, func(s *townTokens) error {
 		s.TownID = townID
 		change(s)

@@ -1,4 +1,4 @@
-package coordinator
+package kvstore
 
 import (
 	"bytes"
@@ -14,17 +14,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// ErrNotFound is a key that is not in its bucket.
-var ErrNotFound = errors.New("not found")
-
-// ErrExists is a create of a key that is already there.
-var ErrExists = errors.New("already exists")
-
-// bucket is one JetStream KV bucket of JSON values of type T, with an
+// Bucket is one JetStream KV bucket of JSON values of type T, with an
 // in-memory view that a KV watch keeps true. Every write is a
 // compare-and-set against the revision read, so two writers can never
 // silently overwrite each other.
-type bucket[T any] struct {
+type Bucket[T any] struct {
 	name string
 	kv   jetstream.KeyValue
 
@@ -40,21 +34,21 @@ type versioned[T any] struct {
 	revision uint64
 }
 
-// openBucket creates or binds a bucket and loads it; the watch keeps the
+// Open creates or binds a bucket and loads it; the watch keeps the
 // view true until runCtx is done. ctx bounds the initial load.
-func openBucket[T any](ctx, runCtx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig, wg *sync.WaitGroup, onSet func(string, T)) (*bucket[T], error) {
-	kv, err := openKV(ctx, js, cfg)
+func Open[T any](ctx, runCtx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig, wg *sync.WaitGroup, onSet func(string, T)) (*Bucket[T], error) {
+	kv, err := OpenKV(ctx, js, cfg)
 	if err != nil {
 		return nil, errors.Wrapf(err, "opening bucket %s", cfg.Bucket)
 	}
-	b := &bucket[T]{name: cfg.Bucket, kv: kv, items: map[string]versioned[T]{}, onSet: onSet}
-	if err := watchKV(ctx, runCtx, js, kv, wg, b.applyEntry, b.keepOnly); err != nil {
+	b := &Bucket[T]{name: cfg.Bucket, kv: kv, items: map[string]versioned[T]{}, onSet: onSet}
+	if err := Watch(ctx, runCtx, js, kv, wg, b.applyEntry, b.keepOnly); err != nil {
 		return nil, err
 	}
 	return b, nil
 }
 
-// watchKV loads kv through a watch, calling apply for each entry, and
+// Watch loads kv through a watch, calling apply for each entry, and
 // returns once the bucket's present contents are seen; then it follows
 // the bucket until runCtx is done. After the connection comes back (a
 // restarted or killed NATS server) it starts a fresh watch at once: the
@@ -63,7 +57,7 @@ func openBucket[T any](ctx, runCtx context.Context, js jetstream.JetStream, cfg 
 // fresh watch replays the newest value of every key, and once it has,
 // resync is told which keys it saw, so that a key deleted while the
 // connection was down is dropped too. ctx bounds the initial load.
-func watchKV(ctx, runCtx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, wg *sync.WaitGroup,
+func Watch(ctx, runCtx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, wg *sync.WaitGroup,
 	apply func(jetstream.KeyValueEntry), resync func(seen map[string]bool)) error {
 	w, err := kv.WatchAll(runCtx)
 	if err != nil {
@@ -128,7 +122,7 @@ func followKV(runCtx context.Context, kv jetstream.KeyValue, w jetstream.KeyWatc
 
 // keepOnly drops the keys a fresh watch's replay did not show: deleted
 // while the connection was down.
-func (b *bucket[T]) keepOnly(seen map[string]bool) {
+func (b *Bucket[T]) keepOnly(seen map[string]bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for k := range b.items {
@@ -145,10 +139,10 @@ func (b *bucket[T]) keepOnly(seen map[string]bool) {
 // made meanwhile. An uncontended R3 create takes well under a second.
 const openKVAttempt = 2 * time.Second
 
-// openKV creates the bucket, or updates it to cfg, trying again while a
+// OpenKV creates the bucket, or updates it to cfg, trying again while a
 // racing creator or a leader election keeps the answer from coming, until
 // ctx is done.
-func openKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+func OpenKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 	for {
 		actx, cancel := context.WithTimeout(ctx, openKVAttempt)
 		kv, err := js.CreateOrUpdateKeyValue(actx, cfg)
@@ -168,7 +162,7 @@ func openKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueC
 	}
 }
 
-func (b *bucket[T]) applyEntry(e jetstream.KeyValueEntry) {
+func (b *Bucket[T]) applyEntry(e jetstream.KeyValueEntry) {
 	if e.Operation() != jetstream.KeyValuePut {
 		b.mu.Lock()
 		if cur, ok := b.items[e.Key()]; !ok || cur.revision < e.Revision() {
@@ -185,7 +179,7 @@ func (b *bucket[T]) applyEntry(e jetstream.KeyValueEntry) {
 }
 
 // apply records a value seen at a revision, keeping the newest.
-func (b *bucket[T]) apply(key string, v T, rev uint64) {
+func (b *Bucket[T]) apply(key string, v T, rev uint64) {
 	b.mu.Lock()
 	if cur, ok := b.items[key]; ok && cur.revision >= rev {
 		b.mu.Unlock()
@@ -199,7 +193,7 @@ func (b *bucket[T]) apply(key string, v T, rev uint64) {
 }
 
 // Get returns the cached value of key.
-func (b *bucket[T]) Get(key string) (T, bool) {
+func (b *Bucket[T]) Get(key string) (T, bool) {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	v, ok := b.items[key]
@@ -207,7 +201,7 @@ func (b *bucket[T]) Get(key string) (T, bool) {
 }
 
 // List returns every cached value whose key passes keep (all when nil).
-func (b *bucket[T]) List(keep func(key string, v T) bool) []T {
+func (b *Bucket[T]) List(keep func(key string, v T) bool) []T {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	out := make([]T, 0, len(b.items))
@@ -220,7 +214,7 @@ func (b *bucket[T]) List(keep func(key string, v T) bool) []T {
 }
 
 // Create writes key only if it does not exist yet.
-func (b *bucket[T]) Create(ctx context.Context, key string, v T) error {
+func (b *Bucket[T]) Create(ctx context.Context, key string, v T) error {
 	data, err := json.Marshal(v)
 	if err != nil {
 		return errors.Wrapf(err, "encoding %s/%s", b.name, key)
@@ -235,7 +229,7 @@ func (b *bucket[T]) Create(ctx context.Context, key string, v T) error {
 		}
 	}
 	if errors.Is(err, jetstream.ErrKeyExists) {
-		return errors.Mark(errors.Newf("%s already exists", key), ErrExists)
+		return errors.Mark(errors.Newf("%s already exists", key), ErrKeyExists)
 	}
 	if err != nil {
 		b.writeErrors.Add(1)
@@ -247,7 +241,7 @@ func (b *bucket[T]) Create(ctx context.Context, key string, v T) error {
 
 // Put writes key unconditionally: only for values no two writers build
 // on (a heartbeat record), never for state read-modify-written.
-func (b *bucket[T]) Put(ctx context.Context, key string, v T) error {
+func (b *Bucket[T]) Put(ctx context.Context, key string, v T) error {
 	data, err := json.Marshal(v)
 	if err != nil {
 		return errors.Wrapf(err, "encoding %s/%s", b.name, key)
@@ -271,8 +265,8 @@ func (b *bucket[T]) Put(ctx context.Context, key string, v T) error {
 // Update reads key from the bucket, applies change, and writes it back
 // with compare-and-set, retrying when another writer got there first.
 // change may return an error to abandon the write; it is returned as is.
-// A key that does not exist is ErrNotFound.
-func (b *bucket[T]) Update(ctx context.Context, key string, change func(*T) error) (T, error) {
+// A key that does not exist is ErrKeyNotFound.
+func (b *Bucket[T]) Update(ctx context.Context, key string, change func(*T) error) (T, error) {
 	var zero T
 	// unsure is the value of the last write whose outcome is unknown (it
 	// timed out while the store elected a leader, and could not be read
@@ -281,7 +275,7 @@ func (b *bucket[T]) Update(ctx context.Context, key string, change func(*T) erro
 	for attempt := 0; ; attempt++ {
 		e, err := b.kv.Get(ctx, key)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return zero, errors.Mark(errors.Newf("%s not found", key), ErrNotFound)
+			return zero, errors.Mark(errors.Newf("%s not found", key), ErrKeyNotFound)
 		}
 		if err != nil {
 			return zero, errors.Wrapf(err, "reading %s/%s", b.name, key)
@@ -336,7 +330,7 @@ func (b *bucket[T]) Update(ctx context.Context, key string, change func(*T) erro
 // says the key holds exactly data (our write, at rev); known says the key
 // could be read at all (rev 0: it does not exist). It tries for a few
 // seconds while the store does not answer, and never past ctx.
-func (b *bucket[T]) landed(ctx context.Context, key string, data []byte) (rev uint64, ok, known bool) {
+func (b *Bucket[T]) landed(ctx context.Context, key string, data []byte) (rev uint64, ok, known bool) {
 	for range landedTries {
 		e, err := b.kv.Get(ctx, key)
 		switch {
@@ -363,10 +357,10 @@ const (
 
 // Upsert is Update for a key that may not exist yet: change then starts
 // from T's zero value, and the key is created.
-func (b *bucket[T]) Upsert(ctx context.Context, key string, change func(*T) error) (T, error) {
+func (b *Bucket[T]) Upsert(ctx context.Context, key string, change func(*T) error) (T, error) {
 	for attempt := 0; ; attempt++ {
 		v, err := b.Update(ctx, key, change)
-		if !errors.Is(err, ErrNotFound) {
+		if !errors.Is(err, ErrKeyNotFound) {
 			return v, err
 		}
 		var fresh T
@@ -374,7 +368,7 @@ func (b *bucket[T]) Upsert(ctx context.Context, key string, change func(*T) erro
 			return fresh, err
 		}
 		err = b.Create(ctx, key, fresh)
-		if err == nil || !errors.Is(err, ErrExists) || attempt >= 3 {
+		if err == nil || !errors.Is(err, ErrKeyExists) || attempt >= 3 {
 			return fresh, err
 		}
 	}

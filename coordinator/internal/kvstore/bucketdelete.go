@@ -1,4 +1,4 @@
-package coordinator
+package kvstore
 
 import (
 	"context"
@@ -8,7 +8,7 @@ import (
 
 // Delete purges key from the bucket (its history too) and from the view.
 // A key that is not there is no error.
-func (b *bucket[T]) Delete(ctx context.Context, key string) error {
+func (b *Bucket[T]) Delete(ctx context.Context, key string) error {
 	if err := b.kv.Purge(ctx, key); err != nil {
 		return errors.Wrapf(err, "deleting %s/%s", b.name, key)
 	}
@@ -19,7 +19,7 @@ func (b *bucket[T]) Delete(ctx context.Context, key string) error {
 }
 
 // Keys lists the cached keys that pass keep.
-func (b *bucket[T]) Keys(keep func(key string, v T) bool) []string {
+func (b *Bucket[T]) Keys(keep func(key string, v T) bool) []string {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	var out []string
