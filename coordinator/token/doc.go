@@ -6,7 +6,7 @@
 //
 // It holds no state of its own beyond the keys: which tokens are revoked
 // is the coordinator's stored state, asked through RevocationChecker. It
-// imports only schemas (the claims), bus (the grant it answers with), jwt
-// and the standard library, never the coordinator. No token or secret is
-// ever in an error, a log line or a printed value.
+// imports only schemas (the claims), bus (the grant it answers with), jwt,
+// cockroachdb/errors and the standard library, never the coordinator. No
+// token or secret is ever in an error, a log line or a printed value.
 package token
