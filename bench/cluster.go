@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"os"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -380,45 +383,41 @@ func clusterConnect(ctx context.Context, o options, s *clusterSetup) ([]Result, 
 
 // clusterRotation times forced rotations of o.clusterTowns towns, each
 // with an agentclient container on node 3, with the two coordinators
-// holding about half the leases each.
+// holding about half the leases each. The baseline is the same rotation
+// on one coordinator with its embedded server and as many containers, in
+// this process at the same time: the two take turns round by round.
 func clusterRotation(ctx context.Context, o options, s *clusterSetup, adm *nats.Conn) ([]Result, error) {
 	n := o.clusterTowns
+	progress("cluster rotation: the baseline, one coordinator on its embedded server with %d towns", n)
+	d, err := startDaemon(ctx, newSecret(), "")
+	if err != nil {
+		return nil, err
+	}
+	defer d.close()
+	if err := createTowns(ctx, d.Conn(), n, townName); err != nil {
+		return nil, fmt.Errorf("creating towns: %w", err)
+	}
+	baseSrcs, _, err := connectContainers(ctx, n, d.URL(), d.containerToken)
+	defer closeContainers(baseSrcs)
+	if err != nil {
+		return nil, err
+	}
+
 	lw, err := watchLeases(ctx, s.bc)
 	if err != nil {
 		return nil, err
 	}
 	defer lw.stop()
-	progress("cluster rotation: creating %d towns", n)
+	progress("cluster rotation: creating %d towns on the cluster", n)
 	if err := createTowns(ctx, adm, n, townName); err != nil {
 		return nil, fmt.Errorf("creating towns: %w", err)
 	}
 	progress("cluster rotation: connecting %d containers to node 3", n)
-	srcs := make([]*agentclient.TokenSource, n)
-	defer func() {
-		var wg sync.WaitGroup
-		for _, src := range srcs {
-			if src != nil {
-				wg.Go(src.Close)
-			}
-		}
-		wg.Wait()
-	}()
-	t0 := time.Now()
-	if _, err := parallel(ctx, n, 32, func(i int) error {
-		tok, err := s.containerToken(townName(i))
-		if err != nil {
-			return err
-		}
-		src, err := agentclient.Start(ctx, agentclient.Config{URL: s.bc.url(2), Token: tok, ContainerID: "c-" + townName(i), Logger: discard})
-		if err != nil {
-			return err
-		}
-		srcs[i] = src
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("connecting containers: %w", err)
+	srcs, connect, err := connectContainers(ctx, n, s.bc.url(2), s.containerToken)
+	defer closeContainers(srcs)
+	if err != nil {
+		return nil, err
 	}
-	connect := time.Since(t0)
 	// Every town's lease held, and spread over both coordinators.
 	var split map[string]int
 	if err := waitFor(ctx, time.Minute, func() bool {
@@ -427,32 +426,111 @@ func clusterRotation(ctx context.Context, o options, s *clusterSetup, adm *nats.
 	}); err != nil {
 		return nil, fmt.Errorf("waiting for the leases of %d towns to be spread over 2 coordinators (have %v): %w", n, split, err)
 	}
-	counts := slices.Sorted(func(yield func(int) bool) {
-		for _, c := range split {
-			if !yield(c) {
-				return
-			}
-		}
-	})
+	counts := slices.Sorted(maps.Values(split))
 
 	ro := o
-	ro.rotTowns = n
-	times, err := rotateAll(ctx, adm, ro, "cluster", func() (func() error, error) { return func() error { return nil }, nil })
-	if err != nil {
-		return nil, err
+	ro.rotTowns, ro.rotRounds = n, 1
+	noop := func() (func() error, error) { return func() error { return nil }, nil }
+	var clusterTimes, baseTimes rounds
+	for r := range o.rotRounds {
+		for i := range 2 {
+			if (i+r)%2 == 0 {
+				t, err := rotateAll(ctx, d.Conn(), ro, fmt.Sprintf("embedded baseline, %d/%d", r+1, o.rotRounds), noop)
+				if err != nil {
+					return nil, err
+				}
+				baseTimes.add(t)
+			} else {
+				t, err := rotateAll(ctx, adm, ro, fmt.Sprintf("cluster, %d/%d", r+1, o.rotRounds), noop)
+				if err != nil {
+					return nil, err
+				}
+				clusterTimes.add(t)
+			}
+		}
 	}
-	if sw := switches(srcs); sw != 0 {
+	if sw := switches(srcs) + switches(baseSrcs); sw != 0 {
 		return nil, fmt.Errorf("containers reconnected %d times during rotations; they should not", sw)
 	}
-	med, all := medianMS(times.each)
+	if o.clusterRotProfile != "" {
+		if err := profileClusterRotation(ctx, o, ro, adm); err != nil {
+			return nil, err
+		}
+	}
+	med, all := medianMS(clusterTimes.each)
+	bmed, ball := medianMS(baseTimes.each)
 	rot := Result{Name: "cluster.rotation.fanout", Value: med, Unit: "ms",
-		Note: fmt.Sprintf("median of %d forced rotations of all %d towns with 2 coordinators (nodes 1 and 2) holding %v of their leases; every container an agentclient.TokenSource on node 3, every rotation acknowledged (the new token stored), no container reconnected; token.rotate from an admin connection on node 3 (answered by either coordinator), %d in flight; rounds (ms): %v; the process (3 nodes, 2 coordinators, %d containers) kept %.2f of %d cores busy",
-			len(times.each), n, counts, o.rotInflight, all, n, times.cores(), runtime.NumCPU())}
+		Note: fmt.Sprintf("median of %d forced rotations of all %d towns with 2 coordinators (nodes 1 and 2) holding %v of their leases; every container an agentclient.TokenSource on node 3, every rotation acknowledged (the new token stored), no container reconnected; token.rotate from an admin connection on node 3 (answered by either coordinator), %d in flight; rounds (ms): %v; %.2f of %d cores busy; baseline: the same on one coordinator with its embedded server, taking turns with it",
+			len(clusterTimes.each), n, counts, o.rotInflight, all, clusterTimes.cores(), runtime.NumCPU())}.withBaseline(bmed)
 	return []Result{
+		{Name: "cluster.rotation.fanout.embedded", Value: bmed, Unit: "ms",
+			Note: fmt.Sprintf("the baseline: the rotation phase's fan-out (one coordinator, embedded server, %d agentclient containers, token.rotate from Daemon.Conn()), in turns with the cluster's rounds; rounds (ms): %v; %.2f of %d cores busy", n, ball, baseTimes.cores(), runtime.NumCPU())},
 		rot.judged(fmt.Sprintf("< %s", rotationTarget), med < ms(rotationTarget)),
 		{Name: "cluster.rotation.connect", Value: ms(connect), Unit: "ms",
 			Note: fmt.Sprintf("agentclient.Start of %d containers on node 3, 32 at a time (a callout connect + token.get each)", n)},
 	}, nil
+}
+
+// add appends the rounds of t.
+func (r *rounds) add(t rounds) {
+	r.each = append(r.each, t.each...)
+	r.wall += t.wall
+	r.cpu += t.cpu
+}
+
+// profileClusterRotation writes a CPU profile of o.rotRounds extra
+// cluster rotation rounds (-cluster-rotation-cpuprofile).
+func profileClusterRotation(ctx context.Context, o, ro options, adm *nats.Conn) error {
+	f, err := os.Create(o.clusterRotProfile)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := pprof.StartCPUProfile(f); err != nil {
+		return err
+	}
+	ro.rotRounds = o.rotRounds
+	_, err = rotateAll(ctx, adm, ro, "cluster, profiled", func() (func() error, error) { return func() error { return nil }, nil })
+	pprof.StopCPUProfile()
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// connectContainers starts n agentclient containers on url, one per town
+// townName(i), 32 at a time, and says how long that took. The sources
+// started are returned even on failure, to be closed.
+func connectContainers(ctx context.Context, n int, url string, mint func(string) (string, error)) ([]*agentclient.TokenSource, time.Duration, error) {
+	srcs := make([]*agentclient.TokenSource, n) // each index written by one goroutine
+	t0 := time.Now()
+	if _, err := parallel(ctx, n, 32, func(i int) error {
+		tok, err := mint(townName(i))
+		if err != nil {
+			return err
+		}
+		src, err := agentclient.Start(ctx, agentclient.Config{URL: url, Token: tok, ContainerID: "c-" + townName(i), Logger: discard})
+		if err != nil {
+			return err
+		}
+		srcs[i] = src
+		return nil
+	}); err != nil {
+		return srcs, 0, fmt.Errorf("connecting containers to %s: %w", url, err)
+	}
+	return srcs, time.Since(t0), nil
+}
+
+// closeContainers closes them all at once: each Close waits for its
+// connection.
+func closeContainers(srcs []*agentclient.TokenSource) {
+	var wg sync.WaitGroup
+	for _, src := range srcs {
+		if src != nil {
+			wg.Go(src.Close)
+		}
+	}
+	wg.Wait()
 }
 
 // spreadEvenly: no holder has more than ceil(n / members) + 1 towns.

@@ -46,14 +46,15 @@ type options struct {
 	startups     int
 	startTimeout time.Duration
 	// The cluster phase (cluster.go).
-	clusterTowns    int
-	clusterConnects int
-	leaseTTL        time.Duration
-	failoverKills   int
-	failoverEvery   time.Duration
-	failoverTimeout time.Duration
-	natsServer      string
-	clusterProfile  string
+	clusterTowns      int
+	clusterConnects   int
+	leaseTTL          time.Duration
+	failoverKills     int
+	failoverEvery     time.Duration
+	failoverTimeout   time.Duration
+	natsServer        string
+	clusterProfile    string
+	clusterRotProfile string
 }
 
 // phases in the order they run.
@@ -87,6 +88,7 @@ func main() {
 	flag.DurationVar(&o.failoverTimeout, "failover-write-timeout", 500*time.Millisecond, "deadline of each KV write during the node failover")
 	flag.StringVar(&o.natsServer, "nats-server", "bin/nats-server", "the nats-server binary of the node failover (real processes; $GASTOWN_NATS_SERVER wins)")
 	flag.StringVar(&o.clusterProfile, "cluster-cpuprofile", "", "write a CPU profile of an extra authenticated RPC run across the cluster (concurrent callers) to this file")
+	flag.StringVar(&o.clusterRotProfile, "cluster-rotation-cpuprofile", "", "write a CPU profile of extra rotation rounds on the cluster (after the measured ones) to this file")
 	flag.BoolVar(&serveMetrics, "metrics", true, "daemons serve Prometheus metrics on a free loopback port, as --metrics-listen does (false: no instruments at all)")
 	flag.Parse()
 	if err := o.check(); err != nil {
