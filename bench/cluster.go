@@ -225,13 +225,46 @@ func clusterRPC(ctx context.Context, o options, s *clusterSetup, adm *nats.Conn)
 		}
 		return nil
 	}}
-	// The responder's interest crosses the route asynchronously.
-	if err := waitFor(ctx, 30*time.Second, func() bool {
-		c, cancel := context.WithTimeout(ctx, time.Second)
-		defer cancel()
-		return plainSys.call(c) == nil
-	}); err != nil {
-		return nil, fmt.Errorf("plain responder on node 1 not reachable from node 3: %w", err)
+	// A second baseline with the bus's topology: two responders in a
+	// queue group on nodes 1 and 2, as the two coordinators are, so that
+	// what the split over two routes costs shows apart from the
+	// middleware's cost.
+	queued := subject + ".queued"
+	for node := range 2 {
+		r, err := dial(s.bc.url(node), s.bc.creds.Auth, nats.Name(fmt.Sprintf("bench-plain-responder-%d", node+1)))
+		if err != nil {
+			return nil, err
+		}
+		defer r.Close()
+		if _, err := r.QueueSubscribe(queued, "bench", func(m *nats.Msg) { _ = m.Respond(reply) }); err != nil {
+			return nil, err
+		}
+		if err := r.Flush(); err != nil {
+			return nil, err
+		}
+	}
+	plain2Sys := system{name: "plain-2nodes", call: func(ctx context.Context) error {
+		m := nats.NewMsg(queued)
+		m.Data = []byte("{}")
+		m.Header.Set(schemas.AuthorizationHeader, schemas.BearerPrefix+tok)
+		r, err := requester.RequestMsgWithContext(ctx, m)
+		if err != nil {
+			return err
+		}
+		if len(r.Data) == 0 {
+			return errors.New("empty reply")
+		}
+		return nil
+	}}
+	// The responders' interest crosses the routes asynchronously.
+	for _, sys := range []system{plainSys, plain2Sys} {
+		if err := waitFor(ctx, 30*time.Second, func() bool {
+			c, cancel := context.WithTimeout(ctx, time.Second)
+			defer cancel()
+			return sys.call(c) == nil
+		}); err != nil {
+			return nil, fmt.Errorf("%s responder not reachable from node 3: %w", sys.name, err)
+		}
 	}
 
 	ctx, cancel := context.WithTimeout(ctx, 10*o.duration+5*time.Minute)
@@ -242,11 +275,11 @@ func clusterRPC(ctx context.Context, o options, s *clusterSetup, adm *nats.Conn)
 		if workers > 1 {
 			label = fmt.Sprintf("c%d", workers)
 		}
-		got, err := interleaved(ctx, o, "cluster rpc "+label, []system{plainSys, busSys}, workers)
+		got, err := interleaved(ctx, o, "cluster rpc "+label, []system{plainSys, busSys, plain2Sys}, workers)
 		if err != nil {
 			return results, err
 		}
-		results = append(results, clusterRPCResults(label, workers, got["bus"], got["plain"])...)
+		results = append(results, clusterRPCResults(label, workers, got["bus"], got["plain"], got[plain2Sys.name])...)
 	}
 	if o.clusterProfile != "" {
 		if err := profileRPC(ctx, options{cpuProfile: o.clusterProfile, concurrency: o.concurrency, duration: o.duration}, busSys); err != nil {
@@ -285,7 +318,7 @@ func interleaved(ctx context.Context, o options, label string, systems []system,
 	return got, nil
 }
 
-func clusterRPCResults(label string, workers int, bus, plain *measurement) []Result {
+func clusterRPCResults(label string, workers int, bus, plain, plain2 *measurement) []Result {
 	callers := "1 caller"
 	if workers > 1 {
 		callers = fmt.Sprintf("%d callers sharing one connection", workers)
@@ -314,6 +347,12 @@ func clusterRPCResults(label string, workers int, bus, plain *measurement) []Res
 		Result{Name: n("bus", "p99"), Value: bus.percentile(0.99), Unit: "µs"}.withBaseline(plain.percentile(0.99)),
 		Result{Name: n("bus", "cpu-per-call"), Value: bus.cpuPerCall(), Unit: "µs CPU",
 			Note: fmt.Sprintf("process CPU (3 nodes, 2 coordinators, container) per call; baseline: plain; were the process CPU-bound, bus throughput would be %.2fx plain", plain.cpuPerCall()/bus.cpuPerCall())}.withBaseline(plain.cpuPerCall()),
+		{Name: n("plain-2nodes", "throughput"), Value: plain2.throughput(), Unit: "req/s",
+			Note: fmt.Sprintf("plain request/reply with the bus's topology: the requester on node 3, two responders in a queue group on nodes 1 and 2, %s, %d calls%s", callers, plain2.calls, errNote(plain2))},
+		{Name: n("plain-2nodes", "cpu-per-call"), Value: plain2.cpuPerCall(), Unit: "µs CPU"},
+		Result{Name: n("bus-vs-2nodes", "throughput"), Value: bus.throughput(), Unit: "req/s",
+			Note: "the bus against plain request/reply with the same topology (two responders on nodes 1 and 2): what the middleware alone costs"}.withBaseline(plain2.throughput()),
+		Result{Name: n("bus-vs-2nodes", "cpu-per-call"), Value: bus.cpuPerCall(), Unit: "µs CPU"}.withBaseline(plain2.cpuPerCall()),
 	}
 }
 
