@@ -78,6 +78,7 @@ type Callout struct {
 	// counters say what the check saw.
 	probe     string
 	requests  atomic.Int64
+	probes    atomic.Int64 // this coordinator's own probes it answered
 	unsealErr atomic.Pointer[string]
 	answered  atomic.Int64
 	closeOnce sync.Once
@@ -197,6 +198,7 @@ func (c *Callout) verdict(req *jwt.AuthorizationRequestClaims) (userJWT, refusal
 			return "", RefusedUnknownUser
 		}
 		// The start-up check: a connection that may do nothing, briefly.
+		c.probes.Add(1)
 		uc.Audience = ControlAccount
 		uc.Name = probeUser
 		uc.Pub.Deny.Add(">")
@@ -274,8 +276,8 @@ var (
 // probe retries a few times before it concludes anything.
 func (c *Callout) Probe(ctx context.Context, url string, opts ...nats.Option) error {
 	var last error
-	for attempt := 0; attempt < 8; attempt++ {
-		before := c.requests.Load()
+	for attempt := 0; attempt < 16; attempt++ {
+		before := c.probes.Load()
 		all := append([]nats.Option{nats.UserInfo(probeUser, c.probe), nats.Name("gastown-coordinator-probe"),
 			nats.Timeout(5 * time.Second), nats.MaxReconnects(0), nats.DontRandomize()}, opts...)
 		nc, err := nats.Connect(url, all...)
@@ -287,8 +289,10 @@ func (c *Callout) Probe(ctx context.Context, url string, opts ...nats.Option) er
 		if why := c.unsealErr.Load(); why != nil {
 			return errors.WithHint(errors.Newf("%s", *why), "regenerate the cluster with `gastown cluster init`, or copy xkey.nk from the set the servers were configured with")
 		}
-		if c.requests.Load() > before {
-			// It reached us, we answered, and the server refused.
+		if c.probes.Load() > before {
+			// Our probe reached us, we admitted it, and the server refused
+			// our answer. (One answered by another coordinator in the
+			// queue group is refused by that one: try again.)
 			return errors.WithHint(errors.Mark(errors.Wrap(err, "the probe connection was refused"), ErrCalloutRefused),
 				"auth_callout.issuer in the servers' configuration must be the public key of the coordinator's issuer.nk; `gastown cluster check --dir D` compares them")
 		}

@@ -86,8 +86,8 @@ func openLeases(ctx, runCtx context.Context, js jetstream.JetStream, replicas in
 		History: 1, Replicas: replicas, Storage: jetstream.FileStorage,
 		TTL: ttl, LimitMarkerTTL: time.Second,
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, cfg)
-	if err != nil {
+	kv, err := openKV(ctx, js, cfg)
+	if err != nil && ctx.Err() == nil {
 		// A bucket made by an older coordinator cannot always take the
 		// new settings; leases are only leases: make it again.
 		if derr := js.DeleteKeyValue(ctx, schemas.BucketLeases); derr != nil && !errors.Is(derr, jetstream.ErrBucketNotFound) {
