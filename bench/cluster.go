@@ -624,6 +624,7 @@ func clusterCoordinatorKill(ctx context.Context, o options, s *clusterSetup) ([]
 	victimTowns := lw.townsNotHeldBy(survivorID, townName, n)
 
 	progress("cluster failover: closing the connections of the coordinator on node 2 (it holds %d towns)", len(victimTowns))
+	lapsedBefore := lw.lapses(survivorID)
 	start := time.Now()
 	victim.Conn().Close()
 	victim.StateConn().Close()
@@ -639,11 +640,12 @@ func clusterCoordinatorKill(ctx context.Context, o options, s *clusterSetup) ([]
 		return nil, fmt.Errorf("the survivor took %d of the %d towns: %w", lw.heldBy(survivorID, victimTowns), len(victimTowns), err)
 	}
 	took := time.Since(start)
+	lapsed := lw.lapses(survivorID) - lapsedBefore
 	target := o.leaseTTL + 5*time.Second
 	return []Result{
 		Result{Name: "cluster.failover.coordinator", Value: ms(took), Unit: "ms",
-			Note: fmt.Sprintf("lease TTL %s (renewed every %s): the coordinator on node 2 lost its control and state connections with %d of %d towns' leases (not released); until the coordinator on node 1 held every one of them (from its leases bucket's watch); the first was taken after %.0f ms; the dead coordinator's callout responder was left running (its connection is not reachable from outside the package)",
-				o.leaseTTL, o.leaseTTL/3, len(victimTowns), n, ms(first))}.
+			Note: fmt.Sprintf("lease TTL %s (renewed every %s): the coordinator on node 2 lost its control and state connections with %d of %d towns' leases (not released); until the coordinator on node 1 held every one of them (from its leases bucket's watch); the first was taken after %.0f ms; meanwhile %d of the survivor's own leases lapsed (expired before it renewed them: it renews one KV write per lease in turn, every third of the TTL); the dead coordinator's callout responder was left running (its connection is not reachable from outside the package)",
+				o.leaseTTL, o.leaseTTL/3, len(victimTowns), n, ms(first), lapsed)}.
 			judged(fmt.Sprintf("< TTL + 5 s = %s", target), took < target),
 	}, nil
 }
@@ -656,6 +658,9 @@ type leaseWatch struct {
 
 	mu     sync.Mutex
 	holder map[string]string // key → holder id
+	// lapsed counts, by holder, the town leases deleted or expired
+	// under it.
+	lapsed map[string]int
 }
 
 // watchLeases follows the leases bucket from a state connection of its own.
@@ -679,7 +684,7 @@ func watchLeases(ctx context.Context, bc *benchCluster) (*leaseWatch, error) {
 		nc.Close()
 		return nil, err
 	}
-	lw := &leaseWatch{nc: nc, w: w, holder: map[string]string{}}
+	lw := &leaseWatch{nc: nc, w: w, holder: map[string]string{}, lapsed: map[string]int{}}
 	lw.wg.Go(func() {
 		for e := range w.Updates() {
 			if e == nil {
@@ -690,6 +695,9 @@ func watchLeases(ctx context.Context, bc *benchCluster) (*leaseWatch, error) {
 				h, _, _ := strings.Cut(string(e.Value()), ":")
 				lw.holder[e.Key()] = h
 			} else {
+				if h, ok := lw.holder[e.Key()]; ok && strings.HasPrefix(e.Key(), "town.") {
+					lw.lapsed[h]++
+				}
 				delete(lw.holder, e.Key())
 			}
 			lw.mu.Unlock()
@@ -703,6 +711,13 @@ func (lw *leaseWatch) stop() {
 	_ = lw.w.Stop()
 	lw.nc.Close()
 	lw.wg.Wait()
+}
+
+// lapses is how many town leases were deleted or expired under id.
+func (lw *leaseWatch) lapses(id string) int {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	return lw.lapsed[id]
 }
 
 // members are the coordinators with a live membership key.

@@ -16,10 +16,8 @@ import (
 	"time"
 
 	"github.com/gastown/gastown/bus/cluster"
-	"github.com/gastown/gastown/schemas"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 )
 
@@ -50,8 +48,9 @@ type nodeProcess struct {
 // clusterNodes is the size of the bench's clusters: the issue's.
 const clusterNodes = 3
 
-// newBenchCluster writes the plan, the coordinator's credentials and the
-// node configs of a 3-node cluster on a free block of loopback ports.
+// newBenchCluster makes a 3-node cluster's directory with cluster.Init
+// (the plan, the coordinator's credentials, the node configs: what
+// `gastown cluster init` writes) on a free block of loopback ports.
 func newBenchCluster() (*benchCluster, error) {
 	dir, err := os.MkdirTemp("", "gastown-bench-cluster-*")
 	if err != nil {
@@ -68,24 +67,9 @@ func newBenchCluster() (*benchCluster, error) {
 		return fail(err)
 	}
 	plan.Nodes, plan.ClientBase, plan.ClusterBase, plan.MonitorBase = clusterNodes, base, base+clusterNodes, 0
-	creds, err := cluster.NewCreds()
-	if err != nil {
+	if c.plan, c.creds, err = cluster.Init(dir, plan); err != nil {
 		return fail(err)
 	}
-	if err := creds.Write(filepath.Join(dir, "coordinator")); err != nil {
-		return fail(err)
-	}
-	pub, err := creds.Public()
-	if err != nil {
-		return fail(err)
-	}
-	if err := plan.Write(dir); err != nil {
-		return fail(err)
-	}
-	if err := plan.WriteNodeConfigs(dir, pub); err != nil {
-		return fail(err)
-	}
-	c.plan, c.creds = plan, creds
 	for i := range plan.Nodes {
 		c.confs = append(c.confs, filepath.Join(dir, cluster.NodeConfigFile(i)))
 	}
@@ -217,55 +201,19 @@ func (c *benchCluster) close() {
 func (c *benchCluster) url(i int) string { return c.plan.ClientURLs()[i] }
 func (c *benchCluster) urls() string     { return strings.Join(c.plan.ClientURLs(), ",") }
 
-// dial connects to urls as one of the coordinator's nkey users (which
-// bypass the callout), with the coordinator's inbox prefix, to those
-// servers only.
+// dial connects to urls (comma-separated) as one of the coordinator's
+// nkey users (which bypass the callout), with the coordinator's inbox
+// prefix, to those servers only.
 func dial(urls string, kp nkeys.KeyPair, opts ...nats.Option) (*nats.Conn, error) {
-	pub, err := kp.PublicKey()
-	if err != nil {
-		return nil, err
-	}
-	all := append([]nats.Option{
-		nats.Nkey(pub, kp.Sign), nats.CustomInboxPrefix(schemas.CoordinatorInbox),
-		nats.MaxReconnects(-1), nats.ReconnectWait(50 * time.Millisecond), nats.IgnoreDiscoveredServers(),
-	}, opts...)
-	return nats.Connect(urls, all...)
+	return cluster.Dial(strings.Split(urls, ","), kp, append([]nats.Option{nats.IgnoreDiscoveredServers()}, opts...)...)
 }
 
-// waitJetStream waits until the state account can use JetStream on every
-// node: then there is a meta leader that every node follows.
+// waitJetStream waits until every node answers, all follow the same
+// JetStream meta leader, and the state account can use JetStream.
 func (c *benchCluster) waitJetStream(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	for i := range c.confs {
-		var last error
-		for {
-			last = func() error {
-				nc, err := dial(c.url(i), c.creds.State, nats.Timeout(2*time.Second))
-				if err != nil {
-					return err
-				}
-				defer nc.Close()
-				js, err := jetstream.New(nc)
-				if err != nil {
-					return err
-				}
-				actx, stop := context.WithTimeout(ctx, 2*time.Second)
-				defer stop()
-				_, err = js.AccountInfo(actx)
-				return err
-			}()
-			if last == nil {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("node %d: JetStream not ready: %w (last: %v)", i+1, ctx.Err(), last)
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
-	}
-	return nil
+	return cluster.WaitReady(ctx, c.plan.ClientURLs(), c.creds, len(c.confs))
 }
 
 // logTails is the end of every node's log, for a failure message.
