@@ -625,6 +625,7 @@ func clusterCoordinatorKill(ctx context.Context, o options, s *clusterSetup) ([]
 
 	progress("cluster failover: closing the connections of the coordinator on node 2 (it holds %d towns)", len(victimTowns))
 	lapsedBefore := lw.lapses(survivorID)
+	lw.resetGaps()
 	start := time.Now()
 	victim.Conn().Close()
 	victim.StateConn().Close()
@@ -640,12 +641,12 @@ func clusterCoordinatorKill(ctx context.Context, o options, s *clusterSetup) ([]
 		return nil, fmt.Errorf("the survivor took %d of the %d towns: %w", lw.heldBy(survivorID, victimTowns), len(victimTowns), err)
 	}
 	took := time.Since(start)
-	lapsed := lw.lapses(survivorID) - lapsedBefore
+	lapsed, gap := lw.lapses(survivorID)-lapsedBefore, lw.renewalGap(survivorID)
 	target := o.leaseTTL + 5*time.Second
 	return []Result{
 		Result{Name: "cluster.failover.coordinator", Value: ms(took), Unit: "ms",
-			Note: fmt.Sprintf("lease TTL %s (renewed every %s): the coordinator on node 2 lost its control and state connections with %d of %d towns' leases (not released); until the coordinator on node 1 held every one of them (from its leases bucket's watch); the first was taken after %.0f ms; meanwhile %d of the survivor's own leases lapsed (expired before it renewed them: it renews one KV write per lease in turn, every third of the TTL); the dead coordinator's callout responder was left running (its connection is not reachable from outside the package)",
-				o.leaseTTL, o.leaseTTL/3, len(victimTowns), n, ms(first), lapsed)}.
+			Note: fmt.Sprintf("lease TTL %s (renewed every %s): the coordinator on node 2 lost its control and state connections with %d of %d towns' leases (not released); until the coordinator on node 1 held every one of them (from its leases bucket's watch); the first was taken after %.0f ms; meanwhile %d of the survivor's own leases lapsed (expired before it renewed them), and its longest gap between two renewals of one lease was %.0f ms (it renews one KV write per lease in turn, every third of the TTL); the dead coordinator's callout responder was left running (its connection is not reachable from outside the package)",
+				o.leaseTTL, o.leaseTTL/3, len(victimTowns), n, ms(first), lapsed, ms(gap))}.
 			judged(fmt.Sprintf("< TTL + 5 s = %s", target), took < target),
 	}, nil
 }
@@ -661,6 +662,11 @@ type leaseWatch struct {
 	// lapsed counts, by holder, the town leases deleted or expired
 	// under it.
 	lapsed map[string]int
+	// lastPut is when each key was last written; maxGap, by holder, the
+	// longest time between two writes of one key by it since resetGaps
+	// (how far its renewals fell behind).
+	lastPut map[string]time.Time
+	maxGap  map[string]time.Duration
 }
 
 // watchLeases follows the leases bucket from a state connection of its own.
@@ -684,7 +690,8 @@ func watchLeases(ctx context.Context, bc *benchCluster) (*leaseWatch, error) {
 		nc.Close()
 		return nil, err
 	}
-	lw := &leaseWatch{nc: nc, w: w, holder: map[string]string{}, lapsed: map[string]int{}}
+	lw := &leaseWatch{nc: nc, w: w, holder: map[string]string{}, lapsed: map[string]int{},
+		lastPut: map[string]time.Time{}, maxGap: map[string]time.Duration{}}
 	lw.wg.Go(func() {
 		for e := range w.Updates() {
 			if e == nil {
@@ -693,12 +700,17 @@ func watchLeases(ctx context.Context, bc *benchCluster) (*leaseWatch, error) {
 			lw.mu.Lock()
 			if e.Operation() == jetstream.KeyValuePut {
 				h, _, _ := strings.Cut(string(e.Value()), ":")
-				lw.holder[e.Key()] = h
+				now := time.Now()
+				if last, ok := lw.lastPut[e.Key()]; ok && lw.holder[e.Key()] == h && strings.HasPrefix(e.Key(), "town.") {
+					lw.maxGap[h] = max(lw.maxGap[h], now.Sub(last))
+				}
+				lw.holder[e.Key()], lw.lastPut[e.Key()] = h, now
 			} else {
 				if h, ok := lw.holder[e.Key()]; ok && strings.HasPrefix(e.Key(), "town.") {
 					lw.lapsed[h]++
 				}
 				delete(lw.holder, e.Key())
+				delete(lw.lastPut, e.Key())
 			}
 			lw.mu.Unlock()
 		}
@@ -711,6 +723,20 @@ func (lw *leaseWatch) stop() {
 	_ = lw.w.Stop()
 	lw.nc.Close()
 	lw.wg.Wait()
+}
+
+// renewalGap is the longest time between two writes of one town lease
+// by id since resetGaps.
+func (lw *leaseWatch) renewalGap(id string) time.Duration {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	return lw.maxGap[id]
+}
+
+func (lw *leaseWatch) resetGaps() {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	clear(lw.maxGap)
 }
 
 // lapses is how many town leases were deleted or expired under id.
