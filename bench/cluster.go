@@ -805,7 +805,7 @@ func (lw *leaseWatch) heldBy(id string, keys []string) int {
 func clusterNodeKill(ctx context.Context, o options) ([]Result, error) {
 	bin := natsServerBinary(o.natsServer)
 	if bin == "" {
-		return nil, fmt.Errorf("no nats-server binary at %s (nor $GASTOWN_NATS_SERVER) for the node-kill measurement: copy /work/main/bin/nats-server or install nats-server v2.15.2 there (go install github.com/nats-io/nats-server/v2@v2.15.2), or pass -nats-server", o.natsServer)
+		return nil, fmt.Errorf("no nats-server binary at %s (nor $GASTOWN_NATS_SERVER) for the node-kill measurement: run 'make nats-server' (it installs nats-server v2.15.2 into bin/), or pass -nats-server", o.natsServer)
 	}
 	progress("cluster failover: starting 3 nats-server processes (%s)", bin)
 	bc, err := startProcessCluster(ctx, bin)
@@ -813,12 +813,12 @@ func clusterNodeKill(ctx context.Context, o options) ([]Result, error) {
 		return nil, err
 	}
 	defer bc.close()
-	admin, err := dial(bc.urls(), bc.creds.State, nats.Name("bench-failover-admin"))
+	setup, err := dial(bc.urls(), bc.creds.State, nats.Name("bench-failover-setup"))
 	if err != nil {
 		return nil, err
 	}
-	defer admin.Close()
-	js, err := jetstream.New(admin)
+	defer setup.Close()
+	js, err := jetstream.New(setup)
 	if err != nil {
 		return nil, err
 	}
@@ -832,7 +832,7 @@ func clusterNodeKill(ctx context.Context, o options) ([]Result, error) {
 	var notes []string
 	lost, acked := 0, 0
 	for k := range o.failoverKills {
-		leader, err := streamLeader(ctx, js, bc, k > 0)
+		leader, err := streamLeader(ctx, js, k > 0)
 		if err != nil {
 			return nil, err
 		}
@@ -847,15 +847,17 @@ func clusterNodeKill(ctx context.Context, o options) ([]Result, error) {
 		notes = append(notes, fmt.Sprintf("kill %d: %s (stream leader) killed, writer on %s, stall %.0f ms, first failed write after the kill said %q",
 			k+1, cluster.NodeName(leader), cluster.NodeName(writer), ms(r.stall), r.firstErr))
 		progress("cluster failover: kill %d/%d: writes stalled %s", k+1, o.failoverKills, r.stall.Round(time.Millisecond))
-		if err := bc.restart(leader); err != nil {
-			return nil, err
+		if k < o.failoverKills-1 {
+			if err := bc.restart(leader); err != nil {
+				return nil, err
+			}
 		}
 	}
 	worst := slices.Max(stalls)
 	stallTarget := coordinator.DefaultLeaseTTL / 2
 	return []Result{
 		Result{Name: "cluster.failover.node.stall", Value: ms(worst), Unit: "ms",
-			Note: fmt.Sprintf("longest gap between two acknowledged KV Puts (one writer, one Put every %s, %s per attempt) on an R3 file bucket of the state account, 3 nats-server processes, when the bucket's stream leader is SIGKILLed; the writer is on a surviving node; %s; target: a lease of the default TTL (%s, renewed every third) outlasts it",
+			Note: fmt.Sprintf("longest gap between two acknowledged KV Puts (one writer, a Put at most every %s, each waiting for its acknowledgement, %s deadline per attempt) on an R3 file bucket of the state account, 3 nats-server processes, when the bucket's stream leader is SIGKILLed; the writer is on a surviving node; %s; target: a lease of the default TTL (%s, renewed every third) outlasts it",
 				o.failoverEvery, o.failoverTimeout, strings.Join(notes, "; "), coordinator.DefaultLeaseTTL)}.
 			judged(fmt.Sprintf("< %s", stallTarget), worst < stallTarget),
 		Result{Name: "cluster.failover.node.lost", Value: float64(lost), Unit: "writes",
@@ -867,7 +869,7 @@ func clusterNodeKill(ctx context.Context, o options) ([]Result, error) {
 // streamLeader finds the node that leads the failover bucket's stream,
 // from $JS.API.STREAM.INFO's cluster.leader; with settled, it first waits
 // until every replica is current (a restarted node caught up).
-func streamLeader(ctx context.Context, js jetstream.JetStream, bc *benchCluster, settled bool) (int, error) {
+func streamLeader(ctx context.Context, js jetstream.JetStream, settled bool) (int, error) {
 	leader := -1
 	var last string
 	err := waitFor(ctx, time.Minute, func() bool {
