@@ -42,8 +42,8 @@ import (
 // process's CPU time covers the servers as well as the callers and
 // coordinators; the node kill needs real processes.
 
-// failoverBucket is the R3 bucket of the state account the node-kill
-// measurement writes to (settings of the coordinator's state buckets).
+// failoverBucket is the bucket the node-kill measurement writes to: in
+// the state account, R3 on file storage, as the coordinator's are.
 const failoverBucket = "bench_failover"
 
 // rpcTarget is the target for RPC throughput against plain.
@@ -51,11 +51,15 @@ const rpcTarget = 0.8
 
 // benchClusterPhase runs the cluster measurements.
 func benchClusterPhase(ctx context.Context, o options) ([]Result, error) {
+	bin := natsServerBinary(o.natsServer)
+	if bin == "" { // before a minute of the other measurements
+		return nil, fmt.Errorf("no nats-server binary at %s (nor $GASTOWN_NATS_SERVER) for the node-kill measurement: run 'make nats-server' (it installs nats-server v2.15.2 into bin/), or pass -nats-server", o.natsServer)
+	}
 	results, err := clusterInProcess(ctx, o)
 	if err != nil {
 		return results, err
 	}
-	rs, err := clusterNodeKill(ctx, o)
+	rs, err := clusterNodeKill(ctx, o, bin)
 	return append(results, rs...), err
 }
 
@@ -799,14 +803,10 @@ func (lw *leaseWatch) heldBy(id string, keys []string) int {
 }
 
 // clusterNodeKill runs a steady stream of KV writes to an R3 bucket of
-// the state account on a cluster of real nats-server processes, SIGKILLs
+// the state account on a cluster of real nats-server processes (bin), SIGKILLs
 // the bucket's stream leader, and reports the longest stall between two
 // acknowledged writes, and whether any acknowledged write was lost.
-func clusterNodeKill(ctx context.Context, o options) ([]Result, error) {
-	bin := natsServerBinary(o.natsServer)
-	if bin == "" {
-		return nil, fmt.Errorf("no nats-server binary at %s (nor $GASTOWN_NATS_SERVER) for the node-kill measurement: run 'make nats-server' (it installs nats-server v2.15.2 into bin/), or pass -nats-server", o.natsServer)
-	}
+func clusterNodeKill(ctx context.Context, o options, bin string) ([]Result, error) {
 	progress("cluster failover: starting 3 nats-server processes (%s)", bin)
 	bc, err := startProcessCluster(ctx, bin)
 	if err != nil {
