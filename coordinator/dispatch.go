@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/cockroachdb/errors"
 	"github.com/gastown/gastown/bus"
@@ -119,9 +120,9 @@ func (c *Coordinator) dispatchFailed(ctx context.Context, a Agent, runID, reason
 
 // setBeadStatus moves a bead to status, but only from one of the given
 // statuses (any non-final one when none are given).
-func (c *Coordinator) setBeadStatus(ctx context.Context, townID, beadID, status string, from ...string) {
+func (c *Coordinator) setBeadStatus(ctx context.Context, townID, beadID string, status BeadStatus, from ...BeadStatus) {
 	_, err := c.st.beads.Update(ctx, schemas.Key(townID, beadID), func(b *Bead) error {
-		if b.Final() || (len(from) > 0 && !contains(from, b.Status)) {
+		if b.Final() || (len(from) > 0 && !slices.Contains(from, b.Status)) {
 			return errNoChange
 		}
 		b.Status, b.UpdatedAt = status, c.now()

@@ -208,17 +208,18 @@ func (c *Coordinator) rigsOfUser(userID string) []Rig {
 
 func (c *Coordinator) listBeads(townID string, r schemas.BeadsList) []Bead {
 	beads := c.st.beads.List(func(_ string, b Bead) bool {
-		return b.TownID == townID && (r.Status == "" || b.Status == r.Status) && (r.Type == "" || b.Type == r.Type)
+		return b.TownID == townID && (r.Status == "" || b.Status == BeadStatus(r.Status)) && (r.Type == "" || b.Type == r.Type)
 	})
 	sort.Slice(beads, func(i, j int) bool { return beads[i].CreatedAt.Before(beads[j].CreatedAt) })
 	return beads
 }
 
 func (c *Coordinator) toolBeadUpdate(ctx context.Context, caller Caller, r schemas.BeadUpdate) (any, error) {
-	if r.Status == BeadClosed {
+	status := BeadStatus(r.Status)
+	if status == BeadClosed {
 		return c.closeBead(ctx, caller.TownID, r.BeadID)
 	}
-	switch r.Status {
+	switch status {
 	case "", BeadOpen, BeadInProgress, BeadInReview, BeadFailed:
 	default:
 		return nil, schemas.NewError(schemas.CodeInvalidArgument, "status %q is not a bead status", r.Status)
@@ -239,7 +240,7 @@ func (c *Coordinator) toolBeadUpdate(ctx context.Context, caller Caller, r schem
 			b.Body = r.Body
 		}
 		if r.Status != "" {
-			b.Status = r.Status
+			b.Status = status
 		}
 		b.UpdatedAt = c.now().UTC()
 		return nil
