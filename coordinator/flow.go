@@ -53,11 +53,11 @@ func (c *Coordinator) toolDone(ctx context.Context, caller Caller, r schemas.Don
 		}
 	}
 	c.setBeadStatus(ctx, caller.TownID, src.BeadID, BeadInReview, BeadOpen, BeadInProgress)
-	if _, err := c.st.agents.Update(ctx, schemas.Key(caller.TownID, caller.AgentID), func(x *Agent) error {
+	if _, err := c.endRun(ctx, caller.TownID, caller.AgentID, r.RunID, endDone, "", func(x *Agent) error {
 		if x.Hook != src.BeadID {
 			return errNoChange
 		}
-		x.Hook, x.Status, x.RunID, x.Attempts, x.UpdatedAt = "", AgentIdle, "", 0, c.now().UTC()
+		x.Hook, x.Attempts = "", 0
 		return nil
 	}); err != nil && !errors.Is(err, errNoChange) {
 		return nil, err
@@ -111,7 +111,7 @@ func (c *Coordinator) feedRefinery(ctx context.Context, townID, rigID string) {
 	now := c.now().UTC()
 	_, err := c.st.agents.Upsert(ctx, schemas.Key(townID, ref), func(a *Agent) error {
 		if a.AgentID == "" {
-			*a = Agent{TownID: townID, AgentID: ref, RigID: rigID, Role: schemas.RoleRefinery, Status: AgentIdle}
+			*a = newAgent(townID, ref, rigID, schemas.RoleRefinery)
 		}
 		if a.Hook != "" || a.Status == AgentWorking {
 			return errNoChange // busy: the queue waits
@@ -169,10 +169,7 @@ func (c *Coordinator) toolReviewComplete(ctx context.Context, caller Caller, r s
 		return nil, err
 	}
 	c.unhook(ctx, caller.TownID, caller.AgentID, mr.BeadID)
-	if _, err := c.st.agents.Update(ctx, schemas.Key(caller.TownID, caller.AgentID), func(a *Agent) error {
-		a.Status, a.RunID = AgentIdle, ""
-		return nil
-	}); err != nil {
+	if _, err := c.endRun(ctx, caller.TownID, caller.AgentID, r.RunID, endReviewed, "", nil); err != nil {
 		c.log.Warn("idling refinery", KeyTown, caller.TownID, KeyErr, err)
 	}
 	var out any = map[string]string{"mergeRequest": mr.BeadID, "outcome": r.Outcome}

@@ -36,7 +36,8 @@ func (c *Coordinator) createTown(ctx context.Context, req schemas.TownCreate) (T
 	}
 	// One mayor per town. It belongs to the town's pseudo-rig MayorRig and
 	// is kept running by patrol.
-	mayor := Agent{TownID: t.TownID, AgentID: MayorID, RigID: MayorRig, Role: schemas.RoleMayor, Status: AgentIdle, UpdatedAt: t.CreatedAt}
+	mayor := newAgent(t.TownID, MayorID, MayorRig, schemas.RoleMayor)
+	mayor.UpdatedAt = t.CreatedAt
 	if err := c.st.agents.Create(ctx, schemas.Key(t.TownID, MayorID), mayor); err != nil && !errors.Is(err, ErrExists) {
 		return Town{}, err
 	}
@@ -215,7 +216,7 @@ func (c *Coordinator) hookNamed(ctx context.Context, townID, rigID, agentID stri
 	}
 	_, err := c.st.agents.Upsert(ctx, key, func(a *Agent) error {
 		if a.AgentID == "" {
-			*a = Agent{TownID: townID, AgentID: agentID, RigID: rigID, Role: schemas.RolePolecat, Status: AgentIdle}
+			*a = newAgent(townID, agentID, rigID, schemas.RolePolecat)
 		}
 		return hook(a)
 	})
@@ -240,7 +241,7 @@ func (c *Coordinator) hookAny(ctx context.Context, townID, rigID string, hook fu
 		if i >= len(polecatNames) {
 			name = fmt.Sprintf("%s-%d", name, i/len(polecatNames)+1)
 		}
-		a := Agent{TownID: townID, AgentID: name, RigID: rigID, Role: schemas.RolePolecat, Status: AgentIdle}
+		a := newAgent(townID, name, rigID, schemas.RolePolecat)
 		if err := hook(&a); err != nil {
 			return "", err
 		}

@@ -60,16 +60,7 @@ func (c *Coordinator) triageCrashLoops(ctx context.Context, agents []Agent) {
 }
 
 func (c *Coordinator) openTriageFor(ctx context.Context, a Agent) error {
-	if _, err := c.st.agents.Update(ctx, schemas.Key(a.TownID, a.AgentID), func(x *Agent) error {
-		if !crashLooping(*x) {
-			return errNoChange
-		}
-		x.Status, x.UpdatedAt = AgentStalled, c.now().UTC()
-		return nil
-	}); err != nil {
-		if errors.Is(err, errNoChange) {
-			return nil
-		}
+	if stalled, err := c.stall(ctx, a.TownID, a.AgentID); !stalled {
 		return err
 	}
 	rig := a.RigID
@@ -102,7 +93,7 @@ func (c *Coordinator) hookTriageAgent(ctx context.Context, townID, rigID, beadID
 		id := fmt.Sprintf("triage-%d", i)
 		_, err := c.st.agents.Upsert(ctx, schemas.Key(townID, id), func(a *Agent) error {
 			if a.AgentID == "" {
-				*a = Agent{TownID: townID, AgentID: id, RigID: rigID, Role: schemas.RoleTriage, Status: AgentIdle}
+				*a = newAgent(townID, id, rigID, schemas.RoleTriage)
 			}
 			if a.Hook != "" || a.Status == AgentWorking {
 				return errNoChange
@@ -132,14 +123,11 @@ func (c *Coordinator) toolTriageResolve(ctx context.Context, caller Caller, r sc
 		return nil, schemas.NewError(schemas.CodePermissionDenied, "triage.resolve needs a patrol triage request on your hook")
 	}
 	var failedBead string
-	now := c.now().UTC()
-	if _, err := c.st.agents.Update(ctx, schemas.Key(caller.TownID, tb.TriageFor), func(a *Agent) error {
+	if err := c.release(ctx, caller.TownID, tb.TriageFor, func(a *Agent) {
 		failedBead = ""
-		a.Failures, a.Status, a.NextAttemptAt, a.UpdatedAt = nil, AgentIdle, now, now
 		if r.Action == schemas.TriageFail && a.Hook != "" {
 			failedBead, a.Hook = a.Hook, ""
 		}
-		return nil
 	}); err != nil {
 		return nil, notFoundAs(err, "no agent %s", tb.TriageFor)
 	}
