@@ -3,7 +3,6 @@ package coordinator
 import (
 	"context"
 	"fmt"
-	"slices"
 
 	"github.com/cockroachdb/errors"
 	"github.com/gastown/gastown/bus"
@@ -89,24 +88,6 @@ func (c *Coordinator) dispatchFailed(ctx context.Context, a Agent, runID, reason
 		c.log.Warn("bead failed after too many dispatch attempts", KeyTown, a.TownID, KeyBead, failed, KeyCount, c.cfg.MaxAttempts)
 	}
 	return schemas.NewError(schemas.CodeUnavailable, "dispatch of %s failed: %s", a.AgentID, reason)
-}
-
-// setBeadStatus moves a bead to status, but only from one of the given
-// statuses (any non-final one when none are given).
-func (c *Coordinator) setBeadStatus(ctx context.Context, townID, beadID string, status BeadStatus, from ...BeadStatus) {
-	_, err := c.st.beads.Update(ctx, schemas.Key(townID, beadID), func(b *Bead) error {
-		if b.Final() || (len(from) > 0 && !slices.Contains(from, b.Status)) {
-			return errNoChange
-		}
-		b.Status, b.UpdatedAt = status, c.now()
-		if status == BeadFailed {
-			b.Assignee = ""
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, errNoChange) {
-		c.log.Warn("updating bead status", KeyTown, townID, KeyBead, beadID, KeyErr, err)
-	}
 }
 
 var errNoChange = errors.New("no change")

@@ -127,8 +127,8 @@ func (c *Coordinator) feedRefinery(ctx context.Context, townID, rigID string) {
 		return
 	}
 	if _, err := c.st.beads.Update(ctx, schemas.Key(townID, queue[0].BeadID), func(b *Bead) error {
-		b.Assignee, b.Status = ref, BeadInProgress
-		return nil
+		b.Assignee = ref
+		return b.move(BeadInProgress, c.now())
 	}); err != nil {
 		c.log.Warn("assigning merge request", KeyTown, townID, KeyBead, queue[0].BeadID, KeyErr, err)
 	}
@@ -160,11 +160,8 @@ func (c *Coordinator) toolReviewComplete(ctx context.Context, caller Caller, r s
 		final = BeadFailed
 	}
 	if _, err := c.st.beads.Update(ctx, schemas.Key(caller.TownID, mr.BeadID), func(b *Bead) error {
-		if b.Final() {
-			return schemas.NewError(schemas.CodeConflict, "merge request %s is already %s", r.BeadID, b.Status)
-		}
-		b.Status, b.Summary, b.UpdatedAt = final, r.Note, c.now().UTC()
-		return nil
+		b.Summary = r.Note
+		return b.move(final, c.now())
 	}); err != nil {
 		return nil, err
 	}
@@ -197,8 +194,8 @@ func (c *Coordinator) backToWork(ctx context.Context, townID string, mr Bead) {
 		if b.Final() {
 			return errNoChange
 		}
-		b.Status, b.Assignee, b.UpdatedAt = BeadOpen, "", c.now().UTC()
-		return nil
+		b.Assignee = ""
+		return b.move(BeadOpen, c.now())
 	}); err != nil {
 		if !errors.Is(err, errNoChange) {
 			c.log.Warn("reopening bead", KeyTown, townID, KeyBead, mr.SourceBead, KeyErr, err)
@@ -223,11 +220,7 @@ func (c *Coordinator) closeBead(ctx context.Context, townID, beadID string) (Bea
 		if b.Status == BeadClosed {
 			return errNoChange
 		}
-		if b.Final() {
-			return schemas.NewError(schemas.CodeConflict, "bead %s is %s", beadID, b.Status)
-		}
-		b.Status, b.UpdatedAt = BeadClosed, c.now().UTC()
-		return nil
+		return b.move(BeadClosed, c.now())
 	})
 	if errors.Is(err, errNoChange) {
 		return c.bead(townID, beadID)
@@ -250,11 +243,11 @@ func (c *Coordinator) convoyProgress(ctx context.Context, townID, convoyID strin
 		return
 	}
 	_, err = c.st.beads.Update(ctx, schemas.Key(townID, convoyID), func(b *Bead) error {
-		if b.Landed {
+		if b.Landed || b.Final() { // a convoy failed by hand stays failed
 			return errNoChange
 		}
-		b.Landed, b.Status, b.UpdatedAt = true, BeadClosed, c.now().UTC()
-		return nil
+		b.Landed = true
+		return b.move(BeadClosed, c.now())
 	})
 	if errors.Is(err, errNoChange) {
 		return

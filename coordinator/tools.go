@@ -219,9 +219,7 @@ func (c *Coordinator) toolBeadUpdate(ctx context.Context, caller Caller, r schem
 	if status == BeadClosed {
 		return c.closeBead(ctx, caller.TownID, r.BeadID)
 	}
-	switch status {
-	case "", BeadOpen, BeadInProgress, BeadInReview, BeadFailed:
-	default:
+	if status != "" && !status.valid() {
 		return nil, schemas.NewError(schemas.CodeInvalidArgument, "status %q is not a bead status", r.Status)
 	}
 	release, err := c.admitBeadUpdate(caller.TownID, r)
@@ -230,19 +228,16 @@ func (c *Coordinator) toolBeadUpdate(ctx context.Context, caller Caller, r schem
 	}
 	defer release()
 	b, err := c.st.beads.Update(ctx, schemas.Key(caller.TownID, r.BeadID), func(b *Bead) error {
-		if r.Status != "" && b.Final() {
-			return schemas.NewError(schemas.CodeConflict, "bead %s is %s; it cannot change status", r.BeadID, b.Status)
-		}
 		if r.Title != "" {
 			b.Title = r.Title
 		}
 		if r.Body != "" {
 			b.Body = r.Body
 		}
-		if r.Status != "" {
-			b.Status = status
-		}
 		b.UpdatedAt = c.now().UTC()
+		if status != "" {
+			return b.move(status, b.UpdatedAt)
+		}
 		return nil
 	})
 	if err != nil {
