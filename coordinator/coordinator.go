@@ -222,7 +222,9 @@ func (c *Coordinator) Close() {
 	})
 }
 
-func (c *Coordinator) now() time.Time { return c.cfg.Now() }
+// now is the coordinator's one clock: Config.Now, in UTC, so that every
+// time it stores and sends reads the same way.
+func (c *Coordinator) now() time.Time { return c.cfg.Now().UTC() }
 
 // leaseLoop keeps this coordinator's towns' leases until ctx is done.
 func (c *Coordinator) leaseLoop(ctx context.Context) {

@@ -188,7 +188,7 @@ func (c *Coordinator) toolCheckpoint(ctx context.Context, caller Caller, r schem
 		return nil, err
 	}
 	a, err := c.st.agents.Update(ctx, schemas.Key(caller.TownID, caller.AgentID), func(a *Agent) error {
-		a.Checkpoint, a.UpdatedAt = r.Note, c.now().UTC()
+		a.Checkpoint, a.UpdatedAt = r.Note, c.now()
 		return nil
 	})
 	return map[string]string{"agentId": a.AgentID, "checkpoint": a.Checkpoint}, err
@@ -234,7 +234,7 @@ func (c *Coordinator) toolBeadUpdate(ctx context.Context, caller Caller, r schem
 		if r.Body != "" {
 			b.Body = r.Body
 		}
-		b.UpdatedAt = c.now().UTC()
+		b.UpdatedAt = c.now()
 		if status != "" {
 			return b.move(status, b.UpdatedAt)
 		}

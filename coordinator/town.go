@@ -21,7 +21,7 @@ const (
 
 // createTown records a town and its owner (written into its tokens).
 func (c *Coordinator) createTown(ctx context.Context, req schemas.TownCreate) (Town, error) {
-	t := Town{TownID: req.TownID, UserID: req.UserID, CreatedAt: c.now().UTC()}
+	t := Town{TownID: req.TownID, UserID: req.UserID, CreatedAt: c.now()}
 	if t.UserID == "" {
 		t.UserID = t.TownID
 	}
@@ -59,7 +59,7 @@ func (c *Coordinator) addRig(ctx context.Context, req schemas.RigAdd) (Rig, erro
 	if _, err := c.requireTown(req.TownID); err != nil {
 		return Rig{}, err
 	}
-	r := Rig{TownID: req.TownID, RigID: req.RigID, GitURL: req.GitURL, DefaultBranch: req.DefaultBranch, CreatedAt: c.now().UTC()}
+	r := Rig{TownID: req.TownID, RigID: req.RigID, GitURL: req.GitURL, DefaultBranch: req.DefaultBranch, CreatedAt: c.now()}
 	if r.DefaultBranch == "" {
 		r.DefaultBranch = "main"
 	}
@@ -98,7 +98,7 @@ func (c *Coordinator) createBead(ctx context.Context, req schemas.BeadCreate, wi
 	if id == "" {
 		id = "b-" + nuid.Next()
 	}
-	now := c.now().UTC()
+	now := c.now()
 	b := Bead{TownID: req.TownID, BeadID: id, Type: typ, Status: BeadOpen, RigID: req.RigID, Title: req.Title, Body: req.Body, CreatedAt: now, UpdatedAt: now}
 	for _, f := range with {
 		f(&b)
