@@ -59,6 +59,11 @@ func (c *Coordinator) dispatch(ctx context.Context, townID, agentID string) erro
 // and after MaxAttempts its bead fails and it is unhooked.
 func (c *Coordinator) dispatchFailed(ctx context.Context, a Agent, runID, reason string) error {
 	c.metrics.dispatchFailed()
+	// A dispatch cut short by Close is recorded all the same (a short
+	// write, which Close waits for), so no run that never started is left
+	// working in the store.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.RequestTimeout)
+	defer cancel()
 	var failed string
 	now := c.now()
 	if _, err := c.endRun(ctx, a.TownID, a.AgentID, runID, endNotStarted, reason, func(a *Agent) error {

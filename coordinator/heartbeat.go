@@ -31,7 +31,7 @@ func (c *Coordinator) handleHeartbeat(m *nats.Msg) {
 	}
 	c.noContainer.remove(townID) // its container is back: warn again if it goes
 	c.metrics.heartbeat()
-	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RequestTimeout)
+	ctx, cancel := context.WithTimeout(c.runCtx, c.cfg.RequestTimeout)
 	defer cancel()
 	rec := heartbeatRecord{TownID: townID, ContainerID: hb.ContainerID, ReceivedAt: c.now()}
 	for _, line := range hb.Agents {
