@@ -103,7 +103,7 @@ func (s scrape) must(t *testing.T, name string, labels ...string) float64 {
 // shows.
 func TestMetricsAndHealth(t *testing.T) {
 	// A short lease, so the new town's is taken within a few ms.
-	h := coordinatortest.Start(t, coordinator.Config{LeaseTTL: 300 * time.Millisecond}, withMetrics)
+	h := coordinatortest.Start(t, coordinator.Config{LeaseTTL: 2 * time.Second}, withMetrics)
 
 	code, body := get(t, h, "/healthz")
 	require.Equal(t, http.StatusOK, code, body)
@@ -340,8 +340,10 @@ func TestMetricsDeadAgent(t *testing.T) {
 	c.kill()
 	require.Eventually(t, func() bool {
 		s = scrapeMetrics(t, h)
+		// At least the polecat; the mayor too when patrol had started it
+		// before the container went silent.
 		n, _ := s.value("gastown_agents_declared_dead_total")
-		return n == 1
+		return n >= 1
 	}, 30*time.Second, interval/2, "the silent agent is declared dead")
 }
 

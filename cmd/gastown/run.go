@@ -39,9 +39,11 @@ func verbs() []verb {
 		{"convoy", "create, list or show convoys of beads (admin)", runConvoy},
 		{"sling", "hook a bead to a polecat and dispatch it (admin)", runSling},
 		{"ops", "write a nats CLI context for the read-only ops identity", runOps},
+		{"cluster", "init, check or start a NATS cluster for Gastown (auth callout)", runCluster},
 		{"status", "show towns, or a town's agents, beads and convoys, as tables (admin)", runStatus},
 		{"tool", "call a coordinator tool as this agent (inside a container)", runTool},
-		{"agent", "run a built-in agent (agent sim: no LLM needed)", runAgent},
+		{"agent", "run a built-in agent (agent sim: no LLM needed) or a coding agent's CLI (agent launch)", runAgent},
+		{"mcp", "serve this agent's tools over MCP on stdio (inside a container)", runMCP},
 		{"version", "print the version, commit and Go version of this binary", runVersion},
 		{"conformance", "prove a container, in any language, against docs/PROTOCOL.md", runConformance},
 	}
