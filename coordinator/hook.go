@@ -12,9 +12,11 @@ import (
 // the bead, and the bead's Assignee names the agent. They are two records,
 // so hooking is two compare-and-set writes, the agent's first. This file
 // is the one way it is done: sling (hookPolecat), the review queue
-// (feedRefinery), triage (hookTriageAgent) and repair (its second rule,
-// the bead's half alone) all go through hook or assign, and every unhook
-// through unhook.
+// (hookRefinery), triage (hookTriageAgent) and repair (its second rule,
+// the bead's half alone) all go through hook or assign. An unhook on its
+// own goes through unhook; the steps that end a run or give a verdict
+// clear the hook in that same write of the agent instead (done, a
+// dispatch's last failed attempt, triage's fail verdict).
 
 // free reports whether an agent may take a bead: nothing is on its hook
 // and it has no run.
