@@ -150,8 +150,14 @@ const openKVAttempt = 2 * time.Second
 // ctx is done.
 func openKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 	for {
+		// Create first, update only a bucket that exists: two racing
+		// CreateOrUpdateKeyValue of one R3 bucket were left unanswered,
+		// racing creates were not.
 		actx, cancel := context.WithTimeout(ctx, openKVAttempt)
-		kv, err := js.CreateOrUpdateKeyValue(actx, cfg)
+		kv, err := js.CreateKeyValue(actx, cfg)
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			kv, err = js.UpdateKeyValue(actx, cfg)
+		}
 		cancel()
 		if err == nil || ctx.Err() != nil {
 			return kv, err

@@ -240,7 +240,7 @@ func (p Plan) routes(i int) []string {
 	return rs
 }
 
-// WritePlan writes the plan as dir/cluster.json, mode 0600; it refuses to
+// Write writes the plan as dir/cluster.json, mode 0600; it refuses to
 // overwrite one.
 func (p Plan) Write(dir string) error {
 	if err := p.Validate(); err != nil {

@@ -124,10 +124,11 @@ func runClusterUp(ctx context.Context, args []string, env Env) error {
 			childEnv = append(childEnv, k+"="+v)
 		}
 	}
-	// One at a time, each once the one before is ready: coordinators that
-	// create the state buckets of a new cluster at the same moment can all
-	// wait out their start-up timeout (seen with nats-server v2.15.2: two
-	// racing creates of one R3 bucket both got no answer).
+	// One at a time, each once the one before is ready: the first makes
+	// the state buckets of a new cluster, and a failing start is told
+	// apart from the next. (Coordinators started together cope too: a
+	// bucket is created first and updated only when it exists, since two
+	// racing create-or-update calls of one R3 bucket went unanswered.)
 	for n := range *coordinators {
 		addr := metricsAddr(*metricsBase, n)
 		argv := coordinatorArgs(bin, plan, credsDir, addr)

@@ -210,16 +210,8 @@ func (c *Cluster) Restart(i int) {
 // cleanup.
 func (c *Cluster) Connect(kp nkeys.KeyPair, opts ...nats.Option) *nats.Conn {
 	c.t.Helper()
-	pub, err := kp.PublicKey()
+	nc, err := cluster.Dial(c.URLs(), kp, opts...)
 	require.NoError(c.t, err)
-	all := append([]nats.Option{
-		nats.Nkey(pub, kp.Sign),
-		nats.CustomInboxPrefix(schemas.CoordinatorInbox),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(50 * time.Millisecond),
-	}, opts...)
-	nc, err := nats.Connect(c.URL(), all...)
-	require.NoError(c.t, err, "connecting as %s", pub)
 	c.t.Cleanup(nc.Close)
 	return nc
 }
