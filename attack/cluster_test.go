@@ -48,14 +48,19 @@ type clusterWorld struct {
 	state  *nats.Conn
 }
 
-func startClusterWorld(t *testing.T) *clusterWorld {
+// startClusterWorld starts the cluster and two coordinators, the first
+// connected to node 1 only and the second to node 2 only (the servers
+// send a callout to a coordinator on their own node first). cheapOps
+// hashes the ops password at bcrypt's lowest cost: at the plan's (11) a
+// connect as ops under -race outlasts the server's first PING (2 s).
+func startClusterWorld(t *testing.T, cheapOps bool) *clusterWorld {
 	t.Helper()
 	c := clustertest.StartInProcess(t, clustertest.Options{OpsPassword: clusterOpsPW, Plan: func(p *cluster.Plan) {
-		// bcrypt's lowest cost: at the plan's (11) a connect as ops
-		// under -race outlasts the server's first PING (2 s).
-		h, err := bcrypt.GenerateFromPassword([]byte(clusterOpsPW), bcrypt.MinCost)
-		require.NoError(t, err)
-		p.OpsPasswordHash = string(h)
+		if cheapOps {
+			h, err := bcrypt.GenerateFromPassword([]byte(clusterOpsPW), bcrypt.MinCost)
+			require.NoError(t, err)
+			p.OpsPasswordHash = string(h)
+		}
 	}})
 	key, err := coordinator.NewKey([]byte("cluster-attack-secret-of-at-least-32-bytes"))
 	require.NoError(t, err)
@@ -65,9 +70,10 @@ func startClusterWorld(t *testing.T) *clusterWorld {
 			DispatchCooldown: time.Hour},
 		Bus: bus.Config{AdminPassword: clusterAdminPW, Limits: bus.Limits{
 			PasswordFailures: clusterFailures, LockoutBase: time.Minute, LockoutMax: time.Minute, TownConns: 4}},
-		NatsURL: c.URL(), Cluster: c.Creds(),
+		Cluster: c.Creds(),
 	}
-	for range 2 {
+	for i := range 2 {
+		cfg.NatsURL = c.URLs()[i]
 		d, err := coordinator.StartDaemon(context.Background(), w.issuer, cfg)
 		require.NoError(t, err)
 		t.Cleanup(d.Close)
@@ -80,9 +86,11 @@ func startClusterWorld(t *testing.T) *clusterWorld {
 	return w
 }
 
-// node connects to node i alone, never reconnecting; closed at cleanup.
+// node connects to node i alone, never reconnecting nor trying the other
+// nodes (nats.go would try a refused password on every node it hears
+// of); closed at cleanup.
 func (w *clusterWorld) node(t *testing.T, i int, opts ...nats.Option) (*nats.Conn, error) {
-	all := append([]nats.Option{nats.NoReconnect(), nats.Timeout(wait)}, opts...)
+	all := append([]nats.Option{nats.NoReconnect(), nats.IgnoreDiscoveredServers(), nats.Timeout(wait)}, opts...)
 	nc, err := nats.Connect(w.c.URLs()[i%len(w.c.URLs())], all...)
 	if err == nil {
 		t.Cleanup(nc.Close)
@@ -187,7 +195,7 @@ func randomUserJWT(t *testing.T) (string, nkeys.KeyPair) {
 }
 
 func TestClusterAttack(t *testing.T) {
-	w := startClusterWorld(t)
+	w := startClusterWorld(t, true)
 
 	// (a) Nothing in the CONNECT a container controls (user, password,
 	// nkey and its sig, a JWT, the connection name) places it anywhere but
@@ -390,17 +398,6 @@ func TestClusterAttack(t *testing.T) {
 		w.floodThenConnect(t, 2000, func(i int) nats.Option { return nats.Token(fmt.Sprintf("garbage-%d", i)) })
 	})
 
-	// (b) OPEN. The ops password is checked by nats-server itself with
-	// bcrypt (cost 11 from SetOpsPassword; this cluster's hash is cost 4
-	// so that -race can connect at all), in the connection's read loop:
-	// an outsider's concurrent wrong ops passwords are CPU every node
-	// spends before anything else, with no throttle (see
-	// OpsPasswordGuessesAreThrottled).
-	t.Run("OpsPasswordFloodLeavesHonestContainersIn", func(t *testing.T) {
-		t.Skip("open: wrong ops passwords cost each node a bcrypt hash, unthrottled")
-		w.floodThenConnect(t, 300, func(int) nats.Option { return nats.UserInfo(bus.OpsUser, "guess") })
-	})
-
 	// (d) The revocation is saved, but the coordinator that saved it never
 	// swept (it died right after the write, or its system connection did
 	// not reach the node holding the connection: a partition). Before the
@@ -469,19 +466,38 @@ func TestClusterAttack(t *testing.T) {
 
 	// (b) OPEN. The admin password throttle is per coordinator: each
 	// keeps its own failures per source, and the servers spread the
-	// callout requests over the queue group, so N coordinators let a
-	// source make up to N×(PasswordFailures) wrong guesses, and a right
-	// password answered by one coordinator does not count against the
-	// others' lockout. Run last: it locks the test's own address out.
+	// callouts over the queue group at random. After PasswordFailures
+	// wrong guesses from one source the embedded server refuses even the
+	// right password; on the cluster, the guesses split over the
+	// coordinators, or a locked-out one is simply not the one asked next:
+	// N coordinators, up to N×PasswordFailures guesses before every one
+	// has locked the source out. (The right password is tried a few
+	// times: on the current code one attempt in about a thousand runs
+	// sees all of them refused.) Run last: were it fixed, it would lock
+	// the test's own address out.
 	t.Run("AdminThrottleSharedByTheCoordinators", func(t *testing.T) {
 		t.Skip("open: the password throttle is per coordinator, not per cluster")
-		for range clusterFailures {
-			_, err := w.node(t, 0, nats.UserInfo(bus.AdminUser, "guess"))
+		for i := range clusterFailures {
+			_, err := w.node(t, i, nats.UserInfo(bus.AdminUser, "guess"))
 			require.Error(t, err)
 		}
-		_, err := w.node(t, 0, nats.UserInfo(bus.AdminUser, clusterAdminPW))
-		require.Error(t, err, "a source that sent PasswordFailures wrong passwords was let in")
+		for i := range 8 {
+			_, err := w.node(t, i, nats.UserInfo(bus.AdminUser, clusterAdminPW))
+			require.Error(t, err, "a source that sent PasswordFailures wrong passwords was let in")
+		}
 	})
+}
+
+// TestClusterOpsPasswordFlood (b) OPEN: the ops password is checked by
+// nats-server itself with bcrypt (cost 11, SetOpsPassword), in the
+// connection's read loop, before any callout and with no throttle: an
+// outsider's few hundred concurrent wrong ops passwords are CPU every
+// node spends first, and an honest container's connect waits behind them
+// past the server's first PING (2 s).
+func TestClusterOpsPasswordFlood(t *testing.T) {
+	t.Skip("open: wrong ops passwords cost each node a bcrypt hash (cost 11), unthrottled")
+	w := startClusterWorld(t, false)
+	w.floodThenConnect(t, 300, func(int) nats.Option { return nats.UserInfo(bus.OpsUser, "guess") })
 }
 
 // floodThenConnect starts n concurrent connects with cred(i), spread
@@ -495,7 +511,7 @@ func (w *clusterWorld) floodThenConnect(t *testing.T, n int, cred func(int) nats
 	for i := range n {
 		wg.Go(func() {
 			<-start
-			nc, err := nats.Connect(w.c.URLs()[i%len(w.c.URLs())], cred(i), nats.NoReconnect(), nats.Timeout(wait))
+			nc, err := nats.Connect(w.c.URLs()[i%len(w.c.URLs())], cred(i), nats.NoReconnect(), nats.IgnoreDiscoveredServers(), nats.Timeout(wait))
 			if err == nil {
 				nc.Close()
 			}
