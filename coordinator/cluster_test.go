@@ -349,9 +349,11 @@ func TestClusterPartition(t *testing.T) {
 	require.Error(t, err, "a node without a quorum took a write")
 
 	// The majority carries on.
+	var last error
 	require.Eventually(t, func() bool {
-		return o.admin(schemas.AdminTownCreate, schemas.TownCreate{TownID: "during"}, nil) == nil
-	}, time.Minute, 100*time.Millisecond, "the majority takes writes")
+		last = o.admin(schemas.AdminTownCreate, schemas.TownCreate{TownID: "during"}, nil)
+		return last == nil || errors.Is(last, schemas.ErrConflict)
+	}, time.Minute, 100*time.Millisecond, "the majority takes writes: %v", &last)
 	tok := o.token("during")
 	town, err := schemas.ForTown("during")
 	require.NoError(t, err)
