@@ -71,9 +71,10 @@ func (k *ClusterKicker) Kick(townID string, issuedBefore time.Time) int {
 // background. Every coordinator calls it when its watch of the tokens
 // bucket first sees a town's newer revocation (red-team finding, see
 // attack/cluster_test.go): the coordinator that saved the revocation may
-// have died before its own sweeps, or not reached a node (a partition),
-// and this coordinator's callout may have admitted an old token before
-// its cache saw the revocation. The delay lets any such connection
+// have died before its own sweeps, and this coordinator's callout may
+// have admitted an old token before its cache saw the revocation. (A
+// node cut off during every sweep is swept again only by a coordinator
+// connected to it, when its watch catches up.) The delay lets any such connection
 // register, and the revoking coordinator's own sweeps count first.
 func (k *ClusterKicker) KickLater(townID string, issuedBefore time.Time) {
 	k.wg.Go(func() {
