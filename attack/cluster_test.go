@@ -389,16 +389,16 @@ func TestClusterAttack(t *testing.T) {
 	// outsider (2000 here, without -race) keep an honest container from
 	// connecting at all: its request waits behind the flood past the
 	// server's first PING (2 s), and nats.go gives up ("expected 'PONG',
-	// got 'PING'").
+	// got 'PING'", or a timeout).
 	t.Run("CalloutFloodOfThousandsLeavesHonestContainersIn", func(t *testing.T) {
 		t.Skip("open: a flood of a few thousand connects with garbage tokens keeps honest containers out (no per-source limit before the callout)")
 		w.floodThenConnect(t, 2000, func(i int) nats.Option { return nats.Token(fmt.Sprintf("garbage-%d", i)) })
 	})
 
 	// (d) The revocation is saved, but the coordinator that saved it never
-	// swept (it died right after the write). Before the
-	// fix only the revoking coordinator ever kicked, so the revoked
-	// connection lived on until its token's exp. Now every coordinator
+	// swept (it died right after the write). Before the fix only the
+	// revoking coordinator ever kicked, so the revoked connection lived
+	// on until its token's exp. Now every coordinator
 	// sweeps the town when its watch sees the newer revocation
 	// (ClusterKicker.KickLater), which also closes a connection its own
 	// callout admitted with a cache that had not seen the revocation yet.
