@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -48,6 +50,9 @@ func TestClusterFaultsLoseNothing(t *testing.T) {
 		if t.Failed() {
 			for i, p := range coords {
 				t.Logf("coordinator %d log:\n%s", i+1, tail(p.logs.String(), 200))
+				if dir := os.Getenv("GASTOWN_FAULT_LOGS"); dir != "" {
+					_ = os.WriteFile(filepath.Join(dir, fmt.Sprintf("coordinator-%d.log", i+1)), []byte(p.logs.String()), 0o600)
+				}
 			}
 		}
 	}()
@@ -133,6 +138,9 @@ func TestClusterFaultsLoseNothing(t *testing.T) {
 	defer func() {
 		if t.Failed() {
 			t.Logf("container log:\n%s", tail(cont.logs.String(), 200))
+			if dir := os.Getenv("GASTOWN_FAULT_LOGS"); dir != "" {
+				_ = os.WriteFile(filepath.Join(dir, "container.log"), []byte(cont.logs.String()), 0o600)
+			}
 		}
 	}()
 	// sling slings a bead; a sling whose answer was lost (a node killed
