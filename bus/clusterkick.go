@@ -67,6 +67,30 @@ func (k *ClusterKicker) Kick(townID string, issuedBefore time.Time) int {
 	return n
 }
 
+// KickLater sweeps the town once, after the second sweep's delay, in the
+// background. Every coordinator calls it when its watch of the tokens
+// bucket first sees a town's newer revocation (red-team finding, see
+// attack/cluster_test.go): the coordinator that saved the revocation may
+// have died before its own sweeps, and this coordinator's callout may
+// have admitted an old token before its cache saw the revocation. (A
+// node cut off during every sweep is swept again only by a coordinator
+// connected to it, when its watch catches up.) The delay lets any such connection
+// register, and the revoking coordinator's own sweeps count first.
+func (k *ClusterKicker) KickLater(townID string, issuedBefore time.Time) {
+	k.wg.Go(func() {
+		select {
+		case <-k.stop:
+			return
+		case <-time.After(k.again):
+		}
+		if n, err := k.sweep(townID, issuedBefore); err != nil {
+			k.log.Warn("could not close every connection using revoked tokens", KeyTown, townID, KeyErr, err)
+		} else if n > 0 {
+			k.log.Info("closed connections using revoked tokens that another coordinator left", KeyTown, townID, "count", n)
+		}
+	})
+}
+
 // Close stops the pending second sweeps and waits for them.
 func (k *ClusterKicker) Close() {
 	k.once.Do(func() { close(k.stop) })

@@ -111,6 +111,13 @@ func New(ctx context.Context, nc *nats.Conn, issuer *Issuer, cfg Config, opts ..
 	tokens := c.tokens
 	loadCtx, stop := context.WithTimeout(ctx, 30*time.Second)
 	defer stop()
+	// On a cluster every coordinator sweeps a town again when its watch
+	// sees the town's revocation, not only the one that saved it (see
+	// ClusterKicker.KickLater).
+	if k, ok := c.kicker.(interface{ KickLater(string, time.Time) }); ok {
+		f := k.KickLater
+		tokens.onRevoke.Store(&f)
+	}
 	if err := tokens.open(loadCtx, runCtx, js, cfg.Replicas, &c.wg); err != nil {
 		cancel()
 		return nil, errors.WithHint(errors.Wrap(err, "loading token state"), "is JetStream enabled on the NATS server?")
