@@ -119,7 +119,7 @@ const connzPage = 4096
 // sweep kicks what it finds now.
 func (k *ClusterKicker) sweep(townID string, before time.Time) (int, error) {
 	targets := map[string][]uint64{}
-	msgs, err := pingAll(k.sys, "$SYS.REQ.SERVER.PING.CONNZ", connzBody(0))
+	msgs, err := pingAll(k.sys, "$SYS.REQ.SERVER.PING.CONNZ", connzBody(0), len(k.sys.Servers()))
 	if err != nil {
 		return 0, errors.Wrap(err, "asking the servers for connections")
 	}
@@ -194,9 +194,10 @@ func connzBody(offset int) []byte {
 }
 
 // pingAll asks every server of the cluster, through the system account,
-// collecting answers until none has come for a moment or kickWait has
-// passed.
-func pingAll(sys *nats.Conn, subject string, body []byte) ([]*nats.Msg, error) {
+// collecting answers until expect have come (the servers the connection
+// knows of) and then none for a moment, or kickWait has passed: a
+// server slow to answer (loaded) is still waited for.
+func pingAll(sys *nats.Conn, subject string, body []byte, expect int) ([]*nats.Msg, error) {
 	inbox := sys.NewInbox()
 	ch := make(chan *nats.Msg, 64)
 	sub, err := sys.ChanSubscribe(inbox, ch)
@@ -216,7 +217,9 @@ func pingAll(sys *nats.Conn, subject string, body []byte) ([]*nats.Msg, error) {
 		select {
 		case m := <-ch:
 			out = append(out, m)
-			quiet.Reset(200 * time.Millisecond)
+			if len(out) >= expect {
+				quiet.Reset(200 * time.Millisecond)
+			}
 		case <-quiet.C:
 			return out, nil
 		case <-deadline.C:
@@ -230,7 +233,7 @@ func pingAll(sys *nats.Conn, subject string, body []byte) ([]*nats.Msg, error) {
 // nodes to hold its replicas), asking through sys, a connection to the
 // system account. A lone server with JetStream counts 1.
 func JetStreamServers(sys *nats.Conn) (int, error) {
-	msgs, err := pingAll(sys, "$SYS.REQ.SERVER.PING.JSZ", nil)
+	msgs, err := pingAll(sys, "$SYS.REQ.SERVER.PING.JSZ", nil, len(sys.Servers()))
 	if err != nil {
 		return 0, errors.Wrap(err, "asking the servers about JetStream")
 	}
