@@ -260,8 +260,10 @@ func (s *TokenSource) revoked(h *held) bool {
 	return h.claims.Issued().UnixNano() < s.revokedBefore.Load()
 }
 
-// accept adopts tok if it is a container token of this town newer than the
-// newest held: it is written to the token file first, then held.
+// accept adopts tok if it is a container token of this town not older
+// than the newest held: it is written to the token file first, then held.
+// A token issued in the same millisecond as the one held (tokens differ by
+// their jti) is its equal, and the one received last is held.
 func (s *TokenSource) accept(tok string) error {
 	claims, err := schemas.PeekContainerClaims(tok)
 	if err != nil {
@@ -272,8 +274,8 @@ func (s *TokenSource) accept(tok string) error {
 	}
 	s.acceptMu.Lock()
 	defer s.acceptMu.Unlock()
-	if cur := s.newest.Load(); cur != nil && !claims.Issued().After(cur.claims.Issued()) {
-		return nil // not newer: nothing to do
+	if cur := s.newest.Load(); cur != nil && (tok == cur.token || claims.Issued().Before(cur.claims.Issued())) {
+		return nil // held already, or older: nothing to do
 	}
 	if s.cfg.TokenFile != "" {
 		if err := WriteTokenFile(s.cfg.TokenFile, tok); err != nil {
