@@ -142,7 +142,7 @@ func connectError(err, last error, town string, expired bool, hint string) error
 		return cerrors.WithHint(cerrors.Mark(cerrors.Wrapf(err, "the bus refused the container token, which has expired (%v)", last), ErrTokenRefused),
 			"is the container running and refreshing its token file? If not, restart it with a fresh bootstrap token: gastown token mint --town "+town)
 	case causeUnreachable:
-		return cerrors.WithHint(cerrors.Wrapf(err, "the bus is unreachable (%v)", last), "is the coordinator running, and is GASTOWN_NATS_URL its address?")
+		return cerrors.WithHint(cerrors.Wrapf(err, "the bus is unreachable (%v)", last), "is the coordinator running, and is "+EnvNatsURL+" its address?")
 	}
 	return cerrors.WithHint(err, hint)
 }
@@ -179,7 +179,7 @@ func (h *busHealth) failed(err error, expired bool) {
 			keyGiveUpIn, h.giveUp)
 	case causeUnreachable:
 		h.log.Warn("the bus is unreachable (connection refused or the name does not resolve); retrying with backoff",
-			keyErr, err, keyHint, "is the coordinator running, and is --server (GASTOWN_NATS_URL) its address?")
+			keyErr, err, keyHint, "is the coordinator running, and is --server ("+EnvNatsURL+") its address?")
 	case causeNotAnswering:
 		h.log.Warn("connected, but no coordinator answers yet (still starting?); retrying with backoff", keyErr, err)
 	default:
@@ -264,7 +264,7 @@ func (s *TokenSource) dialError(err error) error {
 		return cerrors.WithHint(cerrors.Mark(cerrors.Wrap(err, "the bus refused the container token, which has expired"), ErrTokenRefused), hint)
 	case causeUnreachable:
 		return cerrors.WithHint(cerrors.Wrap(err, "the bus is unreachable"),
-			"is the coordinator running, and is --server (GASTOWN_NATS_URL) its address?")
+			"is the coordinator running, and is --server ("+EnvNatsURL+") its address?")
 	}
 	return cerrors.WithHint(err, "is the coordinator reachable, and is the token valid and not revoked?")
 }

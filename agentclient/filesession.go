@@ -12,15 +12,6 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// Environment an agent process gets from its container.
-const (
-	EnvTownID    = "GASTOWN_TOWN_ID"
-	EnvRigID     = "GASTOWN_RIG_ID"
-	EnvAgentID   = "GASTOWN_AGENT_ID"
-	EnvAgentRole = "GASTOWN_AGENT_ROLE"
-	EnvRunID     = "GASTOWN_RUN_ID"
-)
-
 // FileSession is an agent process's session: it reads the container's
 // token file when it connects (never a copy taken at start), holds the
 // container's permissions, and on Refresh asks …token.get itself (keeping

@@ -1,4 +1,4 @@
-package agentclient
+package sim
 
 import (
 	"context"
@@ -6,17 +6,16 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/cockroachdb/errors"
+	"github.com/gastown/gastown/agentclient"
 	"github.com/gastown/gastown/schemas"
 )
 
-// SimConfig configures the built-in simulated agent.
-type SimConfig struct {
+// Config configures the simulated agent.
+type Config struct {
 	// Work is how long the agent "works" before it reports.
 	Work time.Duration
 	// Fail makes the agent exit with an error instead of working (to
@@ -31,8 +30,8 @@ type SimConfig struct {
 	Logger *slog.Logger
 }
 
-// simPrime is what the sim needs of prime's result.
-type simPrime struct {
+// primed is what the sim needs of prime's result.
+type primed struct {
 	AgentID string `json:"agentId"`
 	Role    string `json:"role"`
 	Hook    *struct {
@@ -44,12 +43,12 @@ type simPrime struct {
 	} `json:"hook"`
 }
 
-// RunSim is an agent without an LLM: it primes, works for a while, and
+// Run is an agent without an LLM: it primes, works for a while, and
 // reports through the same tools a real agent uses — a polecat commits and
 // pushes its branch and calls done; a refinery merges the branch on its
 // hook and calls review.complete; a triage agent restarts the agent it
 // triages; a mayor waits until it is stopped.
-func RunSim(ctx context.Context, c *Client, cfg SimConfig) error {
+func Run(ctx context.Context, c *agentclient.Client, cfg Config) error {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -57,7 +56,7 @@ func RunSim(ctx context.Context, c *Client, cfg SimConfig) error {
 	if cfg.Fail {
 		return errors.New("simulated failure (--fail)")
 	}
-	var p simPrime
+	var p primed
 	if err := c.Call(ctx, schemas.ToolPrime, nil, &p); err != nil {
 		return errors.Wrap(err, "prime")
 	}
@@ -77,7 +76,7 @@ func RunSim(ctx context.Context, c *Client, cfg SimConfig) error {
 	}
 	switch p.Role {
 	case schemas.RolePolecat:
-		branch, err := simCommit(ctx, cfg.Dir, p.Hook.BeadID, p.Hook.Title)
+		branch, err := commit(ctx, cfg.Dir, p.Hook.BeadID, p.Hook.Title)
 		if err != nil {
 			return err
 		}
@@ -87,7 +86,7 @@ func RunSim(ctx context.Context, c *Client, cfg SimConfig) error {
 		}
 		log.Info("done", "branch", branch, "result", string(res))
 	case schemas.RoleRefinery:
-		outcome, note := simMerge(ctx, cfg.Dir, p.Hook.Branch)
+		outcome, note := merge(ctx, cfg.Dir, p.Hook.Branch)
 		if err := c.Call(ctx, schemas.ToolReviewComplete, schemas.ReviewComplete{BeadID: p.Hook.BeadID, Outcome: outcome, Note: note, RunID: cfg.RunID}, nil); err != nil {
 			return errors.Wrap(err, "review.complete")
 		}
@@ -100,21 +99,15 @@ func RunSim(ctx context.Context, c *Client, cfg SimConfig) error {
 	return nil
 }
 
-// git runs a git command in dir.
+// git runs a git command in dir as the sim's own author (its commits and
+// merges say "Gastown Sim").
 func git(ctx context.Context, dir string, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, "git", append([]string{"-c", "user.name=Gastown Sim", "-c", "user.email=sim@gastown.invalid"}, args...)...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0") // never wait on a credential prompt
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return string(out), errors.Wrapf(err, "git %s: %s", strings.Join(args, " "), strings.TrimSpace(string(out)))
-	}
-	return strings.TrimSpace(string(out)), nil
+	return agentclient.Git(ctx, dir, append([]string{"-c", "user.name=Gastown Sim", "-c", "user.email=sim@gastown.invalid"}, args...)...)
 }
 
-// simCommit writes a file for the bead, commits it on the current branch
+// commit writes a file for the bead, commits it on the current branch
 // and pushes the branch.
-func simCommit(ctx context.Context, dir, beadID, title string) (string, error) {
+func commit(ctx context.Context, dir, beadID, title string) (string, error) {
 	branch, err := git(ctx, dir, "rev-parse", "--abbrev-ref", "HEAD")
 	if err != nil {
 		return "", err
@@ -134,8 +127,8 @@ func simCommit(ctx context.Context, dir, beadID, title string) (string, error) {
 	return branch, nil
 }
 
-// simMerge merges branch into the workspace's branch and pushes it.
-func simMerge(ctx context.Context, dir, branch string) (outcome, note string) {
+// merge merges branch into the workspace's branch and pushes it.
+func merge(ctx context.Context, dir, branch string) (outcome, note string) {
 	target, err := git(ctx, dir, "rev-parse", "--abbrev-ref", "HEAD")
 	if err != nil {
 		return schemas.ReviewFailed, err.Error()
