@@ -3,6 +3,7 @@ package bus
 import (
 	"crypto/subtle"
 	"log/slog"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -57,6 +58,9 @@ type authenticator struct {
 	adminPassword  string
 	internalSecret string
 	log            *slog.Logger
+	// noRecords is set for the cluster's callout: the servers that hold
+	// the connections keep them, and Kick asks them (clusterkick.go).
+	noRecords bool
 	// accounts is set once the server's accounts exist; until then every
 	// connection is refused, so none lands in the wrong account.
 	accounts atomic.Pointer[accounts]
@@ -105,86 +109,143 @@ func (a *authenticator) Check(c server.ClientAuthentication) bool {
 	}
 	o := c.GetOpts()
 	accs := a.accounts.Load()
+	r := connRequest{id: c.GetID(), user: o.Username, password: o.Password, token: o.Token, remote: c.RemoteAddress()}
 	if accs == nil {
-		a.refuse(c, RefusedStarting)
+		a.refuse(r.remote, RefusedStarting)
 		return false
 	}
-	switch o.Username {
-	case internalUser, coordinatorUser, stateUser, opsCopyUser:
-		if addr := c.RemoteAddress(); !equal(o.Password, a.internalSecret) || addr == nil || addr.Network() != "pipe" {
-			a.refuse(c, RefusedInternal)
+	if isInternal(o.Username) {
+		if !equal(o.Password, a.internalSecret) || r.remote == nil || r.remote.Network() != "pipe" {
+			a.refuse(r.remote, RefusedInternal)
 			return false
 		}
 		c.RegisterUser(accs.internal(o.Username))
 		return true
+	}
+	d, ok := a.decide(r)
+	if !ok {
+		return false
+	}
+	acc := accs.control
+	if d.account == OpsAccount {
+		acc = accs.ops
+	}
+	c.RegisterUser(&server.User{Username: d.user, Account: acc, Permissions: d.perms, ConnectionDeadline: d.deadline})
+	return true
+}
+
+// connRequest is what a connecting client presents, as either adapter
+// hears it: the embedded server's authentication hook (Check) or the
+// cluster's auth callout (callout.go).
+type connRequest struct {
+	// id is the server's client id, for the records of the town cap and
+	// Kick (embedded only).
+	id                    uint64
+	user, password, token string
+	// remote is the client's address; nil when unknown.
+	remote net.Addr
+}
+
+// decision is where an admitted connection goes and what it may do.
+type decision struct {
+	// account is ControlAccount or OpsAccount.
+	account string
+	// user names the connection (town:<id>, recovery:<id>, ops, admin).
+	user     string
+	perms    *server.Permissions
+	deadline time.Time // zero: none
+	// town and issuedAt are set for a token connection.
+	town     string
+	issuedAt time.Time
+}
+
+// isInternal reports whether name is one of the in-process identities.
+func isInternal(name string) bool {
+	switch name {
+	case internalUser, coordinatorUser, stateUser, opsCopyUser:
+		return true
+	}
+	return false
+}
+
+// decide is the one authorizer of connections: it says what a client
+// presenting r may do, or refuses it (counted and logged). Both adapters
+// call it, so a container gets the same permissions on the embedded
+// server and on a cluster.
+func (a *authenticator) decide(r connRequest) (decision, bool) {
+	switch r.user {
+	case internalUser, coordinatorUser, stateUser, opsCopyUser:
+		// Only Check admits these, and only through the in-process pipe.
+		a.refuse(r.remote, RefusedInternal)
+		return decision{}, false
 	case OpsUser:
-		return a.password(c, o.Password, a.opsPassword, &server.User{Username: OpsUser, Account: accs.ops, Permissions: OpsPermissions()})
+		return a.password(r, a.opsPassword, decision{account: OpsAccount, user: OpsUser, perms: OpsPermissions()})
 	case AdminUser:
-		return a.password(c, o.Password, a.adminPassword, &server.User{Username: AdminUser, Account: accs.control, Permissions: AdminPermissions()})
+		return a.password(r, a.adminPassword, decision{account: ControlAccount, user: AdminUser, perms: AdminPermissions()})
 	}
 	switch {
-	case o.Username != "":
-		a.refuse(c, RefusedUnknownUser)
-		return false
-	case o.Token == "":
-		a.refuse(c, RefusedNoCredentials)
-		return false
+	case r.user != "":
+		a.refuse(r.remote, RefusedUnknownUser)
+		return decision{}, false
+	case r.token == "":
+		a.refuse(r.remote, RefusedNoCredentials)
+		return decision{}, false
 	}
 	if a.tokens == nil {
-		a.refuse(c, RefusedTokensDisabled)
-		return false
+		a.refuse(r.remote, RefusedTokensDisabled)
+		return decision{}, false
 	}
 	// Token connections are not throttled per source: see the comment
 	// on throttle (throttle.go) for why.
-	g, err := a.tokens.AuthorizeConnection(o.Token)
+	g, err := a.tokens.AuthorizeConnection(r.token)
 	if errors.Is(err, ErrNotReady) {
-		a.refuse(c, RefusedStarting)
-		return false
+		a.refuse(r.remote, RefusedStarting)
+		return decision{}, false
 	}
 	if err != nil {
-		a.refuse(c, RefusedBadToken, KeyErr, err.Error())
-		return false
+		a.refuse(r.remote, RefusedBadToken, KeyErr, err.Error())
+		return decision{}, false
 	}
 	t, err := schemas.ForTown(g.TownID)
 	if err != nil {
-		a.refuse(c, RefusedBadTown)
-		return false
+		a.refuse(r.remote, RefusedBadTown)
+		return decision{}, false
 	}
-	if ok, revoked := a.admit(c.GetID(), tokenConn{town: g.TownID, issuedAt: g.IssuedAt, deadline: g.Deadline}); revoked {
-		a.refuse(c, RefusedBadToken, KeyErr, "token was revoked")
-		return false
-	} else if !ok {
-		a.refuse(c, RefusedTownFull, KeyTown, g.TownID)
-		return false
+	if !a.noRecords {
+		if ok, revoked := a.admit(r.id, tokenConn{town: g.TownID, issuedAt: g.IssuedAt, deadline: g.Deadline}); revoked {
+			a.refuse(r.remote, RefusedBadToken, KeyErr, "token was revoked")
+			return decision{}, false
+		} else if !ok {
+			a.refuse(r.remote, RefusedTownFull, KeyTown, g.TownID)
+			return decision{}, false
+		}
 	}
-	perms := ContainerPermissions(t)
-	name := "town:" + g.TownID
+	d := decision{account: ControlAccount, user: "town:" + g.TownID, perms: ContainerPermissions(t),
+		deadline: g.Deadline, town: g.TownID, issuedAt: g.IssuedAt}
 	if g.RecoveryOnly {
-		perms, name = RecoveryPermissions(t), "recovery:"+g.TownID
+		d.perms, d.user = RecoveryPermissions(t), "recovery:"+g.TownID
 	}
-	c.RegisterUser(&server.User{Username: name, Account: accs.control, Permissions: perms, ConnectionDeadline: g.Deadline})
-	a.log.Debug("container connected", KeyTown, g.TownID, KeyRecovery, g.RecoveryOnly, KeyRemote, remote(c))
-	return true
+	a.log.Debug("container connected", KeyTown, g.TownID, KeyRecovery, g.RecoveryOnly, KeyRemote, addrString(r.remote))
+	return d, true
 }
 
-func (a *authenticator) password(c server.ClientAuthentication, given, want string, u *server.User) bool {
-	right := want != "" && equal(given, want)
-	if key, throttled := sourceKey(c.RemoteAddress()); throttled && a.guesses.attempt(key, a.now(), right) == lockedOut {
-		a.refuse(c, RefusedLockedOut, KeyUser, u.Username)
-		return false
+func (a *authenticator) password(r connRequest, want string, d decision) (decision, bool) {
+	right := want != "" && equal(r.password, want)
+	if key, throttled := sourceKey(r.remote); throttled && a.guesses.attempt(key, a.now(), right) == lockedOut {
+		a.refuse(r.remote, RefusedLockedOut, KeyUser, d.user)
+		return decision{}, false
 	}
 	if !right {
-		a.refuse(c, RefusedWrongPassword, KeyUser, u.Username)
-		return false
+		a.refuse(r.remote, RefusedWrongPassword, KeyUser, d.user)
+		return decision{}, false
 	}
-	c.RegisterUser(u)
-	return true
+	return d, true
 }
 
-// remote is the client's address, or "" when it is already gone (the
-// server may hand over a connection that closed meanwhile).
-func remote(c server.ClientAuthentication) string {
-	if a := c.RemoteAddress(); a != nil {
+// addrString is a client's address, or "" when it is unknown or already
+// gone (the server may hand over a connection that closed meanwhile).
+func addrString(a net.Addr) string {
+	if a != nil {
 		return a.String()
 	}
 	return ""

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"hash/maphash"
+	"log/slog"
 	"slices"
 	"sync"
 	"time"
@@ -60,7 +61,7 @@ func (s *Server) StartOpsView(ctx context.Context) error {
 	v := &opsView{state: state, ops: ops}
 	runCtx, cancel := context.WithCancel(context.Background())
 	v.cancel = cancel
-	if err := v.start(ctx, runCtx, s); err != nil {
+	if err := v.start(ctx, runCtx, s.log); err != nil {
 		cancel()
 		v.wg.Wait()
 		s.closeGone(state)
@@ -88,7 +89,7 @@ func (s *Server) stopOpsView() {
 	s.closeGone(v.ops)
 }
 
-func (v *opsView) start(ctx, runCtx context.Context, s *Server) error {
+func (v *opsView) start(ctx, runCtx context.Context, log *slog.Logger) error {
 	src, err := jetstream.New(v.state)
 	if err != nil {
 		return errors.Wrap(err, "opening the state account's JetStream")
@@ -124,7 +125,7 @@ func (v *opsView) start(ctx, runCtx context.Context, s *Server) error {
 			_ = w.Stop()
 			return errors.Wrapf(err, "watching the ops copy of %s", b)
 		}
-		c := &copier{bucket: b, src: from, dst: to, js: dst, stream: stream, deleted: deleted, seen: map[string]uint64{}, s: s, seed: maphash.MakeSeed()}
+		c := &copier{bucket: b, src: from, dst: to, js: dst, stream: stream, deleted: deleted, seen: map[string]uint64{}, log: log, seed: maphash.MakeSeed()}
 		v.wg.Go(func() {
 			defer func() { _ = sub.Unsubscribe() }()
 			c.run(runCtx, w)
@@ -149,6 +150,7 @@ func opsCopyOf(ctx context.Context, dst jetstream.JetStream, from jetstream.KeyV
 			History:     uint8(st.History()),
 			TTL:         st.TTL(),
 			Storage:     jetstream.FileStorage,
+			Replicas:    replicasOf(st),
 		})
 	}
 	if err != nil {
@@ -181,7 +183,7 @@ type copier struct {
 	stream   jetstream.Stream
 	// deleted is told when the copy's stream is deleted.
 	deleted <-chan struct{}
-	s       *Server
+	log     *slog.Logger
 	seed    maphash.Seed
 	// seen is a hash of each live key's value in the state.
 	seen map[string]uint64
@@ -241,7 +243,7 @@ func (c *copier) apply(ctx context.Context, e jetstream.KeyValueEntry) {
 		err = c.dst.Delete(ctx, e.Key())
 	}
 	if err != nil {
-		c.s.log.Warn("copying state for operators", "bucket", c.bucket, KeyErr, err)
+		c.log.Warn("copying state for operators", "bucket", c.bucket, KeyErr, err)
 		c.known = false // re-read at the next check
 		return
 	}
@@ -261,7 +263,7 @@ func (c *copier) holds(ctx context.Context, key string, value []byte) bool {
 func (c *copier) remake(ctx context.Context) {
 	to, stream, err := opsCopyOf(ctx, c.js, c.src)
 	if err != nil {
-		c.s.log.Warn("making the operators' copy again", "bucket", c.bucket, KeyErr, err)
+		c.log.Warn("making the operators' copy again", "bucket", c.bucket, KeyErr, err)
 		c.known = false
 		return
 	}
@@ -270,7 +272,7 @@ func (c *copier) remake(ctx context.Context) {
 	if c.ready {
 		n = c.restore(ctx, true)
 	}
-	c.s.log.Warn("the operators' copy of a state bucket was deleted; made again", "bucket", c.bucket, "keys", n)
+	c.log.Warn("the operators' copy of a state bucket was deleted; made again", "bucket", c.bucket, "keys", n)
 }
 
 // check restores the copy when it has messages the copier did not write,
@@ -288,7 +290,7 @@ func (c *copier) check(ctx context.Context) {
 		c.expect, c.known = last, true
 	} else if last != c.expect {
 		if n := c.restore(ctx, true); n > 0 {
-			c.s.log.Warn("the operators' copy of a state bucket held writes not made by the server; restored", "bucket", c.bucket, "count", n)
+			c.log.Warn("the operators' copy of a state bucket held writes not made by the server; restored", "bucket", c.bucket, "count", n)
 		}
 	}
 }
@@ -299,7 +301,7 @@ func (c *copier) check(ctx context.Context) {
 func (c *copier) restore(ctx context.Context, full bool) (fixed int) {
 	keys, err := c.dst.ListKeys(ctx)
 	if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
-		c.s.log.Warn("checking the operators' copy", "bucket", c.bucket, KeyErr, err)
+		c.log.Warn("checking the operators' copy", "bucket", c.bucket, KeyErr, err)
 		return 0
 	}
 	if keys != nil {
@@ -341,4 +343,42 @@ func (c *copier) restore(ctx context.Context, full bool) (fixed int) {
 		c.expect, c.known = info.State.LastSeq, true
 	}
 	return fixed
+}
+
+// replicasOf is a bucket's replica count: a copy is as durable as its
+// state bucket (3 on a cluster).
+func replicasOf(st jetstream.KeyValueStatus) int {
+	if s, ok := st.(*jetstream.KeyValueBucketStatus); ok && s.StreamInfo() != nil {
+		return max(s.StreamInfo().Config.Replicas, 1)
+	}
+	return 1
+}
+
+// OpsCopy is the ops view's copier on connections the caller owns: on a
+// cluster, the coordinator holding the ops view's lease runs it with its
+// state and ops-copy keys (the embedded server runs its own, StartOpsView).
+type OpsCopy struct{ v *opsView }
+
+// StartOpsCopy copies each state bucket that exists, read on state (the
+// state account), into the ops account, written on ops, until Close. It
+// does not close the connections.
+func StartOpsCopy(ctx context.Context, state, ops *nats.Conn, log *slog.Logger) (*OpsCopy, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	v := &opsView{state: state, ops: ops}
+	runCtx, cancel := context.WithCancel(context.Background())
+	v.cancel = cancel
+	if err := v.start(ctx, runCtx, log); err != nil {
+		cancel()
+		v.wg.Wait()
+		return nil, errors.Wrap(err, "copying the state for operators")
+	}
+	return &OpsCopy{v: v}, nil
+}
+
+// Close stops the copiers and waits for them. Safe to call twice.
+func (o *OpsCopy) Close() {
+	o.v.cancel()
+	o.v.wg.Wait()
 }

@@ -3,10 +3,10 @@ package bus
 import (
 	"context"
 	"log/slog"
+	"net"
 	"sync/atomic"
 
 	"github.com/cockroachdb/errors"
-	"github.com/nats-io/nats-server/v2/server"
 )
 
 // Log keys of refusals and rate-limited lines.
@@ -60,14 +60,14 @@ func newRefusals(log *RateLog) *refusals {
 
 // refuse counts and logs a refused connection. reason is one of the
 // Refused constants; args add detail, never a token or a password.
-func (a *authenticator) refuse(c server.ClientAuthentication, reason string, args ...any) {
+func (a *authenticator) refuse(from net.Addr, reason string, args ...any) {
 	a.refused.count[reason].Add(1)
 	level := slog.LevelInfo
 	if reason == RefusedStarting {
 		level = slog.LevelDebug
 	}
 	a.refused.log.Log(context.Background(), level, reason, "connection refused",
-		append([]any{KeyReason, reason, KeyRemote, remote(c)}, args...)...)
+		append([]any{KeyReason, reason, KeyRemote, addrString(from)}, args...)...)
 }
 
 // Refused is how many connections were refused at connect since the

@@ -211,7 +211,7 @@ func (c *Coordinator) deleteTown(ctx context.Context, r schemas.TownDelete) (any
 		err = del(schemas.BucketHeartbeats, c.st.heartbeats.Keys(func(k string, _ heartbeatRecord) bool { return k == r.TownID }), c.st.heartbeats.Delete)
 	}
 	if err == nil {
-		err = del(schemas.BucketLeases, c.leases.b.Keys(func(k string, _ lease) bool { return k == r.TownID }), c.leases.b.Delete)
+		err = c.leases.forget(ctx, r.TownID)
 	}
 	if err == nil {
 		_, err = c.tokens.update(ctx, r.TownID, func(s *townTokens) {

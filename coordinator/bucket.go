@@ -1,10 +1,13 @@
 package coordinator
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/errors"
 	"github.com/nats-io/nats.go"
@@ -41,7 +44,7 @@ type versioned[T any] struct {
 // openBucket creates or binds a bucket and loads it; the watch keeps the
 // view true until runCtx is done. ctx bounds the initial load.
 func openBucket[T any](ctx, runCtx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig, wg *sync.WaitGroup, onSet func(string, T)) (*bucket[T], error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, cfg)
+	kv, err := openKV(ctx, js, cfg)
 	if err != nil {
 		return nil, errors.Wrapf(err, "opening bucket %s", cfg.Bucket)
 	}
@@ -72,6 +75,36 @@ func openBucket[T any](ctx, runCtx context.Context, js jetstream.JetStream, cfg 
 		b.follow(runCtx, w, reconnected)
 	})
 	return b, nil
+}
+
+// openKVAttempt bounds one attempt to create or update a bucket: on a
+// cluster, two coordinators creating the same bucket at once can both be
+// left unanswered (measured with nats-server v2.15.2, R3: neither create
+// is answered), and trying again, at a random moment, binds the bucket
+// made meanwhile. An uncontended R3 create takes well under a second.
+const openKVAttempt = 2 * time.Second
+
+// openKV creates the bucket, or updates it to cfg, trying again while a
+// racing creator or a leader election keeps the answer from coming, until
+// ctx is done.
+func openKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	for {
+		actx, cancel := context.WithTimeout(ctx, openKVAttempt)
+		kv, err := js.CreateOrUpdateKeyValue(actx, cfg)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return kv, err
+		}
+		if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) &&
+			!errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoStreamResponse) {
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(time.Duration(rand.Int64N(int64(500 * time.Millisecond)))):
+		}
+	}
 }
 
 // follow applies what the watch sees until runCtx is done. After the
@@ -162,6 +195,14 @@ func (b *bucket[T]) Create(ctx context.Context, key string, v T) error {
 		return errors.Wrapf(err, "encoding %s/%s", b.name, key)
 	}
 	rev, err := b.kv.Create(ctx, key, data)
+	if err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+		switch r, ok, known := b.landed(ctx, key, data); {
+		case ok:
+			rev, err = r, nil
+		case known && r > 0:
+			err = jetstream.ErrKeyExists // another writer's value is there
+		}
+	}
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		return errors.Mark(errors.Newf("%s already exists", key), ErrExists)
 	}
@@ -182,6 +223,13 @@ func (b *bucket[T]) Put(ctx context.Context, key string, v T) error {
 	}
 	rev, err := b.kv.Put(ctx, key, data)
 	if err != nil {
+		if r, ok, _ := b.landed(ctx, key, data); ok {
+			rev, err = r, nil
+		} else {
+			rev, err = b.kv.Put(ctx, key, data) // a put may be repeated
+		}
+	}
+	if err != nil {
 		b.writeErrors.Add(1)
 		return errors.Wrapf(err, "writing %s/%s", b.name, key)
 	}
@@ -195,6 +243,10 @@ func (b *bucket[T]) Put(ctx context.Context, key string, v T) error {
 // A key that does not exist is ErrNotFound.
 func (b *bucket[T]) Update(ctx context.Context, key string, change func(*T) error) (T, error) {
 	var zero T
+	// unsure is the value of the last write whose outcome is unknown (it
+	// timed out while the store elected a leader, and could not be read
+	// back): if the key holds it when read again, that write landed.
+	var unsure []byte
 	for attempt := 0; ; attempt++ {
 		e, err := b.kv.Get(ctx, key)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -207,6 +259,10 @@ func (b *bucket[T]) Update(ctx context.Context, key string, change func(*T) erro
 		if err := json.Unmarshal(e.Value(), &v); err != nil {
 			return zero, errors.Wrapf(err, "decoding %s/%s", b.name, key)
 		}
+		if unsure != nil && bytes.Equal(e.Value(), unsure) {
+			b.apply(key, v, e.Revision()) // our earlier write landed
+			return v, nil
+		}
 		if err := change(&v); err != nil {
 			return zero, err
 		}
@@ -215,20 +271,64 @@ func (b *bucket[T]) Update(ctx context.Context, key string, change func(*T) erro
 			return zero, errors.Wrapf(err, "encoding %s/%s", b.name, key)
 		}
 		rev, err := b.kv.Update(ctx, key, data, e.Revision())
+		stale := errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)
+		if err != nil && !stale {
+			// Unknown, not lost: read it back.
+			switch r, ok, known := b.landed(ctx, key, data); {
+			case ok:
+				rev, err = r, nil
+			case known:
+				stale, unsure = true, nil // not ours: build on what is there
+			default:
+				unsure = data
+			}
+		}
 		if err == nil {
 			b.apply(key, v, rev)
 			return v, nil
 		}
-		stale := errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)
-		if !stale || attempt >= 10 {
+		if (!stale && unsure == nil) || attempt >= 10 || ctx.Err() != nil {
 			b.writeErrors.Add(1)
 			if stale {
 				err = errors.Mark(err, ErrStale)
+			}
+			if unsure != nil {
+				err = errors.WithHint(err, "the store did not answer (a leader election?): the write may or may not have landed")
 			}
 			return zero, errors.Wrapf(err, "writing %s/%s", b.name, key)
 		}
 	}
 }
+
+// landed reads key back after a write whose outcome is unknown: a write
+// that timed out while the store elected a leader may have landed. ok
+// says the key holds exactly data (our write, at rev); known says the key
+// could be read at all (rev 0: it does not exist). It tries for a few
+// seconds while the store does not answer, and never past ctx.
+func (b *bucket[T]) landed(ctx context.Context, key string, data []byte) (rev uint64, ok, known bool) {
+	for range landedTries {
+		e, err := b.kv.Get(ctx, key)
+		switch {
+		case err == nil:
+			return e.Revision(), bytes.Equal(e.Value(), data), true
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			return 0, false, true
+		}
+		select {
+		case <-ctx.Done():
+			return 0, false, false
+		case <-time.After(landedWait):
+		}
+	}
+	return 0, false, false
+}
+
+// How landed waits for a store that does not answer: a killed stream
+// leader stalls writes for up to about 9 s.
+const (
+	landedTries = 40
+	landedWait  = 250 * time.Millisecond
+)
 
 // Upsert is Update for a key that may not exist yet: change then starts
 // from T's zero value, and the key is created.

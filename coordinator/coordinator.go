@@ -123,7 +123,7 @@ func New(ctx context.Context, nc *nats.Conn, issuer *Issuer, cfg Config, opts ..
 		return nil, errors.Wrap(err, "loading state")
 	}
 
-	if c.leases, err = openLeases(loadCtx, runCtx, c, &c.wg); err != nil {
+	if c.leases, err = openLeases(loadCtx, runCtx, js, cfg.Replicas, cfg.LeaseTTL, c.leaseTowns, c.log, &c.wg); err != nil {
 		cancel()
 		c.wg.Wait()
 		return nil, errors.Wrap(err, "loading leases")
@@ -225,6 +225,26 @@ func (c *Coordinator) Close() {
 func (c *Coordinator) now() time.Time { return c.cfg.Now() }
 
 // leaseLoop keeps this coordinator's towns' leases until ctx is done.
-func (c *Coordinator) leaseLoop(ctx context.Context) {
-	every(ctx, max(c.cfg.LeaseTTL/6, 10*time.Millisecond), c.leases.renewAll)
+func (c *Coordinator) leaseLoop(ctx context.Context) { c.leases.run(ctx) }
+
+// leaseTowns lists the towns whose loops need a lease: every town, and
+// every town with token state that is not deleted.
+func (c *Coordinator) leaseTowns() []string {
+	seen := map[string]bool{}
+	var out []string
+	add := func(id string) {
+		if !seen[id] {
+			seen[id] = true
+			out = append(out, id)
+		}
+	}
+	for _, t := range c.st.towns.List(nil) {
+		add(t.TownID)
+	}
+	for _, t := range c.tokens.snapshot() {
+		if !t.Deleted {
+			add(t.TownID)
+		}
+	}
+	return out
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/cockroachdb/errors"
 	"github.com/gastown/gastown/bus"
+	"github.com/gastown/gastown/bus/cluster"
 	"github.com/gastown/gastown/schemas"
 	"github.com/nats-io/nats.go"
 )
@@ -19,6 +20,11 @@ type DaemonConfig struct {
 	// NatsURL, when set, uses an existing NATS server or cluster instead of
 	// the embedded one. Its connection permissions are that cluster's own.
 	NatsURL string
+	// Cluster, with NatsURL, runs on a NATS cluster made by `gastown
+	// cluster init`: the coordinator connects with these keys, answers the
+	// servers' auth callout, and kicks revoked connections on every node
+	// (cluster.go). Without it, NatsURL's server grants permissions itself.
+	Cluster *cluster.Creds
 	// MetricsListen, when set (host:port; port 0 picks a free one), serves
 	// /metrics, /healthz and /readyz there (httpserver.go). Off when empty.
 	MetricsListen string
@@ -36,6 +42,8 @@ type Daemon struct {
 	// http serves metrics and health when DaemonConfig.MetricsListen is set.
 	http    *httpServer
 	metrics *Metrics
+	// cluster is what runs on a cluster besides the coordinator.
+	cluster *clusterSide
 }
 
 // StartDaemon starts the embedded server (unless dc.NatsURL is set),
@@ -58,7 +66,16 @@ func StartDaemon(ctx context.Context, issuer *Issuer, dc DaemonConfig) (*Daemon,
 		}
 		opts = append(opts, WithMetrics(d.metrics))
 	}
-	if dc.NatsURL == "" {
+	switch {
+	case dc.NatsURL != "" && dc.Cluster != nil:
+		more, err := d.startCluster(ctx, cfg, dc, issuer, state)
+		if err != nil {
+			d.Close()
+			return nil, err
+		}
+		opts = append(opts, more...)
+		cfg.Logger.Info("running on a NATS cluster", "url", d.clientURL, "replicas", cfg.Replicas)
+	case dc.NatsURL == "":
 		auth, err := NewConnAuthorizer(issuer, cfg, state)
 		if err != nil {
 			d.Close()
@@ -86,7 +103,7 @@ func StartDaemon(ctx context.Context, issuer *Issuer, dc DaemonConfig) (*Daemon,
 		if d.metrics != nil {
 			d.metrics.reg.MustRegister(&busCollector{srv: d.srv})
 		}
-	} else {
+	default:
 		if d.nc, err = nats.Connect(dc.NatsURL,
 			nats.Name("gastown-coordinator"),
 			nats.CustomInboxPrefix(schemas.CoordinatorInbox),
@@ -109,6 +126,9 @@ func StartDaemon(ctx context.Context, issuer *Issuer, dc DaemonConfig) (*Daemon,
 			d.Close()
 			return nil, err
 		}
+	}
+	if d.cluster != nil {
+		d.cluster.runOpsView(d.co, d.sc)
 	}
 	if d.http != nil {
 		d.http.ready.Store(true)
@@ -162,6 +182,7 @@ func (d *Daemon) Close() {
 	if d.co != nil {
 		d.co.Close()
 	}
+	d.cluster.close()
 	if d.nc != nil {
 		d.nc.Close()
 	}

@@ -18,7 +18,7 @@ func TestLeasesOneCoordinatorPerTown(t *testing.T) {
 	key, err := NewKey([]byte("lease-test-secret-of-at-least-32-bytes"))
 	require.NoError(t, err)
 	issuer := NewIssuer(NewKeyRing(key), nil)
-	cfg := Config{LeaseTTL: 300 * time.Millisecond, Logger: bustest.Logger(t)}
+	cfg := Config{LeaseTTL: 2 * time.Second, Logger: bustest.Logger(t)}
 	a, err := New(context.Background(), bustest.Connect(t, srv), issuer, cfg, WithStateConn(bustest.ConnectState(t, srv)))
 	require.NoError(t, err)
 	defer a.Close()
@@ -45,4 +45,79 @@ func TestLeasesOneCoordinatorPerTown(t *testing.T) {
 	require.Eventually(t, func() bool {
 		return other.leases.holds("T2") && other.leases.holds("T3")
 	}, 5*time.Second, 5*time.Millisecond)
+}
+
+// TestLeasesSpreadAndLapse: the towns are spread over the coordinators
+// (none holds more than ceil(towns/coordinators)+1, and they even out),
+// re-spread when one joins, and a coordinator that vanishes without
+// giving its leases up loses them when the bucket's TTL expires them.
+func TestLeasesSpreadAndLapse(t *testing.T) {
+	srv := bustest.Start(t, bus.Config{})
+	key, err := NewKey([]byte("lease-test-secret-of-at-least-32-bytes"))
+	require.NoError(t, err)
+	issuer := NewIssuer(NewKeyRing(key), nil)
+	cfg := Config{LeaseTTL: 2 * time.Second, Logger: bustest.Logger(t)}
+	start := func() (*Coordinator, func()) {
+		sc := bustest.ConnectState(t, srv)
+		c, err := New(context.Background(), bustest.Connect(t, srv), issuer, cfg, WithStateConn(sc))
+		require.NoError(t, err)
+		t.Cleanup(c.Close)
+		return c, sc.Close
+	}
+	a, _ := start()
+	towns := []string{"T1", "T2", "T3", "T4", "T5", "T6"}
+	for _, town := range towns {
+		_, err := a.createTown(context.Background(), schemas.TownCreate{TownID: town})
+		require.NoError(t, err)
+	}
+	require.Eventually(t, func() bool { return a.leases.heldCount() == 6 }, 5*time.Second, 10*time.Millisecond)
+
+	b, cutB := start()
+	evenly := func(cs ...*Coordinator) func() bool {
+		return func() bool {
+			for _, c := range cs {
+				if c.leases.heldCount() != len(towns)/len(cs) {
+					return false
+				}
+			}
+			for _, town := range towns {
+				n := 0
+				for _, c := range cs {
+					if c.leases.holds(town) {
+						n++
+					}
+				}
+				if n != 1 {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	require.Eventually(t, evenly(a, b), 10*time.Second, 10*time.Millisecond, "two coordinators hold three towns each")
+	c, _ := start()
+	require.Eventually(t, evenly(a, b, c), 10*time.Second, 10*time.Millisecond, "three coordinators hold two towns each")
+
+	// b vanishes: its state connection is cut, so it neither renews nor
+	// gives up. It stops acting on its leases on its own clock, and the
+	// others take its towns once the store expires them.
+	mine := []string{}
+	for _, town := range towns {
+		if b.leases.holds(town) {
+			mine = append(mine, town)
+		}
+	}
+	require.Len(t, mine, 2)
+	cutB()
+	require.Eventually(t, func() bool {
+		for _, town := range mine {
+			if b.leases.holds(town) || a.leases.holds(town) == c.leases.holds(town) {
+				return false
+			}
+		}
+		return true
+	}, 10*time.Second, 10*time.Millisecond, "the vanished coordinator's towns moved to the others")
+	for _, x := range []*Coordinator{a, c} {
+		require.LessOrEqual(t, x.leases.heldCount(), 3+1, "ceil(6/2)+1")
+	}
 }

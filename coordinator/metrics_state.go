@@ -63,7 +63,7 @@ func (s *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, b := range []interface {
 		bucketName() string
 		writeErrorCount() uint64
-	}{c.tokens.b.Load(), c.st.towns, c.st.rigs, c.st.agents, c.st.beads, c.st.heartbeats, c.leases.b} {
+	}{c.tokens.b.Load(), c.st.towns, c.st.rigs, c.st.agents, c.st.beads, c.st.heartbeats, c.leases} {
 		ch <- prometheus.MustNewConstMetric(descWriteErrors, prometheus.CounterValue, float64(b.writeErrorCount()), b.bucketName())
 	}
 	ch <- prometheus.MustNewConstMetric(descMisdirected, prometheus.CounterValue, float64(c.Misdirected()))
@@ -138,17 +138,3 @@ func (b *bucket[T]) size() int {
 func (b *bucket[T]) bucketName() string { return b.name }
 
 func (b *bucket[T]) writeErrorCount() uint64 { return b.writeErrors.Load() }
-
-// heldCount is how many towns' leases this coordinator holds now.
-func (l *leases) heldCount() int {
-	now := l.c.now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-	for _, until := range l.held {
-		if until.After(now) {
-			n++
-		}
-	}
-	return n
-}

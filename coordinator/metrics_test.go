@@ -103,7 +103,7 @@ func (s scrape) must(t *testing.T, name string, labels ...string) float64 {
 // shows.
 func TestMetricsAndHealth(t *testing.T) {
 	// A short lease, so the new town's is taken within a few ms.
-	h := coordinatortest.Start(t, coordinator.Config{LeaseTTL: 300 * time.Millisecond}, withMetrics)
+	h := coordinatortest.Start(t, coordinator.Config{LeaseTTL: 2 * time.Second}, withMetrics)
 
 	code, body := get(t, h, "/healthz")
 	require.Equal(t, http.StatusOK, code, body)

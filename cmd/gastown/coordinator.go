@@ -6,6 +6,7 @@ import (
 
 	"github.com/cockroachdb/errors"
 	"github.com/gastown/gastown/bus"
+	"github.com/gastown/gastown/bus/cluster"
 	"github.com/gastown/gastown/coordinator"
 )
 
@@ -14,9 +15,13 @@ Runs the coordinator: it signs container tokens and keeps every active town's
 token fresh, and answers containers and the administrator over NATS.
 
 By default it runs an embedded NATS server with JetStream (listening on
---listen, storing under --data-dir). With --nats-url it uses an existing NATS
-server or cluster instead; connection permissions are then that cluster's
-own business. The data directory is locked while the coordinator runs
+--listen, storing under --data-dir). With --nats-url and --cluster-creds it
+runs on a NATS cluster made by 'gastown cluster init': it answers the
+servers' auth callout (containers connect to any node with their token and
+get the same permissions as on the embedded server), kicks revoked
+connections on every node, and shares the work with the other coordinators
+(give it --replicas 3). With --nats-url alone it uses an existing NATS server
+whose own configuration grants connection permissions. The data directory is locked while the coordinator runs
 (gastown.lock in it): a second coordinator on it is refused.
 
 Bearer tokens and passwords must never cross a network in clear text: on
@@ -37,7 +42,8 @@ func runCoordinator(ctx context.Context, args []string, env Env) error {
 	fs := newFlags("coordinator", "coordinator [flags]", coordinatorDesc, env)
 	listen := fs.String("listen", bus.DefaultListen, "host:port the embedded NATS server listens on")
 	dataDir := fs.String("data-dir", bus.DefaultDataDir, "directory of the embedded server's JetStream store")
-	natsURL := fs.String("nats-url", "", "use this existing NATS server or cluster instead of the embedded one")
+	natsURL := fs.String("nats-url", "", "use this existing NATS server or cluster instead of the embedded one (comma-separated URLs)")
+	clusterCreds := fs.String("cluster-creds", "", "with --nats-url: the coordinator's keys for a cluster made by `gastown cluster init` (its coordinator/ directory); the coordinator then answers the cluster's auth callout")
 	ttl := fs.Duration("token-ttl", coordinator.DefaultTokenTTL, "lifetime of a container token")
 	refresh := fs.Duration("refresh-interval", coordinator.DefaultRefreshInterval, "how often an active town's token is refreshed")
 	recovery := fs.Duration("recovery-window", coordinator.DefaultRecoveryWindow, "how long after expiry a container token may still ask for a fresh one")
@@ -74,6 +80,16 @@ func runCoordinator(ctx context.Context, args []string, env Env) error {
 		return errors.Mark(errors.WithHint(errors.New("--tls-cert, --tls-key, --tls-ca and --monitor-listen configure the embedded server, and --nats-url replaces it"),
 			"configure TLS and monitoring on that NATS cluster, or drop --nats-url"), ErrUsage)
 	}
+	var creds *cluster.Creds
+	if *clusterCreds != "" {
+		if *natsURL == "" {
+			return errors.Mark(errors.WithHint(errors.New("--cluster-creds needs --nats-url"),
+				"give the cluster's client URLs, e.g. --nats-url nats://127.0.0.1:4222,nats://127.0.0.1:4223,nats://127.0.0.1:4224"), ErrUsage)
+		}
+		if creds, err = cluster.LoadCreds(*clusterCreds); err != nil {
+			return err
+		}
+	}
 	ring, err := coordinator.KeyRingFromEnv(env.Getenv)
 	if err != nil {
 		return err
@@ -105,6 +121,7 @@ func runCoordinator(ctx context.Context, args []string, env Env) error {
 			MonitorListen: *monitor,
 		},
 		NatsURL:       *natsURL,
+		Cluster:       creds,
 		MetricsListen: *metricsListen,
 	})
 }

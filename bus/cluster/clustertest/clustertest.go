@@ -1,0 +1,396 @@
+package clustertest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gastown/gastown/bus/cluster"
+	"github.com/gastown/gastown/schemas"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
+	"github.com/stretchr/testify/require"
+)
+
+// Options shape a test cluster.
+type Options struct {
+	// Nodes is the number of nodes (default 3).
+	Nodes int
+	// OpsPassword, when set, enables the ops user with this password.
+	OpsPassword string
+	// Partitionable routes every link between two nodes through a
+	// loopback proxy, so that Cut and Heal can partition a node.
+	Partitionable bool
+	// Monitor gives every node an HTTP monitoring port (Plan.MonitorAddr).
+	Monitor bool
+	// Plan, when set, adjusts the plan before the configs are written.
+	Plan func(*cluster.Plan)
+}
+
+// Cluster is a running test cluster.
+type Cluster struct {
+	t       testing.TB
+	dir     string
+	plan    cluster.Plan
+	creds   *cluster.Creds
+	confs   []string
+	proxies *proxies
+	bin     string // the nats-server binary of a real-process cluster
+
+	mu    sync.Mutex
+	nodes []node
+}
+
+// node is one server: a process, or an in-process server.
+type node interface {
+	stop(graceful bool)
+	running() bool
+}
+
+// Dir is the cluster's directory: cluster.json, node-<i>.conf and
+// coordinator/ (the credentials), as 'gastown cluster init' writes them.
+func (c *Cluster) Dir() string { return c.dir }
+
+// CredsDir is the coordinator's credentials directory (--cluster-creds).
+func (c *Cluster) CredsDir() string { return filepath.Join(c.dir, "coordinator") }
+
+// Creds are the coordinator's keys.
+func (c *Cluster) Creds() *cluster.Creds { return c.creds }
+
+// Plan is the cluster's plan.
+func (c *Cluster) Plan() cluster.Plan { return c.plan }
+
+// URLs are the nodes' client URLs, in node order.
+func (c *Cluster) URLs() []string { return c.plan.ClientURLs() }
+
+// URL is every node's client URL, comma-separated (--nats-url).
+func (c *Cluster) URL() string { return strings.Join(c.URLs(), ",") }
+
+// ConfigFile is node i's config file.
+func (c *Cluster) ConfigFile(i int) string { return c.confs[i] }
+
+// prepare writes the plan, the credentials and the configs into a
+// t.TempDir.
+func prepare(t testing.TB, o Options) *Cluster {
+	t.Helper()
+	if o.Nodes == 0 {
+		o.Nodes = 3
+	}
+	dir := t.TempDir()
+	base := reserveBlock(t)
+	plan, err := cluster.NewPlan(filepath.Join(dir, "data"))
+	require.NoError(t, err)
+	plan.Nodes = o.Nodes
+	plan.ClientBase, plan.ClusterBase, plan.MonitorBase = base, base+16, 0
+	if o.Monitor {
+		plan.MonitorBase = base + 32
+	}
+	require.NoError(t, plan.SetOpsPassword(o.OpsPassword))
+	c := &Cluster{t: t, dir: dir}
+	if o.Partitionable {
+		c.proxies = newProxies(t, plan, base+48)
+		plan.RouteURLs, plan.ClusterAdvertise = c.proxies.routeURLs, c.proxies.advertise
+	}
+	if o.Plan != nil {
+		o.Plan(&plan)
+	}
+	creds, err := cluster.NewCreds()
+	require.NoError(t, err)
+	require.NoError(t, creds.Write(c.CredsDir()))
+	pub, err := creds.Public()
+	require.NoError(t, err)
+	require.NoError(t, plan.Write(dir))
+	require.NoError(t, plan.WriteNodeConfigs(dir, pub))
+	c.plan, c.creds = plan, creds
+	for i := range plan.Nodes {
+		c.confs = append(c.confs, filepath.Join(dir, cluster.NodeConfigFile(i)))
+	}
+	c.nodes = make([]node, plan.Nodes)
+	return c
+}
+
+// StartInProcess starts the cluster as in-process servers and waits until
+// JetStream has a meta leader. Kill is not available; Stop and Restart are.
+func StartInProcess(t testing.TB, o Options) *Cluster {
+	t.Helper()
+	c := prepare(t, o)
+	t.Cleanup(c.shutdown)
+	for i := range c.nodes {
+		c.nodes[i] = c.startInProcess(i)
+	}
+	c.WaitReady()
+	return c
+}
+
+type inProcess struct{ s *server.Server }
+
+func (n *inProcess) stop(bool) {
+	n.s.Shutdown()
+	n.s.WaitForShutdown()
+}
+func (n *inProcess) running() bool { return n.s.Running() }
+
+func (c *Cluster) startInProcess(i int) *inProcess {
+	c.t.Helper()
+	opts, err := server.ProcessConfigFile(c.confs[i])
+	require.NoError(c.t, err, "node %d's config", i+1)
+	opts.NoSigs, opts.NoLog = true, true
+	s, err := server.NewServer(opts)
+	require.NoError(c.t, err, "node %d", i+1)
+	s.Start()
+	require.True(c.t, s.ReadyForConnections(30*time.Second), "node %d did not accept connections", i+1)
+	return &inProcess{s: s}
+}
+
+// Server is node i's in-process server (StartInProcess only).
+func (c *Cluster) Server(i int) *server.Server {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n, ok := c.nodes[i].(*inProcess)
+	require.True(c.t, ok, "node %d is not an in-process server", i+1)
+	return n.s
+}
+
+// shutdown stops every node, in reverse.
+func (c *Cluster) shutdown() {
+	c.mu.Lock()
+	nodes := append([]node(nil), c.nodes...)
+	c.mu.Unlock()
+	for i := len(nodes) - 1; i >= 0; i-- {
+		if nodes[i] != nil {
+			nodes[i].stop(false)
+		}
+	}
+	if c.proxies != nil {
+		c.proxies.close()
+	}
+}
+
+// Stop stops node i gracefully and waits until it has.
+func (c *Cluster) Stop(i int) {
+	c.mu.Lock()
+	n := c.nodes[i]
+	c.mu.Unlock()
+	n.stop(true)
+}
+
+// Restart starts node i again (after Stop or Kill) from its config, and
+// waits until it accepts connections.
+func (c *Cluster) Restart(i int) {
+	c.t.Helper()
+	c.mu.Lock()
+	old := c.nodes[i]
+	c.mu.Unlock()
+	require.False(c.t, old.running(), "node %d is still running: Stop or Kill it first", i+1)
+	var n node
+	switch old.(type) {
+	case *inProcess:
+		n = c.startInProcess(i)
+	default:
+		n = c.startProcess(i)
+	}
+	c.mu.Lock()
+	c.nodes[i] = n
+	c.mu.Unlock()
+}
+
+// Connect opens a connection to the nodes with an nkey of the creds (one
+// of c.Creds()'s users), with the coordinator's inbox prefix; closed at
+// cleanup.
+func (c *Cluster) Connect(kp nkeys.KeyPair, opts ...nats.Option) *nats.Conn {
+	c.t.Helper()
+	pub, err := kp.PublicKey()
+	require.NoError(c.t, err)
+	all := append([]nats.Option{
+		nats.Nkey(pub, kp.Sign),
+		nats.CustomInboxPrefix(schemas.CoordinatorInbox),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(50 * time.Millisecond),
+	}, opts...)
+	nc, err := nats.Connect(c.URL(), all...)
+	require.NoError(c.t, err, "connecting as %s", pub)
+	c.t.Cleanup(nc.Close)
+	return nc
+}
+
+// ConnectOps connects as the ops user with its password.
+func (c *Cluster) ConnectOps(password string, opts ...nats.Option) (*nats.Conn, error) {
+	all := append([]nats.Option{nats.UserInfo(cluster.OpsUser, password), nats.CustomInboxPrefix(schemas.OpsInbox)}, opts...)
+	nc, err := nats.Connect(c.URL(), all...)
+	if err == nil {
+		c.t.Cleanup(nc.Close)
+	}
+	return nc, err
+}
+
+// WaitReady waits until every running node answers the system account
+// and reports the same JetStream meta leader, and the state account can
+// use JetStream.
+func (c *Cluster) WaitReady() {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	err := c.waitReady(ctx)
+	require.NoError(c.t, err, "the cluster in %s did not become ready%s", c.dir, c.logTails())
+}
+
+func (c *Cluster) waitReady(ctx context.Context) error {
+	want := 0
+	c.mu.Lock()
+	for _, n := range c.nodes {
+		if n != nil && n.running() {
+			want++
+		}
+	}
+	c.mu.Unlock()
+	sys, err := c.dial(ctx, c.creds.System)
+	if err != nil {
+		return err
+	}
+	defer sys.Close()
+	state, err := c.dial(ctx, c.creds.State)
+	if err != nil {
+		return err
+	}
+	defer state.Close()
+	js, err := jetstream.New(state)
+	if err != nil {
+		return err
+	}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	var last error
+	for {
+		last = c.ready(ctx, sys, js, want)
+		if last == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last: %v)", ctx.Err(), last)
+		case <-tick.C:
+		}
+	}
+}
+
+func (c *Cluster) ready(ctx context.Context, sys *nats.Conn, js jetstream.JetStream, want int) error {
+	leaders, err := MetaLeaders(ctx, sys, want)
+	if err != nil {
+		return err
+	}
+	if len(leaders) < want {
+		return fmt.Errorf("%d of %d nodes answered", len(leaders), want)
+	}
+	var leader string
+	for srv, l := range leaders {
+		if l == "" {
+			return fmt.Errorf("%s knows no JetStream meta leader", srv)
+		}
+		if leader != "" && l != leader {
+			return fmt.Errorf("the nodes disagree on the meta leader (%s, %s)", leader, l)
+		}
+		leader = l
+	}
+	actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_, err = js.AccountInfo(actx)
+	return err
+}
+
+// MetaLeaders asks every node, over a system account connection, which
+// server it knows as the JetStream meta leader: server name → leader name
+// ("" when it knows none). It collects answers until want have come or a
+// second has passed.
+func MetaLeaders(ctx context.Context, sys *nats.Conn, want int) (map[string]string, error) {
+	inbox := sys.NewRespInbox()
+	sub, err := sys.SubscribeSync(inbox)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := sys.PublishRequest("$SYS.REQ.SERVER.PING.JSZ", inbox, []byte(`{}`)); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	out := map[string]string{}
+	for len(out) < want {
+		m, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			break
+		}
+		var r struct {
+			Server struct {
+				Name string `json:"name"`
+			} `json:"server"`
+			Data struct {
+				Meta *struct {
+					Leader string `json:"leader"`
+				} `json:"meta_cluster"`
+			} `json:"data"`
+		}
+		if json.Unmarshal(m.Data, &r) != nil {
+			continue
+		}
+		leader := ""
+		if r.Data.Meta != nil {
+			leader = r.Data.Meta.Leader
+		}
+		out[r.Server.Name] = leader
+	}
+	return out, nil
+}
+
+// dial connects as one of the creds' users, or says why not.
+func (c *Cluster) dial(ctx context.Context, kp nkeys.KeyPair) (*nats.Conn, error) {
+	pub, err := kp.PublicKey()
+	if err != nil {
+		return nil, err
+	}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		nc, err := nats.Connect(c.URL(), nats.Nkey(pub, kp.Sign), nats.CustomInboxPrefix(schemas.CoordinatorInbox), nats.MaxReconnects(-1))
+		if err == nil {
+			return nc, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("connecting as %s: %w", pub, err)
+		case <-tick.C:
+		}
+	}
+}
+
+// logTails is the end of every node's log, for a failure message.
+func (c *Cluster) logTails() string {
+	var b strings.Builder
+	for i := range c.confs {
+		raw, err := os.ReadFile(c.logFile(i))
+		if err != nil {
+			continue
+		}
+		if len(raw) > 4000 {
+			raw = raw[len(raw)-4000:]
+		}
+		fmt.Fprintf(&b, "\n--- %s (end) ---\n%s", cluster.NodeName(i), raw)
+	}
+	return b.String()
+}
+
+func (c *Cluster) logFile(i int) string {
+	return filepath.Join(c.dir, "node-"+strconv.Itoa(i+1)+".log")
+}
+
+// addr is a loopback host:port.
+func addr(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }

@@ -1,0 +1,130 @@
+package cluster_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/gastown/gastown/bus"
+	"github.com/gastown/gastown/bus/cluster"
+	"github.com/gastown/gastown/bus/cluster/clustertest"
+	"github.com/gastown/gastown/schemas"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+)
+
+// The generated configs run a 3-node cluster whose coordinator users land
+// in their accounts, and whose nodes grant nothing to a token without the
+// callout.
+func TestNodeConfigsRunACluster(t *testing.T) {
+	const opsPassword = "ops-password-for-the-test"
+	c := clustertest.StartInProcess(t, clustertest.Options{OpsPassword: opsPassword})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	creds := c.Creds()
+
+	// Every node: JetStream on, in the state and ops accounts only; one
+	// meta leader for all.
+	leaders := 0
+	for i := range 3 {
+		s := c.Server(i)
+		require.Equal(t, cluster.NodeName(i), s.Name())
+		if s.JetStreamIsLeader() {
+			leaders++
+		}
+		for name, js := range map[string]bool{bus.ControlAccount: false, cluster.StateAccount: true, bus.OpsAccount: true, cluster.AuthAccount: false} {
+			acc, err := s.LookupAccount(name)
+			require.NoError(t, err, name)
+			require.Equal(t, js, acc.JetStreamEnabled(), "JetStream in %s on %s", name, s.Name())
+		}
+		require.Equal(t, cluster.SystemAccount, s.SystemAccount().Name)
+	}
+	require.Equal(t, 1, leaders)
+
+	// The state user keeps replicated state.
+	state := c.Connect(creds.State)
+	sjs, err := jetstream.New(state)
+	require.NoError(t, err)
+	kv, err := sjs.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: schemas.BucketTowns, Replicas: 3})
+	require.NoError(t, err)
+	_, err = kv.Put(ctx, "demo", []byte("{}"))
+	require.NoError(t, err)
+
+	// The control user is in GASTOWN, which has no JetStream, and may
+	// publish events, which the ops account imports.
+	control := c.Connect(creds.Control)
+	opsErrs := make(chan error, 16)
+	ops, err := c.ConnectOps(opsPassword, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		select {
+		case opsErrs <- err:
+		default:
+		}
+	}))
+	require.NoError(t, err)
+	events, err := ops.SubscribeSync(schemas.AllTowns.Events())
+	require.NoError(t, err)
+	require.NoError(t, ops.Flush())
+	demo, err := schemas.ForTown("demo")
+	require.NoError(t, err)
+	require.NoError(t, control.Publish(demo.Events(), []byte(`{"kind":"test"}`)))
+	m, err := events.NextMsgWithContext(ctx)
+	require.NoError(t, err)
+	require.Equal(t, demo.Events(), m.Subject)
+
+	// The ops user sees the ops account's JetStream, not the state's: the
+	// state bucket is not there.
+	ojs, err := jetstream.New(ops)
+	require.NoError(t, err)
+	_, err = ojs.Stream(ctx, "KV_"+schemas.BucketTowns)
+	require.ErrorIs(t, err, jetstream.ErrStreamNotFound)
+	// ... and may not create a stream there.
+	require.NoError(t, ops.Publish("$JS.API.STREAM.CREATE.scribble", []byte(`{"name":"scribble"}`)))
+	select {
+	case err := <-opsErrs:
+		require.ErrorIs(t, err, nats.ErrPermissionViolation)
+	case <-ctx.Done():
+		t.Fatal("ops created a stream unrefused")
+	}
+
+	// The ops copier's user writes in the ops account, within its limits.
+	copier := c.Connect(creds.OpsCopy)
+	cjs, err := jetstream.New(copier)
+	require.NoError(t, err)
+	info, err := cjs.AccountInfo(ctx)
+	require.NoError(t, err)
+	require.Equal(t, len(schemas.StateBuckets)-1, info.Limits.MaxStreams)
+	require.Equal(t, 64, info.Limits.MaxConsumers)
+	_, err = cjs.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: schemas.BucketTowns, Replicas: 3})
+	require.NoError(t, err)
+
+	// The system user sees every server.
+	sys := c.Connect(creds.System)
+	seen, err := clustertest.MetaLeaders(ctx, sys, 3)
+	require.NoError(t, err)
+	require.Len(t, seen, 3)
+
+	// The callout's user connects to the auth account.
+	auth := c.Connect(creds.Auth)
+	require.True(t, auth.IsConnected())
+
+	// Wrong ops password: refused.
+	_, err = c.ConnectOps("not-the-password", nats.NoReconnect(), nats.Timeout(10*time.Second))
+	require.ErrorContains(t, err, "Authorization Violation")
+}
+
+// With no callout responder, a container token gets no connection on any
+// node: the configs grant nothing without the callout.
+func TestNoCalloutNoToken(t *testing.T) {
+	c := clustertest.StartInProcess(t, clustertest.Options{Plan: func(p *cluster.Plan) { p.AuthTimeout = 1 }})
+	// The client learns every node from the first one's INFO and tries each
+	// in turn, so one refusal is every node's. It waits longer than the
+	// callout's deadline.
+	_, err := nats.Connect(c.URLs()[0], nats.Token("a-container-token"), nats.NoReconnect(), nats.Timeout(10*time.Second))
+	require.ErrorContains(t, err, "Authorization Violation")
+	_, err = nats.Connect(c.URLs()[1], nats.UserInfo("admin", "whatever"), nats.NoReconnect(), nats.Timeout(10*time.Second))
+	require.ErrorContains(t, err, "Authorization Violation")
+	// No ops user without an ops password.
+	_, err = nats.Connect(c.URLs()[2], nats.UserInfo(cluster.OpsUser, ""), nats.NoReconnect(), nats.Timeout(10*time.Second))
+	require.ErrorContains(t, err, "Authorization Violation")
+}

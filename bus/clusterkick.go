@@ -1,0 +1,235 @@
+package bus
+
+import (
+	"encoding/json"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/errors"
+	"github.com/nats-io/nats.go"
+)
+
+// ClusterKicker closes a town's connections on every server of a cluster:
+// it asks each server, through the system account, for the control
+// account's connections (CONNZ), picks the town's by the names the
+// callout gave them (issuedAtMark), and has the server holding each one close it
+// (KICK). A connection that passed the callout just before the revocation
+// was saved may register after the first sweep, so the town is swept again
+// once the callout's timeout has passed.
+type ClusterKicker struct {
+	sys *nats.Conn
+	log *slog.Logger
+	// again is how long after a kick the town is swept a second time.
+	again time.Duration
+	stop  chan struct{}
+	wg    sync.WaitGroup
+	once  sync.Once
+}
+
+// DefaultKickAgain is the second sweep's delay: the servers' callout
+// timeout (2 s in the generated configuration) and a second of margin.
+const DefaultKickAgain = 3 * time.Second
+
+// kickWait bounds how long a sweep waits for the servers' answers.
+const kickWait = time.Second
+
+// NewClusterKicker kicks through sys, a connection to the system account.
+func NewClusterKicker(sys *nats.Conn, log *slog.Logger) *ClusterKicker {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &ClusterKicker{sys: sys, log: log, again: DefaultKickAgain, stop: make(chan struct{})}
+}
+
+// Kick closes every connection of townID whose token was issued before
+// issuedBefore, on every server, and returns how many it closed now; a
+// second sweep follows in the background.
+func (k *ClusterKicker) Kick(townID string, issuedBefore time.Time) int {
+	n, err := k.sweep(townID, issuedBefore)
+	if err != nil {
+		k.log.Warn("could not close every connection using revoked tokens", KeyTown, townID, KeyErr, err)
+	}
+	k.wg.Go(func() {
+		select {
+		case <-k.stop:
+			return
+		case <-time.After(k.again):
+		}
+		if m, err := k.sweep(townID, issuedBefore); err != nil {
+			k.log.Warn("could not close every connection using revoked tokens", KeyTown, townID, KeyErr, err)
+		} else if m > 0 {
+			k.log.Info("closed connections using revoked tokens that registered late", KeyTown, townID, "count", m)
+		}
+	})
+	return n
+}
+
+// Close stops the pending second sweeps and waits for them.
+func (k *ClusterKicker) Close() {
+	k.once.Do(func() { close(k.stop) })
+	k.wg.Wait()
+}
+
+type connzReply struct {
+	Server struct {
+		ID string `json:"id"`
+	} `json:"server"`
+	Data struct {
+		Total int `json:"total"`
+		Conns []struct {
+			CID  uint64 `json:"cid"`
+			User string `json:"authorized_user"`
+		} `json:"connections"`
+	} `json:"data"`
+	Error *struct {
+		Description string `json:"description"`
+	} `json:"error"`
+}
+
+// connzPage is how many connections one CONNZ answer lists.
+const connzPage = 4096
+
+// sweep kicks what it finds now.
+func (k *ClusterKicker) sweep(townID string, before time.Time) (int, error) {
+	targets := map[string][]uint64{}
+	msgs, err := pingAll(k.sys, "$SYS.REQ.SERVER.PING.CONNZ", connzBody(0))
+	if err != nil {
+		return 0, errors.Wrap(err, "asking the servers for connections")
+	}
+	for _, m := range msgs {
+		var p connzReply
+		if err := json.Unmarshal(m.Data, &p); err != nil || p.Error != nil || p.Server.ID == "" {
+			continue
+		}
+		collect(p, townID, before, targets)
+		// A server with more connections than one page: ask it for the rest.
+		for off := len(p.Data.Conns); off < p.Data.Total; off += connzPage {
+			more, err := k.ask("$SYS.REQ.SERVER."+p.Server.ID+".CONNZ", off)
+			if err != nil {
+				return 0, err
+			}
+			collect(more, townID, before, targets)
+		}
+	}
+	n := 0
+	for srv, cids := range targets {
+		for _, cid := range cids {
+			body, _ := json.Marshal(map[string]uint64{"cid": cid})
+			m, err := k.sys.Request("$SYS.REQ.SERVER."+srv+".KICK", body, kickWait)
+			if err != nil {
+				k.log.Warn("a server did not close a connection using a revoked token", KeyTown, townID, KeyErr, err)
+				continue
+			}
+			var r struct {
+				Error *struct {
+					Description string `json:"description"`
+				} `json:"error"`
+			}
+			if json.Unmarshal(m.Data, &r) == nil && r.Error == nil {
+				n++
+			}
+		}
+	}
+	if n > 0 {
+		k.log.Info("closed connections using revoked tokens", KeyTown, townID, "count", n)
+	}
+	return n, nil
+}
+
+func collect(p connzReply, townID string, before time.Time, into map[string][]uint64) {
+	for _, c := range p.Data.Conns {
+		if iat, ok := townConnIssuedAt(c.User, townID); ok && iat < before.UnixNano() {
+			into[p.Server.ID] = append(into[p.Server.ID], c.CID)
+		}
+	}
+}
+
+// townConnIssuedAt reads the iat of a connection of townID from the name
+// the callout gave it: "town:<id>;iat=<ns>" or "recovery:<id>;iat=<ns>".
+func townConnIssuedAt(name, townID string) (int64, bool) {
+	rest, ok := strings.CutPrefix(name, "town:")
+	if !ok {
+		if rest, ok = strings.CutPrefix(name, "recovery:"); !ok {
+			return 0, false
+		}
+	}
+	id, iat, ok := strings.Cut(rest, issuedAtMark)
+	if !ok || id != townID {
+		return 0, false
+	}
+	v, err := strconv.ParseInt(iat, 10, 64)
+	return v, err == nil
+}
+
+func connzBody(offset int) []byte {
+	b, _ := json.Marshal(map[string]any{"acc": ControlAccount, "auth": true, "limit": connzPage, "offset": offset})
+	return b
+}
+
+// pingAll asks every server of the cluster, through the system account,
+// collecting answers until none has come for a moment or kickWait has
+// passed.
+func pingAll(sys *nats.Conn, subject string, body []byte) ([]*nats.Msg, error) {
+	inbox := sys.NewInbox()
+	ch := make(chan *nats.Msg, 64)
+	sub, err := sys.ChanSubscribe(inbox, ch)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := sys.PublishRequest(subject, inbox, body); err != nil {
+		return nil, err
+	}
+	var out []*nats.Msg
+	deadline := time.NewTimer(kickWait)
+	defer deadline.Stop()
+	quiet := time.NewTimer(kickWait)
+	defer quiet.Stop()
+	for {
+		select {
+		case m := <-ch:
+			out = append(out, m)
+			quiet.Reset(200 * time.Millisecond)
+		case <-quiet.C:
+			return out, nil
+		case <-deadline.C:
+			return out, nil
+		}
+	}
+}
+
+// JetStreamServers counts the servers of the cluster that run JetStream,
+// asking through sys, a connection to the system account.
+func JetStreamServers(sys *nats.Conn) (int, error) {
+	msgs, err := pingAll(sys, "$SYS.REQ.SERVER.PING.JSZ", nil)
+	if err != nil {
+		return 0, errors.Wrap(err, "asking the servers about JetStream")
+	}
+	n := 0
+	for _, m := range msgs {
+		var r struct {
+			Server struct {
+				JetStream bool `json:"jetstream"`
+			} `json:"server"`
+		}
+		if json.Unmarshal(m.Data, &r) == nil && r.Server.JetStream {
+			n++
+		}
+	}
+	return n, nil
+}
+
+func (k *ClusterKicker) ask(subject string, offset int) (connzReply, error) {
+	var r connzReply
+	m, err := k.sys.Request(subject, connzBody(offset), kickWait)
+	if err != nil {
+		return r, errors.Wrap(err, "asking a server for its connections")
+	}
+	if err := json.Unmarshal(m.Data, &r); err != nil {
+		return r, errors.Wrap(err, "reading a server's connections")
+	}
+	return r, nil
+}
