@@ -9,11 +9,16 @@ package agentclient
 // --pass-env and a dispatch's env may not name one.
 const EnvPrefix = "GASTOWN_"
 
-// Read by a container (ConfigFromEnv).
+// Read by a container (ConfigFromEnv, and `gastown container`).
 const (
 	EnvContainerToken = "GASTOWN_CONTAINER_TOKEN"
 	EnvSessionToken   = "GASTOWN_SESSION_TOKEN" // legacy per-agent token
 	EnvContainerID    = "GASTOWN_CONTAINER_ID"
+	// EnvAgentCommand, when set, is the command line (run by sh -c) of
+	// every agent the container starts; EnvAgentCommand + "_" + the role
+	// upper-cased (e.g. _POLECAT), of one role's. The conformance kit
+	// drives a container through it.
+	EnvAgentCommand = "GASTOWN_AGENT_COMMAND"
 )
 
 // Read by a container and passed on to its agents.
