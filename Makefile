@@ -19,7 +19,7 @@ COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null)
 COMMIT_AT ?= $(shell git log -1 --format=%cI 2>/dev/null)
 LDFLAGS   := -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.commitTime=$(COMMIT_AT)
 
-.PHONY: run build token test tools vet fuzz bench soak demo clean
+.PHONY: run build token test tools vet fuzz bench soak demo demo-mcp clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/gastown ./cmd/gastown
@@ -76,6 +76,8 @@ test: tools vet
 	@# One package at a time: the end-to-end tests run real processes and
 	@# time heartbeats; on 2 shared cores they must not compete with each other.
 	$(GO) test -race -p 1 -timeout 15m ./...
+	@# The bus's acceptance tests again, on a 3-node cluster through the auth callout.
+	GASTOWN_TEST_BUS=cluster $(GO) test -race -count=1 -run 'TestConnect|TestContainer|TestRecovery|TestKick' ./bus/
 	$(MAKE) fuzz FUZZ_TIME=10000x
 
 bench:
@@ -88,6 +90,11 @@ soak: tools
 
 demo: build
 	BIN=$(BIN)/gastown scripts/demo.sh
+
+# The same demo with every agent call made through `gastown mcp`: the
+# simulated agents are MCP clients, as real coding agents are.
+demo-mcp: build
+	BIN=$(BIN)/gastown SIM_FLAGS=--via-mcp scripts/demo.sh
 
 # The gastown binary and the data only: the nats CLI in bin/ takes minutes
 # to build, and stays.

@@ -3,12 +3,14 @@ package bus_test
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/gastown/gastown/bus"
 	"github.com/gastown/gastown/bus/bustest"
+	"github.com/gastown/gastown/bus/cluster/clustertest"
 	"github.com/gastown/gastown/coordinator"
 	"github.com/gastown/gastown/schemas"
 	"github.com/nats-io/nats.go"
@@ -53,12 +55,51 @@ func newFixtureWith(t *testing.T, cfg coordinator.Config, bc bus.Config) *fixtur
 	issuer := coordinator.NewIssuer(ring, nil)
 	auth, err := coordinator.NewConnAuthorizer(issuer, cfg, nil)
 	require.NoError(t, err)
+	if onCluster() {
+		return newClusterFixture(t, bc, auth, &fixture{secret: secret, ring: ring, issuer: issuer})
+	}
 	bc.Tokens = auth
 	srv := bustest.Start(t, bc)
 	return &fixture{
 		srv: srv, url: srv.ClientURL(), secret: secret, ring: ring, issuer: issuer,
 		nc: bustest.Connect(t, srv),
 	}
+}
+
+// testBusEnv, set to "cluster", runs the fixture's tests on a 3-node
+// cluster whose connections are decided by the auth callout (this
+// process answering it, as a coordinator does), instead of on the
+// embedded server: the same tests hold both adapters of the one
+// authorizer to the same permissions. make test runs them both ways.
+const testBusEnv = "GASTOWN_TEST_BUS"
+
+func onCluster() bool { return os.Getenv(testBusEnv) == "cluster" }
+
+// embeddedOnly skips a test (or the rest of it) that needs the embedded
+// server itself (its client count, its Kick) when running on a cluster.
+func (f *fixture) embeddedOnly(t *testing.T) {
+	t.Helper()
+	if f.srv == nil {
+		t.Skip("needs the embedded server; the cluster's counterpart is tested in callout_test.go")
+	}
+}
+
+// newClusterFixture is the fixture on an in-process 3-node cluster: the
+// clients connect to the third node, the coordinator's side (nc, with
+// the coordinator's control key) to any.
+func newClusterFixture(t *testing.T, bc bus.Config, auth bus.TokenAuthorizer, f *fixture) *fixture {
+	t.Helper()
+	c := clustertest.StartInProcess(t, clustertest.Options{OpsPassword: bc.OpsPassword})
+	creds := c.Creds()
+	callout, err := bus.StartCallout(c.Connect(creds.Auth), bus.CalloutConfig{
+		Tokens: auth, AdminPassword: bc.AdminPassword, OpsPassword: bc.OpsPassword,
+		Issuer: creds.Issuer, XKey: creds.XKey, Limits: bc.Limits,
+	})
+	require.NoError(t, err)
+	t.Cleanup(callout.Close)
+	f.url = c.URLs()[2]
+	f.nc = c.Connect(creds.Control)
+	return f
 }
 
 func randomSecret(t *testing.T) []byte {
@@ -109,6 +150,11 @@ func (f *fixture) dial(opts ...nats.Option) (*client, error) {
 	all := append([]nats.Option{
 		nats.Name("bus-test"),
 		nats.MaxReconnects(0),
+		// On a cluster the servers announce each other: without these a
+		// refused connect would be tried on every node, and a connection
+		// the server closes would move to another.
+		nats.NoReconnect(),
+		nats.IgnoreDiscoveredServers(),
 		nats.Timeout(waitFor),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			select {

@@ -3,17 +3,21 @@ package coordinator_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/cockroachdb/errors"
+	"github.com/gastown/gastown/agentclient"
 	"github.com/gastown/gastown/bus"
 	"github.com/gastown/gastown/bus/bustest"
 	"github.com/gastown/gastown/bus/cluster"
 	"github.com/gastown/gastown/bus/cluster/clustertest"
 	"github.com/gastown/gastown/coordinator"
 	"github.com/gastown/gastown/schemas"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 )
 
@@ -210,4 +214,126 @@ func TestClusterMisconfigurationIsLoud(t *testing.T) {
 
 	// And with the right keys it starts.
 	require.NoError(t, try(func(*cluster.Creds) {}, 0))
+}
+
+// TestClusterRotationAndLeases: two coordinators share the towns' leases
+// (each holds about half); a container on one node is pushed fresh tokens
+// by whichever coordinator holds its town, keeps calling throughout, and
+// keeps getting tokens when that coordinator stops.
+func TestClusterRotationAndLeases(t *testing.T) {
+	o := startOnCluster(t, 0)
+	o.cfg.RefreshInterval = 300 * time.Millisecond
+	o.cfg.TokenTTL = 30 * time.Second
+	a, b := o.add(), o.add()
+	const towns = 6
+	for i := range towns {
+		require.NoError(t, o.admin(schemas.AdminTownCreate, schemas.TownCreate{TownID: fmt.Sprintf("t%d", i)}, nil))
+	}
+	require.Eventually(t, func() bool {
+		na, nb := a.LeasesHeld(), b.LeasesHeld()
+		return na+nb == towns && na <= towns/2+1 && nb <= towns/2+1
+	}, 30*time.Second, 50*time.Millisecond, "the towns' leases are spread over the coordinators")
+
+	src, err := agentclient.Start(context.Background(), agentclient.Config{
+		URL: o.c.URLs()[2], Token: o.token("t0"), ContainerID: "c0", RequestTimeout: 5 * time.Second,
+	})
+	require.NoError(t, err)
+	defer src.Close()
+	client := agentclient.NewClient(src, "", "")
+	call := func() {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		require.NoError(t, client.Call(ctx, schemas.ToolPing, nil, nil))
+	}
+	rotated := func(what string) {
+		t.Helper()
+		target := src.Adopted() + 3
+		require.Eventually(t, func() bool { call(); return src.Adopted() >= target }, time.Minute, 20*time.Millisecond,
+			"the container keeps getting tokens %s", what)
+	}
+	rotated("from the coordinator holding its town")
+	holder := a
+	if b.HoldsTown("t0") {
+		holder = b
+	}
+	holder.Close()
+	rotated("once its coordinator stopped")
+}
+
+// localLastSeq is the last sequence node i's own replica of stream holds
+// in the state account.
+func localLastSeq(t *testing.T, c *clustertest.Cluster, i int, stream string) uint64 {
+	t.Helper()
+	jsz, err := c.Server(i).Jsz(&server.JSzOptions{Account: cluster.StateAccount, Streams: true})
+	require.NoError(t, err)
+	for _, a := range jsz.AccountDetails {
+		for _, s := range a.Streams {
+			if s.Name == stream {
+				return s.State.LastSeq
+			}
+		}
+	}
+	return 0
+}
+
+// TestClusterPartition: a node cut off from the other two (its routes go
+// through a proxy that is cut) refuses writes; the majority carries on,
+// answering containers and the administrator; healed, the node catches up.
+func TestClusterPartition(t *testing.T) {
+	c := clustertest.StartInProcess(t, clustertest.Options{Partitionable: true})
+	key, err := coordinator.NewKey([]byte("cluster-test-secret-of-at-least-32-bytes"))
+	require.NoError(t, err)
+	o := &onCluster{t: t, c: c, issuer: coordinator.NewIssuer(coordinator.NewKeyRing(key), nil)}
+	o.cfg = coordinator.DaemonConfig{
+		Config: coordinator.Config{Replicas: 3, LeaseTTL: 3 * time.Second, Logger: bustest.Logger(t)},
+		Bus:    bus.Config{AdminPassword: clusterAdminPassword},
+		// The coordinator stays with the majority: nodes 1 and 2.
+		NatsURL: c.URLs()[0] + "," + c.URLs()[1], Cluster: c.Creds(),
+	}
+	o.add()
+	require.NoError(t, o.admin(schemas.AdminTownCreate, schemas.TownCreate{TownID: "before"}, nil))
+
+	// The minority's view of the state: a state connection to node 3 only.
+	statePub, err := c.Creds().State.PublicKey()
+	require.NoError(t, err)
+	minority, err := nats.Connect(c.URLs()[2], nats.Nkey(statePub, c.Creds().State.Sign), nats.IgnoreDiscoveredServers(),
+		nats.CustomInboxPrefix(schemas.CoordinatorInbox))
+	require.NoError(t, err)
+	t.Cleanup(minority.Close)
+	js, err := jetstream.New(minority)
+	require.NoError(t, err)
+	kv, err := js.KeyValue(context.Background(), schemas.BucketTowns)
+	require.NoError(t, err)
+
+	c.Cut(2)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	_, err = kv.Put(ctx, "written-by-the-minority", []byte("{}"))
+	cancel()
+	require.Error(t, err, "a node without a quorum took a write")
+
+	// The majority carries on.
+	require.Eventually(t, func() bool {
+		return o.admin(schemas.AdminTownCreate, schemas.TownCreate{TownID: "during"}, nil) == nil
+	}, time.Minute, 100*time.Millisecond, "the majority takes writes")
+	tok := o.token("during")
+	town, err := schemas.ForTown("during")
+	require.NoError(t, err)
+	nc, err := o.node(0, nats.Token(tok), nats.CustomInboxPrefix(town.Inbox()))
+	require.NoError(t, err)
+	callCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	require.NoError(t, ping(callCtx, nc, "during", tok), "a container on the majority is answered")
+	cancel()
+	want := localLastSeq(t, c, 0, "KV_"+schemas.BucketTowns)
+	require.Less(t, localLastSeq(t, c, 2, "KV_"+schemas.BucketTowns), want, "the cut-off node has not seen the majority's write")
+
+	c.Heal(2)
+	require.Eventually(t, func() bool {
+		return localLastSeq(t, c, 2, "KV_"+schemas.BucketTowns) >= want
+	}, time.Minute, 100*time.Millisecond, "the healed node catches up")
+	e, err := kv.Get(context.Background(), "during")
+	require.NoError(t, err, "what the majority wrote is read through the healed node")
+	require.NotEmpty(t, e.Value())
+	_, err = kv.Get(context.Background(), "written-by-the-minority")
+	require.ErrorIs(t, err, jetstream.ErrKeyNotFound, "the refused write did not appear later")
 }

@@ -253,3 +253,9 @@ func (d *Daemon) MetricsAddr() string {
 // Misdirected is how many requests the coordinator dropped because their
 // reply subject was not the requester's own inbox (the reply rule).
 func (d *Daemon) Misdirected() int64 { return d.co.Misdirected() }
+
+// LeasesHeld is how many towns' leases the daemon's coordinator acts on.
+func (d *Daemon) LeasesHeld() int { return d.co.leases.heldCount() }
+
+// HoldsTown reports whether the daemon's coordinator runs town's loops now.
+func (d *Daemon) HoldsTown(townID string) bool { return d.co.leases.holds(townID) }

@@ -2,7 +2,6 @@ package coordinator
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/cockroachdb/errors"
 	"github.com/gastown/gastown/bus"
@@ -168,7 +167,7 @@ func (c *Coordinator) startRequest(a Agent) (*schemas.StartAgent, error) {
 		}
 		branch := rig.DefaultBranch
 		if a.Role == schemas.RolePolecat && a.Hook != "" {
-			branch = fmt.Sprintf("polecat/%s/%s", a.AgentID, a.Hook)
+			branch = schemas.PolecatBranch(a.AgentID, a.Hook)
 		}
 		req.Workspace = schemas.Workspace{Kind: schemas.WorkspaceGit, GitURL: rig.GitURL, Branch: branch, DefaultBranch: rig.DefaultBranch}
 	}

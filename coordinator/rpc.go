@@ -26,8 +26,6 @@ type Caller struct {
 type rpcMethod struct {
 	// container: the container itself may call it with no agent identity.
 	container bool
-	// roles that may call it; none means every agent.
-	roles []string
 	// inline: the handler only reads the in-memory state by key, so it is
 	// answered on the subscription's goroutine, which spares every call a
 	// goroutine hand-off and a timer. Whatever writes, waits or scans runs
@@ -130,8 +128,8 @@ func (c *Coordinator) allowed(h rpcMethod, caller *Caller, method string) error 
 		return schemas.NewError(schemas.CodePermissionDenied, "agent %s belongs to rig %s, not %q", caller.AgentID, a.RigID, caller.RigID)
 	}
 	caller.Role = a.Role
-	if len(h.roles) > 0 && !contains(h.roles, a.Role) {
-		return schemas.NewError(schemas.CodePermissionDenied, "%s is for %v, not a %s", method, h.roles, a.Role)
+	if !schemas.MayCall(a.Role, method) { // the one role table (schemas.ToolRoles)
+		return schemas.NewError(schemas.CodePermissionDenied, "%s is for %v, not a %s", method, schemas.ToolRoles[method], a.Role)
 	}
 	return nil
 }

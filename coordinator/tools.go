@@ -9,8 +9,9 @@ import (
 )
 
 // tool makes an rpcMethod that decodes and validates a body of type R.
-func tool[R validator](roles []string, h func(ctx context.Context, caller Caller, req R) (any, error)) rpcMethod {
-	return rpcMethod{roles: roles, h: func(ctx context.Context, caller Caller, body json.RawMessage) (any, error) {
+// Who may call it is schemas.ToolRoles's.
+func tool[R validator](h func(ctx context.Context, caller Caller, req R) (any, error)) rpcMethod {
+	return rpcMethod{h: func(ctx context.Context, caller Caller, body json.RawMessage) (any, error) {
 		var req R
 		if err := json.Unmarshal(body, &req); err != nil {
 			return nil, schemas.NewError(schemas.CodeInvalidArgument, "body is not the JSON object this method takes")
@@ -33,12 +34,6 @@ type noBody struct{}
 
 func (noBody) Validate() error { return nil }
 
-var (
-	mayorOnly    = []string{schemas.RoleMayor}
-	refineryOnly = []string{schemas.RoleRefinery}
-	triageOnly   = []string{schemas.RoleTriage}
-)
-
 // rpcMethods is the table of tool methods (PROTOCOL.md, RPC).
 func (c *Coordinator) rpcMethods() map[string]rpcMethod {
 	return map[string]rpcMethod{
@@ -47,25 +42,25 @@ func (c *Coordinator) rpcMethods() map[string]rpcMethod {
 		schemas.ToolPing: {container: true, inline: true, h: func(_ context.Context, caller Caller, _ json.RawMessage) (any, error) {
 			return schemas.PingResult{TownID: caller.TownID, AgentID: caller.AgentID}, nil
 		}},
-		schemas.ToolPrime:      inline(tool(nil, func(_ context.Context, caller Caller, _ noBody) (any, error) { return c.prime(caller) })),
-		schemas.ToolBeadGet:    inline(tool(nil, c.toolBeadGet)),
-		schemas.ToolBeadClose:  tool(nil, c.toolBeadClose),
-		schemas.ToolDone:       tool(nil, c.toolDone),
-		schemas.ToolMailSend:   tool(nil, c.toolMailSend),
-		schemas.ToolMailCheck:  tool(nil, c.toolMailCheck),
-		schemas.ToolEscalate:   tool(nil, c.toolEscalate),
-		schemas.ToolCheckpoint: tool(nil, c.toolCheckpoint),
-		schemas.ToolRigsList: tool(mayorOnly, func(_ context.Context, caller Caller, _ noBody) (any, error) {
+		schemas.ToolPrime:      inline(tool(func(_ context.Context, caller Caller, _ noBody) (any, error) { return c.prime(caller) })),
+		schemas.ToolBeadGet:    inline(tool(c.toolBeadGet)),
+		schemas.ToolBeadClose:  tool(c.toolBeadClose),
+		schemas.ToolDone:       tool(c.toolDone),
+		schemas.ToolMailSend:   tool(c.toolMailSend),
+		schemas.ToolMailCheck:  tool(c.toolMailCheck),
+		schemas.ToolEscalate:   tool(c.toolEscalate),
+		schemas.ToolCheckpoint: tool(c.toolCheckpoint),
+		schemas.ToolRigsList: tool(func(_ context.Context, caller Caller, _ noBody) (any, error) {
 			return c.rigsOfUser(caller.UserID), nil
 		}),
-		schemas.ToolBeadsList: tool(mayorOnly, func(_ context.Context, caller Caller, r schemas.BeadsList) (any, error) {
+		schemas.ToolBeadsList: tool(func(_ context.Context, caller Caller, r schemas.BeadsList) (any, error) {
 			return c.listBeads(caller.TownID, r), nil
 		}),
-		schemas.ToolAgentsList: tool(mayorOnly, func(_ context.Context, caller Caller, _ noBody) (any, error) {
+		schemas.ToolAgentsList: tool(func(_ context.Context, caller Caller, _ noBody) (any, error) {
 			st, err := c.townStatus(caller.TownID)
 			return st.Agents, err
 		}),
-		schemas.ToolSling: tool(mayorOnly, func(ctx context.Context, caller Caller, r schemas.Sling) (any, error) {
+		schemas.ToolSling: tool(func(ctx context.Context, caller Caller, r schemas.Sling) (any, error) {
 			if r.TownID == "" {
 				r.TownID = caller.TownID
 			}
@@ -74,13 +69,13 @@ func (c *Coordinator) rpcMethods() map[string]rpcMethod {
 			}
 			return c.sling(ctx, r)
 		}),
-		schemas.ToolBeadUpdate:   tool(mayorOnly, c.toolBeadUpdate),
-		schemas.ToolConvoyCreate: tool(mayorOnly, c.toolConvoyCreate),
-		schemas.ToolConvoyStatus: tool(mayorOnly, func(_ context.Context, caller Caller, r schemas.BeadRef) (any, error) {
+		schemas.ToolBeadUpdate:   tool(c.toolBeadUpdate),
+		schemas.ToolConvoyCreate: tool(c.toolConvoyCreate),
+		schemas.ToolConvoyStatus: tool(func(_ context.Context, caller Caller, r schemas.BeadRef) (any, error) {
 			return c.convoyStatus(caller.TownID, r.BeadID)
 		}),
-		schemas.ToolReviewComplete: tool(refineryOnly, c.toolReviewComplete),
-		schemas.ToolTriageResolve:  tool(triageOnly, c.toolTriageResolve),
+		schemas.ToolReviewComplete: tool(c.toolReviewComplete),
+		schemas.ToolTriageResolve:  tool(c.toolTriageResolve),
 	}
 }
 

@@ -5,6 +5,9 @@
 set -euo pipefail
 
 BIN=${BIN:-$PWD/bin/gastown}
+# SIM_FLAGS=--via-mcp (make demo-mcp): the simulated agents make every call
+# through a `gastown mcp` child process, as MCP clients, like real agents.
+sim="$BIN agent sim ${SIM_FLAGS:-}"
 work=$(mktemp -d "${TMPDIR:-/tmp}/gastown-demo.XXXXXX")
 port=${DEMO_PORT:-14299}
 server=nats://127.0.0.1:$port
@@ -44,8 +47,8 @@ admin rig add --town demo --rig app --git "$work/app.git" --branch main >/dev/nu
 say "starting the town's container (logs: $work/container.log)"
 GASTOWN_CONTAINER_TOKEN=$("$BIN" token mint --town demo --user alice) \
   "$BIN" container --server "$server" --workdir "$work/container" --heartbeat 2s \
-  --polecat-cmd "$BIN agent sim --work 2s" --refinery-cmd "$BIN agent sim --work 1s" \
-  --triage-cmd "$BIN agent sim" --mayor-cmd "$BIN agent sim" >"$work/container.log" 2>&1 &
+  --polecat-cmd "$sim --work 2s" --refinery-cmd "$sim --work 1s" \
+  --triage-cmd "$sim" --mayor-cmd "$sim" >"$work/container.log" 2>&1 &
 pids+=($!)
 
 say "slinging a convoy of three beads"

@@ -16,15 +16,24 @@ container (e.g. --polecat-cmd "gastown agent sim"), it primes, works for a
 while, and reports with the same tools a real agent uses: a polecat commits
 and pushes its branch and calls done; a refinery merges the branch on its
 hook and calls review.complete; a triage agent restarts the agent it
-triages; a mayor waits until it is stopped.`
+triages; a mayor waits until it is stopped. With --via-mcp it makes every
+call through a 'gastown mcp' child process, as an MCP client, the way a
+real coding agent does (make demo-mcp).
+
+'gastown agent launch <claude|codex|opencode>' starts a coding agent's CLI
+with the gastown MCP server registered instead (see its --help).`
 
 func runAgent(ctx context.Context, args []string, env Env) error {
-	if done, err := subcommand(args, "sim", newFlags("agent", "agent sim [--work 2s] [--fail]", agentSimDesc, env), env); done {
+	if len(args) > 0 && args[0] == "launch" {
+		return runAgentLaunch(ctx, args[1:], env)
+	}
+	if done, err := subcommand(args, "sim", newFlags("agent", "agent sim [--work 2s] [--fail] [--via-mcp]", agentSimDesc, env), env); done {
 		return err
 	}
-	fs := newFlags("agent sim", "agent sim [--work 2s] [--fail]", agentSimDesc, env)
+	fs := newFlags("agent sim", "agent sim [--work 2s] [--fail] [--via-mcp]", agentSimDesc, env)
 	work := fs.Duration("work", 2*time.Second, "how long the simulated work takes")
 	fail := fs.Bool("fail", false, "exit with an error at once (exercises failure paths)")
+	viaMCP := fs.Bool("via-mcp", false, "make every call through a `gastown mcp` child process, as an MCP client, the way a real coding agent does")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	if done, err := parse(fs, args[1:], env); done {
 		return err
@@ -35,6 +44,9 @@ func runAgent(ctx context.Context, args []string, env Env) error {
 	}
 	if *fail {
 		return errors.New("simulated failure (--fail)")
+	}
+	if *viaMCP {
+		return runSimViaMCP(ctx, env, *work, log)
 	}
 	tokenFile := env.Getenv(agentclient.EnvTokenFile)
 	if tokenFile == "" {

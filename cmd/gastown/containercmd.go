@@ -56,7 +56,10 @@ A flag's own variable (GASTOWN_SERVER, GASTOWN_ID: see Flags) wins over
 these.
 
 --config FILE is JSON: {"commands": {"polecat": ["prog", "arg"], ...}};
-the --<role>-cmd flags override it.`
+--agent (every role) and the --<role>-agent flags override it with a
+preset (sim: gastown agent sim; claude, codex, opencode: that CLI with the
+gastown MCP server registered, through gastown agent launch), and the
+--<role>-cmd flags override those.`
 
 // EnvAgentCommand, when set, is the command line of every agent a container
 // starts (PROTOCOL.md, Running a container); EnvAgentCommand_<ROLE> of one
@@ -96,9 +99,11 @@ func runContainer(ctx context.Context, args []string, env Env) error {
 		"exit with status 1 once the bus has refused the token this long (revoked, another secret, expired); 0 never")
 	passEnv := fs.String("pass-env", "", "comma-separated names of variables of this environment that agents get too (never GASTOWN_ ones)")
 	tlsf := addTLSFlags(fs)
-	roleCmds := map[string]*string{}
+	agentPreset := fs.String("agent", "", "agent preset of every role: sim, claude, codex or opencode (see README, Bringing your own agent)")
+	roleCmds, roleAgents := map[string]*string{}, map[string]*string{}
 	for _, role := range []string{schemas.RoleMayor, schemas.RolePolecat, schemas.RoleRefinery, schemas.RoleTriage} {
 		roleCmds[role] = fs.String(role+"-cmd", "", "command line of the "+role+" agent, e.g. \"gastown agent sim\"")
+		roleAgents[role] = fs.String(role+"-agent", "", "agent preset of the "+role+" (over --agent; --"+role+"-cmd wins over it)")
 	}
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
@@ -128,6 +133,9 @@ func runContainer(ctx context.Context, args []string, env Env) error {
 			commands[role] = argv
 		}
 	}
+	if err := applyPresets(commands, *agentPreset, roleAgents); err != nil {
+		return errors.Mark(err, ErrUsage)
+	}
 	for role, cmd := range roleCmds {
 		if f := strings.Fields(*cmd); len(f) > 0 {
 			commands[role] = f
@@ -136,7 +144,7 @@ func runContainer(ctx context.Context, args []string, env Env) error {
 	envAgentCommands(env.Getenv, commands)
 	if len(commands) == 0 {
 		return errors.Mark(errors.WithHint(errors.New("no agent commands configured"),
-			"give --polecat-cmd and the others, or --config, or set "+EnvAgentCommand+"; e.g. --polecat-cmd \"gastown agent sim\""), ErrUsage)
+			"give --agent (sim, claude, codex or opencode), --polecat-cmd and the others, or --config, or set "+EnvAgentCommand+"; e.g. --agent sim"), ErrUsage)
 	}
 	var pass []string
 	for n := range strings.SplitSeq(*passEnv, ",") {

@@ -41,7 +41,8 @@ func verbs() []verb {
 		{"ops", "write a nats CLI context for the read-only ops identity", runOps},
 		{"status", "show towns, or a town's agents, beads and convoys, as tables (admin)", runStatus},
 		{"tool", "call a coordinator tool as this agent (inside a container)", runTool},
-		{"agent", "run a built-in agent (agent sim: no LLM needed)", runAgent},
+		{"agent", "run a built-in agent (agent sim: no LLM needed) or a coding agent's CLI (agent launch)", runAgent},
+		{"mcp", "serve this agent's tools over MCP on stdio (inside a container)", runMCP},
 		{"version", "print the version, commit and Go version of this binary", runVersion},
 		{"conformance", "prove a container, in any language, against docs/PROTOCOL.md", runConformance},
 	}

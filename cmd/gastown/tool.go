@@ -20,6 +20,9 @@ identity from GASTOWN_AGENT_ID and GASTOWN_RIG_ID, the bus from
 GASTOWN_NATS_URL (and, for a tls:// bus, the CA from GASTOWN_NATS_CA and a
 client certificate from GASTOWN_NATS_CERT and GASTOWN_NATS_KEY).
 
+'gastown tool prime --format markdown' prints the role's briefing (what
+'gastown mcp' gives a model as prime) instead of prime's JSON.
+
 The body is --json '{...}', or key=value arguments (values that parse as
 JSON are taken as JSON, others as strings), e.g.
   gastown tool bead.get beadId=b-1
@@ -47,6 +50,7 @@ func runTool(ctx context.Context, args []string, env Env) error {
 	fs := newFlags("tool", "tool [--timeout D] <method> [--json BODY | key=value ...]", toolDesc, env)
 	jsonBody := fs.String("json", "", "the request body as a JSON object")
 	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the answer")
+	format := fs.String("format", "json", "output: json, or markdown (prime only: the role's briefing)")
 	// Flags may come before the method and after it, between key=value
 	// arguments: every argument starting with '-' is a flag (with its
 	// value as the next argument unless it has '='), the first other one
@@ -73,6 +77,9 @@ func runTool(ctx context.Context, args []string, env Env) error {
 	if method == "" {
 		return errors.Mark(errors.WithHint(errors.New("tool needs a method"),
 			"e.g. gastown tool ping; see gastown tool --help"), ErrUsage)
+	}
+	if err := checkToolFormat(*format, method); err != nil {
+		return errors.Mark(err, ErrUsage)
 	}
 	body, err := toolBody(*jsonBody, kv)
 	if err != nil {
@@ -109,6 +116,9 @@ func runTool(ctx context.Context, args []string, env Env) error {
 	var out json.RawMessage
 	if err := client.Call(ctx, method, body, &out); err != nil {
 		return err
+	}
+	if *format == formatMarkdown {
+		return printBriefing(env, sess.Town().ID(), out)
 	}
 	return printJSON(env, out)
 }

@@ -1,0 +1,183 @@
+package mcpserver
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/cockroachdb/errors"
+	"github.com/gastown/gastown/briefing"
+	"github.com/gastown/gastown/schemas"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// SimConfig configures the simulated agent's MCP path.
+type SimConfig struct {
+	// Work is how long the agent "works" before it reports.
+	Work time.Duration
+	// Dir is the agent's workspace.
+	Dir    string
+	Logger *slog.Logger
+}
+
+// Dial starts `<bin> mcp <args>` as a child process with env (the agent's
+// own environment) and its stderr to stderr (when not nil), and connects
+// to it as an MCP client, as a coding agent's CLI does. Closing the
+// session stops the child.
+func Dial(ctx context.Context, bin string, args, env []string, stderr io.Writer) (*mcp.ClientSession, error) {
+	cmd := exec.Command(bin, append([]string{"mcp"}, args...)...)
+	cmd.Env = env
+	cmd.Stderr = stderr
+	client := mcp.NewClient(&mcp.Implementation{Name: "gastown-sim", Version: "1"}, nil)
+	cs, err := client.Connect(ctx, &mcp.CommandTransport{Command: cmd}, nil)
+	if err != nil {
+		return nil, errors.Wrapf(err, "starting %s mcp", bin)
+	}
+	return cs, nil
+}
+
+// CallTool calls a tool through cs and decodes its structured result into
+// out (when not nil); a tool error comes back as an error with the text
+// the server gave the model.
+func CallTool(ctx context.Context, cs *mcp.ClientSession, name string, args map[string]any, out any) error {
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: args})
+	if err != nil {
+		return errors.Wrapf(err, "calling %s", name)
+	}
+	if res.IsError {
+		return errors.Newf("%s", resultText(res))
+	}
+	if out == nil {
+		return nil
+	}
+	b, err := json.Marshal(res.StructuredContent)
+	if err != nil {
+		return errors.Wrapf(err, "reading %s's result", name)
+	}
+	return errors.Wrapf(json.Unmarshal(b, out), "decoding %s's result", name)
+}
+
+// resultText joins a result's text content.
+func resultText(res *mcp.CallToolResult) string {
+	var parts []string
+	for _, c := range res.Content {
+		if t, ok := c.(*mcp.TextContent); ok {
+			parts = append(parts, t.Text)
+		}
+	}
+	return strings.Join(parts, "\n")
+}
+
+// RunSim is the simulated agent (agentclient.RunSim's behaviour) doing
+// all its calls through an MCP session with `gastown mcp`, as a real
+// coding agent would: it reads its briefing (prime), works a while, and
+// finishes with its role's tool — a polecat commits and pushes its branch
+// and calls done; a refinery merges the branch on its hook and calls
+// review.complete; a triage agent restarts the agent it triages; a mayor
+// waits until it is stopped.
+func RunSim(ctx context.Context, cs *mcp.ClientSession, cfg SimConfig) error {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	var p briefing.Prime
+	if err := CallTool(ctx, cs, schemas.ToolPrime, nil, &p); err != nil {
+		return errors.Wrap(err, "prime")
+	}
+	log.Info("primed over mcp", "agent", p.AgentID, "role", p.Role, "hook", p.Hook != nil)
+	if p.Role == schemas.RoleMayor {
+		<-ctx.Done()
+		return nil
+	}
+	if p.Hook == nil {
+		log.Info("nothing on the hook; done")
+		return nil
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(cfg.Work):
+	}
+	switch p.Role {
+	case schemas.RolePolecat:
+		branch, err := simCommit(ctx, cfg.Dir, p.Hook.BeadID, p.Hook.Title)
+		if err != nil {
+			return err
+		}
+		if err := CallTool(ctx, cs, schemas.ToolDone, map[string]any{"branch": branch, "summary": "simulated work on " + p.Hook.Title}, nil); err != nil {
+			return errors.Wrap(err, "done")
+		}
+		log.Info("done over mcp", "branch", branch)
+	case schemas.RoleRefinery:
+		outcome, note := simMerge(ctx, cfg.Dir, p.Hook.Branch)
+		if err := CallTool(ctx, cs, schemas.ToolReviewComplete, map[string]any{"beadId": p.Hook.BeadID, "outcome": outcome, "note": note}, nil); err != nil {
+			return errors.Wrap(err, "review.complete")
+		}
+		log.Info("review complete over mcp", "outcome", outcome)
+	case schemas.RoleTriage:
+		if err := CallTool(ctx, cs, schemas.ToolTriageResolve, map[string]any{"action": schemas.TriageRestart, "note": "simulated triage"}, nil); err != nil {
+			return errors.Wrap(err, "triage.resolve")
+		}
+	}
+	return nil
+}
+
+// git runs a git command in dir.
+func git(ctx context.Context, dir string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, "git", append([]string{"-c", "user.name=Gastown Sim", "-c", "user.email=sim@gastown.invalid"}, args...)...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0") // never wait on a credential prompt
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), errors.Wrapf(err, "git %s: %s", strings.Join(args, " "), strings.TrimSpace(string(out)))
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// simCommit writes a file for the bead, commits it on the current branch
+// and pushes the branch.
+func simCommit(ctx context.Context, dir, beadID, title string) (string, error) {
+	branch, err := git(ctx, dir, "rev-parse", "--abbrev-ref", "HEAD")
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, "work", beadID+".md")
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return "", errors.Wrap(err, "writing work")
+	}
+	if err := os.WriteFile(path, fmt.Appendf(nil, "# %s\n\nDone by the simulated agent, over MCP.\n", title), 0o644); err != nil {
+		return "", errors.Wrap(err, "writing work")
+	}
+	for _, args := range [][]string{{"add", "work"}, {"commit", "-m", "sim (mcp): " + title}, {"push", "origin", "HEAD:refs/heads/" + branch}} {
+		if _, err := git(ctx, dir, args...); err != nil {
+			return "", err
+		}
+	}
+	return branch, nil
+}
+
+// simMerge merges branch into the workspace's branch and pushes it.
+func simMerge(ctx context.Context, dir, branch string) (outcome, note string) {
+	target, err := git(ctx, dir, "rev-parse", "--abbrev-ref", "HEAD")
+	if err != nil {
+		return schemas.ReviewFailed, err.Error()
+	}
+	if _, err := git(ctx, dir, "fetch", "origin", branch); err != nil {
+		return schemas.ReviewFailed, err.Error()
+	}
+	if _, err := git(ctx, dir, "merge", "--no-ff", "-m", "Merge "+branch, "FETCH_HEAD"); err != nil {
+		_, _ = git(ctx, dir, "merge", "--abort")
+		return schemas.ReviewConflict, err.Error()
+	}
+	if _, err := git(ctx, dir, "push", "origin", "HEAD:refs/heads/"+target); err != nil {
+		return schemas.ReviewFailed, err.Error()
+	}
+	return schemas.ReviewMerged, "merged " + branch + " into " + target
+}
