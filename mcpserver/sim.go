@@ -73,7 +73,7 @@ func resultText(res *mcp.CallToolResult) string {
 	return strings.Join(parts, "\n")
 }
 
-// RunSim is the simulated agent (agentclient.RunSim's behaviour) doing
+// RunSim is the simulated agent (sim.Run's behaviour, from agentclient/sim) doing
 // all its calls through an MCP session with `gastown mcp`, as a real
 // coding agent would: it reads its briefing (prime), works a while, and
 // finishes with its role's tool — a polecat commits and pushes its branch
