@@ -656,5 +656,20 @@ func (s *TokenSource) Close() {
 	c := s.cur
 	s.mu.Unlock()
 	waitTimeout(&c.inflight, s.cfg.DrainTimeout)
+	c.unsubscribe(s.cfg.RequestTimeout)
 	c.nc.Close()
+}
+
+// unsubscribe takes the connection's subscriptions off the bus and waits
+// (at most d) until the server has them off: from then on a request to
+// the container (a dispatch) finds no responder at once, rather than
+// reaching a connection about to close and waiting out its timeout.
+func (c *conn) unsubscribe(d time.Duration) {
+	if !c.nc.IsConnected() {
+		return // the server dropped them with the connection, or will
+	}
+	for _, sub := range c.subs {
+		_ = sub.Unsubscribe()
+	}
+	_ = c.nc.FlushTimeout(d)
 }

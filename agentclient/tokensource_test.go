@@ -305,6 +305,29 @@ func TestSameMillisecondRotationIsHeld(t *testing.T) {
 	require.Zero(t, src.Switches(), "a token of the same millisecond is no reason to reconnect")
 }
 
+// TestClosedContainerHasNoResponders: once Close returns, the bus has
+// taken the container's subscriptions off, so a dispatch sent to it finds
+// no responder at once instead of reaching a connection about to close
+// and waiting out its whole timeout (as the coordinator's dispatch did,
+// minutes, in TestNoContainerWarnedOnce).
+func TestClosedContainerHasNoResponders(t *testing.T) {
+	h := coordinatortest.Start(t, coordinator.Config{TokenTTL: time.Hour, RefreshInterval: 10 * time.Minute})
+	tok, _, err := h.Issuer.MintContainer("gone", "", time.Hour)
+	require.NoError(t, err)
+	tw, err := schemas.ForTown("gone")
+	require.NoError(t, err)
+	for range 20 {
+		src, err := agentclient.Start(context.Background(), agentclient.Config{URL: h.URL(), Token: tok, ContainerID: "c-gone"},
+			agentclient.Handler{Subject: tw.Dispatch(), Queue: schemas.ContainerQueue, Handle: func(*nats.Msg) {}})
+		require.NoError(t, err)
+		src.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err = h.Conn().RequestWithContext(ctx, tw.Dispatch(), []byte("{}"))
+		cancel()
+		require.ErrorIs(t, err, nats.ErrNoResponders, "a closed container answers nothing, at once")
+	}
+}
+
 // TestCallWithoutDeadlineEnds: a call made with no deadline while no
 // coordinator answers ends with an error after the client's timeout, not
 // never: an agent whose request was lost with a dying coordinator carries
