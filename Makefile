@@ -5,6 +5,17 @@ GO        ?= go
 BIN       := $(CURDIR)/bin
 NATS      := $(BIN)/nats
 NATS_VER  := v0.5.0
+# The real nats-server that clusters run (tests' real-process clusters too);
+# the same version as the embedded one in go.mod.
+NATS_SERVER     := $(BIN)/nats-server
+NATS_SERVER_VER := v2.15.2
+# `make cluster`: where its directory goes, and its ports. CLUSTER_BASE_PORT
+# is node 1's client port (nodes listen on base, base+1, ...); routes are on
+# base+2000, monitoring on base+4000, the coordinators' metrics on base+5242.
+CLUSTER_DIR       ?= ./cluster
+CLUSTER_BASE_PORT ?= 4222
+CLUSTER_NODES     ?= 3
+CLUSTER_COORDINATORS ?= 2
 DATA_DIR  ?= ./data
 LISTEN    ?= 127.0.0.1:4222
 # A well-known secret for `make run` only; the binary never invents one.
@@ -19,7 +30,7 @@ COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null)
 COMMIT_AT ?= $(shell git log -1 --format=%cI 2>/dev/null)
 LDFLAGS   := -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.commitTime=$(COMMIT_AT)
 
-.PHONY: run build token test tools vet fuzz bench soak demo demo-mcp clean
+.PHONY: run build token test tools nats-server cluster vet fuzz bench soak demo demo-mcp clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/gastown ./cmd/gastown
@@ -52,6 +63,36 @@ $(NATS):
 	@echo "installing the nats CLI $(NATS_VER) into $(BIN) (takes a couple of minutes the first time)"
 	GOBIN=$(BIN) $(GO) install github.com/nats-io/natscli/nats@$(NATS_VER)
 
+# The nats-server binary, installed like the nats CLI: not a requirement
+# in go.mod.
+nats-server: $(NATS_SERVER)
+
+$(NATS_SERVER):
+	@mkdir -p $(BIN)
+	@echo "installing nats-server $(NATS_SERVER_VER) into $(BIN)"
+	GOBIN=$(BIN) $(GO) install github.com/nats-io/nats-server/v2@$(NATS_SERVER_VER)
+
+# A cluster on loopback: 3 nats-server nodes and 2 coordinators, until
+# Ctrl-C. Its directory (configs, credentials, data, logs) is made once by
+# `gastown cluster init` and reused; remove it to start over.
+cluster: build nats-server
+	@if [ -z "$$GASTOWN_JWT_SECRET" ]; then \
+	  echo "make cluster: GASTOWN_JWT_SECRET is not set; using a DEVELOPMENT secret (never do this in production)" >&2; \
+	  export GASTOWN_JWT_SECRET="$(DEV_SECRET)" GASTOWN_DEV_SECRET=1; \
+	fi; \
+	if [ -z "$$GASTOWN_ADMIN_PASSWORD" ]; then \
+	  echo "make cluster: GASTOWN_ADMIN_PASSWORD is not set: the admin verbs are disabled (set it, here and for them, to use them)" >&2; \
+	fi; \
+	if [ ! -e "$(CLUSTER_DIR)/cluster.json" ]; then \
+	  $(BIN)/gastown cluster init --dir "$(CLUSTER_DIR)" --nodes $(CLUSTER_NODES) \
+	    --client-base $(CLUSTER_BASE_PORT) --cluster-base $$(($(CLUSTER_BASE_PORT)+2000)) \
+	    --monitor-base $$(($(CLUSTER_BASE_PORT)+4000)) >&2 || exit 1; \
+	else \
+	  echo "make cluster: reusing $(CLUSTER_DIR), with the ports and ops password it was made with (remove it to start over)" >&2; \
+	fi; \
+	exec $(BIN)/gastown cluster up --dir "$(CLUSTER_DIR)" --coordinators $(CLUSTER_COORDINATORS) \
+	  --nats-server $(NATS_SERVER) --metrics-base $$(($(CLUSTER_BASE_PORT)+5242))
+
 vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l .)" || { echo "gofmt would change:"; gofmt -l .; exit 1; }
@@ -70,7 +111,7 @@ fuzz:
 	  done; \
 	done
 
-test: tools vet
+test: tools nats-server vet
 	@# Build every test binary first, so no test runs while others compile.
 	$(GO) test -race -count=1 -run '^$$' ./... > /dev/null
 	@# One package at a time: the end-to-end tests run real processes and
@@ -84,7 +125,7 @@ bench:
 	@# One program, one run: every figure next to a baseline measured in the same run (see BENCHMARKS.md).
 	$(GO) run ./bench -json bench.json -cpuprofile bench-cpu.out $(BENCH_FLAGS)
 
-soak: tools
+soak: tools nats-server
 	GASTOWN_SOAK=1 $(GO) test -race -timeout 60m -run 'Soak|Rotation' ./...
 	$(MAKE) fuzz FUZZ_TIME=60s
 

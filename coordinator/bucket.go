@@ -28,10 +28,9 @@ type bucket[T any] struct {
 	name string
 	kv   jetstream.KeyValue
 
-	mu     sync.RWMutex
-	items  map[string]versioned[T]
-	onSet  func(key string, v T) // called for every value the watch sees
-	loaded bool
+	mu    sync.RWMutex
+	items map[string]versioned[T]
+	onSet func(key string, v T) // called for every value the watch sees
 	// writeErrors counts writes the store failed (metrics).
 	writeErrors atomic.Uint64
 }
@@ -49,32 +48,94 @@ func openBucket[T any](ctx, runCtx context.Context, js jetstream.JetStream, cfg 
 		return nil, errors.Wrapf(err, "opening bucket %s", cfg.Bucket)
 	}
 	b := &bucket[T]{name: cfg.Bucket, kv: kv, items: map[string]versioned[T]{}, onSet: onSet}
+	if err := watchKV(ctx, runCtx, js, kv, wg, b.applyEntry, b.keepOnly); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// watchKV loads kv through a watch, calling apply for each entry, and
+// returns once the bucket's present contents are seen; then it follows
+// the bucket until runCtx is done. After the connection comes back (a
+// restarted or killed NATS server) it starts a fresh watch at once: the
+// old one would notice the lost consumer only after missed heartbeats,
+// some 15 s during which writes of other coordinators went unseen. The
+// fresh watch replays the newest value of every key, and once it has,
+// resync is told which keys it saw, so that a key deleted while the
+// connection was down is dropped too. ctx bounds the initial load.
+func watchKV(ctx, runCtx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, wg *sync.WaitGroup,
+	apply func(jetstream.KeyValueEntry), resync func(seen map[string]bool)) error {
 	w, err := kv.WatchAll(runCtx)
 	if err != nil {
-		return nil, errors.Wrapf(err, "watching bucket %s", cfg.Bucket)
+		return errors.Wrapf(err, "watching bucket %s", kv.Bucket())
 	}
-	for !b.loaded {
+	for loaded := false; !loaded; {
 		select {
 		case <-ctx.Done():
 			_ = w.Stop()
-			return nil, errors.Wrapf(ctx.Err(), "loading bucket %s", cfg.Bucket)
+			return errors.Wrapf(ctx.Err(), "loading bucket %s", kv.Bucket())
 		case e, ok := <-w.Updates():
 			if !ok {
-				return nil, errors.Newf("watch of bucket %s closed while loading", cfg.Bucket)
+				return errors.Newf("watch of bucket %s closed while loading", kv.Bucket())
 			}
 			if e == nil {
-				b.loaded = true
+				loaded = true
 				continue
 			}
-			b.applyEntry(e)
+			apply(e)
 		}
 	}
 	reconnected := js.Conn().StatusChanged(nats.CONNECTED)
 	wg.Go(func() {
 		defer js.Conn().RemoveStatusListener(reconnected)
-		b.follow(runCtx, w, reconnected)
+		followKV(runCtx, kv, w, reconnected, apply, resync)
 	})
-	return b, nil
+	return nil
+}
+
+func followKV(runCtx context.Context, kv jetstream.KeyValue, w jetstream.KeyWatcher, reconnected <-chan nats.Status,
+	apply func(jetstream.KeyValueEntry), resync func(map[string]bool)) {
+	var replay map[string]bool // keys seen by a fresh watch's replay, until it ends
+	for {
+		select {
+		case <-runCtx.Done():
+			_ = w.Stop()
+			return
+		case e, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+			switch {
+			case e != nil:
+				if replay != nil {
+					replay[e.Key()] = true
+				}
+				apply(e)
+			case replay != nil:
+				resync(replay)
+				replay = nil
+			}
+		case <-reconnected:
+			fresh, err := kv.WatchAll(runCtx)
+			if err != nil {
+				continue // the old watch recovers on its own, later
+			}
+			_ = w.Stop()
+			w, replay = fresh, map[string]bool{}
+		}
+	}
+}
+
+// keepOnly drops the keys a fresh watch's replay did not show: deleted
+// while the connection was down.
+func (b *bucket[T]) keepOnly(seen map[string]bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for k := range b.items {
+		if !seen[k] {
+			delete(b.items, k)
+		}
+	}
 }
 
 // openKVAttempt bounds one attempt to create or update a bucket: on a
@@ -89,8 +150,14 @@ const openKVAttempt = 2 * time.Second
 // ctx is done.
 func openKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 	for {
+		// Create first, update only a bucket that exists: two racing
+		// CreateOrUpdateKeyValue of one R3 bucket were left unanswered,
+		// racing creates were not.
 		actx, cancel := context.WithTimeout(ctx, openKVAttempt)
-		kv, err := js.CreateOrUpdateKeyValue(actx, cfg)
+		kv, err := js.CreateKeyValue(actx, cfg)
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			kv, err = js.UpdateKeyValue(actx, cfg)
+		}
 		cancel()
 		if err == nil || ctx.Err() != nil {
 			return kv, err
@@ -103,36 +170,6 @@ func openKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueC
 		case <-ctx.Done():
 			return nil, err
 		case <-time.After(time.Duration(rand.Int64N(int64(500 * time.Millisecond)))):
-		}
-	}
-}
-
-// follow applies what the watch sees until runCtx is done. After the
-// connection comes back (a restarted NATS server) it starts a fresh watch
-// at once: the old one would notice the lost consumer only after missed
-// heartbeats, some 15 s during which writes of other coordinators went
-// unseen. The fresh watch replays the newest value of every key, so
-// nothing written meanwhile is missed.
-func (b *bucket[T]) follow(runCtx context.Context, w jetstream.KeyWatcher, reconnected <-chan nats.Status) {
-	for {
-		select {
-		case <-runCtx.Done():
-			_ = w.Stop()
-			return
-		case e, ok := <-w.Updates():
-			if !ok {
-				return
-			}
-			if e != nil {
-				b.applyEntry(e)
-			}
-		case <-reconnected:
-			fresh, err := b.kv.WatchAll(runCtx)
-			if err != nil {
-				continue // the old watch recovers on its own, later
-			}
-			_ = w.Stop()
-			w = fresh
 		}
 	}
 }

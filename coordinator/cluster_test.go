@@ -133,9 +133,45 @@ func TestClusterContainersOnEveryNode(t *testing.T) {
 		_, err := o.node(1, bad)
 		require.ErrorContains(t, err, "Authorization Violation")
 	}
-	ops, err := o.node(2, nats.UserInfo(cluster.OpsUser, clusterOpsPassword), nats.CustomInboxPrefix(schemas.OpsInbox))
-	require.NoError(t, err, "ops connects to any node")
-	ops.Close()
+	// The operator reads the state's copies from any node, and cannot write them.
+	require.NoError(t, o.admin(schemas.AdminTownCreate, schemas.TownCreate{TownID: "alpha"}, nil))
+	for i := range o.c.URLs() {
+		ops, err := o.node(i, nats.UserInfo(cluster.OpsUser, clusterOpsPassword), nats.CustomInboxPrefix(schemas.OpsInbox))
+		require.NoError(t, err, "ops connects to node %d", i+1)
+		js, err := jetstream.New(ops)
+		require.NoError(t, err)
+		require.Eventually(t, func() bool {
+			kv, err := js.KeyValue(ctx, schemas.BucketTowns)
+			if err != nil {
+				return false
+			}
+			e, err := kv.Get(ctx, "alpha")
+			return err == nil && len(e.Value()) > 0
+		}, 30*time.Second, 100*time.Millisecond, "ops reads the towns' copy on node %d", i+1)
+		kv, err := js.KeyValue(ctx, schemas.BucketTowns)
+		require.NoError(t, err)
+		_, err = kv.Put(ctx, "alpha", []byte("scribble"))
+		require.Error(t, err, "ops wrote its copy")
+		ops.Close()
+
+		// The nats CLI is the console, against any node.
+		cli := func(args ...string) (string, error) {
+			cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			defer cancel()
+			all := append([]string{"--server", o.c.URLs()[i], "--timeout", "5s", "--user", cluster.OpsUser,
+				"--password", clusterOpsPassword, "--inbox-prefix", schemas.OpsInbox}, args...)
+			out, err := bustest.NatsCommand(cctx, t, all...).CombinedOutput()
+			return string(out), err
+		}
+		out, err := cli("kv", "ls")
+		require.NoError(t, err, out)
+		require.Contains(t, out, schemas.BucketTowns)
+		out, err = cli("kv", "get", schemas.BucketTowns, "alpha", "--raw")
+		require.NoError(t, err, out)
+		require.Contains(t, out, `"townId":"alpha"`)
+		out, err = cli("kv", "del", schemas.BucketTowns, "alpha", "--force")
+		require.Error(t, err, "ops deleted a key of its copy: %s", out)
+	}
 }
 
 // TestClusterRevocationClosesEveryNode: a revocation closes the town's
@@ -313,9 +349,11 @@ func TestClusterPartition(t *testing.T) {
 	require.Error(t, err, "a node without a quorum took a write")
 
 	// The majority carries on.
+	var last error
 	require.Eventually(t, func() bool {
-		return o.admin(schemas.AdminTownCreate, schemas.TownCreate{TownID: "during"}, nil) == nil
-	}, time.Minute, 100*time.Millisecond, "the majority takes writes")
+		last = o.admin(schemas.AdminTownCreate, schemas.TownCreate{TownID: "during"}, nil)
+		return last == nil || errors.Is(last, schemas.ErrConflict)
+	}, time.Minute, 100*time.Millisecond, "the majority takes writes: %v", &last)
 	tok := o.token("during")
 	town, err := schemas.ForTown("during")
 	require.NoError(t, err)

@@ -99,34 +99,9 @@ func openLeases(ctx, runCtx context.Context, js jetstream.JetStream, replicas in
 	}
 	l := &leases{kv: kv, id: nuid.Next(), ttl: ttl, towns: towns, log: log,
 		held: map[string]heldLease{}, others: map[string]string{}}
-	w, err := kv.WatchAll(runCtx)
-	if err != nil {
-		return nil, errors.Wrapf(err, "watching bucket %s", schemas.BucketLeases)
+	if err := watchKV(ctx, runCtx, js, kv, wg, l.see, l.keepOnly); err != nil {
+		return nil, err
 	}
-	for loaded := false; !loaded; {
-		select {
-		case <-ctx.Done():
-			_ = w.Stop()
-			return nil, errors.Wrapf(ctx.Err(), "loading bucket %s", schemas.BucketLeases)
-		case e, ok := <-w.Updates():
-			if !ok {
-				return nil, errors.Newf("watch of bucket %s closed while loading", schemas.BucketLeases)
-			}
-			if e == nil {
-				loaded = true
-				continue
-			}
-			l.see(e)
-		}
-	}
-	wg.Go(func() {
-		defer func() { _ = w.Stop() }()
-		for e := range w.Updates() {
-			if e != nil {
-				l.see(e)
-			}
-		}
-	})
 	return l, nil
 }
 
@@ -143,6 +118,18 @@ func (l *leases) see(e jetstream.KeyValueEntry) {
 		return
 	}
 	l.others[e.Key()] = holderOf(e.Value())
+}
+
+// keepOnly forgets the holders a fresh watch's replay did not show: their
+// keys expired or were deleted while the connection was down.
+func (l *leases) keepOnly(seen map[string]bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for k := range l.others {
+		if !seen[k] {
+			delete(l.others, k)
+		}
+	}
 }
 
 // leaseValue is what a lease's key holds: the holder and a nonce, so a
@@ -356,6 +343,7 @@ func (l *leases) release(ctx context.Context, key string) {
 	l.mu.Unlock()
 	if ok {
 		_ = l.kv.Delete(ctx, key, jetstream.LastRevision(h.rev))
+		l.log.Debug("lease given up", "lease", key)
 	}
 }
 

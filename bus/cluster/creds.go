@@ -162,7 +162,13 @@ func LoadCreds(dir string) (*Creds, error) {
 // PublicKeys are the public halves of Creds: what the node configs name,
 // and all that checking them needs.
 type PublicKeys struct {
-	Issuer, XKey, Auth, Control, State, OpsCopy, System string
+	Issuer  string `json:"issuer"`
+	XKey    string `json:"xkey"`
+	Auth    string `json:"auth"`
+	Control string `json:"control"`
+	State   string `json:"state"`
+	OpsCopy string `json:"opsCopy"`
+	System  string `json:"system"`
 }
 
 // Public returns the public halves of the keys.

@@ -69,6 +69,10 @@ type Plan struct {
 	// ClusterAdvertise, when set, is for each node the host:port it
 	// advertises to the other nodes for routes.
 	ClusterAdvertise []string `json:"clusterAdvertise,omitempty"`
+	// Keys are the public halves of the coordinator's credentials, which
+	// the node configs name: check verifies the configs against them
+	// without the seeds.
+	Keys PublicKeys `json:"keys"`
 }
 
 // NewPlan is a plan with the defaults, its data under dataDir, and fresh
@@ -236,7 +240,7 @@ func (p Plan) routes(i int) []string {
 	return rs
 }
 
-// WritePlan writes the plan as dir/cluster.json, mode 0600; it refuses to
+// Write writes the plan as dir/cluster.json, mode 0600; it refuses to
 // overwrite one.
 func (p Plan) Write(dir string) error {
 	if err := p.Validate(); err != nil {

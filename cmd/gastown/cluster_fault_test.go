@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -48,6 +50,9 @@ func TestClusterFaultsLoseNothing(t *testing.T) {
 		if t.Failed() {
 			for i, p := range coords {
 				t.Logf("coordinator %d log:\n%s", i+1, tail(p.logs.String(), 200))
+				if dir := os.Getenv("GASTOWN_FAULT_LOGS"); dir != "" {
+					_ = os.WriteFile(filepath.Join(dir, fmt.Sprintf("coordinator-%d.log", i+1)), []byte(p.logs.String()), 0o600)
+				}
 			}
 		}
 	}()
@@ -133,6 +138,9 @@ func TestClusterFaultsLoseNothing(t *testing.T) {
 	defer func() {
 		if t.Failed() {
 			t.Logf("container log:\n%s", tail(cont.logs.String(), 200))
+			if dir := os.Getenv("GASTOWN_FAULT_LOGS"); dir != "" {
+				_ = os.WriteFile(filepath.Join(dir, "container.log"), []byte(cont.logs.String()), 0o600)
+			}
 		}
 	}()
 	// sling slings a bead; a sling whose answer was lost (a node killed
@@ -194,12 +202,14 @@ func TestClusterFaultsLoseNothing(t *testing.T) {
 	c.WaitReady()
 	batch(2)
 
-	// A coordinator dies; the other runs its towns' loops.
-	coords[0].kill()
-	took := rotating("with a coordinator killed")
-	t.Logf("after the coordinator's kill, rotation resumed within %s (lease TTL %s)", took.Round(10*time.Millisecond), clusterLeaseTTL)
+	// The coordinator running the loaded town's loops dies; the other
+	// takes the town over once the lease lapses.
+	victim := holderOf(coords, "load")
+	coords[victim].kill()
+	took := rotating("with its coordinator killed")
+	t.Logf("after the kill of the coordinator holding the town, rotation resumed within %s (lease TTL %s)", took.Round(10*time.Millisecond), clusterLeaseTTL)
 	settled("with a coordinator killed")
-	coords[0].start()
+	coords[victim].start()
 
 	// A rolling restart of every node.
 	for i := range c.URLs() {
@@ -234,6 +244,21 @@ func TestClusterFaultsLoseNothing(t *testing.T) {
 	require.Zero(t, unauth.Load(), "calls failed with unauthenticated: %v", firstFailure.Load())
 	require.Zero(t, failed.Load(), "calls never succeeded: %v", firstFailure.Load())
 	require.Positive(t, ok.Load())
+}
+
+// holderOf is the index of the coordinator process that holds town's
+// lease, by their debug logs: the one whose last word on the lease is
+// that it took it.
+func holderOf(coords []*process, town string) int {
+	for i, p := range coords {
+		logs := p.logs.String()
+		taken := strings.LastIndex(logs, `msg="lease taken" lease=town.`+town)
+		if taken >= 0 && taken > strings.LastIndex(logs, `msg="lease given up" lease=town.`+town) &&
+			taken > strings.LastIndex(logs, `msg="lease lost" lease=town.`+town) {
+			return i
+		}
+	}
+	return 0
 }
 
 // tail is the last n lines of s.

@@ -22,7 +22,7 @@ const envScope = `The daemons (coordinator, container) take every flag from the 
 (but a container's --tls-* flags, which default to GASTOWN_NATS_CA, _CERT and
 _KEY); the admin verbs only --server and --timeout; ops context only --server;
 token mint, tool and agent none (an agent's environment is its container's,
-and names its town and identity, never an admin's choice).`
+and names its town and identity, never an admin's choice), nor cluster.`
 
 // envBound names, for each command (its flag set's name), the flags the
 // environment may set; "*" is every flag but those named "-flag". The daemons are configured by

@@ -82,7 +82,7 @@ func TestEnvFlagsInHelp(t *testing.T) {
 		require.GreaterOrEqual(t, found, 10)
 	})
 	t.Run("agents' and offline commands: none", func(t *testing.T) {
-		for _, cmd := range [][]string{{"token", "mint"}, {"tool"}, {"agent", "sim"}} {
+		for _, cmd := range [][]string{{"token", "mint"}, {"tool"}, {"agent", "sim"}, {"cluster", "init"}, {"cluster", "check"}, {"cluster", "up"}} {
 			flags, help := helpFlags(t, cmd...)
 			require.NotEmpty(t, flags, "%v", cmd)
 			for name, env := range flags {
@@ -103,7 +103,7 @@ func TestEnvFlagsInHelp(t *testing.T) {
 // has a Flags: section.
 func commandLines() [][]string {
 	var out [][]string
-	subs := []string{"create", "list", "show", "delete", "add", "remove", "mint", "rotate", "revoke", "context", "sim"}
+	subs := []string{"create", "list", "show", "delete", "add", "remove", "mint", "rotate", "revoke", "context", "sim", "init", "check", "up"}
 	for _, v := range verbs() {
 		for _, args := range append([][]string{{v.name}}, func() [][]string {
 			var l [][]string

@@ -39,6 +39,7 @@ func verbs() []verb {
 		{"convoy", "create, list or show convoys of beads (admin)", runConvoy},
 		{"sling", "hook a bead to a polecat and dispatch it (admin)", runSling},
 		{"ops", "write a nats CLI context for the read-only ops identity", runOps},
+		{"cluster", "init, check or start a NATS cluster for Gastown (auth callout)", runCluster},
 		{"status", "show towns, or a town's agents, beads and convoys, as tables (admin)", runStatus},
 		{"tool", "call a coordinator tool as this agent (inside a container)", runTool},
 		{"agent", "run a built-in agent (agent sim: no LLM needed) or a coding agent's CLI (agent launch)", runAgent},

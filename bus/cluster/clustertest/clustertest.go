@@ -2,7 +2,6 @@ package clustertest
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -17,9 +16,9 @@ import (
 	"github.com/gastown/gastown/schemas"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // Options shape a test cluster.
@@ -87,7 +86,7 @@ func prepare(t testing.TB, o Options) *Cluster {
 		o.Nodes = 3
 	}
 	dir := t.TempDir()
-	base := reserveBlock(t)
+	base := FreePortBlock(t)
 	plan, err := cluster.NewPlan(filepath.Join(dir, "data"))
 	require.NoError(t, err)
 	plan.Nodes = o.Nodes
@@ -95,7 +94,14 @@ func prepare(t testing.TB, o Options) *Cluster {
 	if o.Monitor {
 		plan.MonitorBase = base + 32
 	}
-	require.NoError(t, plan.SetOpsPassword(o.OpsPassword))
+	if o.OpsPassword != "" {
+		// The least bcrypt cost: a race-instrumented in-process server
+		// takes seconds to check a password of the production cost, past
+		// the 2 s authorization timeout.
+		h, err := bcrypt.GenerateFromPassword([]byte(o.OpsPassword), bcrypt.MinCost)
+		require.NoError(t, err)
+		plan.OpsPasswordHash = string(h)
+	}
 	c := &Cluster{t: t, dir: dir}
 	if o.Partitionable {
 		c.proxies = newProxies(t, plan, base+48)
@@ -104,13 +110,8 @@ func prepare(t testing.TB, o Options) *Cluster {
 	if o.Plan != nil {
 		o.Plan(&plan)
 	}
-	creds, err := cluster.NewCreds()
+	plan, creds, err := cluster.Init(dir, plan)
 	require.NoError(t, err)
-	require.NoError(t, creds.Write(c.CredsDir()))
-	pub, err := creds.Public()
-	require.NoError(t, err)
-	require.NoError(t, plan.Write(dir))
-	require.NoError(t, plan.WriteNodeConfigs(dir, pub))
 	c.plan, c.creds = plan, creds
 	for i := range plan.Nodes {
 		c.confs = append(c.confs, filepath.Join(dir, cluster.NodeConfigFile(i)))
@@ -209,16 +210,8 @@ func (c *Cluster) Restart(i int) {
 // cleanup.
 func (c *Cluster) Connect(kp nkeys.KeyPair, opts ...nats.Option) *nats.Conn {
 	c.t.Helper()
-	pub, err := kp.PublicKey()
+	nc, err := cluster.Dial(c.URLs(), kp, opts...)
 	require.NoError(c.t, err)
-	all := append([]nats.Option{
-		nats.Nkey(pub, kp.Sign),
-		nats.CustomInboxPrefix(schemas.CoordinatorInbox),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(50 * time.Millisecond),
-	}, opts...)
-	nc, err := nats.Connect(c.URL(), all...)
-	require.NoError(c.t, err, "connecting as %s", pub)
 	c.t.Cleanup(nc.Close)
 	return nc
 }
@@ -253,123 +246,12 @@ func (c *Cluster) waitReady(ctx context.Context) error {
 		}
 	}
 	c.mu.Unlock()
-	sys, err := c.dial(ctx, c.creds.System)
-	if err != nil {
-		return err
-	}
-	defer sys.Close()
-	state, err := c.dial(ctx, c.creds.State)
-	if err != nil {
-		return err
-	}
-	defer state.Close()
-	js, err := jetstream.New(state)
-	if err != nil {
-		return err
-	}
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	var last error
-	for {
-		last = c.ready(ctx, sys, js, want)
-		if last == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w (last: %v)", ctx.Err(), last)
-		case <-tick.C:
-		}
-	}
+	return cluster.WaitReady(ctx, c.URLs(), c.creds, want)
 }
 
-func (c *Cluster) ready(ctx context.Context, sys *nats.Conn, js jetstream.JetStream, want int) error {
-	leaders, err := MetaLeaders(ctx, sys, want)
-	if err != nil {
-		return err
-	}
-	if len(leaders) < want {
-		return fmt.Errorf("%d of %d nodes answered", len(leaders), want)
-	}
-	var leader string
-	for srv, l := range leaders {
-		if l == "" {
-			return fmt.Errorf("%s knows no JetStream meta leader", srv)
-		}
-		if leader != "" && l != leader {
-			return fmt.Errorf("the nodes disagree on the meta leader (%s, %s)", leader, l)
-		}
-		leader = l
-	}
-	actx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	_, err = js.AccountInfo(actx)
-	return err
-}
-
-// MetaLeaders asks every node, over a system account connection, which
-// server it knows as the JetStream meta leader: server name → leader name
-// ("" when it knows none). It collects answers until want have come or a
-// second has passed.
+// MetaLeaders is cluster.MetaLeaders: each node's JetStream meta leader.
 func MetaLeaders(ctx context.Context, sys *nats.Conn, want int) (map[string]string, error) {
-	inbox := sys.NewRespInbox()
-	sub, err := sys.SubscribeSync(inbox)
-	if err != nil {
-		return nil, err
-	}
-	defer func() { _ = sub.Unsubscribe() }()
-	if err := sys.PublishRequest("$SYS.REQ.SERVER.PING.JSZ", inbox, []byte(`{}`)); err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	out := map[string]string{}
-	for len(out) < want {
-		m, err := sub.NextMsgWithContext(ctx)
-		if err != nil {
-			break
-		}
-		var r struct {
-			Server struct {
-				Name string `json:"name"`
-			} `json:"server"`
-			Data struct {
-				Meta *struct {
-					Leader string `json:"leader"`
-				} `json:"meta_cluster"`
-			} `json:"data"`
-		}
-		if json.Unmarshal(m.Data, &r) != nil {
-			continue
-		}
-		leader := ""
-		if r.Data.Meta != nil {
-			leader = r.Data.Meta.Leader
-		}
-		out[r.Server.Name] = leader
-	}
-	return out, nil
-}
-
-// dial connects as one of the creds' users, or says why not.
-func (c *Cluster) dial(ctx context.Context, kp nkeys.KeyPair) (*nats.Conn, error) {
-	pub, err := kp.PublicKey()
-	if err != nil {
-		return nil, err
-	}
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		nc, err := nats.Connect(c.URL(), nats.Nkey(pub, kp.Sign), nats.CustomInboxPrefix(schemas.CoordinatorInbox), nats.MaxReconnects(-1))
-		if err == nil {
-			return nc, nil
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("connecting as %s: %w", pub, err)
-		case <-tick.C:
-		}
-	}
+	return cluster.MetaLeaders(ctx, sys, want)
 }
 
 // logTails is the end of every node's log, for a failure message.

@@ -11,10 +11,13 @@ import (
 // routes at base+16, monitoring at base+32, proxies from base+48.
 const portSpan = 256
 
-// reserveBlock finds a block of portSpan ports that are all free, below
-// the ephemeral range (32768–60999) that listen-0 and outgoing
-// connections draw from, so that no other socket takes them meanwhile.
-func reserveBlock(t testing.TB) int {
+// FreePortBlock returns base, where base..base+255 were all free on
+// 127.0.0.1 a moment ago: a block below the ephemeral range (32768–60999)
+// that listen-0 and outgoing connections draw from, so that another socket
+// is unlikely to take one meanwhile. Start and StartInProcess lay their
+// nodes out in one; a test that runs 'gastown cluster init' itself takes
+// one for its ports.
+func FreePortBlock(t testing.TB) int {
 	t.Helper()
 	for range 200 {
 		base := 10000 + rand.IntN((32000-10000)/portSpan)*portSpan
