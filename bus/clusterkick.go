@@ -201,8 +201,10 @@ func pingAll(sys *nats.Conn, subject string, body []byte) ([]*nats.Msg, error) {
 	}
 }
 
-// JetStreamServers counts the servers of the cluster that run JetStream,
-// asking through sys, a connection to the system account.
+// JetStreamServers is how many servers JetStream's meta group has (the
+// peers it knows, up or down: a cluster with a node down still has the
+// nodes to hold its replicas), asking through sys, a connection to the
+// system account. A lone server with JetStream counts 1.
 func JetStreamServers(sys *nats.Conn) (int, error) {
 	msgs, err := pingAll(sys, "$SYS.REQ.SERVER.PING.JSZ", nil)
 	if err != nil {
@@ -214,10 +216,20 @@ func JetStreamServers(sys *nats.Conn) (int, error) {
 			Server struct {
 				JetStream bool `json:"jetstream"`
 			} `json:"server"`
+			Data struct {
+				Meta *struct {
+					Size int `json:"cluster_size"`
+				} `json:"meta_cluster"`
+			} `json:"data"`
 		}
-		if json.Unmarshal(m.Data, &r) == nil && r.Server.JetStream {
-			n++
+		if json.Unmarshal(m.Data, &r) != nil || !r.Server.JetStream {
+			continue
 		}
+		size := 1
+		if r.Data.Meta != nil && r.Data.Meta.Size > 0 {
+			size = r.Data.Meta.Size
+		}
+		n = max(n, size)
 	}
 	return n, nil
 }

@@ -65,7 +65,7 @@ type Coordinator struct {
 	handMu    sync.Mutex
 	closing   bool
 	handlers  sync.WaitGroup
-	runCtx    context.Context // done when Close begins stopping the loops
+	runCtx    context.Context // every handler's and loop's; done when Close begins
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	subs      []*nats.Subscription
@@ -203,8 +203,11 @@ func (c *Coordinator) spawn(f func()) {
 	}()
 }
 
-// Close stops every handler and loop and waits for them. It is safe to call
-// twice. It does not close the connection it was given.
+// Close stops every handler and loop and waits for them: it takes no new
+// requests, cancels the context every handler and loop runs under (so a
+// dispatch waiting on a container ends now, not at its deadline), then
+// waits for the handlers and the loops. It is safe to call twice. It does
+// not close the connection it was given.
 func (c *Coordinator) Close() {
 	c.closeOnce.Do(func() {
 		for _, s := range c.subs {
@@ -213,8 +216,8 @@ func (c *Coordinator) Close() {
 		c.handMu.Lock()
 		c.closing = true
 		c.handMu.Unlock()
-		c.handlers.Wait()
 		c.cancel()
+		c.handlers.Wait() // before wg.Wait: a handler may still start a goroutine of wg
 		c.wg.Wait()
 		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RequestTimeout)
 		defer cancel()
@@ -222,7 +225,9 @@ func (c *Coordinator) Close() {
 	})
 }
 
-func (c *Coordinator) now() time.Time { return c.cfg.Now() }
+// now is the coordinator's one clock: Config.Now, in UTC, so that every
+// time it stores and sends reads the same way.
+func (c *Coordinator) now() time.Time { return c.cfg.Now().UTC() }
 
 // leaseLoop keeps this coordinator's towns' leases until ctx is done.
 func (c *Coordinator) leaseLoop(ctx context.Context) { c.leases.run(ctx) }
