@@ -137,10 +137,24 @@ func Commit(ctx context.Context, dir, beadID, title, via string) (string, error)
 	if err := os.WriteFile(path, fmt.Appendf(nil, "# %s\n\n%s\n", title, by), 0o644); err != nil {
 		return "", errors.Wrap(err, "writing work")
 	}
-	for _, args := range [][]string{{"add", "work"}, {"commit", "-m", msg}, {"push", "origin", "HEAD:refs/heads/" + branch}} {
-		if _, err := git(ctx, dir, args...); err != nil {
+	if _, err := git(ctx, dir, "add", "work"); err != nil {
+		return "", err
+	}
+	// A run again on the same bead (the last one's done was lost, say
+	// while a node died) finds its work committed already: nothing to
+	// commit is not a failure. The branch is the polecat's own, so the
+	// push replaces what an earlier run in another workspace left there.
+	staged, err := git(ctx, dir, "status", "--porcelain", "--", "work")
+	if err != nil {
+		return "", err
+	}
+	if staged != "" {
+		if _, err := git(ctx, dir, "commit", "-m", msg); err != nil {
 			return "", err
 		}
+	}
+	if _, err := git(ctx, dir, "push", "origin", "+HEAD:refs/heads/"+branch); err != nil {
+		return "", err
 	}
 	return branch, nil
 }
