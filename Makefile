@@ -121,9 +121,9 @@ test: tools nats-server vet
 	GASTOWN_TEST_BUS=cluster $(GO) test -race -count=1 -run 'TestConnect|TestContainer|TestRecovery|TestKick' ./bus/
 	$(MAKE) fuzz FUZZ_TIME=10000x
 
-bench:
+bench: nats-server
 	@# One program, one run: every figure next to a baseline measured in the same run (see BENCHMARKS.md).
-	$(GO) run ./bench -json bench.json -cpuprofile bench-cpu.out $(BENCH_FLAGS)
+	$(GO) run ./bench -json bench.json -cpuprofile bench-cpu.out -nats-server $(NATS_SERVER) $(BENCH_FLAGS)
 
 soak: tools nats-server
 	GASTOWN_SOAK=1 $(GO) test -race -timeout 60m -run 'Soak|Rotation' ./...

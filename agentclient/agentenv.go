@@ -6,20 +6,9 @@ import (
 	"syscall"
 
 	"github.com/cockroachdb/errors"
+	"github.com/gastown/gastown/bus"
 	"github.com/gastown/gastown/schemas"
 )
-
-// Variables that name an agent's run (PROTOCOL.md, An agent's environment)
-// besides EnvTownID, EnvRigID, EnvAgentID, EnvAgentRole, EnvRunID,
-// EnvNatsURL and EnvTokenFile.
-const (
-	EnvBeadID = "GASTOWN_BEAD_ID"
-	EnvPrompt = "GASTOWN_PROMPT"
-)
-
-// AgentEnvAllowed are the variables of the container's own environment
-// that every agent gets, when set: what a program needs to run at all.
-var AgentEnvAllowed = []string{"PATH", "HOME", "LANG", "TZ"}
 
 // ValidatePassEnv checks the names an operator asks to pass through to
 // agents (--pass-env): plain variable names, never a GASTOWN_ one (the
@@ -31,7 +20,7 @@ func ValidatePassEnv(names []string) error {
 		switch {
 		case n == "" || strings.ContainsAny(n, "= \t\n"):
 			return errors.Newf("%q is not an environment variable name", n)
-		case strings.HasPrefix(n, "GASTOWN_"):
+		case strings.HasPrefix(n, EnvPrefix):
 			return errors.Newf("%s is one of the container's own settings and is never passed to agents", n)
 		}
 	}
@@ -46,7 +35,7 @@ func ValidatePassEnv(names []string) error {
 func AgentEnv(getenv func(string) string, pass []string, req schemas.StartAgent, natsURL, tokenFile string) []string {
 	var env []string
 	for _, k := range append(append([]string{}, AgentEnvAllowed...), pass...) {
-		if strings.HasPrefix(k, "GASTOWN_") {
+		if strings.HasPrefix(k, EnvPrefix) {
 			continue
 		}
 		if v := getenv(k); v != "" {
@@ -61,6 +50,16 @@ func AgentEnv(getenv func(string) string, pass []string, req schemas.StartAgent,
 		EnvAgentRole+"="+req.Role, EnvRunID+"="+req.RunID, EnvBeadID+"="+req.BeadID,
 		EnvPrompt+"="+req.Prompt, EnvNatsURL+"="+natsURL, EnvTokenFile+"="+tokenFile,
 	)
+}
+
+// withTLSEnv adds the TLS files that are set to an agent's environment.
+func withTLSEnv(env []string, t bus.ClientTLS) []string {
+	for _, kv := range [][2]string{{EnvNatsCA, t.CAFile}, {EnvNatsCert, t.CertFile}, {EnvNatsKey, t.KeyFile}} {
+		if kv[1] != "" {
+			env = append(env, kv[0]+"="+kv[1])
+		}
+	}
+	return env
 }
 
 // exitStatus is a run's exit code as heartbeats report it: the process's

@@ -2,7 +2,6 @@ package agentclient
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -163,67 +162,120 @@ func (r *Runner) HandleStop(m *nats.Msg) {
 // A different run of the same agent is stopped first.
 func (r *Runner) Start(ctx context.Context, req schemas.StartAgent) schemas.StartAgentResult {
 	res := schemas.StartAgentResult{AgentID: req.AgentID, RunID: req.RunID}
-	code := schemas.CodeInvalidArgument
-	fail := func(format string, args ...any) schemas.StartAgentResult {
-		res.Code, res.Error = code, fmt.Sprintf(format, args...)
-		r.log.Warn("agent not started", "agent", req.AgentID, "run", req.RunID, keyErr, res.Error)
+	argv, err := r.admit(req)
+	if err != nil {
+		return r.refuse(res, err)
+	}
+	release, err := r.lockAgent(req.AgentID)
+	if err != nil {
+		return r.refuse(res, err)
+	}
+	defer release()
+	if r.replace(req) {
+		res.OK = true // already running: dispatch is idempotent
 		return res
 	}
+	ru, err := r.spawn(ctx, req, argv)
+	if err != nil {
+		return r.refuse(res, err)
+	}
+	if err := r.track(ru); err != nil {
+		return r.refuse(res, err)
+	}
+	r.log.Info("agent started", "agent", req.AgentID, "run", req.RunID, "role", req.Role, "pid", ru.cmd.Process.Pid)
+	res.OK = true
+	return res
+}
+
+// refuse is the result of a start refused with err (a *schemas.Error: its
+// code and message), logged.
+func (r *Runner) refuse(res schemas.StartAgentResult, err error) schemas.StartAgentResult {
+	e, ok := err.(*schemas.Error)
+	if !ok {
+		e = schemas.NewError(schemas.CodeInternal, "%s", err.Error())
+	}
+	res.Code, res.Error = e.Code, e.Message
+	r.log.Warn("agent not started", "agent", res.AgentID, "run", res.RunID, keyErr, res.Error)
+	return res
+}
+
+// admit checks a start request against this container: valid, for its
+// town, a role it has a command for, and no env it keeps to itself. It
+// returns the role's command.
+func (r *Runner) admit(req schemas.StartAgent) ([]string, error) {
 	if err := req.Validate(); err != nil {
-		return fail("invalid start request: %s", err.Error())
+		return nil, schemas.NewError(schemas.CodeInvalidArgument, "invalid start request: %s", err.Error())
 	}
 	if req.TownID != r.town {
-		code = schemas.CodePermissionDenied
-		return fail("this container runs town %s, not %s", r.town, req.TownID)
+		return nil, schemas.NewError(schemas.CodePermissionDenied, "this container runs town %s, not %s", r.town, req.TownID)
 	}
 	argv := r.cfg.Commands[req.Role]
 	if len(argv) == 0 {
-		code = schemas.CodeNotFound
-		return fail("no command is configured for role %s", req.Role)
+		return nil, schemas.NewError(schemas.CodeNotFound, "no command is configured for role %s", req.Role)
 	}
 	for k := range req.Env {
-		if strings.HasPrefix(k, "GASTOWN_") || strings.Contains(strings.ToUpper(k), "TOKEN") {
-			return fail("env %s is not allowed: GASTOWN_ variables and tokens are the container's to set", k)
+		if strings.HasPrefix(k, EnvPrefix) || strings.Contains(strings.ToUpper(k), "TOKEN") {
+			return nil, schemas.NewError(schemas.CodeInvalidArgument, "env %s is not allowed: GASTOWN_ variables and tokens are the container's to set", k)
 		}
 	}
-	// One start of an agent at a time: a second dispatch waits, then finds
-	// the first running. Close waits for starts in progress.
-	code = schemas.CodeUnavailable
+	return argv, nil
+}
+
+// errStopping refuses a start while the container stops.
+func errStopping() error {
+	return schemas.NewError(schemas.CodeUnavailable, "the container is stopping")
+}
+
+// lockAgent makes this the one start of the agent in progress: a second
+// dispatch waits, then finds the first running. Close waits for starts in
+// progress. release ends it.
+func (r *Runner) lockAgent(agentID string) (release func(), err error) {
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
-		return fail("the container is stopping")
+		return nil, errStopping()
 	}
 	r.wg.Add(1)
-	defer r.wg.Done()
-	am := r.agentMu[req.AgentID]
+	am := r.agentMu[agentID]
 	if am == nil {
 		am = &sync.Mutex{}
-		r.agentMu[req.AgentID] = am
+		r.agentMu[agentID] = am
 	}
 	r.mu.Unlock()
 	am.Lock()
-	defer am.Unlock()
+	return func() { am.Unlock(); r.wg.Done() }, nil
+}
+
+// replace reports whether req's run is already the agent's running one;
+// a different running run of the agent is stopped. Called with the
+// agent's start lock held.
+func (r *Runner) replace(req schemas.StartAgent) (running bool) {
 	r.mu.Lock()
 	old := r.runs[req.AgentID]
 	oldRunning := old != nil && old.status != schemas.RunExited
 	r.mu.Unlock()
-	if oldRunning {
-		if old.req.RunID == req.RunID {
-			res.OK = true // already running: dispatch is idempotent
-			return res
-		}
-		r.terminate(old, "replaced by run "+req.RunID)
+	if !oldRunning {
+		return false
 	}
-	code = schemas.CodeInternal
+	if old.req.RunID == req.RunID {
+		return true
+	}
+	r.terminate(old, "replaced by run "+req.RunID)
+	return false
+}
+
+// spawn prepares the run's workspace and log file and starts its process
+// (in a process group of its own, with the agent's environment), and the
+// goroutine that waits for it.
+func (r *Runner) spawn(ctx context.Context, req schemas.StartAgent, argv []string) (*run, error) {
 	dir, err := r.workspace(ctx, req)
 	if err != nil {
-		return fail("preparing the workspace: %s", err.Error())
+		return nil, schemas.NewError(schemas.CodeInternal, "preparing the workspace: %s", err.Error())
 	}
 	logPath := filepath.Join(r.cfg.WorkDir, "logs", req.AgentID+"-"+req.RunID+".log")
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return fail("opening the log file: %s", err.Error())
+		return nil, schemas.NewError(schemas.CodeInternal, "opening the log file: %s", err.Error())
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir, cmd.Stdout, cmd.Stderr = dir, logf, logf
@@ -231,24 +283,27 @@ func (r *Runner) Start(ctx context.Context, req schemas.StartAgent) schemas.Star
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		_ = logf.Close()
-		return fail("starting %s: %s", argv[0], err.Error())
+		return nil, schemas.NewError(schemas.CodeInternal, "starting %s: %s", argv[0], err.Error())
 	}
 	ru := &run{req: req, cmd: cmd, logPath: logPath, started: r.cfg.Now(), exited: make(chan struct{}), status: schemas.RunRunning}
 	r.wg.Go(func() { r.wait(ru, logf) })
+	return ru, nil
+}
+
+// track makes ru the agent's current run, unless Close came while it
+// started: then it is stopped, since it must not outlive the container.
+func (r *Runner) track(ru *run) error {
 	r.mu.Lock()
 	closed := r.closed
 	if !closed {
-		r.runs[req.AgentID] = ru
+		r.runs[ru.req.AgentID] = ru
 	}
 	r.mu.Unlock()
-	if closed { // Close came while it started: it must not outlive the container
+	if closed {
 		r.terminate(ru, "container stopping")
-		code = schemas.CodeUnavailable
-		return fail("the container is stopping")
+		return errStopping()
 	}
-	r.log.Info("agent started", "agent", req.AgentID, "run", req.RunID, "role", req.Role, "pid", cmd.Process.Pid)
-	res.OK = true
-	return res
+	return nil
 }
 
 // wait records the run's exit.
@@ -268,49 +323,6 @@ func (r *Runner) wait(ru *run, logf *os.File) {
 // environment): see AgentEnv.
 func (r *Runner) agentEnv(req schemas.StartAgent) []string {
 	return withTLSEnv(AgentEnv(os.Getenv, r.cfg.PassEnv, req, r.cfg.NatsURL, r.cfg.TokenFile), r.cfg.TLS)
-}
-
-// withTLSEnv adds the TLS files that are set to an agent's environment.
-func withTLSEnv(env []string, t bus.ClientTLS) []string {
-	for _, kv := range [][2]string{{EnvNatsCA, t.CAFile}, {EnvNatsCert, t.CertFile}, {EnvNatsKey, t.KeyFile}} {
-		if kv[1] != "" {
-			env = append(env, kv[0]+"="+kv[1])
-		}
-	}
-	return env
-}
-
-// workspace prepares the run's directory: a git clone on the requested
-// branch, or an empty directory.
-func (r *Runner) workspace(ctx context.Context, req schemas.StartAgent) (string, error) {
-	dir := filepath.Join(r.cfg.WorkDir, "workspaces", req.AgentID, req.RunID)
-	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
-		return "", err
-	}
-	if req.Workspace.Kind != schemas.WorkspaceGit {
-		return dir, os.MkdirAll(dir, 0o700)
-	}
-	w := req.Workspace
-	if _, err := git(ctx, filepath.Dir(dir), "clone", "--quiet", "--", w.GitURL, dir); err != nil {
-		return "", err
-	}
-	if w.Branch == "" || w.Branch == w.DefaultBranch {
-		if w.DefaultBranch != "" {
-			if _, err := git(ctx, dir, "checkout", "--quiet", w.DefaultBranch); err != nil {
-				return "", err
-			}
-		}
-		return dir, nil
-	}
-	if _, err := git(ctx, dir, "checkout", "--quiet", w.Branch); err == nil {
-		return dir, nil
-	}
-	base := "HEAD"
-	if w.DefaultBranch != "" {
-		base = "origin/" + w.DefaultBranch
-	}
-	_, err := git(ctx, dir, "checkout", "--quiet", "-b", w.Branch, base)
-	return dir, err
 }
 
 // Stop ends the agent's run if runID is its current run.

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"strings"
 	"sync"
@@ -103,45 +102,33 @@ func classify(err error, expired bool) busCause {
 // reconnect backoff, and whether the token has been refused long enough
 // to give up. Safe for concurrent use.
 type busHealth struct {
-	log      *slog.Logger
-	now      func() time.Time
-	town     string
-	min, max time.Duration
-	giveUp   time.Duration
+	log    *slog.Logger
+	now    func() time.Time
+	town   string
+	max    time.Duration // the longest reconnect wait
+	giveUp time.Duration
 
 	mu       sync.Mutex
 	cause    busCause
 	since    time.Time // when cause began
-	failures int       // consecutive failed attempts, for the backoff
+	retry    backoff   // the reconnect backoff: consecutive failed attempts
 	upSince  time.Time // when the connection last came up
 	fatal    chan struct{}
 	fatalErr error
 }
 
 func newBusHealth(cfg Config, log *slog.Logger, town string) *busHealth {
-	return &busHealth{log: log, now: cfg.Now, town: town, min: cfg.ReconnectMin, max: cfg.ReconnectMax,
+	return &busHealth{log: log, now: cfg.Now, town: town, max: cfg.ReconnectMax,
+		retry:  backoff{lo: cfg.ReconnectMin, hi: cfg.ReconnectMax},
 		giveUp: cfg.RefusedExitAfter, fatal: make(chan struct{})}
 }
 
-// delay is the wait before the next reconnect attempt: min doubling to max
-// with each failed attempt, ±25% jitter.
+// delay is the wait before the next reconnect attempt: ReconnectMin
+// doubling to ReconnectMax with each failed attempt, ±25% jitter.
 func (h *busHealth) delay() time.Duration {
 	h.mu.Lock()
-	h.failures++
-	n := h.failures
-	h.mu.Unlock()
-	return backoffDelay(n, h.min, h.max)
-}
-
-// backoffDelay is the wait before attempt n (from 1): lo doubling to hi,
-// ±25% jitter.
-func backoffDelay(n int, lo, hi time.Duration) time.Duration {
-	d := lo
-	for i := 1; i < n && d < hi; i++ {
-		d *= 2
-	}
-	d = min(d, hi)
-	return time.Duration(float64(d) * (0.75 + 0.5*rand.Float64()))
+	defer h.mu.Unlock()
+	return h.retry.next()
 }
 
 // connectError says why a connection never came up, from the last error
@@ -155,7 +142,7 @@ func connectError(err, last error, town string, expired bool, hint string) error
 		return cerrors.WithHint(cerrors.Mark(cerrors.Wrapf(err, "the bus refused the container token, which has expired (%v)", last), ErrTokenRefused),
 			"is the container running and refreshing its token file? If not, restart it with a fresh bootstrap token: gastown token mint --town "+town)
 	case causeUnreachable:
-		return cerrors.WithHint(cerrors.Wrapf(err, "the bus is unreachable (%v)", last), "is the coordinator running, and is GASTOWN_NATS_URL its address?")
+		return cerrors.WithHint(cerrors.Wrapf(err, "the bus is unreachable (%v)", last), "is the coordinator running, and is "+EnvNatsURL+" its address?")
 	}
 	return cerrors.WithHint(err, hint)
 }
@@ -192,7 +179,7 @@ func (h *busHealth) failed(err error, expired bool) {
 			keyGiveUpIn, h.giveUp)
 	case causeUnreachable:
 		h.log.Warn("the bus is unreachable (connection refused or the name does not resolve); retrying with backoff",
-			keyErr, err, keyHint, "is the coordinator running, and is --server (GASTOWN_NATS_URL) its address?")
+			keyErr, err, keyHint, "is the coordinator running, and is --server ("+EnvNatsURL+") its address?")
 	case causeNotAnswering:
 		h.log.Warn("connected, but no coordinator answers yet (still starting?); retrying with backoff", keyErr, err)
 	default:
@@ -241,7 +228,7 @@ func (h *busHealth) answered() {
 func (h *busHealth) disconnected(err error, expired bool) {
 	h.mu.Lock()
 	if !h.upSince.IsZero() && h.now().Sub(h.upSince) >= h.max {
-		h.failures = 0
+		h.retry.reset()
 	}
 	h.mu.Unlock()
 	if err == nil {
@@ -262,7 +249,7 @@ func (h *busHealth) Err() error {
 
 // expired reports whether the newest token held has expired.
 func (s *TokenSource) expired() bool {
-	return !s.cfg.Now().Before(s.newest.Load().claims.Expires())
+	return !s.cfg.Now().Before(s.held().claims.Expires())
 }
 
 // dialError says why a connection could not be opened, and what to do.
@@ -277,7 +264,7 @@ func (s *TokenSource) dialError(err error) error {
 		return cerrors.WithHint(cerrors.Mark(cerrors.Wrap(err, "the bus refused the container token, which has expired"), ErrTokenRefused), hint)
 	case causeUnreachable:
 		return cerrors.WithHint(cerrors.Wrap(err, "the bus is unreachable"),
-			"is the coordinator running, and is --server (GASTOWN_NATS_URL) its address?")
+			"is the coordinator running, and is --server ("+EnvNatsURL+") its address?")
 	}
 	return cerrors.WithHint(err, "is the coordinator reachable, and is the token valid and not revoked?")
 }

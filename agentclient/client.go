@@ -3,7 +3,6 @@ package agentclient
 import (
 	"context"
 	"encoding/json"
-	"math/rand/v2"
 	"time"
 
 	"github.com/cockroachdb/errors"
@@ -111,7 +110,7 @@ func (c *Client) callAdmitted(ctx context.Context, subject string, data []byte, 
 		}
 		// Up to a quarter more, so callers refused together do not all
 		// come back at the same moment.
-		wait = min(wait+rand.N(wait/4+1), MaxRetryWait)
+		wait = min(spread(wait, 1, 1.25), MaxRetryWait)
 		if !sleepCtx(ctx, wait) {
 			return err
 		}
@@ -134,20 +133,15 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 // answer (the bus or the coordinator restarting): a request nobody received
 // is always safe to send again. ctx bounds it.
 func (c *Client) callDelivered(ctx context.Context, subject string, data []byte, out any) error {
-	wait := 50 * time.Millisecond
+	retry := backoff{lo: 50 * time.Millisecond, hi: time.Second}
 	for {
 		err := c.call(ctx, subject, data, out)
 		if !errors.Is(err, nats.ErrNoResponders) {
 			return err
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleepCtx(ctx, retry.next()) {
 			return err
-		case <-t.C:
 		}
-		wait = min(2*wait, time.Second)
 	}
 }
 

@@ -9,22 +9,6 @@ import (
 	"github.com/gastown/gastown/bus"
 )
 
-// Environment variables of a container (PROTOCOL.md, Running a container).
-const (
-	EnvContainerToken = "GASTOWN_CONTAINER_TOKEN"
-	EnvSessionToken   = "GASTOWN_SESSION_TOKEN" // legacy per-agent token
-	EnvNatsURL        = "GASTOWN_NATS_URL"
-	EnvContainerID    = "GASTOWN_CONTAINER_ID"
-	EnvTokenFile      = "GASTOWN_TOKEN_FILE"
-	// EnvNatsCA names the CA file (PEM) that signs the bus's TLS
-	// certificate; EnvNatsCert and EnvNatsKey a client certificate and
-	// key, for a bus that requires them. All three are paths, and are
-	// passed to agents.
-	EnvNatsCA   = "GASTOWN_NATS_CA"
-	EnvNatsCert = "GASTOWN_NATS_CERT"
-	EnvNatsKey  = "GASTOWN_NATS_KEY"
-)
-
 // DefaultURL is where the bus is when GASTOWN_NATS_URL is unset.
 const DefaultURL = "nats://127.0.0.1:4222"
 

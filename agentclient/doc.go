@@ -1,8 +1,20 @@
-// Package agentclient is what runs inside a town's container: the token
-// source that always holds the newest container token (rotation acks, the
-// token file agents read, connections switched make-before-break), and the
-// tool client whose every call carries the newest token.
+// Package agentclient is what runs inside a town's container, and what its
+// agents use to call tools:
+//
+//   - the token source (tokensource.go): it always holds the newest
+//     container token (rotation acks, the token file agents read), keeps a
+//     connection moved make-before-break, and says what is wrong with the
+//     bus (bushealth.go);
+//   - the tool client (client.go) whose every call carries the newest
+//     token, and an agent's session over the token file (filesession.go);
+//   - the runner (agents.go) that starts and stops agent processes, each in
+//     its workspace (workspace.go), with its environment (agentenv.go), and
+//     the heartbeats that report them (heartbeats.go); RunContainer ties
+//     them together (containerrun.go);
+//   - every environment variable name a container reads or an agent gets
+//     (env.go), and the one retry backoff (backoff.go).
 //
 // It never signs tokens: it reads a token's town and expiry from its claims
-// without the secret (schemas.PeekContainerClaims).
+// without the secret (schemas.PeekContainerClaims). The simulated agent is
+// agentclient/sim, which the container does not link.
 package agentclient

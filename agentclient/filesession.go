@@ -12,15 +12,6 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// Environment an agent process gets from its container.
-const (
-	EnvTownID    = "GASTOWN_TOWN_ID"
-	EnvRigID     = "GASTOWN_RIG_ID"
-	EnvAgentID   = "GASTOWN_AGENT_ID"
-	EnvAgentRole = "GASTOWN_AGENT_ROLE"
-	EnvRunID     = "GASTOWN_RUN_ID"
-)
-
 // FileSession is an agent process's session: it reads the container's
 // token file when it connects (never a copy taken at start), holds the
 // container's permissions, and on Refresh asks …token.get itself (keeping
@@ -33,13 +24,15 @@ type FileSession struct {
 	file string
 	drop *dropSignal
 
-	// attempts counts failed connects, for the backoff; lastErr is the
-	// last error the client reported, to say why it never connected.
-	attempts atomic.Int64
-	lastErr  atomic.Pointer[error]
+	// lastErr is the last error the client reported, to say why it never
+	// connected.
+	lastErr atomic.Pointer[error]
 
-	mu    sync.Mutex
+	mu sync.Mutex
+	// token is the newest token the session holds.
 	token string
+	// retry is the reconnect backoff, afresh at each (re)connect.
+	retry backoff
 }
 
 // connectToken is the token to (re)connect with: the token file's, read
@@ -72,7 +65,8 @@ func OpenFileSession(ctx context.Context, url, tokenFile string, timeout time.Du
 	if err != nil {
 		return nil, err
 	}
-	s := &FileSession{town: town, token: tok, timeout: timeout, file: tokenFile, drop: newDropSignal()}
+	s := &FileSession{town: town, token: tok, timeout: timeout, file: tokenFile, drop: newDropSignal(),
+		retry: backoff{lo: DefaultReconnectMin, hi: DefaultReconnectMax}}
 	// The bus may be restarting: keep trying (requests wait, bounded by
 	// their context) rather than fail the agent at once.
 	// A refused token is retried too (the container may write a fresh
@@ -88,12 +82,14 @@ func OpenFileSession(ctx context.Context, url, tokenFile string, timeout time.Du
 		nats.CustomInboxPrefix(town.Inbox()), nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true), nats.IgnoreAuthErrorAbort(),
 		nats.CustomReconnectDelay(func(int) time.Duration {
-			return backoffDelay(int(s.attempts.Add(1)), DefaultReconnectMin, DefaultReconnectMax)
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return s.retry.next()
 		}),
 		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { seen(err) }),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { seen(err) }),
-		nats.ConnectHandler(func(*nats.Conn) { s.attempts.Store(0) }),
-		nats.ReconnectHandler(func(*nats.Conn) { s.attempts.Store(0) }),
+		nats.ConnectHandler(func(*nats.Conn) { s.resetRetry() }),
+		nats.ReconnectHandler(func(*nats.Conn) { s.resetRetry() }),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { seen(err); s.drop.dropped() }),
 		nats.ClosedHandler(func(*nats.Conn) { s.drop.dropped() }),
 		allOf(opts))
@@ -113,6 +109,13 @@ func OpenFileSession(ctx context.Context, url, tokenFile string, timeout time.Du
 			"is the bus reachable from this container, and is the token file current? for a tls:// bus, is "+EnvNatsCA+" its CA (and "+EnvNatsCert+" and "+EnvNatsKey+" set if it requires client certificates)?")
 	}
 	return s, nil
+}
+
+// resetRetry starts the reconnect backoff afresh: connected.
+func (s *FileSession) resetRetry() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.retry.reset()
 }
 
 // Town is the session's town.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/errors"
@@ -46,47 +45,57 @@ type Handler struct {
 // go to it, and the old one is closed once its requests in flight are
 // answered. A rotation thus costs an acknowledgement, not a reconnection.
 // Safe for concurrent use.
+//
+// Its state is the fields under mu, changed by its methods and the
+// connections' callbacks; one goroutine, loop, acts on it. mu is never held
+// while calling a connection (nats calls the token handler, which takes
+// mu, with the connection's own lock held) nor across a disk write.
 type TokenSource struct {
-	cfg  Config
-	town schemas.Town
-	log  *slog.Logger
+	// Set by Start, then never changed.
+	cfg      Config
+	town     schemas.Town
+	log      *slog.Logger
+	handlers []Handler       // subscribed on every connection, the source's own …token first
+	health   *busHealth      // what it knows of the bus (its own lock): the cause of trouble, the reconnect backoff
+	ctx      context.Context // ends with Close: the loop and the retiring connections
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup // the loop and the retiring connections
+	// wake (buffer 1) is poked after every change the loop may act on.
+	wake chan struct{}
+	// heartbeatSaid (buffer 1) is poked when heartbeat changes.
+	heartbeatSaid chan struct{}
 
-	newest atomic.Pointer[held]
-	// acceptMu orders token file writes with updates of newest.
+	// acceptMu makes accept one step: the token file is written, then the
+	// token held, never two at once. It is held across the file's write
+	// (synced to disk), which mu never is: Token never waits for a disk.
 	acceptMu sync.Mutex
 
-	mu       sync.Mutex
-	cur      *conn
-	handlers []Handler
-
-	wake chan struct{}
+	mu sync.Mutex
+	// cur is the connection new requests go to; only the loop replaces it.
+	cur *conn
+	// newest is the newest token held: what every request carries, and
+	// what the token file holds.
+	newest *held
+	// adopted counts the tokens held, the bootstrap one included.
+	adopted int64
+	// switches counts the moves to a new connection.
+	switches int64
 	// refreshWanted asks the loop for a fresh token now: after a
 	// permissions violation, which is how a reconnect with recovery
 	// permissions only (an expired token) shows itself. A plain reconnect
 	// asks for nothing, so a restarted server is not flooded.
-	refreshWanted atomic.Bool
+	refreshWanted bool
 	// switchWanted asks the loop to move to a new connection as soon as it
 	// holds a newer token than the connection's, for the same reason.
-	switchWanted atomic.Bool
-	// revokedBefore (unix nanoseconds) is the newest revocation the
-	// coordinator told of: a connection using a token issued before it is
-	// replaced at once.
-	revokedBefore atomic.Int64
-	ctx           context.Context
-	cancel        context.CancelFunc
-	wg            sync.WaitGroup
-	closed        atomic.Bool
-
-	switches atomic.Int64
-	adopted  atomic.Int64
-
-	// health is what the source knows of the bus: the cause of trouble,
-	// logged once per change, and the reconnect backoff.
-	health *busHealth
-	// heartbeatMs is the newest heartbeat interval the coordinator sent
-	// (0: none yet); heartbeatSaid is poked when it changes.
-	heartbeatMs   atomic.Int64
-	heartbeatSaid chan struct{}
+	switchWanted bool
+	// revokedBefore is the newest revocation the coordinator told of: a
+	// connection using a token issued before it is replaced at once.
+	revokedBefore time.Time
+	// heartbeat is the newest heartbeat interval the coordinator sent
+	// (0: none yet).
+	heartbeat time.Duration
+	// closed: Close was called; Do refuses new requests.
+	closed bool
 }
 
 // conn is one connection and the requests in flight on it.
@@ -94,13 +103,15 @@ type conn struct {
 	nc       *nats.Conn
 	subs     []*nats.Subscription
 	inflight sync.WaitGroup
-	closed   chan struct{}
-	// used is the token the connection last (re)connected with.
-	used atomic.Pointer[held]
-	// since is when it last (re)connected.
-	since atomic.Int64
+	closed   chan struct{} // closed by the connection's closed handler
+
+	// Guarded by the source's mu.
+	// used is the token the connection last (re)connected with, since
+	// when.
+	used  *held
+	since time.Time
 	// retiring: the source is closing it on purpose.
-	retiring atomic.Bool
+	retiring bool
 }
 
 // Start checks the bootstrap token, writes the token file, connects, asks
@@ -137,7 +148,9 @@ func Start(ctx context.Context, cfg Config, handlers ...Handler) (*TokenSource, 
 		cancel()
 		return nil, err
 	}
+	s.mu.Lock()
 	s.cur = c
+	s.mu.Unlock()
 	// A fresh token right away: the bootstrap one may be old. Failing here
 	// is not fatal; the current token still works and the loop retries.
 	if err := s.Refresh(ctx); err != nil {
@@ -154,17 +167,32 @@ func (s *TokenSource) Town() schemas.Town { return s.town }
 func (s *TokenSource) ContainerID() string { return s.cfg.ContainerID }
 
 // Token is the newest token held: what every request must carry.
-func (s *TokenSource) Token() string { return s.newest.Load().token }
+func (s *TokenSource) Token() string { return s.held().token }
 
 // Expires is when the newest token expires.
-func (s *TokenSource) Expires() time.Time { return s.newest.Load().claims.Expires() }
+func (s *TokenSource) Expires() time.Time { return s.held().claims.Expires() }
+
+// held is the newest token held.
+func (s *TokenSource) held() *held {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.newest
+}
 
 // Switches counts how many times the source moved to a new connection.
-func (s *TokenSource) Switches() int64 { return s.switches.Load() }
+func (s *TokenSource) Switches() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.switches
+}
 
 // Adopted counts the tokens the source has held, the bootstrap one
 // included: one more for every rotation or refresh it took.
-func (s *TokenSource) Adopted() int64 { return s.adopted.Load() }
+func (s *TokenSource) Adopted() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.adopted
+}
 
 // Conn is the current connection. Prefer Do for requests, so the connection
 // is not closed under them.
@@ -179,10 +207,11 @@ func (s *TokenSource) Conn() *nats.Conn {
 // dropping under a request: the container's own requests are all short
 // (token.get, bounded by RequestTimeout), and its callers are the hot path.
 func (s *TokenSource) Do(ctx context.Context, f func(ctx context.Context, nc *nats.Conn) error) error {
-	if s.closed.Load() {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
 		return errors.New("token source is closed")
 	}
-	s.mu.Lock()
 	c := s.cur
 	c.inflight.Add(1)
 	s.mu.Unlock()
@@ -220,7 +249,9 @@ func (s *TokenSource) Refresh(ctx context.Context) error {
 // HeartbeatInterval is the newest heartbeat interval the coordinator sent
 // in a TokenRotation, or 0 when it has sent none yet.
 func (s *TokenSource) HeartbeatInterval() time.Duration {
-	return time.Duration(s.heartbeatMs.Load()) * time.Millisecond
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.heartbeat
 }
 
 // HeartbeatIntervalChanged is signalled when HeartbeatInterval changes.
@@ -228,7 +259,15 @@ func (s *TokenSource) HeartbeatIntervalChanged() <-chan struct{} { return s.hear
 
 // noteHeartbeat records the coordinator's heartbeat interval (0: not said).
 func (s *TokenSource) noteHeartbeat(d time.Duration) {
-	if d <= 0 || s.heartbeatMs.Swap(d.Milliseconds()) == d.Milliseconds() {
+	d = d.Truncate(time.Millisecond) // as the wire has it
+	if d <= 0 {
+		return
+	}
+	s.mu.Lock()
+	same := s.heartbeat == d
+	s.heartbeat = d
+	s.mu.Unlock()
+	if same {
 		return
 	}
 	select {
@@ -240,28 +279,35 @@ func (s *TokenSource) noteHeartbeat(d time.Duration) {
 // noteRevoked records that the town's tokens issued before t are revoked,
 // and wakes the loop when that is news.
 func (s *TokenSource) noteRevoked(t time.Time) {
-	if t.IsZero() {
-		return
+	s.mu.Lock()
+	news := t.After(s.revokedBefore)
+	if news {
+		s.revokedBefore = t
 	}
-	for {
-		old := s.revokedBefore.Load()
-		if t.UnixNano() <= old {
-			return
-		}
-		if s.revokedBefore.CompareAndSwap(old, t.UnixNano()) {
-			s.poke()
-			return
-		}
+	s.mu.Unlock()
+	if news {
+		s.poke()
 	}
 }
 
-// revoked reports whether h was issued before the newest revocation told.
-func (s *TokenSource) revoked(h *held) bool {
-	return h.claims.Issued().UnixNano() < s.revokedBefore.Load()
+// revokedLocked reports whether h was issued before the newest revocation
+// told. Called with mu held.
+func (s *TokenSource) revokedLocked(h *held) bool {
+	return h.claims.Issued().Before(s.revokedBefore)
 }
 
-// accept adopts tok if it is a container token of this town newer than the
-// newest held: it is written to the token file first, then held.
+// want asks the loop for a fresh token and a new connection.
+func (s *TokenSource) want() {
+	s.mu.Lock()
+	s.refreshWanted, s.switchWanted = true, true
+	s.mu.Unlock()
+	s.poke()
+}
+
+// accept adopts tok if it is a container token of this town not older
+// than the newest held: it is written to the token file first, then held.
+// A token issued in the same millisecond as the one held (tokens differ by
+// their jti) is its equal, and the one received last is held.
 func (s *TokenSource) accept(tok string) error {
 	claims, err := schemas.PeekContainerClaims(tok)
 	if err != nil {
@@ -272,16 +318,18 @@ func (s *TokenSource) accept(tok string) error {
 	}
 	s.acceptMu.Lock()
 	defer s.acceptMu.Unlock()
-	if cur := s.newest.Load(); cur != nil && !claims.Issued().After(cur.claims.Issued()) {
-		return nil // not newer: nothing to do
+	if cur := s.held(); cur != nil && (tok == cur.token || claims.Issued().Before(cur.claims.Issued())) {
+		return nil // held already, or older: nothing to do
 	}
 	if s.cfg.TokenFile != "" {
 		if err := WriteTokenFile(s.cfg.TokenFile, tok); err != nil {
 			return errors.Mark(err, errTokenFile)
 		}
 	}
-	s.newest.Store(&held{token: tok, claims: claims})
-	s.adopted.Add(1)
+	s.mu.Lock()
+	s.newest = &held{token: tok, claims: claims}
+	s.adopted++
+	s.mu.Unlock()
 	s.log.Debug("new token held", keyExpires, claims.Expires())
 	s.poke()
 	return nil
@@ -349,10 +397,10 @@ func (s *TokenSource) dial(ctx context.Context) (*conn, error) {
 	nc, err := nats.Connect(s.cfg.URL,
 		nats.Name("gastown-container "+s.cfg.ContainerID),
 		nats.TokenHandler(func() string {
-			h := s.newest.Load()
-			c.used.Store(h)
-			c.since.Store(s.cfg.Now().UnixNano())
-			return h.token
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			c.used, c.since = s.newest, s.cfg.Now()
+			return s.newest.token
 		}),
 		nats.CustomInboxPrefix(s.town.Inbox()),
 		s.cfg.TLS.Option(),
@@ -366,7 +414,10 @@ func (s *TokenSource) dial(ctx context.Context) (*conn, error) {
 		nats.ReconnectHandler(func(*nats.Conn) { s.health.connected(); s.poke() }),
 		nats.ClosedHandler(func(*nats.Conn) { close(c.closed); s.poke() }),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if !s.closed.Load() && !c.retiring.Load() {
+			s.mu.Lock()
+			meant := s.closed || c.retiring
+			s.mu.Unlock()
+			if !meant {
 				s.health.disconnected(err, s.expired())
 			}
 		}),
@@ -380,9 +431,7 @@ func (s *TokenSource) dial(ctx context.Context) (*conn, error) {
 				return
 			}
 			if errors.Is(err, nats.ErrPermissionViolation) {
-				s.refreshWanted.Store(true)
-				s.switchWanted.Store(true)
-				s.poke()
+				s.want()
 			}
 		}),
 	)
@@ -390,10 +439,7 @@ func (s *TokenSource) dial(ctx context.Context) (*conn, error) {
 		return nil, s.dialError(err)
 	}
 	c.nc = nc
-	s.mu.Lock()
-	handlers := s.handlers
-	s.mu.Unlock()
-	for _, h := range handlers {
+	for _, h := range s.handlers {
 		sub, err := nc.QueueSubscribe(h.Subject, h.Queue, h.Handle)
 		if err != nil {
 			nc.Close()
@@ -421,70 +467,126 @@ func ctxOr(ctx context.Context, d time.Duration) context.Context {
 	return c
 }
 
-// switchAt is when a connection should be replaced: at half of its token's
-// remaining life when it connected.
-func (c *conn) switchAt() time.Time {
-	h := c.used.Load()
-	since := time.Unix(0, c.since.Load())
-	return since.Add(h.claims.Expires().Sub(since) / 2)
+// switchAtLocked is when a connection should be replaced: at half of its
+// token's remaining life when it connected. Called with the source's mu
+// held.
+func (c *conn) switchAtLocked() time.Time {
+	return c.since.Add(c.used.claims.Expires().Sub(c.since) / 2)
 }
+
+// Retry waits of the loop after a failed switch or refresh: retryMin
+// doubling up to a twentieth of the token's life left, at most retryMax.
+const (
+	retryMin = 50 * time.Millisecond
+	retryMax = 5 * time.Second
+)
+
+// step is what the loop does when it wakes.
+type step int
+
+const (
+	stepWait    step = iota // nothing is due
+	stepSwitch              // move to a new connection
+	stepRefresh             // ask for a fresh token
+)
 
 // loop moves to a new connection when the current one reaches half its
 // life (or was closed, or uses a revoked token, or lost its permissions)
 // and a newer token is held, and asks for a fresh token when the current
-// one reaches half its life without one.
+// one reaches half its life without one. After a failure it waits its
+// backoff even when the connection is past its switch time: an overdue
+// switch time alone would retry at once, in a tight loop against a bus or
+// coordinator that is down.
 func (s *TokenSource) loop() {
-	retry := time.Duration(0)
+	retry := backoff{lo: retryMin}
+	var failed time.Duration // the wait after a failure; 0: until the switch time
 	for {
-		s.mu.Lock()
-		c := s.cur
-		s.mu.Unlock()
-		wait := c.switchAt().Sub(s.cfg.Now())
-		if retry > 0 {
-			// After a failure, wait the backoff even when the connection is
-			// past its switch time: an overdue switchAt would retry at once,
-			// in a tight loop against a bus or coordinator that is down.
-			wait = retry
+		wait := failed
+		if wait == 0 {
+			wait = s.untilSwitch()
 		}
-		t := time.NewTimer(max(wait, 0))
-		select {
-		case <-s.ctx.Done():
-			t.Stop()
+		if !s.sleep(wait) {
 			return
-		case <-s.wake:
-		case <-t.C:
 		}
-		t.Stop()
-		retry = 0
-		used, newest := c.used.Load(), s.newest.Load()
-		due := !s.cfg.Now().Before(c.switchAt())
-		newer := newest.claims.Issued().After(used.claims.Issued())
-		lost := c.nc.IsClosed() && !s.closed.Load()
-		if lost || newer && (due || s.switchWanted.Load() || s.revoked(used)) {
+		failed = 0
+		switch s.next() {
+		case stepSwitch:
 			if err := s.switchConn(); err != nil {
 				s.log.Warn("could not open a connection with the new token; will retry", keyErr, err)
-				retry = s.backoff()
-			} else {
-				s.switchWanted.Store(false)
+				retry.hi = s.retryCeiling()
+				failed = retry.next()
+				continue
 			}
-			continue
-		}
-		if s.refreshWanted.Swap(false) || due {
+			s.mu.Lock()
+			s.switchWanted = false
+			s.mu.Unlock()
+			retry.reset()
+		case stepRefresh:
 			if err := s.Refresh(s.ctx); err != nil {
-				s.refreshWanted.Store(true)
+				s.mu.Lock()
+				s.refreshWanted = true
+				s.mu.Unlock()
 				s.log.Warn("could not get a fresh token; carrying on with the current one", keyErr, err)
 				// A coordinator that says when to ask again is believed,
 				// up to MaxRetryWait.
-				retry = max(s.backoff(), min(schemas.RetryAfterOf(err), MaxRetryWait))
+				retry.hi = s.retryCeiling()
+				failed = max(retry.next(), min(schemas.RetryAfterOf(err), MaxRetryWait))
+				continue
 			}
+			retry.reset()
 		}
 	}
 }
 
-func (s *TokenSource) backoff() time.Duration {
-	h := s.newest.Load()
-	left := h.claims.Expires().Sub(s.cfg.Now())
-	return min(max(left/20, 50*time.Millisecond), 5*time.Second)
+// untilSwitch is the time left until the current connection's switch time.
+func (s *TokenSource) untilSwitch() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cur.switchAtLocked().Sub(s.cfg.Now())
+}
+
+// sleep waits d (not at all when it is not positive) or until the loop is
+// poked; it reports false when the source is closing.
+func (s *TokenSource) sleep(d time.Duration) bool {
+	t := time.NewTimer(max(d, 0))
+	defer t.Stop()
+	select {
+	case <-s.ctx.Done():
+		return false
+	case <-s.wake:
+	case <-t.C:
+	}
+	return true
+}
+
+// next decides the loop's step from the source's state: a switch when the
+// connection was lost, or a newer token is held and the connection is due
+// (or asked to move, or uses a revoked token); else a refresh when one was
+// asked for or the connection is due without a newer token.
+func (s *TokenSource) next() step {
+	s.mu.Lock()
+	c := s.cur
+	s.mu.Unlock()
+	closedConn := c.nc.IsClosed() // not under mu: see TokenSource
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	due := !s.cfg.Now().Before(c.switchAtLocked())
+	newer := s.newest.claims.Issued().After(c.used.claims.Issued())
+	if closedConn && !s.closed || newer && (due || s.switchWanted || s.revokedLocked(c.used)) {
+		return stepSwitch
+	}
+	if s.refreshWanted || due {
+		s.refreshWanted = false
+		return stepRefresh
+	}
+	return stepWait
+}
+
+// retryCeiling is the longest retry wait of the loop: a twentieth of the
+// newest token's life left, between retryMin and retryMax.
+func (s *TokenSource) retryCeiling() time.Duration {
+	left := s.held().claims.Expires().Sub(s.cfg.Now())
+	return min(max(left/20, retryMin), retryMax)
 }
 
 // switchConn opens a connection with the newest token, moves new requests
@@ -497,9 +599,10 @@ func (s *TokenSource) switchConn() error {
 	s.mu.Lock()
 	old := s.cur
 	s.cur = c
+	s.switches++
+	switchAt := c.switchAtLocked()
 	s.mu.Unlock()
-	s.switches.Add(1)
-	s.log.Debug("moved to a new connection", keySwitch, c.switchAt())
+	s.log.Debug("moved to a new connection", keySwitch, switchAt)
 	s.wg.Go(func() { s.retire(old) })
 	return nil
 }
@@ -507,7 +610,9 @@ func (s *TokenSource) switchConn() error {
 // retire waits for old's requests in flight (at most DrainTimeout), then
 // drains it: its subscriptions finish the messages they hold, and it closes.
 func (s *TokenSource) retire(old *conn) {
-	old.retiring.Store(true)
+	s.mu.Lock()
+	old.retiring = true
+	s.mu.Unlock()
 	if !waitTimeout(&old.inflight, s.cfg.DrainTimeout) {
 		s.log.Warn("closing an old connection with requests still in flight")
 	}
@@ -538,7 +643,11 @@ func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
 
 // Close stops the source and closes its connections. Safe to call twice.
 func (s *TokenSource) Close() {
-	if !s.closed.CompareAndSwap(false, true) {
+	s.mu.Lock()
+	already := s.closed
+	s.closed = true
+	s.mu.Unlock()
+	if already {
 		return
 	}
 	s.cancel()
@@ -547,5 +656,20 @@ func (s *TokenSource) Close() {
 	c := s.cur
 	s.mu.Unlock()
 	waitTimeout(&c.inflight, s.cfg.DrainTimeout)
+	c.unsubscribe(s.cfg.RequestTimeout)
 	c.nc.Close()
+}
+
+// unsubscribe takes the connection's subscriptions off the bus and waits
+// (at most d) until the server has them off: from then on a request to
+// the container (a dispatch) finds no responder at once, rather than
+// reaching a connection about to close and waiting out its timeout.
+func (c *conn) unsubscribe(d time.Duration) {
+	if !c.nc.IsConnected() {
+		return // the server dropped them with the connection, or will
+	}
+	for _, sub := range c.subs {
+		_ = sub.Unsubscribe()
+	}
+	_ = c.nc.FlushTimeout(d)
 }

@@ -45,10 +45,20 @@ type options struct {
 	startTowns   int
 	startups     int
 	startTimeout time.Duration
+	// The cluster phase (cluster.go).
+	clusterTowns      int
+	clusterConnects   int
+	leaseTTL          time.Duration
+	failoverKills     int
+	failoverEvery     time.Duration
+	failoverTimeout   time.Duration
+	natsServer        string
+	clusterProfile    string
+	clusterRotProfile string
 }
 
 // phases in the order they run.
-var phases = []string{"rpc", "fairness", "rotation", "heartbeat", "memory", "startup"}
+var phases = []string{"rpc", "fairness", "rotation", "heartbeat", "memory", "startup", "cluster"}
 
 func main() {
 	var o options
@@ -70,6 +80,15 @@ func main() {
 	flag.IntVar(&o.startTowns, "startup-towns", 1000, "towns in the store of the start-up measurement")
 	flag.IntVar(&o.startups, "startups", 3, "start-ups of each store (the median is reported)")
 	flag.DurationVar(&o.startTimeout, "startup-timeout", time.Minute, "give up on a start-up after this long")
+	flag.IntVar(&o.clusterTowns, "cluster-towns", 1000, "towns, each with a connected container, in the cluster phase's rotation and coordinator failover")
+	flag.IntVar(&o.clusterConnects, "cluster-connects", 200, "connects of each kind (container token through the callout, nkey) in the cluster phase")
+	flag.DurationVar(&o.leaseTTL, "cluster-lease-ttl", 3*time.Second, "lease TTL (--lease-ttl) of the coordinators in the cluster phase's coordinator failover (whole seconds, at least 2s)")
+	flag.IntVar(&o.failoverKills, "failover-kills", 2, "SIGKILLs of a stream leader in the cluster phase's node failover (each killed node is restarted before the next)")
+	flag.DurationVar(&o.failoverEvery, "failover-write-every", 10*time.Millisecond, "one KV write this often during the node failover")
+	flag.DurationVar(&o.failoverTimeout, "failover-write-timeout", 500*time.Millisecond, "deadline of each KV write during the node failover")
+	flag.StringVar(&o.natsServer, "nats-server", "bin/nats-server", "the nats-server binary of the node failover (real processes; $GASTOWN_NATS_SERVER wins)")
+	flag.StringVar(&o.clusterProfile, "cluster-cpuprofile", "", "write a CPU profile of an extra authenticated RPC run across the cluster (concurrent callers) to this file")
+	flag.StringVar(&o.clusterRotProfile, "cluster-rotation-cpuprofile", "", "write a CPU profile of extra rotation rounds on the cluster (after the measured ones) to this file")
 	flag.BoolVar(&serveMetrics, "metrics", true, "daemons serve Prometheus metrics on a free loopback port, as --metrics-listen does (false: no instruments at all)")
 	flag.Parse()
 	if err := o.check(); err != nil {
@@ -106,6 +125,12 @@ func (o options) check() error {
 		return fmt.Errorf("-duration, -rounds, -concurrency and -flood-rate must be positive")
 	case o.rotTowns < 1 || o.rotRounds < 1 || o.rotInflight < 1 || o.agentTowns < 1 || o.agentsPer < 1 || o.startTowns < 0 || o.startups < 1:
 		return fmt.Errorf("counts must be positive")
+	case o.clusterTowns < 2 || o.clusterConnects < 1 || o.failoverKills < 1:
+		return fmt.Errorf("-cluster-towns must be at least 2 (two coordinators share them), -cluster-connects and -failover-kills at least 1")
+	case o.leaseTTL < 2*time.Second || o.leaseTTL%time.Second != 0:
+		return fmt.Errorf("-cluster-lease-ttl must be whole seconds, at least 2s (JetStream counts TTLs in seconds), not %s", o.leaseTTL)
+	case o.failoverEvery <= 0 || o.failoverTimeout <= 0:
+		return fmt.Errorf("-failover-write-every and -failover-write-timeout must be positive")
 	}
 	return nil
 }
@@ -133,6 +158,7 @@ func run(ctx context.Context, o options) ([]Result, error) {
 		{"heartbeat", benchHeartbeat},
 		{"memory", benchMemory},
 		{"startup", benchStartup},
+		{"cluster", benchClusterPhase},
 	}
 	results := []Result{loadResult("env.loadavg.start"), {Name: "env.cpus", Value: float64(runtime.NumCPU()), Unit: "cpus",
 		Note: fmt.Sprintf("GOMAXPROCS %d, %s", runtime.GOMAXPROCS(0), runtime.Version())}}

@@ -83,7 +83,7 @@ func benchRotation(ctx context.Context, o options) ([]Result, error) {
 	}
 	// A rotation costs a container an acknowledgement: its connection moves
 	// to the newest token at half its life, not per rotation.
-	times, err := rotateAll(ctx, d, o, "agentclient", func() (func() error, error) {
+	times, err := rotateAll(ctx, d.Conn(), o, "agentclient", func() (func() error, error) {
 		return func() error { return settle(ctx, d, n) }, nil
 	})
 	if err != nil {
@@ -155,7 +155,7 @@ func benchRotation(ctx context.Context, o options) ([]Result, error) {
 	if err := settle(ctx, d, n); err != nil {
 		return nil, err
 	}
-	bareTimes, err := rotateAll(ctx, d, o, "bare", func() (func() error, error) { return func() error { return nil }, nil })
+	bareTimes, err := rotateAll(ctx, d.Conn(), o, "bare", func() (func() error, error) { return func() error { return nil }, nil })
 	if err != nil {
 		return nil, err
 	}
@@ -236,9 +236,10 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// rotateAll forces o.rotRounds rotations of every town and times each
-// round. prepare runs before a round and returns what to wait for after it.
-func rotateAll(ctx context.Context, d *daemon, o options, kind string, prepare func() (func() error, error)) (rounds, error) {
+// rotateAll forces o.rotRounds rotations of every town through the admin
+// connection nc and times each round. prepare runs before a round and
+// returns what to wait for after it.
+func rotateAll(ctx context.Context, nc *nats.Conn, o options, kind string, prepare func() (func() error, error)) (rounds, error) {
 	n := o.rotTowns
 	var times rounds
 	for r := range o.rotRounds {
@@ -253,7 +254,7 @@ func rotateAll(ctx context.Context, d *daemon, o options, kind string, prepare f
 		start := time.Now()
 		_, err = parallel(ctx, n, o.rotInflight, func(i int) error {
 			var res schemas.RotateResult
-			err := admin(ctx, d.Conn(), schemas.AdminTokenRotate, schemas.TownRequest{TownID: townName(i)}, &res)
+			err := admin(ctx, nc, schemas.AdminTokenRotate, schemas.TownRequest{TownID: townName(i)}, &res)
 			mu.Lock()
 			defer mu.Unlock()
 			switch {

@@ -82,6 +82,9 @@ type Callout struct {
 	unsealErr atomic.Pointer[string]
 	answered  atomic.Int64
 	closeOnce sync.Once
+	// slots bounds the requests decided at once; wg waits for them.
+	slots chan struct{}
+	wg    sync.WaitGroup
 }
 
 // StartCallout subscribes nc (the coordinator's connection to the auth
@@ -109,7 +112,8 @@ func StartCallout(nc *nats.Conn, cfg CalloutConfig) (*Callout, error) {
 		log: cfg.Logger, noRecords: true}
 	a.authLimits = newAuthLimits(limits, cfg.Logger)
 	c := &Callout{auth: a, issuer: cfg.Issuer, xkey: cfg.XKey, log: cfg.Logger, probe: probe}
-	if c.sub, err = nc.QueueSubscribe(AuthCalloutSubject, CalloutQueue, c.handle); err != nil {
+	c.slots = make(chan struct{}, calloutWorkers)
+	if c.sub, err = nc.QueueSubscribe(AuthCalloutSubject, CalloutQueue, c.dispatch); err != nil {
 		return nil, errors.Wrap(err, "subscribing to the auth callout")
 	}
 	if err := nc.Flush(); err != nil {
@@ -122,6 +126,24 @@ func StartCallout(nc *nats.Conn, cfg CalloutConfig) (*Callout, error) {
 // Close stops answering. Safe to call twice.
 func (c *Callout) Close() {
 	c.closeOnce.Do(func() { _ = c.sub.Unsubscribe() })
+	c.wg.Wait()
+}
+
+// calloutWorkers is how many authorization requests one coordinator
+// decides at once: a connect storm (every container reconnecting after a
+// node died) is not answered one at a time, past the servers' 2 s
+// timeout; and a flood of garbage cannot take more than these.
+const calloutWorkers = 32
+
+// dispatch hands a request to a free worker, waiting for one: the
+// subscription's own goroutine then stops reading, and the server's
+// timeout refuses what waits too long, as it would a slow answer.
+func (c *Callout) dispatch(m *nats.Msg) {
+	c.slots <- struct{}{}
+	c.wg.Go(func() {
+		defer func() { <-c.slots }()
+		c.handle(m)
+	})
 }
 
 // Refused is how many connections the callout refused, by reason.

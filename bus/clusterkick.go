@@ -67,6 +67,30 @@ func (k *ClusterKicker) Kick(townID string, issuedBefore time.Time) int {
 	return n
 }
 
+// KickLater sweeps the town once, after the second sweep's delay, in the
+// background. Every coordinator calls it when its watch of the tokens
+// bucket first sees a town's newer revocation (red-team finding, see
+// attack/cluster_test.go): the coordinator that saved the revocation may
+// have died before its own sweeps, and this coordinator's callout may
+// have admitted an old token before its cache saw the revocation. (A
+// node cut off during every sweep is swept again only by a coordinator
+// connected to it, when its watch catches up.) The delay lets any such connection
+// register, and the revoking coordinator's own sweeps count first.
+func (k *ClusterKicker) KickLater(townID string, issuedBefore time.Time) {
+	k.wg.Go(func() {
+		select {
+		case <-k.stop:
+			return
+		case <-time.After(k.again):
+		}
+		if n, err := k.sweep(townID, issuedBefore); err != nil {
+			k.log.Warn("could not close every connection using revoked tokens", KeyTown, townID, KeyErr, err)
+		} else if n > 0 {
+			k.log.Info("closed connections using revoked tokens that another coordinator left", KeyTown, townID, "count", n)
+		}
+	})
+}
+
 // Close stops the pending second sweeps and waits for them.
 func (k *ClusterKicker) Close() {
 	k.once.Do(func() { close(k.stop) })
@@ -95,7 +119,7 @@ const connzPage = 4096
 // sweep kicks what it finds now.
 func (k *ClusterKicker) sweep(townID string, before time.Time) (int, error) {
 	targets := map[string][]uint64{}
-	msgs, err := pingAll(k.sys, "$SYS.REQ.SERVER.PING.CONNZ", connzBody(0))
+	msgs, err := pingAll(k.sys, "$SYS.REQ.SERVER.PING.CONNZ", connzBody(0), len(k.sys.Servers()))
 	if err != nil {
 		return 0, errors.Wrap(err, "asking the servers for connections")
 	}
@@ -170,9 +194,10 @@ func connzBody(offset int) []byte {
 }
 
 // pingAll asks every server of the cluster, through the system account,
-// collecting answers until none has come for a moment or kickWait has
-// passed.
-func pingAll(sys *nats.Conn, subject string, body []byte) ([]*nats.Msg, error) {
+// collecting answers until expect have come (the servers the connection
+// knows of) and then none for a moment, or kickWait has passed: a
+// server slow to answer (loaded) is still waited for.
+func pingAll(sys *nats.Conn, subject string, body []byte, expect int) ([]*nats.Msg, error) {
 	inbox := sys.NewInbox()
 	ch := make(chan *nats.Msg, 64)
 	sub, err := sys.ChanSubscribe(inbox, ch)
@@ -192,7 +217,9 @@ func pingAll(sys *nats.Conn, subject string, body []byte) ([]*nats.Msg, error) {
 		select {
 		case m := <-ch:
 			out = append(out, m)
-			quiet.Reset(200 * time.Millisecond)
+			if len(out) >= expect {
+				quiet.Reset(200 * time.Millisecond)
+			}
 		case <-quiet.C:
 			return out, nil
 		case <-deadline.C:
@@ -201,10 +228,12 @@ func pingAll(sys *nats.Conn, subject string, body []byte) ([]*nats.Msg, error) {
 	}
 }
 
-// JetStreamServers counts the servers of the cluster that run JetStream,
-// asking through sys, a connection to the system account.
+// JetStreamServers is how many servers JetStream's meta group has (the
+// peers it knows, up or down: a cluster with a node down still has the
+// nodes to hold its replicas), asking through sys, a connection to the
+// system account. A lone server with JetStream counts 1.
 func JetStreamServers(sys *nats.Conn) (int, error) {
-	msgs, err := pingAll(sys, "$SYS.REQ.SERVER.PING.JSZ", nil)
+	msgs, err := pingAll(sys, "$SYS.REQ.SERVER.PING.JSZ", nil, len(sys.Servers()))
 	if err != nil {
 		return 0, errors.Wrap(err, "asking the servers about JetStream")
 	}
@@ -214,10 +243,20 @@ func JetStreamServers(sys *nats.Conn) (int, error) {
 			Server struct {
 				JetStream bool `json:"jetstream"`
 			} `json:"server"`
+			Data struct {
+				Meta *struct {
+					Size int `json:"cluster_size"`
+				} `json:"meta_cluster"`
+			} `json:"data"`
 		}
-		if json.Unmarshal(m.Data, &r) == nil && r.Server.JetStream {
-			n++
+		if json.Unmarshal(m.Data, &r) != nil || !r.Server.JetStream {
+			continue
 		}
+		size := 1
+		if r.Data.Meta != nil && r.Data.Meta.Size > 0 {
+			size = r.Data.Meta.Size
+		}
+		n = max(n, size)
 	}
 	return n, nil
 }

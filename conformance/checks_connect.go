@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/errors"
+	"github.com/gastown/gastown/agentclient"
 	"github.com/gastown/gastown/schemas"
 )
 
@@ -82,11 +83,11 @@ func (k *kit) readTokenFileAs(bare bool) (tokenFileState, error) {
 	var st tokenFileState
 	info, err := os.Stat(k.tokenFile)
 	if err != nil {
-		return st, errors.Wrap(err, "GASTOWN_TOKEN_FILE")
+		return st, errors.Wrap(err, agentclient.EnvTokenFile)
 	}
 	b, err := os.ReadFile(k.tokenFile)
 	if err != nil {
-		return st, errors.Wrap(err, "GASTOWN_TOKEN_FILE")
+		return st, errors.Wrap(err, agentclient.EnvTokenFile)
 	}
 	st.token, st.info = string(b), info
 	if !bare {

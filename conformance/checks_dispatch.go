@@ -394,7 +394,7 @@ func (k *kit) checkEnv(rep Report, req schemas.StartAgent) error {
 			problems = append(problems, name+" is the container's own secret")
 		case strings.Contains(v, k.bootstrap) || looksLikeToken(v):
 			problems = append(problems, name+" holds a token")
-		case name == agentclient.EnvContainerToken || name == agentclient.EnvContainerID || name == "GASTOWN_AGENT_COMMAND":
+		case name == agentclient.EnvContainerToken || name == agentclient.EnvContainerID || name == agentclient.EnvAgentCommand:
 			problems = append(problems, name+" is one of the container's own settings")
 		case !slices.Contains(allowed, name) && !fromDispatch:
 			problems = append(problems, name+" is not on the allow-list")

@@ -186,7 +186,7 @@ func (k *kit) startContainer() error {
 		agentclient.EnvNatsURL + "=" + k.proxy.url(),
 		agentclient.EnvContainerID + "=" + DefaultContainerID,
 		agentclient.EnvTokenFile + "=" + k.tokenFile,
-		"GASTOWN_AGENT_COMMAND=" + k.cfg.AgentCommand,
+		agentclient.EnvAgentCommand + "=" + k.cfg.AgentCommand,
 	}
 	for name, v := range k.decoys {
 		env = append(env, name+"="+v)

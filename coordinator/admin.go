@@ -34,7 +34,7 @@ func adminMethod[R validator](c *Coordinator, h func(ctx context.Context, req R)
 			_ = bus.RespondError(m, schemas.NewError(schemas.CodeInvalidArgument, "%s", err.Error()))
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.DispatchTimeout+c.cfg.RequestTimeout) // sling dispatches
+		ctx, cancel := context.WithTimeout(c.runCtx, c.cfg.DispatchTimeout+c.cfg.RequestTimeout) // sling dispatches; Close cancels
 		defer cancel()
 		res, err := h(ctx, req)
 		if err != nil {

@@ -128,7 +128,7 @@ func (c *Coordinator) townSummary(t Town) schemas.TownSummary {
 		}
 	}
 	for _, b := range c.st.beads.List(func(_ string, b Bead) bool { return b.TownID == t.TownID }) {
-		s.Beads[b.Status]++
+		s.Beads[b.Status.String()]++
 	}
 	return s
 }

@@ -249,8 +249,11 @@ func TestClusterMisconfigurationIsLoud(t *testing.T) {
 	err = try(func(*cluster.Creds) {}, 5)
 	require.ErrorContains(t, err, "--replicas 5 needs at least 5 servers with JetStream, and the cluster has 3")
 
-	// And with the right keys it starts.
+	// And with the right keys it starts, with a node down too: the
+	// cluster still has the nodes for three replicas, and a quorum.
 	require.NoError(t, try(func(*cluster.Creds) {}, 0))
+	o.c.Stop(2)
+	require.NoError(t, try(func(*cluster.Creds) {}, 0), "a coordinator starts with one node of three down")
 }
 
 // TestClusterRotationAndLeases: two coordinators share the towns' leases

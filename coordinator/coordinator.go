@@ -66,7 +66,7 @@ type Coordinator struct {
 	handMu    sync.Mutex
 	closing   bool
 	handlers  sync.WaitGroup
-	runCtx    context.Context // done when Close begins stopping the loops
+	runCtx    context.Context // every handler's and loop's; done when Close begins
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	subs      []*nats.Subscription
@@ -112,6 +112,13 @@ func New(ctx context.Context, nc *nats.Conn, issuer *token.Issuer, cfg Config, o
 	tokens := c.tokens
 	loadCtx, stop := context.WithTimeout(ctx, 30*time.Second)
 	defer stop()
+	// On a cluster every coordinator sweeps a town again when its watch
+	// sees the town's revocation, not only the one that saved it (see
+	// ClusterKicker.KickLater).
+	if k, ok := c.kicker.(interface{ KickLater(string, time.Time) }); ok {
+		f := k.KickLater
+		tokens.onRevoke.Store(&f)
+	}
 	if err := tokens.open(loadCtx, runCtx, js, cfg.Replicas, &c.wg); err != nil {
 		cancel()
 		return nil, errors.WithHint(errors.Wrap(err, "loading token state"), "is JetStream enabled on the NATS server?")
@@ -204,8 +211,11 @@ func (c *Coordinator) spawn(f func()) {
 	}()
 }
 
-// Close stops every handler and loop and waits for them. It is safe to call
-// twice. It does not close the connection it was given.
+// Close stops every handler and loop and waits for them: it takes no new
+// requests, cancels the context every handler and loop runs under (so a
+// dispatch waiting on a container ends now, not at its deadline), then
+// waits for the handlers and the loops. It is safe to call twice. It does
+// not close the connection it was given.
 func (c *Coordinator) Close() {
 	c.closeOnce.Do(func() {
 		for _, s := range c.subs {
@@ -214,8 +224,8 @@ func (c *Coordinator) Close() {
 		c.handMu.Lock()
 		c.closing = true
 		c.handMu.Unlock()
-		c.handlers.Wait()
 		c.cancel()
+		c.handlers.Wait() // before wg.Wait: a handler may still start a goroutine of wg
 		c.wg.Wait()
 		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RequestTimeout)
 		defer cancel()
@@ -223,7 +233,9 @@ func (c *Coordinator) Close() {
 	})
 }
 
-func (c *Coordinator) now() time.Time { return c.cfg.Now() }
+// now is the coordinator's one clock: Config.Now, in UTC, so that every
+// time it stores and sends reads the same way.
+func (c *Coordinator) now() time.Time { return c.cfg.Now().UTC() }
 
 // leaseLoop keeps this coordinator's towns' leases until ctx is done.
 func (c *Coordinator) leaseLoop(ctx context.Context) { c.leases.run(ctx) }

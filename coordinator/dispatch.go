@@ -21,18 +21,7 @@ func (c *Coordinator) dispatch(ctx context.Context, townID, agentID string) erro
 	key := schemas.Key(townID, agentID)
 	runID := newRunID()
 	now := c.now()
-	a, err := c.st.agents.Update(ctx, key, func(a *Agent) error {
-		switch {
-		case a.Status == AgentWorking && a.RunID != "":
-			return schemas.NewError(schemas.CodeConflict, "agent %s is already running (run %s)", agentID, a.RunID)
-		case a.Status == AgentStalled:
-			return schemas.NewError(schemas.CodeConflict, "agent %s is stalled in a crash loop, waiting for triage", agentID)
-		case a.NextAttemptAt.After(now):
-			return schemas.NewError(schemas.CodeConflict, "agent %s is cooling down until %s", agentID, a.NextAttemptAt.UTC().Format("15:04:05"))
-		}
-		a.RunID, a.Status, a.DispatchedAt, a.UpdatedAt = runID, AgentWorking, now, now
-		return nil
-	})
+	a, err := c.st.agents.Update(ctx, key, func(a *Agent) error { return startRun(a, runID, now) })
 	if err != nil {
 		return err
 	}
@@ -56,15 +45,7 @@ func (c *Coordinator) dispatch(ctx context.Context, townID, agentID string) erro
 	case res.RunID != runID:
 		return c.dispatchFailed(ctx, a, runID, "container answered for another run")
 	}
-	if _, err := c.st.agents.Update(ctx, key, func(a *Agent) error {
-		if a.RunID != runID {
-			return errStaleRun
-		}
-		a.Attempts, a.LastError, a.AwaitsContainer, a.UpdatedAt = 0, "", false, c.now()
-		return nil
-	}); err != nil && !errors.Is(err, errStaleRun) {
-		c.log.Warn("recording a started run", KeyTown, townID, KeyAgent, agentID, KeyErr, err)
-	}
+	c.runStarted(ctx, townID, agentID, runID)
 	if a.Hook != "" {
 		c.setBeadStatus(ctx, townID, a.Hook, BeadInProgress, BeadOpen)
 	}
@@ -73,22 +54,19 @@ func (c *Coordinator) dispatch(ctx context.Context, townID, agentID string) erro
 	return nil
 }
 
-// errStaleRun abandons a write about a run that is no longer current.
-var errStaleRun = schemas.NewError(schemas.CodeConflict, "stale run: a newer run of the agent exists")
-
 // dispatchFailed records a failed dispatch: the agent waits the cooldown,
 // and after MaxAttempts its bead fails and it is unhooked.
 func (c *Coordinator) dispatchFailed(ctx context.Context, a Agent, runID, reason string) error {
 	c.metrics.dispatchFailed()
+	// A dispatch cut short by Close is recorded all the same (a short
+	// write, which Close waits for), so no run that never started is left
+	// working in the store.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.RequestTimeout)
+	defer cancel()
 	var failed string
 	now := c.now()
-	if _, err := c.st.agents.Update(ctx, schemas.Key(a.TownID, a.AgentID), func(a *Agent) error {
-		if a.RunID != runID {
-			return errStaleRun
-		}
+	if _, err := c.endRun(ctx, a.TownID, a.AgentID, runID, endNotStarted, reason, func(a *Agent) error {
 		failed = ""
-		a.Status, a.RunID, a.LastError, a.UpdatedAt = AgentIdle, "", reason, now
-		a.NextAttemptAt = now.Add(c.cfg.DispatchCooldown)
 		// No container is not the work's fault: it is not an attempt, and
 		// the container connecting ends the cooldown.
 		if a.AwaitsContainer = reason == reasonNoContainer; a.AwaitsContainer {
@@ -114,24 +92,6 @@ func (c *Coordinator) dispatchFailed(ctx context.Context, a Agent, runID, reason
 		c.log.Warn("bead failed after too many dispatch attempts", KeyTown, a.TownID, KeyBead, failed, KeyCount, c.cfg.MaxAttempts)
 	}
 	return schemas.NewError(schemas.CodeUnavailable, "dispatch of %s failed: %s", a.AgentID, reason)
-}
-
-// setBeadStatus moves a bead to status, but only from one of the given
-// statuses (any non-final one when none are given).
-func (c *Coordinator) setBeadStatus(ctx context.Context, townID, beadID, status string, from ...string) {
-	_, err := c.st.beads.Update(ctx, schemas.Key(townID, beadID), func(b *Bead) error {
-		if b.Final() || (len(from) > 0 && !contains(from, b.Status)) {
-			return errNoChange
-		}
-		b.Status, b.UpdatedAt = status, c.now()
-		if status == BeadFailed {
-			b.Assignee = ""
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, errNoChange) {
-		c.log.Warn("updating bead status", KeyTown, townID, KeyBead, beadID, KeyErr, err)
-	}
 }
 
 var errNoChange = errors.New("no change")

@@ -40,6 +40,10 @@ func (c *Coordinator) toolDone(ctx context.Context, caller Caller, r schemas.Don
 	if src.Final() || src.Status == BeadInReview && !found {
 		return nil, schemas.NewError(schemas.CodeConflict, "bead %s is %s", src.BeadID, src.Status)
 	}
+	// Four writes; after a crash between two, what finishes the step:
+	// 1. the merge request: the run sends done again (its reply was lost)
+	// and finds it; a run that ends first is dispatched again, its bead on
+	// its hook, and does the same.
 	if !found {
 		var err error
 		mr, err = c.createBead(ctx, schemas.BeadCreate{TownID: caller.TownID, Type: BeadMergeRequest, RigID: a.RigID,
@@ -50,17 +54,21 @@ func (c *Coordinator) toolDone(ctx context.Context, caller Caller, r schemas.Don
 			return nil, err
 		}
 	}
+	// 2. the bead in review: repair rule 1 unhooks the polecat once its run
+	// ends, and rule 5 feeds the merge request to the refinery.
 	c.setBeadStatus(ctx, caller.TownID, src.BeadID, BeadInReview, BeadOpen, BeadInProgress)
-	if _, err := c.st.agents.Update(ctx, schemas.Key(caller.TownID, caller.AgentID), func(x *Agent) error {
+	// 3. the polecat unhooked: repair rule 5 feeds the merge request.
+	if _, err := c.endRun(ctx, caller.TownID, caller.AgentID, r.RunID, endDone, "", func(x *Agent) error {
 		if x.Hook != src.BeadID {
 			return errNoChange
 		}
-		x.Hook, x.Status, x.RunID, x.Attempts, x.UpdatedAt = "", AgentIdle, "", 0, c.now().UTC()
+		x.Hook, x.Attempts = "", 0
 		return nil
 	}); err != nil && !errors.Is(err, errNoChange) {
 		return nil, err
 	}
 	c.log.Info("polecat done; merge request created", KeyTown, caller.TownID, KeyAgent, caller.AgentID, KeyBead, src.BeadID, "mergeRequest", mr.BeadID)
+	// 4. the review queue: a hook (its rule) and a dispatch (patrol's).
 	c.feedRefinery(ctx, caller.TownID, a.RigID)
 	return DoneResult{MergeRequest: mr.BeadID, SourceBead: src.BeadID}, nil
 }
@@ -98,41 +106,43 @@ func refineryID(rigID string) string {
 // feedRefinery hooks the oldest waiting merge request of the rig to its
 // refinery, if the refinery is free, and dispatches it: the review queue.
 func (c *Coordinator) feedRefinery(ctx context.Context, townID, rigID string) {
+	ref, ok := c.hookRefinery(ctx, townID, rigID)
+	if !ok {
+		return
+	}
+	// A crash here: patrol dispatches the hooked refinery.
+	if err := c.dispatch(ctx, townID, ref); err != nil {
+		c.log.Info("refinery dispatch deferred to patrol", KeyTown, townID, KeyAgent, ref, KeyErr, err)
+	}
+}
+
+// hookRefinery hooks the oldest waiting merge request of the rig to the
+// rig's refinery (made on first use) if it is free. It reports the
+// refinery and whether it was left hooked.
+func (c *Coordinator) hookRefinery(ctx context.Context, townID, rigID string) (string, bool) {
 	queue := c.st.beads.List(func(_ string, b Bead) bool {
 		return b.TownID == townID && b.RigID == rigID && b.Type == BeadMergeRequest && b.Status == BeadOpen && b.Assignee == ""
 	})
 	if len(queue) == 0 {
-		return
+		return "", false
 	}
 	sort.Slice(queue, func(i, j int) bool { return queue[i].CreatedAt.Before(queue[j].CreatedAt) })
 	ref := refineryID(rigID)
-	now := c.now().UTC()
-	_, err := c.st.agents.Upsert(ctx, schemas.Key(townID, ref), func(a *Agent) error {
-		if a.AgentID == "" {
-			*a = Agent{TownID: townID, AgentID: ref, RigID: rigID, Role: schemas.RoleRefinery, Status: AgentIdle}
-		}
-		if a.Hook != "" || a.Status == AgentWorking {
-			return errNoChange // busy: the queue waits
-		}
-		a.Hook, a.Attempts, a.NextAttemptAt, a.UpdatedAt = queue[0].BeadID, 0, now, now
-		return nil
-	})
-	if errors.Is(err, errNoChange) {
-		return
+	hooked, err := c.hook(ctx, townID, queue[0].BeadID, func(hook func(*Agent) error) (string, error) {
+		_, err := c.st.agents.Upsert(ctx, schemas.Key(townID, ref), func(a *Agent) error {
+			if a.AgentID == "" {
+				*a = newAgent(townID, ref, rigID, schemas.RoleRefinery)
+			}
+			return hook(a)
+		})
+		return ref, err
+	}, func(b *Bead) error { return b.move(BeadInProgress, c.now()) })
+	if err != nil && !errors.Is(err, schemas.ErrConflict) {
+		c.log.Warn("hooking refinery", KeyTown, townID, KeyAgent, ref, KeyBead, queue[0].BeadID, KeyErr, err)
 	}
-	if err != nil {
-		c.log.Warn("hooking refinery", KeyTown, townID, KeyAgent, ref, KeyErr, err)
-		return
-	}
-	if _, err := c.st.beads.Update(ctx, schemas.Key(townID, queue[0].BeadID), func(b *Bead) error {
-		b.Assignee, b.Status = ref, BeadInProgress
-		return nil
-	}); err != nil {
-		c.log.Warn("assigning merge request", KeyTown, townID, KeyBead, queue[0].BeadID, KeyErr, err)
-	}
-	if err := c.dispatch(ctx, townID, ref); err != nil {
-		c.log.Info("refinery dispatch deferred to patrol", KeyTown, townID, KeyAgent, ref, KeyErr, err)
-	}
+	// On a conflict the refinery is busy (the queue waits) or the merge
+	// request was taken; a failed bead write left it hooked (hook's rule).
+	return ref, hooked != ""
 }
 
 // toolReviewComplete: the refinery's verdict. Merged closes the source
@@ -157,24 +167,24 @@ func (c *Coordinator) toolReviewComplete(ctx context.Context, caller Caller, r s
 	if r.Outcome != schemas.ReviewMerged {
 		final = BeadFailed
 	}
+	// After a crash between the writes, what finishes the step: the merge
+	// request decided: repair rule 3 closes the source bead or sends it
+	// back to work, rule 1 unhooks the refinery once its run ends, and
+	// rule 5 feeds it the next merge request.
 	if _, err := c.st.beads.Update(ctx, schemas.Key(caller.TownID, mr.BeadID), func(b *Bead) error {
-		if b.Final() {
-			return schemas.NewError(schemas.CodeConflict, "merge request %s is already %s", r.BeadID, b.Status)
-		}
-		b.Status, b.Summary, b.UpdatedAt = final, r.Note, c.now().UTC()
-		return nil
+		b.Summary = r.Note
+		return b.move(final, c.now())
 	}); err != nil {
 		return nil, err
 	}
 	c.unhook(ctx, caller.TownID, caller.AgentID, mr.BeadID)
-	if _, err := c.st.agents.Update(ctx, schemas.Key(caller.TownID, caller.AgentID), func(a *Agent) error {
-		a.Status, a.RunID = AgentIdle, ""
-		return nil
-	}); err != nil {
+	if _, err := c.endRun(ctx, caller.TownID, caller.AgentID, r.RunID, endReviewed, "", nil); err != nil {
 		c.log.Warn("idling refinery", KeyTown, caller.TownID, KeyErr, err)
 	}
+	// The refinery unhooked and idle: rules 3 and 5 still apply.
 	var out any = map[string]string{"mergeRequest": mr.BeadID, "outcome": r.Outcome}
 	if r.Outcome == schemas.ReviewMerged {
+		// The source bead closed: rule 4 lands its convoy.
 		if _, err := c.closeBead(ctx, caller.TownID, mr.SourceBead); err != nil {
 			return nil, err
 		}
@@ -198,14 +208,16 @@ func (c *Coordinator) backToWork(ctx context.Context, townID string, mr Bead) {
 		if b.Final() {
 			return errNoChange
 		}
-		b.Status, b.Assignee, b.UpdatedAt = BeadOpen, "", c.now().UTC()
-		return nil
+		b.Assignee = ""
+		return b.move(BeadOpen, c.now())
 	}); err != nil {
 		if !errors.Is(err, errNoChange) {
 			c.log.Warn("reopening bead", KeyTown, townID, KeyBead, mr.SourceBead, KeyErr, err)
 		}
 		return
 	}
+	// A crash here leaves the bead open and assigned to nobody: no repair
+	// rule slings it; it waits for a sling by hand.
 	res, err := c.sling(ctx, schemas.Sling{TownID: townID, BeadID: mr.SourceBead, RigID: mr.RigID, AgentID: mr.Polecat})
 	if err != nil && errors.Is(err, schemas.ErrConflict) {
 		res, err = c.sling(ctx, schemas.Sling{TownID: townID, BeadID: mr.SourceBead, RigID: mr.RigID})
@@ -224,11 +236,7 @@ func (c *Coordinator) closeBead(ctx context.Context, townID, beadID string) (Bea
 		if b.Status == BeadClosed {
 			return errNoChange
 		}
-		if b.Final() {
-			return schemas.NewError(schemas.CodeConflict, "bead %s is %s", beadID, b.Status)
-		}
-		b.Status, b.UpdatedAt = BeadClosed, c.now().UTC()
-		return nil
+		return b.move(BeadClosed, c.now())
 	})
 	if errors.Is(err, errNoChange) {
 		return c.bead(townID, beadID)
@@ -238,7 +246,7 @@ func (c *Coordinator) closeBead(ctx context.Context, townID, beadID string) (Bea
 	}
 	t, _ := schemas.ForTown(townID)
 	c.publishEvent(t, schemas.EventBeadClosed, beadID, map[string]any{"title": b.Title, "convoyId": b.ConvoyID})
-	if b.ConvoyID != "" {
+	if b.ConvoyID != "" { // a crash before it lands: repair rule 4
 		c.convoyProgress(ctx, townID, b.ConvoyID)
 	}
 	return b, nil
@@ -251,11 +259,11 @@ func (c *Coordinator) convoyProgress(ctx context.Context, townID, convoyID strin
 		return
 	}
 	_, err = c.st.beads.Update(ctx, schemas.Key(townID, convoyID), func(b *Bead) error {
-		if b.Landed {
+		if b.Landed || b.Final() { // a convoy failed by hand stays failed
 			return errNoChange
 		}
-		b.Landed, b.Status, b.UpdatedAt = true, BeadClosed, c.now().UTC()
-		return nil
+		b.Landed = true
+		return b.move(BeadClosed, c.now())
 	})
 	if errors.Is(err, errNoChange) {
 		return

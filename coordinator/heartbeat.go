@@ -31,7 +31,7 @@ func (c *Coordinator) handleHeartbeat(m *nats.Msg) {
 	}
 	c.noContainer.remove(townID) // its container is back: warn again if it goes
 	c.metrics.heartbeat()
-	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RequestTimeout)
+	ctx, cancel := context.WithTimeout(c.runCtx, c.cfg.RequestTimeout)
 	defer cancel()
 	rec := heartbeatRecord{TownID: townID, ContainerID: hb.ContainerID, ReceivedAt: c.now()}
 	for _, line := range hb.Agents {
@@ -63,25 +63,16 @@ func (c *Coordinator) handleHeartbeat(m *nats.Msg) {
 // waits the cooldown before it is dispatched again. An exit naming another
 // run is errStaleRun and changes nothing.
 func (c *Coordinator) recordExit(ctx context.Context, townID string, e schemas.AgentExit) error {
-	now := c.now()
-	_, err := c.st.agents.Update(ctx, schemas.Key(townID, e.AgentID), func(a *Agent) error {
-		if a.RunID != e.RunID {
-			return errStaleRun
-		}
-		a.Status, a.RunID, a.UpdatedAt = AgentIdle, "", now
-		a.NextAttemptAt = now.Add(c.cfg.DispatchCooldown)
-		if e.ExitCode != 0 {
-			a.LastError = fmt.Sprintf("exited with code %d", e.ExitCode)
-			a.Failures = recentFailures(append(a.Failures, now), now)
-		}
-		return nil
-	})
+	why, detail := endExited, ""
+	if e.ExitCode != 0 {
+		why, detail = endCrashed, fmt.Sprintf("exited with code %d", e.ExitCode)
+	}
+	_, err := c.endRun(ctx, townID, e.AgentID, e.RunID, why, detail, nil)
 	if errors.Is(err, errStaleRun) {
 		c.log.Info("stale exit dropped", KeyTown, townID, KeyAgent, e.AgentID, KeyRun, e.RunID)
 		return err
 	}
 	if err == nil {
-		c.live.forget(townID, e.AgentID, e.RunID)
 		c.log.Info("agent exited", KeyTown, townID, KeyAgent, e.AgentID, KeyRun, e.RunID, "exitCode", e.ExitCode)
 	}
 	return err

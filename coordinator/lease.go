@@ -190,10 +190,13 @@ func (l *leases) renewHeld(ctx context.Context) {
 		l.writeErrors.Add(1)
 		l.log.Debug("membership not renewed", KeyErr, err)
 	}
-	for _, key := range l.heldKeys() {
-		l.renew(ctx, key)
-	}
+	// Several at once: one at a time, a coordinator holding hundreds of
+	// towns on a loaded machine took longer than a third of a short TTL.
+	forEach(ctx, leaseRenewers, l.heldKeys(), func(key string) { l.renew(ctx, key) })
 }
+
+// leaseRenewers is how many renewals are in flight at once.
+const leaseRenewers = 16
 
 // takeFree takes free towns up to this coordinator's share and gives up
 // what is beyond it.

@@ -38,9 +38,9 @@ var (
 
 var (
 	agentRoles    = []string{schemas.RoleMayor, schemas.RolePolecat, schemas.RoleRefinery, schemas.RoleTriage, otherLabel}
-	agentStatuses = []string{AgentIdle, AgentWorking, AgentStalled, AgentDead, otherLabel}
+	agentStatuses = []string{AgentIdle.String(), AgentWorking.String(), AgentStalled.String(), AgentDead.String(), otherLabel}
 	beadTypes     = []string{BeadIssue, BeadMessage, BeadMergeRequest, BeadConvoy, BeadEscalation, otherLabel}
-	beadStatuses  = []string{BeadOpen, BeadInProgress, BeadInReview, BeadClosed, BeadFailed, otherLabel}
+	beadStatuses  = []string{BeadOpen.String(), BeadInProgress.String(), BeadInReview.String(), BeadClosed.String(), BeadFailed.String(), otherLabel}
 )
 
 func (s *stateCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -52,10 +52,10 @@ func (s *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 func (s *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	c := s.c
 	agents := newGrid(agentRoles, agentStatuses)
-	c.st.agents.Each(func(a Agent) { agents.add(a.Role, a.Status) })
+	c.st.agents.Each(func(a Agent) { agents.add(a.Role, a.Status.String()) })
 	agents.emit(ch, descAgents)
 	beads := newGrid(beadTypes, beadStatuses)
-	c.st.beads.Each(func(b Bead) { beads.add(b.Type, b.Status) })
+	c.st.beads.Each(func(b Bead) { beads.add(b.Type, b.Status.String()) })
 	beads.emit(ch, descBeads)
 
 	ch <- prometheus.MustNewConstMetric(descLeases, prometheus.GaugeValue, float64(c.leases.heldCount()))

@@ -225,10 +225,10 @@ func TestMetricsAgentsByStatus(t *testing.T) {
 	h := coordinatortest.Start(t, coordinator.Config{}, withMetrics)
 	townFixture(t, h)
 	s := scrapeMetrics(t, h)
-	require.Equal(t, 1.0, s.must(t, "gastown_agents", "role", schemas.RoleMayor, "status", coordinator.AgentIdle)+
-		s.must(t, "gastown_agents", "role", schemas.RoleMayor, "status", coordinator.AgentWorking))
-	require.Equal(t, 2.0, s.must(t, "gastown_agents", "role", schemas.RolePolecat, "status", coordinator.AgentIdle)+
-		s.must(t, "gastown_agents", "role", schemas.RolePolecat, "status", coordinator.AgentWorking))
+	require.Equal(t, 1.0, s.must(t, "gastown_agents", "role", schemas.RoleMayor, "status", coordinator.AgentIdle.String())+
+		s.must(t, "gastown_agents", "role", schemas.RoleMayor, "status", coordinator.AgentWorking.String()))
+	require.Equal(t, 2.0, s.must(t, "gastown_agents", "role", schemas.RolePolecat, "status", coordinator.AgentIdle.String())+
+		s.must(t, "gastown_agents", "role", schemas.RolePolecat, "status", coordinator.AgentWorking.String()))
 	require.Eventually(t, func() bool {
 		s = scrapeMetrics(t, h)
 		d, _ := s.value("gastown_dispatches_total")
@@ -333,7 +333,7 @@ func TestMetricsDeadAgent(t *testing.T) {
 	require.NoError(t, admin(t, h, schemas.AdminSling, schemas.Sling{TownID: "T", BeadID: "b"}, &res))
 	require.True(t, res.Dispatched, res.Error)
 	s := scrapeMetrics(t, h)
-	require.Equal(t, 1.0, s.must(t, "gastown_agents", "role", schemas.RolePolecat, "status", coordinator.AgentWorking))
+	require.Equal(t, 1.0, s.must(t, "gastown_agents", "role", schemas.RolePolecat, "status", coordinator.AgentWorking.String()))
 	require.Equal(t, 1.0, s.must(t, "gastown_dispatches_total"))
 	require.Zero(t, s.must(t, "gastown_dispatch_failures_total"))
 	require.Equal(t, 1.0, s.must(t, "gastown_beads", "type", "issue", "status", "in_progress"))

@@ -6,13 +6,20 @@ import (
 	"github.com/gastown/gastown/schemas"
 )
 
+// AgentStatus is where an agent is in its lifecycle (agent.go owns the
+// moves between them). Its values are wire strings (docs/PROTOCOL.md):
+// an agent's "status" in every reply and in the agents bucket.
+type AgentStatus string
+
 // Agent statuses.
 const (
-	AgentIdle    = "idle"
-	AgentWorking = "working"
-	AgentStalled = "stalled"
-	AgentDead    = "dead"
+	AgentIdle    AgentStatus = "idle"
+	AgentWorking AgentStatus = "working"
+	AgentStalled AgentStatus = "stalled"
+	AgentDead    AgentStatus = "dead"
 )
+
+func (s AgentStatus) String() string { return string(s) }
 
 // Bead types.
 const (
@@ -23,14 +30,24 @@ const (
 	BeadEscalation   = "escalation"
 )
 
+// BeadStatus is where a bead is in its lifecycle (bead.go owns the moves
+// between them). Its values are the wire strings of schemas.BeadStatuses
+// (docs/PROTOCOL.md).
+type BeadStatus string
+
 // Bead statuses; closed and failed are final.
 const (
-	BeadOpen       = "open"
-	BeadInProgress = "in_progress"
-	BeadInReview   = "in_review"
-	BeadClosed     = "closed"
-	BeadFailed     = "failed"
+	BeadOpen       BeadStatus = "open"
+	BeadInProgress BeadStatus = "in_progress"
+	BeadInReview   BeadStatus = "in_review"
+	BeadClosed     BeadStatus = "closed"
+	BeadFailed     BeadStatus = "failed"
 )
+
+func (s BeadStatus) String() string { return string(s) }
+
+// Final reports whether a bead in status s can no longer change status.
+func (s BeadStatus) Final() bool { return s == BeadClosed || s == BeadFailed }
 
 // Town is a town: its owner and one container.
 type Town struct {
@@ -50,11 +67,11 @@ type Rig struct {
 
 // Agent is one agent of a town and the state of its current run.
 type Agent struct {
-	TownID  string `json:"townId"`
-	AgentID string `json:"agentId"`
-	RigID   string `json:"rigId"`
-	Role    string `json:"role"`
-	Status  string `json:"status"`
+	TownID  string      `json:"townId"`
+	AgentID string      `json:"agentId"`
+	RigID   string      `json:"rigId"`
+	Role    string      `json:"role"`
+	Status  AgentStatus `json:"status"`
 	// RunID is the current run; every message about the agent must name it.
 	RunID string `json:"runId,omitempty"`
 	// Hook is the bead the agent works on, if any.
@@ -80,14 +97,14 @@ type Agent struct {
 
 // Bead is a unit of work (or mail, a review, a convoy, an escalation).
 type Bead struct {
-	TownID   string `json:"townId"`
-	BeadID   string `json:"beadId"`
-	Type     string `json:"type"`
-	Status   string `json:"status"`
-	RigID    string `json:"rigId,omitempty"`
-	Title    string `json:"title"`
-	Body     string `json:"body,omitempty"`
-	Assignee string `json:"assignee,omitempty"`
+	TownID   string     `json:"townId"`
+	BeadID   string     `json:"beadId"`
+	Type     string     `json:"type"`
+	Status   BeadStatus `json:"status"`
+	RigID    string     `json:"rigId,omitempty"`
+	Title    string     `json:"title"`
+	Body     string     `json:"body,omitempty"`
+	Assignee string     `json:"assignee,omitempty"`
 	// From is the sender of a message bead.
 	From string `json:"from,omitempty"`
 	// ConvoyID is the convoy tracking this bead.
@@ -112,7 +129,7 @@ type Bead struct {
 }
 
 // Final reports whether the bead can no longer change status.
-func (b Bead) Final() bool { return b.Status == BeadClosed || b.Status == BeadFailed }
+func (b Bead) Final() bool { return b.Status.Final() }
 
 // heartbeatRecord is a town's last heartbeat as received, fenced: only the
 // lines naming each agent's current run are kept.

@@ -32,7 +32,7 @@ func (c *Coordinator) patrol(ctx context.Context) {
 	c.triageCrashLoops(ctx, agents)
 	for _, a := range agents {
 		switch {
-		case a.Status == AgentWorking && a.RunID != "":
+		case a.running():
 			if seen := c.live.seen(a.TownID, a.AgentID, a.RunID, a.DispatchedAt); c.live.settled(a.TownID, now) && now.Sub(seen) > c.deadAfter() {
 				c.markDead(ctx, a, seen)
 			}
@@ -64,16 +64,7 @@ func (c *Coordinator) markDead(ctx context.Context, a Agent, seen time.Time) {
 	now := c.now()
 	run := a.RunID
 	missed := int(now.Sub(seen) / c.cfg.HeartbeatInterval)
-	_, err := c.st.agents.Update(ctx, schemas.Key(a.TownID, a.AgentID), func(x *Agent) error {
-		if x.RunID != run || x.Status != AgentWorking {
-			return errStaleRun
-		}
-		x.Status, x.RunID, x.UpdatedAt = AgentDead, "", now
-		x.LastError = fmt.Sprintf("no heartbeat for %d intervals", missed)
-		x.Failures = recentFailures(append(x.Failures, now), now)
-		x.NextAttemptAt = now
-		return nil
-	})
+	_, err := c.endRun(ctx, a.TownID, a.AgentID, run, endSilent, fmt.Sprintf("no heartbeat for %d intervals", missed), nil)
 	if errors.Is(err, errStaleRun) {
 		return
 	}
@@ -82,7 +73,6 @@ func (c *Coordinator) markDead(ctx context.Context, a Agent, seen time.Time) {
 		return
 	}
 	c.metrics.agentDead()
-	c.live.forget(a.TownID, a.AgentID, run)
 	c.log.Warn("agent dead: missed heartbeats", KeyTown, a.TownID, KeyAgent, a.AgentID, KeyRun, run, "lastSeen", seen)
 	t, _ := schemas.ForTown(a.TownID)
 	c.publishEvent(t, schemas.EventAgentDead, a.AgentID, map[string]any{"runId": run, "lastSeenAt": seen.UTC(), "hook": a.Hook})

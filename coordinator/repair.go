@@ -10,22 +10,28 @@ import (
 
 // repair finishes, on every patrol round, what a coordinator that died
 // between two writes of one step left half done, so that a bead and an
-// agent never disagree for longer than a round and no work is stranded:
+// agent never disagree for longer than a round and no work is stranded.
+// The steps name, at each write, the rule below that completes them:
 //
-//   - an agent hooked to a bead that is gone, decided, in review or
+//  1. an agent hooked to a bead that is gone, decided, in review or
 //     assigned to another agent is unhooked (the crash came between the
 //     bead's write and the agent's);
-//   - an agent hooked to a bead assigned to nobody gets it (the crash came
-//     between the agent's write and the bead's, in sling or the review
-//     queue);
-//   - a bead in review whose merge request was decided is closed, or sent
+//  2. an agent hooked to a bead assigned to nobody gets it (the crash came
+//     between the agent's write and the bead's, in hook: sling, the review
+//     queue, triage);
+//  3. a bead in review whose merge request was decided is closed, or sent
 //     back to work (the crash came in review.complete after the merge
 //     request's write);
-//   - a convoy whose beads are all closed lands (the crash came between
-//     closing the last bead and landing the convoy).
+//  4. a convoy whose beads are all closed lands (the crash came between
+//     closing the last bead and landing the convoy);
+//  5. a merge request waiting in a rig's queue while the rig's refinery is
+//     free is hooked to it, and patrol dispatches it (the crash came in
+//     done or review.complete before the queue was fed).
 //
 // Only agents that are not running are touched: a running agent's own
-// calls finish its step.
+// calls finish its step. Rules 3 and 5 leave a record alone for a request
+// timeout after its last write: the step that wrote it finishes itself
+// within a request.
 func (c *Coordinator) repair(ctx context.Context, agents []Agent) {
 	for _, a := range agents {
 		if a.Hook == "" || a.Status == AgentWorking {
@@ -33,16 +39,15 @@ func (c *Coordinator) repair(ctx context.Context, agents []Agent) {
 		}
 		b, ok := c.st.beads.Get(schemas.Key(a.TownID, a.Hook))
 		switch {
-		case !ok || b.Final() || b.Status == BeadInReview || b.Assignee != "" && b.Assignee != a.AgentID:
+		case !ok || b.Final() || b.Status == BeadInReview || b.Assignee != "" && b.Assignee != a.AgentID: // rule 1
 			c.log.Warn("repair: unhooking an agent from a bead it no longer works on", KeyTown, a.TownID, KeyAgent, a.AgentID,
 				KeyBead, a.Hook, "beadStatus", b.Status, "assignee", b.Assignee)
 			c.unhook(ctx, a.TownID, a.AgentID, a.Hook)
-		case b.Assignee == "":
-			_, err := c.st.beads.Update(ctx, schemas.Key(a.TownID, b.BeadID), func(x *Bead) error {
+		case b.Assignee == "": // rule 2
+			err := c.assign(ctx, a.TownID, b.BeadID, a.AgentID, func(x *Bead) error {
 				if x.Final() || x.Assignee != "" {
 					return errNoChange
 				}
-				x.Assignee, x.UpdatedAt = a.AgentID, c.now().UTC()
 				return nil
 			})
 			switch {
@@ -60,10 +65,11 @@ func (c *Coordinator) repair(ctx context.Context, agents []Agent) {
 			b.Type == BeadConvoy && !b.Landed && !b.Final() && len(b.Tracks) > 0)
 	})
 	for _, b := range stuck {
-		if b.Type == BeadConvoy {
+		if b.Type == BeadConvoy { // rule 4
 			c.convoyProgress(ctx, b.TownID, b.BeadID)
 			continue
 		}
+		// rule 3
 		if _, open := c.openMergeRequest(b.TownID, b.BeadID); open {
 			continue
 		}
@@ -80,6 +86,25 @@ func (c *Coordinator) repair(ctx context.Context, agents []Agent) {
 			}
 		} else {
 			c.backToWork(ctx, b.TownID, mr)
+		}
+	}
+
+	// rule 5
+	queued := map[string]bool{}
+	for _, mr := range c.st.beads.List(func(_ string, b Bead) bool {
+		return c.leases.holds(b.TownID) && b.Type == BeadMergeRequest && b.Status == BeadOpen && b.Assignee == "" &&
+			now.Sub(b.UpdatedAt) >= c.cfg.RequestTimeout
+	}) {
+		rig := schemas.Key(mr.TownID, mr.RigID)
+		if queued[rig] {
+			continue
+		}
+		queued[rig] = true
+		if ref, ok := c.st.agents.Get(schemas.Key(mr.TownID, refineryID(mr.RigID))); ok && !ref.free() {
+			continue
+		}
+		if ref, ok := c.hookRefinery(ctx, mr.TownID, mr.RigID); ok {
+			c.log.Warn("repair: fed a waiting merge request to the free refinery", KeyTown, mr.TownID, KeyAgent, ref)
 		}
 	}
 }

@@ -131,3 +131,38 @@ func TestRepairHalfDoneSteps(t *testing.T) {
 	require.Equal(t, "", agents["p6"].Hook, "the polecat is unhooked")
 	require.Equal(t, coordinator.BeadInReview, beads["b6"].Status)
 }
+
+// TestRepairFeedsTheReviewQueue: a done that died after the polecat was
+// unhooked, before the review queue was fed, leaves a merge request
+// waiting with the rig's refinery free; patrol hooks it to the refinery
+// and dispatches it, with its container connected.
+func TestRepairFeedsTheReviewQueue(t *testing.T) {
+	const interval = 100 * time.Millisecond
+	h := coordinatortest.Start(t, coordinator.Config{HeartbeatInterval: interval, DispatchCooldown: time.Hour, RequestTimeout: time.Second})
+	slingOne(t, h) // town T, rig r, bead b (not slung)
+	c := startBeating(t, h, "T", interval/2)
+	long := time.Now().UTC().Add(-time.Hour)
+	put(t, h, schemas.BucketBeads, schemas.Key("T", "b"), coordinator.Bead{TownID: "T", BeadID: "b", Type: coordinator.BeadIssue,
+		Status: coordinator.BeadInReview, RigID: "r", Title: "work", CreatedAt: long, UpdatedAt: long})
+	put(t, h, schemas.BucketBeads, schemas.Key("T", "m"), coordinator.Bead{TownID: "T", BeadID: "m", Type: coordinator.BeadMergeRequest,
+		Status: coordinator.BeadOpen, RigID: "r", Title: "Merge p-work (work)", SourceBead: "b", Polecat: "p", Branch: "p-work", CreatedAt: long, UpdatedAt: long})
+	ref := "r-refinery"
+	require.Eventually(t, func() bool {
+		var st coordinator.TownStatus
+		require.NoError(t, admin(t, h, schemas.AdminStatus, schemas.TownRequest{TownID: "T"}, &st))
+		for _, a := range st.Agents {
+			if a.AgentID == ref {
+				return a.Hook == "m" && c.run(ref) != ""
+			}
+		}
+		return false
+	}, 10*time.Second, 50*time.Millisecond, "the waiting merge request goes to the refinery, which is dispatched")
+	var st coordinator.TownStatus
+	require.NoError(t, admin(t, h, schemas.AdminStatus, schemas.TownRequest{TownID: "T"}, &st))
+	for _, b := range st.Beads {
+		if b.BeadID == "m" {
+			require.Equal(t, ref, b.Assignee)
+			require.Equal(t, coordinator.BeadInProgress, b.Status)
+		}
+	}
+}

@@ -48,7 +48,7 @@ func (c *Coordinator) adminReplyOK(m *nats.Msg) bool {
 func (c *Coordinator) dropMisdirected(m *nats.Msg) {
 	c.misdirected.total.Add(1)
 	n := c.misdirected.unlogged.Add(1)
-	now := time.Now().UnixNano()
+	now := c.now().UnixNano()
 	last := c.misdirected.lastLogNs.Load()
 	if now-last < int64(misdirectedLogEvery) || !c.misdirected.lastLogNs.CompareAndSwap(last, now) {
 		return

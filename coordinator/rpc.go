@@ -44,7 +44,7 @@ func (c *Coordinator) handleRPC(methods map[string]rpcMethod) nats.MsgHandler {
 		if err != nil || !c.townReplyOK(m, townID) || !c.track() {
 			return
 		}
-		call := c.metrics.rpcCall(rest, c.cfg.Now)
+		call := c.metrics.rpcCall(rest, c.now)
 		h, caller, body, err := c.admitRPC(methods, m, townID, rest)
 		if err != nil || h.inline {
 			defer c.handlers.Done()

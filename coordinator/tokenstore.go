@@ -38,6 +38,30 @@ type townTokens struct {
 // refuses every question until the bucket is loaded.
 type tokenStore struct {
 	b atomic.Pointer[kvstore.Bucket[townTokens]]
+
+	// onRevoke, when set, hears each town's newer revocation the watch
+	// sees after the load (the cluster's backstop kick, KickLater in
+	// bus/clusterkick.go); seen is the newest revocation seen per town.
+	onRevoke atomic.Pointer[func(townID string, before time.Time)]
+	seenMu   sync.Mutex
+	seen     map[string]time.Time
+}
+
+// noteRevocation is the tokens bucket's onSet: it calls onRevoke for a
+// revocation newer than any seen before for the town, once loaded.
+func (r *tokenStore) noteRevocation(townID string, s townTokens) {
+	r.seenMu.Lock()
+	if r.seen == nil {
+		r.seen = map[string]time.Time{}
+	}
+	newer := s.RevokedBefore.After(r.seen[townID])
+	if newer {
+		r.seen[townID] = s.RevokedBefore
+	}
+	r.seenMu.Unlock()
+	if f := r.onRevoke.Load(); newer && f != nil && r.b.Load() != nil {
+		(*f)(townID, s.RevokedBefore)
+	}
 }
 
 func newTokenStore() *tokenStore { return &tokenStore{} }
@@ -73,7 +97,7 @@ func (r *tokenStore) open(ctx, runCtx context.Context, js jetstream.JetStream, r
 		History:     1,
 		Replicas:    replicas,
 		Storage:     jetstream.FileStorage,
-	}, wg, nil)
+	}, wg, r.noteRevocation)
 	if err != nil {
 		return err
 	}

@@ -185,7 +185,7 @@ func (c *Coordinator) toolCheckpoint(ctx context.Context, caller Caller, r schem
 		return nil, err
 	}
 	a, err := c.st.agents.Update(ctx, schemas.Key(caller.TownID, caller.AgentID), func(a *Agent) error {
-		a.Checkpoint, a.UpdatedAt = r.Note, c.now().UTC()
+		a.Checkpoint, a.UpdatedAt = r.Note, c.now()
 		return nil
 	})
 	return map[string]string{"agentId": a.AgentID, "checkpoint": a.Checkpoint}, err
@@ -205,19 +205,18 @@ func (c *Coordinator) rigsOfUser(userID string) []Rig {
 
 func (c *Coordinator) listBeads(townID string, r schemas.BeadsList) []Bead {
 	beads := c.st.beads.List(func(_ string, b Bead) bool {
-		return b.TownID == townID && (r.Status == "" || b.Status == r.Status) && (r.Type == "" || b.Type == r.Type)
+		return b.TownID == townID && (r.Status == "" || b.Status == BeadStatus(r.Status)) && (r.Type == "" || b.Type == r.Type)
 	})
 	sort.Slice(beads, func(i, j int) bool { return beads[i].CreatedAt.Before(beads[j].CreatedAt) })
 	return beads
 }
 
 func (c *Coordinator) toolBeadUpdate(ctx context.Context, caller Caller, r schemas.BeadUpdate) (any, error) {
-	if r.Status == BeadClosed {
+	status := BeadStatus(r.Status)
+	if status == BeadClosed {
 		return c.closeBead(ctx, caller.TownID, r.BeadID)
 	}
-	switch r.Status {
-	case "", BeadOpen, BeadInProgress, BeadInReview, BeadFailed:
-	default:
+	if status != "" && !status.valid() {
 		return nil, schemas.NewError(schemas.CodeInvalidArgument, "status %q is not a bead status", r.Status)
 	}
 	release, err := c.admitBeadUpdate(caller.TownID, r)
@@ -226,19 +225,16 @@ func (c *Coordinator) toolBeadUpdate(ctx context.Context, caller Caller, r schem
 	}
 	defer release()
 	b, err := c.st.beads.Update(ctx, schemas.Key(caller.TownID, r.BeadID), func(b *Bead) error {
-		if r.Status != "" && b.Final() {
-			return schemas.NewError(schemas.CodeConflict, "bead %s is %s; it cannot change status", r.BeadID, b.Status)
-		}
 		if r.Title != "" {
 			b.Title = r.Title
 		}
 		if r.Body != "" {
 			b.Body = r.Body
 		}
-		if r.Status != "" {
-			b.Status = r.Status
+		b.UpdatedAt = c.now()
+		if status != "" {
+			return b.move(status, b.UpdatedAt)
 		}
-		b.UpdatedAt = c.now().UTC()
 		return nil
 	})
 	if err != nil {

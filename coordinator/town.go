@@ -22,7 +22,7 @@ const (
 
 // createTown records a town and its owner (written into its tokens).
 func (c *Coordinator) createTown(ctx context.Context, req schemas.TownCreate) (Town, error) {
-	t := Town{TownID: req.TownID, UserID: req.UserID, CreatedAt: c.now().UTC()}
+	t := Town{TownID: req.TownID, UserID: req.UserID, CreatedAt: c.now()}
 	if t.UserID == "" {
 		t.UserID = t.TownID
 	}
@@ -37,7 +37,8 @@ func (c *Coordinator) createTown(ctx context.Context, req schemas.TownCreate) (T
 	}
 	// One mayor per town. It belongs to the town's pseudo-rig MayorRig and
 	// is kept running by patrol.
-	mayor := Agent{TownID: t.TownID, AgentID: MayorID, RigID: MayorRig, Role: schemas.RoleMayor, Status: AgentIdle, UpdatedAt: t.CreatedAt}
+	mayor := newAgent(t.TownID, MayorID, MayorRig, schemas.RoleMayor)
+	mayor.UpdatedAt = t.CreatedAt
 	if err := c.st.agents.Create(ctx, schemas.Key(t.TownID, MayorID), mayor); err != nil && !errors.Is(err, kvstore.ErrKeyExists) {
 		return Town{}, err
 	}
@@ -59,7 +60,7 @@ func (c *Coordinator) addRig(ctx context.Context, req schemas.RigAdd) (Rig, erro
 	if _, err := c.requireTown(req.TownID); err != nil {
 		return Rig{}, err
 	}
-	r := Rig{TownID: req.TownID, RigID: req.RigID, GitURL: req.GitURL, DefaultBranch: req.DefaultBranch, CreatedAt: c.now().UTC()}
+	r := Rig{TownID: req.TownID, RigID: req.RigID, GitURL: req.GitURL, DefaultBranch: req.DefaultBranch, CreatedAt: c.now()}
 	if r.DefaultBranch == "" {
 		r.DefaultBranch = "main"
 	}
@@ -98,7 +99,7 @@ func (c *Coordinator) createBead(ctx context.Context, req schemas.BeadCreate, wi
 	if id == "" {
 		id = "b-" + nuid.Next()
 	}
-	now := c.now().UTC()
+	now := c.now()
 	b := Bead{TownID: req.TownID, BeadID: id, Type: typ, Status: BeadOpen, RigID: req.RigID, Title: req.Title, Body: req.Body, CreatedAt: now, UpdatedAt: now}
 	for _, f := range with {
 		f(&b)
@@ -156,56 +157,25 @@ func (c *Coordinator) sling(ctx context.Context, req schemas.Sling) (schemas.Sli
 	return res, nil
 }
 
-// hookPolecat hooks the bead to a polecat, then assigns the bead to it,
-// each with compare-and-set, so two slings never share a bead or a
-// polecat; the loser's polecat is unhooked again.
+// hookPolecat hooks the bead to a polecat (the named one, or any free one
+// of the rig) with hook, so two slings never share a bead or a polecat;
+// the loser's polecat is unhooked again (hook's failure rule).
 func (c *Coordinator) hookPolecat(ctx context.Context, townID, rigID, agentID, beadID string) (string, error) {
-	now := c.now().UTC()
 	if b, _ := c.st.beads.Get(schemas.Key(townID, beadID)); b.Final() || b.Assignee != "" {
 		return "", schemas.NewError(schemas.CodeConflict, "bead %s is %s and hooked to %q", beadID, b.Status, b.Assignee)
 	}
-	hook := func(a *Agent) error {
-		if a.Hook != "" || a.Status == AgentWorking {
-			return schemas.NewError(schemas.CodeConflict, "polecat %s is busy", a.AgentID)
+	hooked, err := c.hook(ctx, townID, beadID, func(hook func(*Agent) error) (string, error) {
+		if agentID != "" {
+			return agentID, c.hookNamed(ctx, townID, rigID, agentID, hook)
 		}
-		a.Hook, a.Attempts, a.NextAttemptAt, a.LastError, a.UpdatedAt = beadID, 0, now, "", now
-		return nil
-	}
-	var err error
-	if agentID != "" {
-		err = c.hookNamed(ctx, townID, rigID, agentID, hook)
-	} else {
-		agentID, err = c.hookAny(ctx, townID, rigID, hook)
-	}
+		return c.hookAny(ctx, townID, rigID, hook)
+	}, func(b *Bead) error { b.RigID = rigID; return nil })
 	if err != nil {
+		// Patrol's repair finishes a hook whose bead write failed: the
+		// sling is reported failed all the same.
 		return "", err
 	}
-	_, err = c.st.beads.Update(ctx, schemas.Key(townID, beadID), func(b *Bead) error {
-		// Patrol's repair may have assigned it to this agent already.
-		if b.Final() || b.Assignee != "" && b.Assignee != agentID {
-			return schemas.NewError(schemas.CodeConflict, "bead %s is %s and hooked to %q", beadID, b.Status, b.Assignee)
-		}
-		b.Assignee, b.RigID, b.UpdatedAt = agentID, rigID, now
-		return nil
-	})
-	if err != nil {
-		c.unhook(ctx, townID, agentID, beadID)
-		return "", err
-	}
-	return agentID, nil
-}
-
-// unhook clears an agent's hook if it still holds beadID.
-func (c *Coordinator) unhook(ctx context.Context, townID, agentID, beadID string) {
-	if _, err := c.st.agents.Update(ctx, schemas.Key(townID, agentID), func(a *Agent) error {
-		if a.Hook != beadID {
-			return errNoChange
-		}
-		a.Hook, a.Attempts, a.UpdatedAt = "", 0, c.now().UTC()
-		return nil
-	}); err != nil && !errors.Is(err, errNoChange) {
-		c.log.Warn("unhooking agent", KeyTown, townID, KeyAgent, agentID, KeyErr, err)
-	}
+	return hooked, nil
 }
 
 // hookNamed hooks a named polecat, creating it if new.
@@ -216,7 +186,7 @@ func (c *Coordinator) hookNamed(ctx context.Context, townID, rigID, agentID stri
 	}
 	_, err := c.st.agents.Upsert(ctx, key, func(a *Agent) error {
 		if a.AgentID == "" {
-			*a = Agent{TownID: townID, AgentID: agentID, RigID: rigID, Role: schemas.RolePolecat, Status: AgentIdle}
+			*a = newAgent(townID, agentID, rigID, schemas.RolePolecat)
 		}
 		return hook(a)
 	})
@@ -226,7 +196,7 @@ func (c *Coordinator) hookNamed(ctx context.Context, townID, rigID, agentID stri
 // hookAny hooks an idle polecat of the rig, or a new one from the pool.
 func (c *Coordinator) hookAny(ctx context.Context, townID, rigID string, hook func(*Agent) error) (string, error) {
 	idle := c.st.agents.List(func(_ string, a Agent) bool {
-		return a.TownID == townID && a.RigID == rigID && a.Role == schemas.RolePolecat && a.Hook == "" && a.Status != AgentWorking
+		return a.TownID == townID && a.RigID == rigID && a.Role == schemas.RolePolecat && a.free()
 	})
 	sort.Slice(idle, func(i, j int) bool { return idle[i].AgentID < idle[j].AgentID })
 	for _, a := range idle {
@@ -241,7 +211,7 @@ func (c *Coordinator) hookAny(ctx context.Context, townID, rigID string, hook fu
 		if i >= len(polecatNames) {
 			name = fmt.Sprintf("%s-%d", name, i/len(polecatNames)+1)
 		}
-		a := Agent{TownID: townID, AgentID: name, RigID: rigID, Role: schemas.RolePolecat, Status: AgentIdle}
+		a := newAgent(townID, name, rigID, schemas.RolePolecat)
 		if err := hook(&a); err != nil {
 			return "", err
 		}

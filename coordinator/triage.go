@@ -57,21 +57,66 @@ func (c *Coordinator) triageCrashLoops(ctx context.Context, agents []Agent) {
 			c.log.Warn("opening triage", KeyTown, a.TownID, KeyAgent, a.AgentID, KeyErr, err)
 		}
 	}
+	c.resumeTriage(ctx, agents)
+}
+
+// resumeTriage finishes what a coordinator that died in openTriageFor left
+// half done, so that no stalled agent waits for a triage nobody works on:
+// a stalled agent with no open request, and none made since it was
+// stalled, gets one
+// (within maxOpenTriage), and an open request assigned to nobody and on
+// no agent's hook is hooked to a triage agent. Each waits a request
+// timeout after the last write, which the step finishes itself.
+func (c *Coordinator) resumeTriage(ctx context.Context, agents []Agent) {
+	hooked := map[string]bool{}
+	for _, a := range agents {
+		if a.Hook != "" {
+			hooked[schemas.Key(a.TownID, a.Hook)] = true
+		}
+	}
+	now := c.now()
+	for _, a := range agents {
+		if a.Status != AgentStalled || now.Sub(a.UpdatedAt) < c.cfg.RequestTimeout {
+			continue
+		}
+		asked := c.st.beads.List(func(_ string, b Bead) bool {
+			return b.TownID == a.TownID && b.CreatedBy == patrolCreator && b.TriageFor == a.AgentID && (!b.Final() || !b.CreatedAt.Before(a.UpdatedAt))
+		})
+		var err error
+		switch {
+		case len(asked) == 0:
+			if len(c.openTriage(a.TownID)) >= maxOpenTriage {
+				continue
+			}
+			c.log.Warn("repair: opening the missing triage request of a stalled agent", KeyTown, a.TownID, KeyAgent, a.AgentID)
+			err = c.requestTriage(ctx, a)
+		default:
+			req := asked[0]
+			if req.Final() || req.Assignee != "" || hooked[schemas.Key(a.TownID, req.BeadID)] || now.Sub(req.UpdatedAt) < c.cfg.RequestTimeout {
+				continue
+			}
+			c.log.Warn("repair: hooking a triage request nobody works on", KeyTown, a.TownID, KeyAgent, a.AgentID, KeyBead, req.BeadID)
+			err = c.slingTriage(ctx, a, req.BeadID)
+		}
+		if err != nil {
+			c.log.Warn("repair: resuming triage", KeyTown, a.TownID, KeyAgent, a.AgentID, KeyErr, err)
+		}
+	}
 }
 
 func (c *Coordinator) openTriageFor(ctx context.Context, a Agent) error {
-	if _, err := c.st.agents.Update(ctx, schemas.Key(a.TownID, a.AgentID), func(x *Agent) error {
-		if !crashLooping(*x) {
-			return errNoChange
-		}
-		x.Status, x.UpdatedAt = AgentStalled, c.now().UTC()
-		return nil
-	}); err != nil {
-		if errors.Is(err, errNoChange) {
-			return nil
-		}
+	// Three writes and a dispatch; after a crash between two, what
+	// finishes the step: 1. the agent stalled: resumeTriage opens its
+	// missing request on the next round.
+	if stalled, err := c.stall(ctx, a.TownID, a.AgentID); !stalled {
 		return err
 	}
+	return c.requestTriage(ctx, a)
+}
+
+// requestTriage opens the triage request of stalled agent a and slings
+// it to a triage agent.
+func (c *Coordinator) requestTriage(ctx context.Context, a Agent) error {
 	rig := a.RigID
 	if rig == MayorRig {
 		rig = "" // the mayor's pseudo-rig is no rig: the request belongs to the town
@@ -84,7 +129,15 @@ func (c *Coordinator) openTriageFor(ctx context.Context, a Agent) error {
 		return err
 	}
 	c.log.Warn("crash loop: triage requested", KeyTown, a.TownID, KeyAgent, a.AgentID, KeyBead, b.BeadID)
-	agentID, err := c.hookTriageAgent(ctx, a.TownID, a.RigID, b.BeadID)
+	// 2. the request open: resumeTriage hooks it to a triage agent on the
+	// next round. 3. the hook: its own rule; the dispatch: patrol's.
+	return c.slingTriage(ctx, a, b.BeadID)
+}
+
+// slingTriage hooks the triage request beadID about agent a to a triage
+// agent and dispatches it.
+func (c *Coordinator) slingTriage(ctx context.Context, a Agent, beadID string) error {
+	agentID, err := c.hookTriageAgent(ctx, a.TownID, a.RigID, beadID)
 	if err != nil {
 		return err
 	}
@@ -97,29 +150,26 @@ func (c *Coordinator) openTriageFor(ctx context.Context, a Agent) error {
 // hookTriageAgent hooks a triage bead to a free triage agent of the rig,
 // or a new one (a lightweight polecat: an empty workspace, no clone).
 func (c *Coordinator) hookTriageAgent(ctx context.Context, townID, rigID, beadID string) (string, error) {
-	now := c.now().UTC()
-	for i := 1; i <= 100; i++ {
-		id := fmt.Sprintf("triage-%d", i)
-		_, err := c.st.agents.Upsert(ctx, schemas.Key(townID, id), func(a *Agent) error {
-			if a.AgentID == "" {
-				*a = Agent{TownID: townID, AgentID: id, RigID: rigID, Role: schemas.RoleTriage, Status: AgentIdle}
+	return c.hook(ctx, townID, beadID, func(hook func(*Agent) error) (string, error) {
+		for i := 1; i <= 100; i++ {
+			id := fmt.Sprintf("triage-%d", i)
+			_, err := c.st.agents.Upsert(ctx, schemas.Key(townID, id), func(a *Agent) error {
+				if a.AgentID == "" {
+					*a = newAgent(townID, id, rigID, schemas.RoleTriage)
+				}
+				if err := hook(a); err != nil {
+					return err
+				}
+				a.RigID = rigID // a triage agent goes where it is needed
+				return nil
+			})
+			if errors.Is(err, schemas.ErrConflict) {
+				continue // busy
 			}
-			if a.Hook != "" || a.Status == AgentWorking {
-				return errNoChange
-			}
-			a.Hook, a.RigID, a.Attempts, a.NextAttemptAt, a.UpdatedAt = beadID, rigID, 0, now, now
-			return nil
-		})
-		if errors.Is(err, errNoChange) {
-			continue
+			return id, err
 		}
-		if err != nil {
-			return "", err
-		}
-		_, err = c.st.beads.Update(ctx, schemas.Key(townID, beadID), func(b *Bead) error { b.Assignee = id; return nil })
-		return id, err
-	}
-	return "", schemas.NewError(schemas.CodeUnavailable, "no triage agent is free")
+		return "", schemas.NewError(schemas.CodeUnavailable, "no triage agent is free")
+	}, nil)
 }
 
 // toolTriageResolve: the triage agent's verdict on the crash-looping agent
@@ -131,24 +181,27 @@ func (c *Coordinator) toolTriageResolve(ctx context.Context, caller Caller, r sc
 	if me.Hook == "" || !ok || tb.CreatedBy != patrolCreator || tb.TriageFor == "" {
 		return nil, schemas.NewError(schemas.CodePermissionDenied, "triage.resolve needs a patrol triage request on your hook")
 	}
+	// Four writes; after a crash between two, what finishes the step:
+	// 1. the agent released: its failed bead (fail) is left as it was, and
+	// no repair rule fails it; the triage agent, still hooked, resolves
+	// again (its run retries, or patrol dispatches it again).
 	var failedBead string
-	now := c.now().UTC()
-	if _, err := c.st.agents.Update(ctx, schemas.Key(caller.TownID, tb.TriageFor), func(a *Agent) error {
+	if err := c.release(ctx, caller.TownID, tb.TriageFor, func(a *Agent) {
 		failedBead = ""
-		a.Failures, a.Status, a.NextAttemptAt, a.UpdatedAt = nil, AgentIdle, now, now
 		if r.Action == schemas.TriageFail && a.Hook != "" {
 			failedBead, a.Hook = a.Hook, ""
 		}
-		return nil
 	}); err != nil {
 		return nil, notFoundAs(err, "no agent %s", tb.TriageFor)
 	}
 	if failedBead != "" {
 		c.setBeadStatus(ctx, caller.TownID, failedBead, BeadFailed)
 	}
+	// 2. the bead failed: the triage agent resolves again, as after 1.
 	if _, err := c.closeBead(ctx, caller.TownID, tb.BeadID); err != nil {
 		return nil, err
 	}
+	// 3. the request closed: repair rule 1 unhooks the triage agent.
 	c.unhook(ctx, caller.TownID, caller.AgentID, tb.BeadID)
 	c.log.Info("triage resolved", KeyTown, caller.TownID, KeyAgent, tb.TriageFor, "action", r.Action)
 	return map[string]string{"agentId": tb.TriageFor, "action": r.Action, "failedBead": failedBead}, nil

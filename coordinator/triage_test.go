@@ -167,3 +167,43 @@ func TestMayorCrashLoopTriage(t *testing.T) {
 		return a.Status == coordinator.AgentWorking && len(a.Failures) == 0
 	}, 10*time.Second, 5*time.Millisecond, "the mayor is restarted")
 }
+
+// TestTriageResumedAfterACrash: a coordinator that died in the middle of
+// opening a triage left a stalled agent with no request (p), and a request
+// nobody was hooked to (q); patrol opens the one and hooks the other, each
+// to a triage agent, so no stalled agent waits for a triage nobody works on.
+func TestTriageResumedAfterACrash(t *testing.T) {
+	const interval = 100 * time.Millisecond
+	h := coordinatortest.Start(t, coordinator.Config{HeartbeatInterval: interval, DispatchCooldown: time.Hour, RequestTimeout: time.Second})
+	slingOne(t, h)
+	startBeating(t, h, "T", interval/2)
+	long := time.Now().UTC().Add(-time.Hour)
+	fails := []time.Time{long, long, long}
+	stalled := func(id string) coordinator.Agent {
+		return coordinator.Agent{TownID: "T", AgentID: id, RigID: "r", Role: schemas.RolePolecat, Status: coordinator.AgentStalled,
+			Failures: fails, LastError: "exited with code 1", UpdatedAt: long}
+	}
+	put(t, h, schemas.BucketAgents, schemas.Key("T", "p"), stalled("p"))
+	put(t, h, schemas.BucketAgents, schemas.Key("T", "q"), stalled("q"))
+	put(t, h, schemas.BucketBeads, schemas.Key("T", "tq"), coordinator.Bead{TownID: "T", BeadID: "tq", Type: coordinator.BeadIssue,
+		Status: coordinator.BeadOpen, RigID: "r", Title: "Triage: q is crash-looping", CreatedBy: "patrol", TriageFor: "q", CreatedAt: long, UpdatedAt: long})
+	require.Eventually(t, func() bool {
+		var st coordinator.TownStatus
+		require.NoError(t, admin(t, h, schemas.AdminStatus, schemas.TownRequest{TownID: "T"}, &st))
+		hookedBy := map[string]string{} // request → the triage agent working on it
+		for _, a := range st.Agents {
+			if a.Role == schemas.RoleTriage && a.Hook != "" && a.Status == coordinator.AgentWorking {
+				hookedBy[a.Hook] = a.AgentID
+			}
+		}
+		requests := map[string]int{}
+		worked := map[string]bool{}
+		for _, b := range st.Beads {
+			if b.TriageFor != "" && !b.Final() {
+				requests[b.TriageFor]++
+				worked[b.TriageFor] = worked[b.TriageFor] || hookedBy[b.BeadID] != "" && b.Assignee == hookedBy[b.BeadID]
+			}
+		}
+		return requests["p"] == 1 && requests["q"] == 1 && worked["p"] && worked["q"]
+	}, 10*time.Second, 50*time.Millisecond, "one request each, each hooked to a running triage agent")
+}

@@ -3,16 +3,14 @@ package mcpserver
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/cockroachdb/errors"
+	"github.com/gastown/gastown/agentclient/sim"
 	"github.com/gastown/gastown/briefing"
 	"github.com/gastown/gastown/schemas"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -75,7 +73,7 @@ func resultText(res *mcp.CallToolResult) string {
 	return strings.Join(parts, "\n")
 }
 
-// RunSim is the simulated agent (agentclient.RunSim's behaviour) doing
+// RunSim is the simulated agent (sim.Run's behaviour, from agentclient/sim) doing
 // all its calls through an MCP session with `gastown mcp`, as a real
 // coding agent would: it reads its briefing (prime), works a while, and
 // finishes with its role's tool — a polecat commits and pushes its branch
@@ -92,22 +90,12 @@ func RunSim(ctx context.Context, cs *mcp.ClientSession, cfg SimConfig) error {
 		return errors.Wrap(err, "prime")
 	}
 	log.Info("primed over mcp", "agent", p.AgentID, "role", p.Role, "hook", p.Hook != nil)
-	if p.Role == schemas.RoleMayor {
-		<-ctx.Done()
-		return nil
-	}
-	if p.Hook == nil {
-		log.Info("nothing on the hook; done")
-		return nil
-	}
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(cfg.Work):
+	if due, err := sim.Work(ctx, p.Role, p.Hook != nil, cfg.Work, log); !due {
+		return err
 	}
 	switch p.Role {
 	case schemas.RolePolecat:
-		branch, err := simCommit(ctx, cfg.Dir, p.Hook.BeadID, p.Hook.Title)
+		branch, err := sim.Commit(ctx, cfg.Dir, p.Hook.BeadID, p.Hook.Title, "MCP")
 		if err != nil {
 			return err
 		}
@@ -116,7 +104,7 @@ func RunSim(ctx context.Context, cs *mcp.ClientSession, cfg SimConfig) error {
 		}
 		log.Info("done over mcp", "branch", branch)
 	case schemas.RoleRefinery:
-		outcome, note := simMerge(ctx, cfg.Dir, p.Hook.Branch)
+		outcome, note := sim.Merge(ctx, cfg.Dir, p.Hook.Branch)
 		if err := CallTool(ctx, cs, schemas.ToolReviewComplete, map[string]any{"beadId": p.Hook.BeadID, "outcome": outcome, "note": note}, nil); err != nil {
 			return errors.Wrap(err, "review.complete")
 		}
@@ -127,57 +115,4 @@ func RunSim(ctx context.Context, cs *mcp.ClientSession, cfg SimConfig) error {
 		}
 	}
 	return nil
-}
-
-// git runs a git command in dir.
-func git(ctx context.Context, dir string, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, "git", append([]string{"-c", "user.name=Gastown Sim", "-c", "user.email=sim@gastown.invalid"}, args...)...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0") // never wait on a credential prompt
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return string(out), errors.Wrapf(err, "git %s: %s", strings.Join(args, " "), strings.TrimSpace(string(out)))
-	}
-	return strings.TrimSpace(string(out)), nil
-}
-
-// simCommit writes a file for the bead, commits it on the current branch
-// and pushes the branch.
-func simCommit(ctx context.Context, dir, beadID, title string) (string, error) {
-	branch, err := git(ctx, dir, "rev-parse", "--abbrev-ref", "HEAD")
-	if err != nil {
-		return "", err
-	}
-	path := filepath.Join(dir, "work", beadID+".md")
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return "", errors.Wrap(err, "writing work")
-	}
-	if err := os.WriteFile(path, fmt.Appendf(nil, "# %s\n\nDone by the simulated agent, over MCP.\n", title), 0o644); err != nil {
-		return "", errors.Wrap(err, "writing work")
-	}
-	for _, args := range [][]string{{"add", "work"}, {"commit", "-m", "sim (mcp): " + title}, {"push", "origin", "HEAD:refs/heads/" + branch}} {
-		if _, err := git(ctx, dir, args...); err != nil {
-			return "", err
-		}
-	}
-	return branch, nil
-}
-
-// simMerge merges branch into the workspace's branch and pushes it.
-func simMerge(ctx context.Context, dir, branch string) (outcome, note string) {
-	target, err := git(ctx, dir, "rev-parse", "--abbrev-ref", "HEAD")
-	if err != nil {
-		return schemas.ReviewFailed, err.Error()
-	}
-	if _, err := git(ctx, dir, "fetch", "origin", branch); err != nil {
-		return schemas.ReviewFailed, err.Error()
-	}
-	if _, err := git(ctx, dir, "merge", "--no-ff", "-m", "Merge "+branch, "FETCH_HEAD"); err != nil {
-		_, _ = git(ctx, dir, "merge", "--abort")
-		return schemas.ReviewConflict, err.Error()
-	}
-	if _, err := git(ctx, dir, "push", "origin", "HEAD:refs/heads/"+target); err != nil {
-		return schemas.ReviewFailed, err.Error()
-	}
-	return schemas.ReviewMerged, "merged " + branch + " into " + target
 }

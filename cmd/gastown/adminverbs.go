@@ -199,7 +199,7 @@ func writeBeads(w io.Writer, beads []coordinator.Bead) error {
 	tw := newTable(w)
 	row(tw, "BEAD", "TYPE", "STATUS", "RIG", "ASSIGNEE", "CONVOY", "TITLE")
 	for _, b := range beads {
-		row(tw, b.BeadID, b.Type, b.Status, b.RigID, b.Assignee, b.ConvoyID, b.Title)
+		row(tw, b.BeadID, b.Type, b.Status.String(), b.RigID, b.Assignee, b.ConvoyID, b.Title)
 	}
 	return tw.Flush()
 }

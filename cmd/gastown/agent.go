@@ -7,6 +7,7 @@ import (
 
 	"github.com/cockroachdb/errors"
 	"github.com/gastown/gastown/agentclient"
+	"github.com/gastown/gastown/agentclient/sim"
 )
 
 const agentSimDesc = `
@@ -72,5 +73,5 @@ func runAgent(ctx context.Context, args []string, env Env) error {
 		return errors.Wrap(err, "working directory")
 	}
 	client := agentclient.NewClient(sess, env.Getenv(agentclient.EnvAgentID), env.Getenv(agentclient.EnvRigID))
-	return agentclient.RunSim(ctx, client, agentclient.SimConfig{Work: *work, Dir: dir, RunID: env.Getenv(agentclient.EnvRunID), Logger: log})
+	return sim.Run(ctx, client, sim.Config{Work: *work, Dir: dir, RunID: env.Getenv(agentclient.EnvRunID), Logger: log})
 }

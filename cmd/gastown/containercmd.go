@@ -64,7 +64,7 @@ gastown MCP server registered, through gastown agent launch), and the
 // EnvAgentCommand, when set, is the command line of every agent a container
 // starts (PROTOCOL.md, Running a container); EnvAgentCommand_<ROLE> of one
 // role's.
-const EnvAgentCommand = "GASTOWN_AGENT_COMMAND"
+const EnvAgentCommand = agentclient.EnvAgentCommand
 
 // envAgentCommands sets the commands GASTOWN_AGENT_COMMAND (every role)
 // and GASTOWN_AGENT_COMMAND_<ROLE> (one role, over the first) name, each

@@ -287,7 +287,7 @@ func TestKilledContainerWorkRedispatched(t *testing.T) {
 		})
 		return cmd
 	}
-	agentRun := func(agent string) (run, status string) {
+	agentRun := func(agent string) (run string, status coordinator.AgentStatus) {
 		var st coordinator.TownStatus
 		require.NoError(t, json.Unmarshal([]byte(admin("status", "--town", "k", "--json")), &st))
 		for _, a := range st.Agents {

@@ -122,13 +122,13 @@ func (w *workState) check(st coordinator.TownStatus) string {
 		case !ok:
 			bad = append(bad, "bead "+id+" was lost")
 		case w.closed[id] && b.Status != coordinator.BeadClosed:
-			bad = append(bad, "bead "+id+" was closed and is now "+b.Status)
+			bad = append(bad, "bead "+id+" was closed and is now "+b.Status.String())
 		case b.Status == coordinator.BeadFailed:
 			bad = append(bad, "bead "+id+" failed: "+b.Summary)
 		}
 	}
 	for _, b := range st.Beads {
-		if !slices.Contains([]string{coordinator.BeadOpen, coordinator.BeadInProgress, coordinator.BeadInReview, coordinator.BeadClosed, coordinator.BeadFailed}, b.Status) {
+		if !slices.Contains([]coordinator.BeadStatus{coordinator.BeadOpen, coordinator.BeadInProgress, coordinator.BeadInReview, coordinator.BeadClosed, coordinator.BeadFailed}, b.Status) {
 			bad = append(bad, fmt.Sprintf("bead %s has status %q", b.BeadID, b.Status))
 		}
 		if b.Type == coordinator.BeadMergeRequest && b.SourceBead == "" {

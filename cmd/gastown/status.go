@@ -153,7 +153,7 @@ func writeTownStatus(w io.Writer, st coordinator.TownStatus) error {
 	tw = newTable(w)
 	row(tw, "AGENT", "ROLE", "RIG", "STATUS", "HOOK", "RUN", "LAST ERROR")
 	for _, a := range st.Agents {
-		row(tw, a.AgentID, a.Role, a.RigID, a.Status, a.Hook, a.RunID, a.LastError)
+		row(tw, a.AgentID, a.Role, a.RigID, a.Status.String(), a.Hook, a.RunID, a.LastError)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -166,14 +166,14 @@ func writeTownStatus(w io.Writer, st coordinator.TownStatus) error {
 			continue // in the convoys table
 		}
 		work = append(work, b)
-		counts[b.Status]++
+		counts[b.Status.String()]++
 	}
 	fmt.Fprintf(w, "\nBEADS (%d: %s)\n", len(work), beadCounts(counts))
 	// By status, in the statuses' order, oldest first within each.
 	byStatus := make([]coordinator.Bead, 0, len(work))
 	for _, status := range schemas.BeadStatuses {
 		for _, b := range work {
-			if b.Status == status {
+			if b.Status.String() == status {
 				byStatus = append(byStatus, b)
 			}
 		}

@@ -1,6 +1,7 @@
 package token
 
 import (
+	"crypto/rand"
 	"time"
 
 	"github.com/cockroachdb/errors"
@@ -103,9 +104,24 @@ func (i *Issuer) MintContainer(townID, userID string, ttl time.Duration) (string
 	if err := c.Validate(); err != nil {
 		return "", schemas.ContainerClaims{}, errors.Wrap(err, "minting container token")
 	}
-	tok, err := i.sign(c)
+	tok, err := i.sign(containerToken{c, rand.Text()})
 	return tok, c, err
 }
+
+// containerToken and agentToken are what is signed: the claims and a jti,
+// a random id that makes every token differ, even two minted in the same
+// millisecond for the same town (PROTOCOL.md, Tokens). Verifiers read the
+// claims and ignore it.
+type (
+	containerToken struct {
+		schemas.ContainerClaims
+		ID string `json:"jti"`
+	}
+	agentToken struct {
+		schemas.AgentClaims
+		ID string `json:"jti"`
+	}
+)
 
 // MintAgent signs a legacy per-agent token, valid for ttl from now.
 func (i *Issuer) MintAgent(townID, rigID, agentID, userID string, ttl time.Duration) (string, schemas.AgentClaims, error) {
@@ -113,7 +129,7 @@ func (i *Issuer) MintAgent(townID, rigID, agentID, userID string, ttl time.Durat
 	if err := c.Validate(); err != nil {
 		return "", schemas.AgentClaims{}, errors.Wrap(err, "minting agent token")
 	}
-	tok, err := i.sign(c)
+	tok, err := i.sign(agentToken{c, rand.Text()})
 	return tok, c, err
 }
 

@@ -1,4 +1,4 @@
-package agentclient
+package sim
 
 import (
 	"context"
@@ -6,17 +6,17 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/cockroachdb/errors"
+	"github.com/gastown/gastown/agentclient"
 	"github.com/gastown/gastown/schemas"
 )
 
-// SimConfig configures the built-in simulated agent.
-type SimConfig struct {
+// Config configures the simulated agent.
+type Config struct {
 	// Work is how long the agent "works" before it reports.
 	Work time.Duration
 	// Fail makes the agent exit with an error instead of working (to
@@ -31,8 +31,8 @@ type SimConfig struct {
 	Logger *slog.Logger
 }
 
-// simPrime is what the sim needs of prime's result.
-type simPrime struct {
+// primed is what the sim needs of prime's result.
+type primed struct {
 	AgentID string `json:"agentId"`
 	Role    string `json:"role"`
 	Hook    *struct {
@@ -44,12 +44,12 @@ type simPrime struct {
 	} `json:"hook"`
 }
 
-// RunSim is an agent without an LLM: it primes, works for a while, and
+// Run is an agent without an LLM: it primes, works for a while, and
 // reports through the same tools a real agent uses — a polecat commits and
 // pushes its branch and calls done; a refinery merges the branch on its
 // hook and calls review.complete; a triage agent restarts the agent it
 // triages; a mayor waits until it is stopped.
-func RunSim(ctx context.Context, c *Client, cfg SimConfig) error {
+func Run(ctx context.Context, c *agentclient.Client, cfg Config) error {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -57,27 +57,17 @@ func RunSim(ctx context.Context, c *Client, cfg SimConfig) error {
 	if cfg.Fail {
 		return errors.New("simulated failure (--fail)")
 	}
-	var p simPrime
+	var p primed
 	if err := c.Call(ctx, schemas.ToolPrime, nil, &p); err != nil {
 		return errors.Wrap(err, "prime")
 	}
 	log.Info("primed", "agent", p.AgentID, "role", p.Role, "hook", p.Hook != nil)
-	if p.Role == schemas.RoleMayor {
-		<-ctx.Done()
-		return nil
-	}
-	if p.Hook == nil {
-		log.Info("nothing on the hook; done")
-		return nil
-	}
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(cfg.Work):
+	if due, err := Work(ctx, p.Role, p.Hook != nil, cfg.Work, log); !due {
+		return err
 	}
 	switch p.Role {
 	case schemas.RolePolecat:
-		branch, err := simCommit(ctx, cfg.Dir, p.Hook.BeadID, p.Hook.Title)
+		branch, err := Commit(ctx, cfg.Dir, p.Hook.BeadID, p.Hook.Title, "")
 		if err != nil {
 			return err
 		}
@@ -87,7 +77,7 @@ func RunSim(ctx context.Context, c *Client, cfg SimConfig) error {
 		}
 		log.Info("done", "branch", branch, "result", string(res))
 	case schemas.RoleRefinery:
-		outcome, note := simMerge(ctx, cfg.Dir, p.Hook.Branch)
+		outcome, note := Merge(ctx, cfg.Dir, p.Hook.Branch)
 		if err := c.Call(ctx, schemas.ToolReviewComplete, schemas.ReviewComplete{BeadID: p.Hook.BeadID, Outcome: outcome, Note: note, RunID: cfg.RunID}, nil); err != nil {
 			return errors.Wrap(err, "review.complete")
 		}
@@ -100,42 +90,78 @@ func RunSim(ctx context.Context, c *Client, cfg SimConfig) error {
 	return nil
 }
 
-// git runs a git command in dir.
-func git(ctx context.Context, dir string, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, "git", append([]string{"-c", "user.name=Gastown Sim", "-c", "user.email=sim@gastown.invalid"}, args...)...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0") // never wait on a credential prompt
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return string(out), errors.Wrapf(err, "git %s: %s", strings.Join(args, " "), strings.TrimSpace(string(out)))
+// Work is what a primed sim does before its role's last call, however it
+// calls its tools: a mayor waits until it is stopped, an agent with nothing
+// on its hook is done, and any other works for d. It reports whether the
+// last call is due (false with ctx's error when stopped while it worked).
+func Work(ctx context.Context, role string, hooked bool, d time.Duration, log *slog.Logger) (bool, error) {
+	if role == schemas.RoleMayor {
+		<-ctx.Done()
+		return false, nil
 	}
-	return strings.TrimSpace(string(out)), nil
+	if !hooked {
+		log.Info("nothing on the hook; done")
+		return false, nil
+	}
+	select {
+	case <-ctx.Done():
+		return false, ctx.Err()
+	case <-time.After(d):
+		return true, nil
+	}
 }
 
-// simCommit writes a file for the bead, commits it on the current branch
-// and pushes the branch.
-func simCommit(ctx context.Context, dir, beadID, title string) (string, error) {
+// git runs a git command in dir as the sim's own author (its commits and
+// merges say "Gastown Sim").
+func git(ctx context.Context, dir string, args ...string) (string, error) {
+	return agentclient.Git(ctx, dir, append([]string{"-c", "user.name=Gastown Sim", "-c", "user.email=sim@gastown.invalid"}, args...)...)
+}
+
+// Commit writes a file for the bead, commits it as the sim on the current
+// branch and pushes the branch, which it returns. via, when not empty,
+// names how the sim calls its tools other than through the tool client
+// ("MCP"), in the commit message ("sim (mcp): <title>") and the file.
+func Commit(ctx context.Context, dir, beadID, title, via string) (string, error) {
 	branch, err := git(ctx, dir, "rev-parse", "--abbrev-ref", "HEAD")
 	if err != nil {
 		return "", err
+	}
+	msg, by := "sim: "+title, "Done by the simulated agent."
+	if via != "" {
+		msg, by = "sim ("+strings.ToLower(via)+"): "+title, "Done by the simulated agent, over "+via+"."
 	}
 	path := filepath.Join(dir, "work", beadID+".md")
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return "", errors.Wrap(err, "writing work")
 	}
-	if err := os.WriteFile(path, []byte(fmt.Sprintf("# %s\n\nDone by the simulated agent.\n", title)), 0o644); err != nil {
+	if err := os.WriteFile(path, fmt.Appendf(nil, "# %s\n\n%s\n", title, by), 0o644); err != nil {
 		return "", errors.Wrap(err, "writing work")
 	}
-	for _, args := range [][]string{{"add", "work"}, {"commit", "-m", "sim: " + title}, {"push", "origin", "HEAD:refs/heads/" + branch}} {
-		if _, err := git(ctx, dir, args...); err != nil {
+	if _, err := git(ctx, dir, "add", "work"); err != nil {
+		return "", err
+	}
+	// A run again on the same bead (the last one's done was lost, say
+	// while a node died) finds its work committed already: nothing to
+	// commit is not a failure. The branch is the polecat's own, so the
+	// push replaces what an earlier run in another workspace left there.
+	staged, err := git(ctx, dir, "status", "--porcelain", "--", "work")
+	if err != nil {
+		return "", err
+	}
+	if staged != "" {
+		if _, err := git(ctx, dir, "commit", "-m", msg); err != nil {
 			return "", err
 		}
+	}
+	if _, err := git(ctx, dir, "push", "origin", "+HEAD:refs/heads/"+branch); err != nil {
+		return "", err
 	}
 	return branch, nil
 }
 
-// simMerge merges branch into the workspace's branch and pushes it.
-func simMerge(ctx context.Context, dir, branch string) (outcome, note string) {
+// Merge merges branch into the workspace's branch and pushes it, as the
+// sim: the outcome and note of review.complete.
+func Merge(ctx context.Context, dir, branch string) (outcome, note string) {
 	target, err := git(ctx, dir, "rev-parse", "--abbrev-ref", "HEAD")
 	if err != nil {
 		return schemas.ReviewFailed, err.Error()
