@@ -116,9 +116,26 @@ type connzReply struct {
 // connzPage is how many connections one CONNZ answer lists.
 const connzPage = 4096
 
-// sweep kicks what it finds now.
+// sweep kicks what it finds now of one town.
 func (k *ClusterKicker) sweep(townID string, before time.Time) (int, error) {
-	targets := map[string][]uint64{}
+	return k.sweepRevoked(map[string]time.Time{townID: before})
+}
+
+// SweepRevoked closes, in one pass over every server's connections, each
+// connection of a town in revoked whose token was issued before the
+// town's time there, and returns how many it closed. The coordinators run
+// it every so often (one of them): it finds a revoked connection that no
+// kick reached, such as one on a node cut off from the others while the
+// town was revoked.
+func (k *ClusterKicker) SweepRevoked(revoked map[string]time.Time) (int, error) {
+	if len(revoked) == 0 {
+		return 0, nil
+	}
+	return k.sweepRevoked(revoked)
+}
+
+func (k *ClusterKicker) sweepRevoked(revoked map[string]time.Time) (int, error) {
+	targets := map[string][]townConn{}
 	msgs, err := pingAll(k.sys, "$SYS.REQ.SERVER.PING.CONNZ", connzBody(0), len(k.sys.Servers()))
 	if err != nil {
 		return 0, errors.Wrap(err, "asking the servers for connections")
@@ -128,19 +145,20 @@ func (k *ClusterKicker) sweep(townID string, before time.Time) (int, error) {
 		if err := json.Unmarshal(m.Data, &p); err != nil || p.Error != nil || p.Server.ID == "" {
 			continue
 		}
-		collect(p, townID, before, targets)
+		collect(p, revoked, targets)
 		// A server with more connections than one page: ask it for the rest.
 		for off := len(p.Data.Conns); off < p.Data.Total; off += connzPage {
 			more, err := k.ask("$SYS.REQ.SERVER."+p.Server.ID+".CONNZ", off)
 			if err != nil {
 				return 0, err
 			}
-			collect(more, townID, before, targets)
+			collect(more, revoked, targets)
 		}
 	}
 	n := 0
-	for srv, cids := range targets {
-		for _, cid := range cids {
+	for srv, conns := range targets {
+		for _, tc := range conns {
+			townID, cid := tc.town, tc.cid
 			body, _ := json.Marshal(map[string]uint64{"cid": cid})
 			m, err := k.sys.Request("$SYS.REQ.SERVER."+srv+".KICK", body, kickWait)
 			if err != nil {
@@ -158,34 +176,42 @@ func (k *ClusterKicker) sweep(townID string, before time.Time) (int, error) {
 		}
 	}
 	if n > 0 {
-		k.log.Info("closed connections using revoked tokens", KeyTown, townID, "count", n)
+		k.log.Info("closed connections using revoked tokens", "count", n, "towns", len(revoked))
 	}
 	return n, nil
 }
 
-func collect(p connzReply, townID string, before time.Time, into map[string][]uint64) {
+// townConn is one connection to close: its town, its id on its server.
+type townConn struct {
+	town string
+	cid  uint64
+}
+
+func collect(p connzReply, revoked map[string]time.Time, into map[string][]townConn) {
 	for _, c := range p.Data.Conns {
-		if iat, ok := townConnIssuedAt(c.User, townID); ok && iat < before.UnixNano() {
-			into[p.Server.ID] = append(into[p.Server.ID], c.CID)
+		town, iat, ok := townConnOf(c.User)
+		if before, revokedTown := revoked[town]; ok && revokedTown && iat < before.UnixNano() {
+			into[p.Server.ID] = append(into[p.Server.ID], townConn{town: town, cid: c.CID})
 		}
 	}
 }
 
-// townConnIssuedAt reads the iat of a connection of townID from the name
-// the callout gave it: "town:<id>;iat=<ns>" or "recovery:<id>;iat=<ns>".
-func townConnIssuedAt(name, townID string) (int64, bool) {
+// townConnOf reads the town and the token's iat of a container connection
+// from the name the callout gave it: "town:<id>;iat=<ns>" or
+// "recovery:<id>;iat=<ns>".
+func townConnOf(name string) (town string, iat int64, ok bool) {
 	rest, ok := strings.CutPrefix(name, "town:")
 	if !ok {
 		if rest, ok = strings.CutPrefix(name, "recovery:"); !ok {
-			return 0, false
+			return "", 0, false
 		}
 	}
-	id, iat, ok := strings.Cut(rest, issuedAtMark)
-	if !ok || id != townID {
-		return 0, false
+	id, at, ok := strings.Cut(rest, issuedAtMark)
+	if !ok {
+		return "", 0, false
 	}
-	v, err := strconv.ParseInt(iat, 10, 64)
-	return v, err == nil
+	v, err := strconv.ParseInt(at, 10, 64)
+	return id, v, err == nil
 }
 
 func connzBody(offset int) []byte {

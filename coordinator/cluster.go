@@ -118,14 +118,27 @@ func (d *Daemon) startCluster(ctx context.Context, cfg Config, dc DaemonConfig, 
 // view's lease, to start or stop copying.
 const opsViewEvery = time.Second
 
+// revokedSweepEvery is how often the holder of the ops view's lease
+// sweeps every node for connections of revoked tokens that no kick
+// reached (a node cut off while its town was revoked, say).
+const revokedSweepEvery = 10 * time.Second
+
 // runOpsView copies the state for operators while this coordinator holds
-// the ops view's lease, until the daemon closes.
+// the ops view's lease, and sweeps for revoked connections every
+// revokedSweepEvery, until the daemon closes.
 func (cs *clusterSide) runOpsView(co *Coordinator, state *nats.Conn) {
 	cs.wg.Go(func() {
 		t := time.NewTicker(opsViewEvery)
 		defer t.Stop()
+		lastSweep := time.Now()
 		for {
 			holds := co.leases.holdsKey(leaseOpsView)
+			if holds && time.Since(lastSweep) >= revokedSweepEvery {
+				lastSweep = time.Now()
+				if _, err := cs.kicker.SweepRevoked(co.liveRevocations()); err != nil {
+					cs.log.Warn("could not sweep for connections using revoked tokens", KeyErr, err)
+				}
+			}
 			cs.opsMu.Lock()
 			switch {
 			case holds && cs.opsCopy == nil:
@@ -181,4 +194,18 @@ func (cs *clusterSide) close() {
 			nc.Close()
 		}
 	}
+}
+
+// liveRevocations are the towns whose revocation may still have live
+// connections: revoked less than a token's lifetime ago (a connection
+// closes at its token's exp, and a revoked token gets no recovery grant).
+func (c *Coordinator) liveRevocations() map[string]time.Time {
+	since := c.now().Add(-c.cfg.TokenTTL)
+	out := map[string]time.Time{}
+	for _, t := range c.tokens.snapshot() {
+		if t.RevokedBefore.After(since) {
+			out[t.TownID] = t.RevokedBefore
+		}
+	}
+	return out
 }
