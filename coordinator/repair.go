@@ -26,10 +26,16 @@ import (
 //     closing the last bead and landing the convoy);
 //  5. a merge request waiting in a rig's queue while the rig's refinery is
 //     free is hooked to it, and patrol dispatches it (the crash came in
-//     done or review.complete before the queue was fed).
+//     done or review.complete before the queue was fed);
+//  6. an issue in progress whose assignee is free (nothing on its hook, no
+//     run) is hooked back to it, and patrol dispatches it again (the crash
+//     came after a step cleared the agent's hook in its own write, before
+//     the bead's write: a done before the bead went to review, a last
+//     failed dispatch before the bead failed). The work is done again;
+//     nothing is stranded. Seen in the cluster fault test.
 //
 // Only agents that are not running are touched: a running agent's own
-// calls finish its step. Rules 3 and 5 leave a record alone for a request
+// calls finish its step. Rules 3, 5 and 6 leave a record alone for a request
 // timeout after its last write: the step that wrote it finishes itself
 // within a request.
 func (c *Coordinator) repair(ctx context.Context, agents []Agent) {
@@ -86,6 +92,23 @@ func (c *Coordinator) repair(ctx context.Context, agents []Agent) {
 			}
 		} else {
 			c.backToWork(ctx, b.TownID, mr)
+		}
+	}
+
+	// rule 6
+	for _, b := range c.st.beads.List(func(_ string, b Bead) bool {
+		return c.leases.holds(b.TownID) && b.Type == BeadIssue && b.Status == BeadInProgress && b.Assignee != "" &&
+			now.Sub(b.UpdatedAt) >= c.cfg.RequestTimeout
+	}) {
+		if a, ok := c.st.agents.Get(schemas.Key(b.TownID, b.Assignee)); !ok || !a.free() {
+			continue
+		}
+		_, err := c.st.agents.Update(ctx, schemas.Key(b.TownID, b.Assignee), func(a *Agent) error { return hookAgent(a, b.BeadID, now) })
+		switch {
+		case err == nil:
+			c.log.Warn("repair: hooked an issue in progress back to its free assignee", KeyTown, b.TownID, KeyAgent, b.Assignee, KeyBead, b.BeadID)
+		case !errors.Is(err, schemas.ErrConflict):
+			c.log.Warn("repair: hooking an issue back to its assignee", KeyTown, b.TownID, KeyBead, b.BeadID, KeyErr, err)
 		}
 	}
 

@@ -35,7 +35,7 @@ func put(t *testing.T, h *coordinatortest.Harness, bucket, key string, v any) {
 func TestRepairHalfDoneSteps(t *testing.T) {
 	h := coordinatortest.Start(t, coordinator.Config{HeartbeatInterval: 100 * time.Millisecond, DispatchCooldown: time.Hour, RequestTimeout: time.Second})
 	slingOne(t, h) // town T, rig r, bead b (not slung)
-	for _, id := range []string{"b1", "b2", "b3", "b4", "b5"} {
+	for _, id := range []string{"b1", "b2", "b3", "b4", "b5", "b7"} {
 		require.NoError(t, admin(t, h, schemas.AdminBeadCreate, schemas.BeadCreate{TownID: "T", BeadID: id, RigID: "r", Title: "work " + id}, nil))
 	}
 	var convoy3, convoy4 coordinator.Bead
@@ -88,6 +88,12 @@ func TestRepairHalfDoneSteps(t *testing.T) {
 	b5.Assignee = "p1"
 	put(t, h, schemas.BucketBeads, schemas.Key("T", "b5"), b5)
 	put(t, h, schemas.BucketAgents, schemas.Key("T", "p5"), polecat("p5", "b5"))
+	// a step that cleared the polecat's hook died before the bead's write:
+	// the issue is in progress for a free polecat.
+	b7 := beads["b7"]
+	b7.Status, b7.Assignee, b7.UpdatedAt = coordinator.BeadInProgress, "p7", long
+	put(t, h, schemas.BucketBeads, schemas.Key("T", "b7"), b7)
+	put(t, h, schemas.BucketAgents, schemas.Key("T", "p7"), polecat("p7", ""))
 
 	require.Eventually(t, func() bool {
 		beads, agents := status()
@@ -95,7 +101,8 @@ func TestRepairHalfDoneSteps(t *testing.T) {
 			agents["p2"].Hook == "" && beads["b2"].Status == coordinator.BeadInReview &&
 			beads["b3"].Status == coordinator.BeadClosed && beads[convoy3.BeadID].Landed &&
 			beads[convoy4.BeadID].Landed &&
-			agents["p5"].Hook == "" && beads["b5"].Assignee == "p1"
+			agents["p5"].Hook == "" && beads["b5"].Assignee == "p1" &&
+			agents["p7"].Hook == "b7" && beads["b7"].Assignee == "p7"
 	}, 10*time.Second, 50*time.Millisecond, "patrol repairs every half-done step")
 
 	// A polecat whose done reply was lost (the coordinator died after the
