@@ -48,7 +48,12 @@ func (c *Coordinator) createTown(ctx context.Context, req schemas.TownCreate) (T
 
 // requireTown returns the town or not_found.
 func (c *Coordinator) requireTown(townID string) (Town, error) {
-	t, ok := c.st.towns.Get(townID)
+	ctx, cancel := context.WithTimeout(c.runCtx, c.cfg.RequestTimeout)
+	defer cancel()
+	t, ok, err := c.st.towns.Fetch(ctx, townID)
+	if err != nil {
+		return Town{}, err
+	}
 	if !ok {
 		return Town{}, schemas.NewError(schemas.CodeNotFound, "no town %s", townID)
 	}
@@ -82,7 +87,9 @@ func (c *Coordinator) createBead(ctx context.Context, req schemas.BeadCreate, wi
 		return Bead{}, err
 	}
 	if req.RigID != "" {
-		if _, ok := c.st.rigs.Get(schemas.Key(req.TownID, req.RigID)); !ok {
+		if _, ok, err := c.st.rigs.Fetch(ctx, schemas.Key(req.TownID, req.RigID)); err != nil {
+			return Bead{}, err
+		} else if !ok {
 			return Bead{}, schemas.NewError(schemas.CodeNotFound, "no rig %s in town %s", req.RigID, req.TownID)
 		}
 	}
@@ -126,7 +133,10 @@ func (c *Coordinator) sling(ctx context.Context, req schemas.Sling) (schemas.Sli
 	if _, err := c.requireTown(req.TownID); err != nil {
 		return res, err
 	}
-	bead, ok := c.st.beads.Get(schemas.Key(req.TownID, req.BeadID))
+	bead, ok, err := c.st.beads.Fetch(ctx, schemas.Key(req.TownID, req.BeadID))
+	if err != nil {
+		return res, err
+	}
 	if !ok {
 		return res, schemas.NewError(schemas.CodeNotFound, "no bead %s in town %s", req.BeadID, req.TownID)
 	}
@@ -137,7 +147,9 @@ func (c *Coordinator) sling(ctx context.Context, req schemas.Sling) (schemas.Sli
 	if rigID == "" {
 		return res, schemas.NewError(schemas.CodeInvalidArgument, "bead %s names no rig; give one", req.BeadID)
 	}
-	if _, ok := c.st.rigs.Get(schemas.Key(req.TownID, rigID)); !ok {
+	if _, ok, err := c.st.rigs.Fetch(ctx, schemas.Key(req.TownID, rigID)); err != nil {
+		return res, err
+	} else if !ok {
 		return res, schemas.NewError(schemas.CodeNotFound, "no rig %s in town %s", rigID, req.TownID)
 	}
 	agentID, err := c.hookPolecat(ctx, req.TownID, rigID, req.AgentID, req.BeadID)

@@ -206,6 +206,30 @@ func (b *Bucket[T]) Get(key string) (T, bool) {
 	return v.value, ok
 }
 
+// Fetch is Get that, when the key is not in the view, reads the store:
+// with several coordinators a key another one has just written may not
+// have reached this one's watch yet (a script creating a bead on one and
+// slinging it on the next). What it reads joins the view.
+func (b *Bucket[T]) Fetch(ctx context.Context, key string) (T, bool, error) {
+	if v, ok := b.Get(key); ok {
+		return v, true, nil
+	}
+	var zero T
+	e, err := b.kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return zero, false, nil
+	}
+	if err != nil {
+		return zero, false, errors.Wrapf(err, "reading %s/%s", b.name, key)
+	}
+	var v T
+	if err := json.Unmarshal(e.Value(), &v); err != nil {
+		return zero, false, errors.Wrapf(err, "decoding %s/%s", b.name, key)
+	}
+	b.apply(key, v, e.Revision())
+	return v, true, nil
+}
+
 // List returns every cached value whose key passes keep (all when nil).
 func (b *Bucket[T]) List(keep func(key string, v T) bool) []T {
 	b.mu.RLock()
