@@ -31,6 +31,7 @@ func TestTokenRotationsCarryTheHeartbeatInterval(t *testing.T) {
 	})
 	require.NoError(t, err)
 	defer sub.Unsubscribe()
+	require.NoError(t, h.Conn().Flush(), "the container's subscription is in place before the push")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var rot schemas.TokenRotation
