@@ -85,8 +85,8 @@ func (f *fixture) embeddedOnly(t *testing.T) {
 }
 
 // newClusterFixture is the fixture on an in-process 3-node cluster: the
-// clients connect to the third node, the coordinator's side (nc, with
-// the coordinator's control key) to any.
+// clients and the coordinator's side (nc, with the coordinator's control
+// key) connect to the third node; the callout's answerer to any.
 func newClusterFixture(t *testing.T, bc bus.Config, auth bus.TokenAuthorizer, f *fixture) *fixture {
 	t.Helper()
 	c := clustertest.StartInProcess(t, clustertest.Options{OpsPassword: bc.OpsPassword})
@@ -98,7 +98,16 @@ func newClusterFixture(t *testing.T, bc bus.Config, auth bus.TokenAuthorizer, f 
 	require.NoError(t, err)
 	t.Cleanup(callout.Close)
 	f.url = c.URLs()[2]
-	f.nc = c.Connect(creds.Control)
+	// The coordinator's side on the clients' node too: a subscription
+	// reaches the other nodes a moment after the flush that confirms it,
+	// and these tests publish at once. (The callout is answered from any.)
+	pub, err := creds.Control.PublicKey()
+	require.NoError(t, err)
+	nc, err := nats.Connect(f.url, nats.Nkey(pub, creds.Control.Sign), nats.CustomInboxPrefix(schemas.CoordinatorInbox),
+		nats.IgnoreDiscoveredServers())
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	f.nc = nc
 	return f
 }
 
