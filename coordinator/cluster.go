@@ -92,6 +92,7 @@ func (d *Daemon) startCluster(ctx context.Context, cfg Config, dc DaemonConfig, 
 	if cs.callout, err = bus.StartCallout(cs.auth, bus.CalloutConfig{
 		Tokens: auth, AdminPassword: dc.Bus.AdminPassword, OpsPassword: dc.Bus.OpsPassword,
 		Issuer: creds.Issuer, XKey: creds.XKey, Logger: cfg.Logger.With(KeyComponent, "auth"), Limits: dc.Bus.Limits,
+		System: cs.system,
 	}); err != nil {
 		return nil, err
 	}

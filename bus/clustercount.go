@@ -1,0 +1,344 @@
+package bus
+
+import (
+	"encoding/json"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/errors"
+	"github.com/nats-io/nats.go"
+)
+
+// The town cap (Limits.TownConns) on a cluster. The servers hold the
+// connections, so every coordinator counts each town's live connections
+// on every node from the system account's events: a server announces
+// each connection of the control account ($SYS.ACCOUNT.GASTOWN.CONNECT)
+// and its close (…DISCONNECT), with the name the callout gave it
+// (town:<id>;iat=<ns>, or recovery:…). The count is seeded from CONNZ
+// (listConns, the kicker's) at start and reconciled with it every
+// TownConnsReconcile; a server that answers two reconciles in a row with
+// nothing is taken for dead and its connections are dropped (a node that
+// dies announces no closes). A grant the coordinator made itself counts
+// from the moment it is made until its CONNECT event arrives (or
+// grantGrace passes: the server did not register it).
+//
+// The bound: one coordinator deciding one connect at a time holds the
+// town to TownConns exactly. Coordinators deciding at once do not see
+// each other's grants until the servers announce them (milliseconds), so
+// a burst of connects spread over K coordinators may reach K × TownConns
+// for that moment; every connect after the announcements is refused
+// until the town is back under the cap. Nothing is closed for being over.
+
+// DefaultTownConnsReconcile is how often a coordinator reconciles its
+// count of the towns' connections with the servers' CONNZ on a cluster.
+const DefaultTownConnsReconcile = 5 * time.Second
+
+// grantGrace is how long a grant counts before its CONNECT event: past
+// the servers' callout timeout (2 s), the server has refused it.
+const grantGrace = 5 * time.Second
+
+// reconcileMisses is how many reconciles in a row a server may miss
+// before its connections are dropped.
+const reconcileMisses = 2
+
+// clusterConns counts the towns' connections on every server of a cluster.
+type clusterConns struct {
+	sys   *nats.Conn
+	limit int
+	every time.Duration
+	now   func() time.Time
+	log   *slog.Logger
+
+	mu      sync.Mutex
+	servers map[string]*serverConns   // by server id
+	towns   map[string]int            // live connections by town, over all servers
+	pending map[string][]pendingGrant // this coordinator's grants not yet announced, by town
+	// replay holds the events that arrived since a reconcile asked for
+	// CONNZ, applied again over its answers; nil when none runs.
+	replay []connEvent
+
+	subs []*nats.Subscription
+	stop chan struct{}
+	wg   sync.WaitGroup
+	once sync.Once
+}
+
+// serverConns is one server's town connections: name by connection id.
+type serverConns struct {
+	conns  map[uint64]string
+	missed int // reconciles in a row it did not answer
+}
+
+type pendingGrant struct {
+	name string
+	at   time.Time
+}
+
+type connEvent struct {
+	connect bool
+	server  string
+	cid     uint64
+	name    string
+}
+
+// connEventMsg is what the servers' CONNECT and DISCONNECT events say.
+type connEventMsg struct {
+	Server struct {
+		ID string `json:"id"`
+	} `json:"server"`
+	Client struct {
+		ID   uint64 `json:"id"`
+		User string `json:"user"`
+	} `json:"client"`
+}
+
+// startClusterConns subscribes sys (the system account) to the control
+// account's connection events, seeds the count from CONNZ, and
+// reconciles it every every until close.
+func startClusterConns(sys *nats.Conn, limit int, every time.Duration, now func() time.Time, log *slog.Logger) (*clusterConns, error) {
+	if every <= 0 {
+		every = DefaultTownConnsReconcile
+	}
+	c := &clusterConns{sys: sys, limit: limit, every: every, now: now, log: log,
+		servers: map[string]*serverConns{}, towns: map[string]int{}, pending: map[string][]pendingGrant{},
+		stop: make(chan struct{})}
+	for _, ev := range []struct {
+		subject string
+		connect bool
+	}{{"$SYS.ACCOUNT." + ControlAccount + ".CONNECT", true}, {"$SYS.ACCOUNT." + ControlAccount + ".DISCONNECT", false}} {
+		sub, err := sys.Subscribe(ev.subject, func(m *nats.Msg) { c.onEvent(m, ev.connect) })
+		if err != nil {
+			c.close()
+			return nil, errors.Wrap(err, "subscribing to the servers' connection events")
+		}
+		c.subs = append(c.subs, sub)
+	}
+	if err := sys.Flush(); err != nil {
+		c.close()
+		return nil, errors.Wrap(err, "subscribing to the servers' connection events")
+	}
+	if err := c.reconcile(); err != nil {
+		log.Warn("could not count the towns' connections yet; counting from the servers' events", KeyErr, err)
+	}
+	c.wg.Go(c.run)
+	return c, nil
+}
+
+func (c *clusterConns) run() {
+	t := time.NewTicker(c.every)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+		}
+		if err := c.reconcile(); err != nil {
+			c.log.Warn("could not reconcile the towns' connection counts with the servers", KeyErr, err)
+		}
+	}
+}
+
+// close stops reconciling and listening. Safe to call twice.
+func (c *clusterConns) close() {
+	c.once.Do(func() {
+		close(c.stop)
+		for _, s := range c.subs {
+			_ = s.Unsubscribe()
+		}
+	})
+	c.wg.Wait()
+}
+
+// grantName is the name the callout gives a token connection: user
+// (town:<id> or recovery:<id>) and the token's iat (issuedAtMark).
+func grantName(user string, issuedAt time.Time) string {
+	return user + issuedAtMark + strconv.FormatInt(issuedAt.UnixNano(), 10)
+}
+
+// admit counts a grant of a connection named name to town, unless the
+// town already has limit connections, live or granted.
+func (c *clusterConns) admit(town, name string) bool {
+	now := c.now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.expireLocked(town, now)
+	if c.limit > 0 && c.towns[town]+len(c.pending[town]) >= c.limit {
+		return false
+	}
+	c.pending[town] = append(c.pending[town], pendingGrant{name: name, at: now})
+	return true
+}
+
+// expireLocked drops the town's grants that no event confirmed in time.
+func (c *clusterConns) expireLocked(town string, now time.Time) {
+	p := c.pending[town]
+	i := 0
+	for i < len(p) && now.Sub(p[i].at) >= grantGrace {
+		i++
+	}
+	switch {
+	case i == len(p):
+		delete(c.pending, town)
+	case i > 0:
+		c.pending[town] = append(p[:0], p[i:]...)
+	}
+}
+
+func (c *clusterConns) onEvent(m *nats.Msg, connect bool) {
+	var e connEventMsg
+	if err := json.Unmarshal(m.Data, &e); err != nil || e.Server.ID == "" {
+		return
+	}
+	if _, _, ok := townConnOf(e.Client.User); !ok {
+		return // not a container's connection
+	}
+	ev := connEvent{connect: connect, server: e.Server.ID, cid: e.Client.ID, name: e.Client.User}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.applyLocked(ev) && connect {
+		c.confirmLocked(ev.name)
+	}
+	if c.replay != nil {
+		c.replay = append(c.replay, ev)
+	}
+}
+
+// applyLocked applies one event to the servers' lists and the towns'
+// counts; false when it changed nothing (already known).
+func (c *clusterConns) applyLocked(ev connEvent) bool {
+	town, _, _ := townConnOf(ev.name)
+	s := c.servers[ev.server]
+	if s == nil {
+		if !ev.connect {
+			return false
+		}
+		s = &serverConns{conns: map[uint64]string{}}
+		c.servers[ev.server] = s
+	}
+	_, known := s.conns[ev.cid]
+	switch {
+	case ev.connect && !known:
+		s.conns[ev.cid] = ev.name
+		c.towns[town]++
+		return true
+	case !ev.connect && known:
+		delete(s.conns, ev.cid)
+		if c.towns[town]--; c.towns[town] <= 0 {
+			delete(c.towns, town)
+		}
+		return true
+	}
+	return false
+}
+
+// confirmLocked drops the oldest of this coordinator's grants of name,
+// now that a server announced a connection by that name. (It may be
+// another coordinator's grant of the same token: then this one's is
+// announced a moment later and counted from its event; meanwhile the
+// town counts one less.)
+func (c *clusterConns) confirmLocked(name string) {
+	town, _, _ := townConnOf(name)
+	p := c.pending[town]
+	for i, g := range p {
+		if g.name == name {
+			if p = append(p[:i], p[i+1:]...); len(p) == 0 {
+				delete(c.pending, town)
+			} else {
+				c.pending[town] = p
+			}
+			return
+		}
+	}
+}
+
+// reconcile replaces the lists of the servers that answer CONNZ with
+// their answers (and the events since), and drops the connections of
+// servers that missed reconcileMisses in a row.
+func (c *clusterConns) reconcile() error {
+	c.mu.Lock()
+	c.replay = []connEvent{}
+	c.mu.Unlock()
+	pages, err := listConns(c.sys)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	replay := c.replay
+	c.replay = nil
+	if err != nil {
+		return err
+	}
+	fresh := map[string]map[uint64]string{}
+	for _, p := range pages {
+		conns := fresh[p.Server.ID]
+		if conns == nil {
+			conns = map[uint64]string{}
+			fresh[p.Server.ID] = conns
+		}
+		for _, cn := range p.Data.Conns {
+			if _, _, ok := townConnOf(cn.User); ok {
+				conns[cn.CID] = cn.User
+			}
+		}
+	}
+	for id, s := range c.servers {
+		if _, ok := fresh[id]; ok {
+			continue
+		}
+		if s.missed++; s.missed >= reconcileMisses {
+			if len(s.conns) > 0 {
+				c.log.Info("a server no longer answers: its connections no longer count toward the town cap", "server", id, "count", len(s.conns))
+			}
+			delete(c.servers, id)
+		}
+	}
+	for id, conns := range fresh {
+		c.servers[id] = &serverConns{conns: conns}
+	}
+	for _, ev := range replay {
+		c.applyLocked(ev)
+	}
+	clear(c.towns)
+	for _, s := range c.servers {
+		for _, name := range s.conns {
+			town, _, _ := townConnOf(name)
+			c.towns[town]++
+		}
+	}
+	return nil
+}
+
+// count is the town's live connections and this coordinator's grants
+// not yet announced, for tests and status.
+func (c *clusterConns) count(town string) (live, pending int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.towns[town], len(c.pending[town])
+}
+
+// tokenUser is the user a token connection of g is named as: town:<id>,
+// or recovery:<id> for the recovery-only grant (decide).
+func tokenUser(g Grant) string {
+	if g.RecoveryOnly {
+		return "recovery:" + g.TownID
+	}
+	return "town:" + g.TownID
+}
+
+// closeCount stops the callout's count of the towns' connections.
+func (c *Callout) closeCount() {
+	if c.auth.cluster != nil {
+		c.auth.cluster.close()
+	}
+}
+
+// TownConns is how many connections of town the callout counts on the
+// cluster: live (announced by the servers) and pending (granted by this
+// coordinator, not yet announced). Zeros without CalloutConfig.System.
+func (c *Callout) TownConns(town string) (live, pending int) {
+	if c.auth.cluster == nil {
+		return 0, 0
+	}
+	return c.auth.cluster.count(town)
+}
