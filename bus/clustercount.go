@@ -58,6 +58,11 @@ type clusterConns struct {
 	// replay holds the events that arrived since a reconcile asked for
 	// CONNZ, applied again over its answers; nil when none runs.
 	replay []connEvent
+	// gone are the connections announced closed lately: a server
+	// announces a close a moment before it stops listing the connection
+	// in CONNZ, so a reconcile may see one that is gone. Connection ids
+	// are never reused by a server. Kept for goneFor.
+	gone map[connKey]time.Time
 
 	subs []*nats.Subscription
 	stop chan struct{}
@@ -69,6 +74,11 @@ type clusterConns struct {
 type serverConns struct {
 	conns  map[uint64]string
 	missed int // reconciles in a row it did not answer
+}
+
+type connKey struct {
+	server string
+	cid    uint64
 }
 
 type pendingGrant struct {
@@ -103,18 +113,23 @@ func startClusterConns(sys *nats.Conn, limit int, every time.Duration, now func(
 	}
 	c := &clusterConns{sys: sys, limit: limit, every: every, now: now, log: log,
 		servers: map[string]*serverConns{}, towns: map[string]int{}, pending: map[string][]pendingGrant{},
-		stop: make(chan struct{})}
-	for _, ev := range []struct {
-		subject string
-		connect bool
-	}{{"$SYS.ACCOUNT." + ControlAccount + ".CONNECT", true}, {"$SYS.ACCOUNT." + ControlAccount + ".DISCONNECT", false}} {
-		sub, err := sys.Subscribe(ev.subject, func(m *nats.Msg) { c.onEvent(m, ev.connect) })
-		if err != nil {
-			c.close()
-			return nil, errors.Wrap(err, "subscribing to the servers' connection events")
+		gone: map[connKey]time.Time{}, stop: make(chan struct{})}
+	// One subscription for both kinds, so that they are handled in the
+	// order they came (each subscription has its own goroutine).
+	prefix := "$SYS.ACCOUNT." + ControlAccount + "."
+	sub, err := sys.Subscribe(prefix+"*", func(m *nats.Msg) {
+		switch m.Subject {
+		case prefix + "CONNECT":
+			c.onEvent(m, true)
+		case prefix + "DISCONNECT":
+			c.onEvent(m, false)
 		}
-		c.subs = append(c.subs, sub)
+	})
+	if err != nil {
+		c.close()
+		return nil, errors.Wrap(err, "subscribing to the servers' connection events")
 	}
+	c.subs = append(c.subs, sub)
 	if err := sys.Flush(); err != nil {
 		c.close()
 		return nil, errors.Wrap(err, "subscribing to the servers' connection events")
@@ -196,8 +211,17 @@ func (c *clusterConns) onEvent(m *nats.Msg, connect bool) {
 		return // not a container's connection
 	}
 	ev := connEvent{connect: connect, server: e.Server.ID, cid: e.Client.ID, name: e.Client.User}
+	now := c.now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	key := connKey{ev.server, ev.cid}
+	if _, closed := c.gone[key]; closed && connect {
+		c.confirmLocked(ev.name) // it was granted, and is gone already
+		return
+	}
+	if !connect {
+		c.gone[key] = now
+	}
 	if c.applyLocked(ev) && connect {
 		c.confirmLocked(ev.name)
 	}
@@ -262,12 +286,25 @@ func (c *clusterConns) reconcile() error {
 	c.replay = []connEvent{}
 	c.mu.Unlock()
 	pages, err := listConns(c.sys)
+	now := c.now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	replay := c.replay
 	c.replay = nil
 	if err != nil {
 		return err
+	}
+	c.applyReconcileLocked(pages, replay, now)
+	return nil
+}
+
+// applyReconcileLocked replaces the servers' lists with CONNZ's pages
+// and the events since they were asked for. c.mu must be held.
+func (c *clusterConns) applyReconcileLocked(pages []connzReply, replay []connEvent, now time.Time) {
+	for k, at := range c.gone {
+		if now.Sub(at) >= c.goneFor() {
+			delete(c.gone, k)
+		}
 	}
 	fresh := map[string]map[uint64]string{}
 	for _, p := range pages {
@@ -277,6 +314,9 @@ func (c *clusterConns) reconcile() error {
 			fresh[p.Server.ID] = conns
 		}
 		for _, cn := range p.Data.Conns {
+			if _, closed := c.gone[connKey{p.Server.ID, cn.CID}]; closed {
+				continue
+			}
 			if _, _, ok := townConnOf(cn.User); ok {
 				conns[cn.CID] = cn.User
 			}
@@ -297,7 +337,9 @@ func (c *clusterConns) reconcile() error {
 		c.servers[id] = &serverConns{conns: conns}
 	}
 	for _, ev := range replay {
-		c.applyLocked(ev)
+		if _, closed := c.gone[connKey{ev.server, ev.cid}]; !closed || !ev.connect {
+			c.applyLocked(ev)
+		}
 	}
 	clear(c.towns)
 	for _, s := range c.servers {
@@ -306,8 +348,11 @@ func (c *clusterConns) reconcile() error {
 			c.towns[town]++
 		}
 	}
-	return nil
 }
+
+// goneFor is how long a close is remembered: past two reconciles, every
+// server has long stopped listing the connection.
+func (c *clusterConns) goneFor() time.Duration { return 2*c.every + 2*kickWait }
 
 // count is the town's live connections and this coordinator's grants
 // not yet announced, for tests and status.
