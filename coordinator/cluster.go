@@ -96,6 +96,9 @@ func (d *Daemon) startCluster(ctx context.Context, cfg Config, dc DaemonConfig, 
 	}); err != nil {
 		return nil, err
 	}
+	if d.metrics != nil {
+		d.metrics.reg.MustRegister(&calloutCollector{c: cs.callout})
+	}
 	probeCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := cs.callout.Probe(probeCtx, url); err != nil {
