@@ -18,11 +18,11 @@ import (
 // and its close (…DISCONNECT), with the name the callout gave it
 // (town:<id>;iat=<ns>, or recovery:…). The count is seeded from CONNZ
 // (listConns, the kicker's) at start and reconciled with it every
-// TownConnsReconcile; a server that answers two reconciles in a row with
-// nothing is taken for dead and its connections are dropped (a node that
-// dies announces no closes). A grant the coordinator made itself counts
-// from the moment it is made until its CONNECT event arrives (or
-// grantGrace passes: the server did not register it).
+// TownConnsReconcile; a server that does not answer two reconciles in a
+// row is taken for dead and its connections are dropped (a node that dies
+// announces no closes). A grant the coordinator made itself counts from
+// the moment it is made until its CONNECT event arrives (or grantGrace
+// passes: the server did not register it).
 //
 // The bound: one coordinator deciding one connect at a time holds the
 // town to TownConns exactly. Coordinators deciding at once do not see
@@ -35,9 +35,12 @@ import (
 // count of the towns' connections with the servers' CONNZ on a cluster.
 const DefaultTownConnsReconcile = 5 * time.Second
 
-// grantGrace is how long a grant counts before its CONNECT event: past
-// the servers' callout timeout (2 s), the server has refused it.
-const grantGrace = 5 * time.Second
+// grantGrace is how long a grant counts before its CONNECT event: the
+// servers' callout timeout (2 s in the generated configuration, from
+// before the request reached the callout), then a second for the event
+// to arrive. Past it the server has refused the connection (too late),
+// or the client gave up.
+const grantGrace = 3 * time.Second
 
 // reconcileMisses is how many reconciles in a row a server may miss
 // before its connections are dropped.
