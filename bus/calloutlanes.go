@@ -44,6 +44,17 @@ import (
 // A request that cannot be opened or read, or whose signature is wrong,
 // is dropped (the server times the client out); drops are counted
 // (Counts) and logged at most once per LogInterval.
+//
+// Measured in the red team's flood (attack/cluster_test.go: three nodes,
+// two coordinators and 2,000 flooding clients in one process on 2 cores),
+// the coordinators' share of the CPU fell from 31 % to about 2 %, and the
+// CPU per refused connect, all parts together, from 1.26 ms to 0.70 ms
+// (7.7 ms to 3.7 ms under -race). What is left is the servers' own work
+// per connection (accepting it, making, signing and sealing its request:
+// about 240 µs) and the flooding clients', which no answer can spare.
+// Per-source accounting would not add to this: the first stage already
+// costs a refused source next to nothing, and the servers' work comes
+// before any callout; tokens stay unthrottled per source (throttle.go).
 
 // CalloutCounts is what the callout did with the requests it received.
 type CalloutCounts struct {
