@@ -131,7 +131,7 @@ func StartCallout(nc *nats.Conn, cfg CalloutConfig) (*Callout, error) {
 		return nil, errors.New("the town connections' reconcile interval must not be negative")
 	}
 	if cfg.System != nil {
-		if a.cluster, err = startClusterConns(cfg.System, limits.TownConns, cfg.TownConnsReconcile, limits.Now, cfg.Logger); err != nil {
+		if a.cluster, err = startClusterConns(cfg.System, nc, limits.TownConns, cfg.TownConnsReconcile, limits.Now, cfg.Logger); err != nil {
 			return nil, err
 		}
 	}

@@ -22,14 +22,22 @@ import (
 // row is taken for dead and its connections are dropped (a node that dies
 // announces no closes). A grant the coordinator made itself counts from
 // the moment it is made until its CONNECT event arrives (or grantGrace
-// passes: the server did not register it).
+// passes: the server did not register it), and it tells the other
+// coordinators at once (GrantsSubject, in the callout's account, before
+// it answers the server), so that they count it too: the servers'
+// events come later, after the server registers the connection and
+// through its event queue, and a container connecting again at once
+// would otherwise find another coordinator that had not heard of it.
 //
-// The bound: one coordinator deciding one connect at a time holds the
-// town to TownConns exactly. Coordinators deciding at once do not see
-// each other's grants until the servers announce them (milliseconds), so
-// a burst of connects spread over K coordinators may reach K × TownConns
-// for that moment; every connect after the announcements is refused
-// until the town is back under the cap. Nothing is closed for being over.
+// The bound: connects decided one after another, by any coordinators,
+// hold the town to TownConns: a grant is told before it is answered, so
+// its note is ahead of the container's next connect by the whole round
+// of the connect (unless a route delays it by more than that).
+// Coordinators deciding at the same moment do not see each other's
+// grants until they are told (a route's delay), so a burst of connects
+// spread over K coordinators may reach K × TownConns for that moment;
+// every connect after is refused until the town is back under the cap.
+// Nothing is closed for being over.
 
 // DefaultTownConnsReconcile is how often a coordinator reconciles its
 // count of the towns' connections with the servers' CONNZ on a cluster.
@@ -42,6 +50,19 @@ const DefaultTownConnsReconcile = 5 * time.Second
 // or the client gave up.
 const grantGrace = 3 * time.Second
 
+// GrantsSubject is where, in the callout's account, every coordinator
+// tells the others of each container connection it lets in, and hears
+// theirs (clustercount.go).
+const GrantsSubject = "gastown.callout.granted"
+
+// grantNote is a coordinator's note of a grant on GrantsSubject.
+type grantNote struct {
+	// From is the telling callout's id, so that it skips its own.
+	From string `json:"from"`
+	Town string `json:"town"`
+	Name string `json:"name"`
+}
+
 // reconcileMisses is how many reconciles in a row a server may miss
 // before its connections are dropped.
 const reconcileMisses = 2
@@ -49,6 +70,8 @@ const reconcileMisses = 2
 // clusterConns counts the towns' connections on every server of a cluster.
 type clusterConns struct {
 	sys   *nats.Conn
+	auth  *nats.Conn // tells and hears grants (GrantsSubject)
+	id    string     // this callout's, in its grant notes
 	limit int
 	every time.Duration
 	now   func() time.Time
@@ -66,6 +89,10 @@ type clusterConns struct {
 	// in CONNZ, so a reconcile may see one that is gone. Connection ids
 	// are never reused by a server. Kept for goneFor.
 	gone map[connKey]time.Time
+	// early are the connections announced by a server before the
+	// coordinator that granted them told of the grant, by name: the note
+	// that follows adds nothing. Kept for grantGrace.
+	early map[string][]time.Time
 
 	subs []*nats.Subscription
 	stop chan struct{}
@@ -108,19 +135,33 @@ type connEventMsg struct {
 }
 
 // startClusterConns subscribes sys (the system account) to the control
-// account's connection events, seeds the count from CONNZ, and
-// reconciles it every every until close.
-func startClusterConns(sys *nats.Conn, limit int, every time.Duration, now func() time.Time, log *slog.Logger) (*clusterConns, error) {
+// account's connection events and auth (the callout's account) to the
+// other coordinators' grants, seeds the count from CONNZ, and reconciles
+// it every every until close.
+func startClusterConns(sys, auth *nats.Conn, limit int, every time.Duration, now func() time.Time, log *slog.Logger) (*clusterConns, error) {
 	if every <= 0 {
 		every = DefaultTownConnsReconcile
 	}
-	c := &clusterConns{sys: sys, limit: limit, every: every, now: now, log: log,
+	id, err := randomSecret()
+	if err != nil {
+		return nil, err
+	}
+	c := &clusterConns{sys: sys, auth: auth, id: id, limit: limit, every: every, now: now, log: log,
 		servers: map[string]*serverConns{}, towns: map[string]int{}, pending: map[string][]pendingGrant{},
-		gone: map[connKey]time.Time{}, stop: make(chan struct{})}
+		gone: map[connKey]time.Time{}, early: map[string][]time.Time{}, stop: make(chan struct{})}
+	notes, err := auth.Subscribe(GrantsSubject, c.onGrant)
+	if err != nil {
+		return nil, errors.Wrap(err, "subscribing to the other coordinators' grants")
+	}
+	c.subs = append(c.subs, notes)
+	if err := auth.Flush(); err != nil {
+		c.close()
+		return nil, errors.Wrap(err, "subscribing to the other coordinators' grants")
+	}
 	// One subscription for both kinds, so that they are handled in the
 	// order they came (each subscription has its own goroutine).
 	prefix := "$SYS.ACCOUNT." + ControlAccount + "."
-	sub, err := sys.Subscribe(prefix+"*", func(m *nats.Msg) {
+	events, err := sys.Subscribe(prefix+"*", func(m *nats.Msg) {
 		switch m.Subject {
 		case prefix + "CONNECT":
 			c.onEvent(m, true)
@@ -132,7 +173,7 @@ func startClusterConns(sys *nats.Conn, limit int, every time.Duration, now func(
 		c.close()
 		return nil, errors.Wrap(err, "subscribing to the servers' connection events")
 	}
-	c.subs = append(c.subs, sub)
+	c.subs = append(c.subs, events)
 	if err := sys.Flush(); err != nil {
 		c.close()
 		return nil, errors.Wrap(err, "subscribing to the servers' connection events")
@@ -177,21 +218,65 @@ func grantName(user string, issuedAt time.Time) string {
 }
 
 // admit counts a grant of a connection named name to town, unless the
-// town already has limit connections, live or granted.
+// town already has limit connections, live or granted, and tells the
+// other coordinators of it.
 func (c *clusterConns) admit(town, name string) bool {
 	now := c.now()
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.expireLocked(town, now)
 	if c.limit > 0 && c.towns[town]+len(c.pending[town]) >= c.limit {
+		c.mu.Unlock()
 		return false
 	}
 	c.pending[town] = append(c.pending[town], pendingGrant{name: name, at: now})
+	c.mu.Unlock()
+	if c.auth != nil {
+		b, _ := json.Marshal(grantNote{From: c.id, Town: town, Name: name})
+		if err := c.auth.Publish(GrantsSubject, b); err != nil {
+			c.log.Warn("could not tell the other coordinators of a grant", KeyTown, town, KeyErr, err)
+		}
+	}
 	return true
 }
 
-// expireLocked drops the town's grants that no event confirmed in time.
+// onGrant counts another coordinator's grant until a server announces it.
+func (c *clusterConns) onGrant(m *nats.Msg) {
+	var g grantNote
+	if err := json.Unmarshal(m.Data, &g); err != nil || g.From == c.id {
+		return
+	}
+	if town, _, ok := townConnOf(g.Name); !ok || town != g.Town {
+		return
+	}
+	now := c.now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.expireLocked(g.Town, now)
+	if seen := c.early[g.Name]; len(seen) > 0 {
+		if seen = seen[1:]; len(seen) == 0 {
+			delete(c.early, g.Name)
+		} else {
+			c.early[g.Name] = seen
+		}
+		return // its server announced it already
+	}
+	c.pending[g.Town] = append(c.pending[g.Town], pendingGrant{name: g.Name, at: now})
+}
+
+// expireLocked drops the town's grants that no event confirmed in time,
+// and the early announcements no note followed.
 func (c *clusterConns) expireLocked(town string, now time.Time) {
+	for name, seen := range c.early {
+		i := 0
+		for i < len(seen) && now.Sub(seen[i]) >= grantGrace {
+			i++
+		}
+		if i == len(seen) {
+			delete(c.early, name)
+		} else if i > 0 {
+			c.early[name] = seen[i:]
+		}
+	}
 	p := c.pending[town]
 	i := 0
 	for i < len(p) && now.Sub(p[i].at) >= grantGrace {
@@ -219,14 +304,16 @@ func (c *clusterConns) onEvent(m *nats.Msg, connect bool) {
 	defer c.mu.Unlock()
 	key := connKey{ev.server, ev.cid}
 	if _, closed := c.gone[key]; closed && connect {
-		c.confirmLocked(ev.name) // it was granted, and is gone already
+		if !c.confirmLocked(ev.name) { // it was granted, and is gone already
+			c.early[ev.name] = append(c.early[ev.name], now)
+		}
 		return
 	}
 	if !connect {
 		c.gone[key] = now
 	}
-	if c.applyLocked(ev) && connect {
-		c.confirmLocked(ev.name)
+	if c.applyLocked(ev) && connect && !c.confirmLocked(ev.name) {
+		c.early[ev.name] = append(c.early[ev.name], now)
 	}
 	if c.replay != nil {
 		c.replay = append(c.replay, ev)
@@ -261,12 +348,11 @@ func (c *clusterConns) applyLocked(ev connEvent) bool {
 	return false
 }
 
-// confirmLocked drops the oldest of this coordinator's grants of name,
-// now that a server announced a connection by that name. (It may be
-// another coordinator's grant of the same token: then this one's is
-// announced a moment later and counted from its event; meanwhile the
-// town counts one less.)
-func (c *clusterConns) confirmLocked(name string) {
+// confirmLocked drops the oldest grant of name, now that a server
+// announced a connection by that name, and reports whether there was
+// one. (Grants of one token share a name: the one dropped may be
+// another than the one announced, which then counts from its own event.)
+func (c *clusterConns) confirmLocked(name string) bool {
 	town, _, _ := townConnOf(name)
 	p := c.pending[town]
 	for i, g := range p {
@@ -276,9 +362,10 @@ func (c *clusterConns) confirmLocked(name string) {
 			} else {
 				c.pending[town] = p
 			}
-			return
+			return true
 		}
 	}
+	return false
 }
 
 // reconcile replaces the lists of the servers that answer CONNZ with
@@ -357,8 +444,9 @@ func (c *clusterConns) applyReconcileLocked(pages []connzReply, replay []connEve
 // server has long stopped listing the connection.
 func (c *clusterConns) goneFor() time.Duration { return 2*c.every + 2*kickWait }
 
-// count is the town's live connections and this coordinator's grants
-// not yet announced, for tests and status.
+// count is the town's live connections and the grants not yet announced
+// by a server (this coordinator's and those it was told of), for tests
+// and status.
 func (c *clusterConns) count(town string) (live, pending int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -21,7 +21,7 @@ func newCountFixture(limit int) *countFixture {
 	f := &countFixture{now: time.Unix(1_800_000_000, 0)}
 	f.c = &clusterConns{limit: limit, every: time.Second, now: func() time.Time { return f.now },
 		log: slog.New(slog.DiscardHandler), servers: map[string]*serverConns{}, towns: map[string]int{},
-		pending: map[string][]pendingGrant{}, gone: map[connKey]time.Time{}}
+		pending: map[string][]pendingGrant{}, gone: map[connKey]time.Time{}, early: map[string][]time.Time{}, id: "me"}
 	return f
 }
 
@@ -51,6 +51,14 @@ func (f *countFixture) connz(answers map[string]map[uint64]string, replay ...con
 	f.c.mu.Lock()
 	defer f.c.mu.Unlock()
 	f.c.applyReconcileLocked(pages, replay, f.now)
+}
+
+// note hands the fixture a grant note from coordinator from.
+func (f *countFixture) note(t *testing.T, from, town, name string) {
+	t.Helper()
+	b, err := json.Marshal(grantNote{From: from, Town: town, Name: name})
+	require.NoError(t, err)
+	f.c.onGrant(&nats.Msg{Data: b})
 }
 
 func (f *countFixture) total(town string) int {
@@ -84,6 +92,29 @@ func TestClusterCount(t *testing.T) {
 		require.False(t, f.c.admit("alpha", a1))
 		f.now = f.now.Add(grantGrace)
 		require.True(t, f.c.admit("alpha", a1))
+	})
+	t.Run("the other coordinators' grants count until announced", func(t *testing.T) {
+		f := newCountFixture(2)
+		f.note(t, "other", "alpha", a1)
+		f.note(t, "me", "alpha", a1)   // its own, echoed
+		f.note(t, "other", "beta", a1) // a note whose name is not its town's
+		require.Equal(t, 1, f.total("alpha"))
+		require.True(t, f.c.admit("alpha", a1))
+		require.False(t, f.c.admit("alpha", a1), "one granted here, one elsewhere")
+		f.event(t, true, "S1", 1, a1)
+		f.event(t, true, "S2", 1, a1)
+		live, pending := f.c.count("alpha")
+		require.Equal(t, [2]int{2, 0}, [2]int{live, pending})
+		// A server announces another coordinator's grant before its note.
+		f.event(t, false, "S1", 1, a1)
+		f.event(t, true, "S1", 2, a2)
+		f.note(t, "other", "alpha", a2)
+		require.Equal(t, 2, f.total("alpha"), "the late note counted the connection twice")
+		f.now = f.now.Add(grantGrace)
+		f.event(t, true, "S1", 3, "town:alpha;iat=3") // its note never comes
+		f.now = f.now.Add(grantGrace)
+		f.note(t, "other", "alpha", "town:alpha;iat=3")
+		require.Equal(t, 4, f.total("alpha"), "an early announcement is forgotten after the grace")
 	})
 	t.Run("a close announced before its connect", func(t *testing.T) {
 		f := newCountFixture(2)
