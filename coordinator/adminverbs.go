@@ -60,11 +60,11 @@ func (c *Coordinator) adminVerbHandlers() map[string]nats.MsgHandler {
 			}
 			return c.convoysOf(r.TownID), nil
 		}),
-		schemas.AdminConvoyShow: adminMethod(c, func(_ context.Context, r schemas.ConvoyRef) (any, error) {
+		schemas.AdminConvoyShow: adminMethod(c, func(ctx context.Context, r schemas.ConvoyRef) (any, error) {
 			if _, err := c.requireTown(r.TownID); err != nil {
 				return nil, err
 			}
-			return c.convoyStatus(r.TownID, r.ConvoyID)
+			return c.convoyStatus(ctx, r.TownID, r.ConvoyID)
 		}),
 	}
 }
@@ -97,7 +97,7 @@ func (c *Coordinator) convoysOf(townID string) []schemas.ConvoyStatus {
 	convoys := c.listBeads(townID, schemas.BeadsList{Type: BeadConvoy})
 	out := make([]schemas.ConvoyStatus, 0, len(convoys))
 	for _, cv := range convoys {
-		if st, err := c.convoyStatus(townID, cv.BeadID); err == nil {
+		if st, err := c.convoyStatus(c.runCtx, townID, cv.BeadID); err == nil { // listed: in the view
 			out = append(out, st)
 		}
 	}

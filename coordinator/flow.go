@@ -254,7 +254,7 @@ func (c *Coordinator) closeBead(ctx context.Context, townID, beadID string) (Bea
 
 // convoyProgress lands the convoy when every bead it tracks is closed.
 func (c *Coordinator) convoyProgress(ctx context.Context, townID, convoyID string) {
-	st, err := c.convoyStatus(townID, convoyID)
+	st, err := c.convoyStatus(ctx, townID, convoyID)
 	if err != nil || st.Closed < st.Tracked {
 		return
 	}
@@ -279,8 +279,8 @@ func (c *Coordinator) convoyProgress(ctx context.Context, townID, convoyID strin
 }
 
 // convoyStatus counts a convoy's closed beads.
-func (c *Coordinator) convoyStatus(townID, convoyID string) (schemas.ConvoyStatus, error) {
-	cv, err := c.bead(townID, convoyID)
+func (c *Coordinator) convoyStatus(ctx context.Context, townID, convoyID string) (schemas.ConvoyStatus, error) {
+	cv, err := c.lookupBead(ctx, townID, convoyID)
 	if err != nil {
 		return schemas.ConvoyStatus{}, err
 	}

@@ -73,8 +73,8 @@ func (c *Coordinator) rpcMethods() map[string]rpcMethod {
 		}),
 		schemas.ToolBeadUpdate:   tool(c.toolBeadUpdate),
 		schemas.ToolConvoyCreate: tool(c.toolConvoyCreate),
-		schemas.ToolConvoyStatus: tool(func(_ context.Context, caller Caller, r schemas.BeadRef) (any, error) {
-			return c.convoyStatus(caller.TownID, r.BeadID)
+		schemas.ToolConvoyStatus: tool(func(ctx context.Context, caller Caller, r schemas.BeadRef) (any, error) {
+			return c.convoyStatus(ctx, caller.TownID, r.BeadID)
 		}),
 		schemas.ToolReviewComplete: tool(c.toolReviewComplete),
 		schemas.ToolTriageResolve:  tool(c.toolTriageResolve),
