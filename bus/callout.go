@@ -154,10 +154,11 @@ func (c *Callout) Close() {
 	c.closeCount()
 }
 
-// calloutWorkers is how many admitted authorization requests one
-// coordinator signs at once (the grant lane, calloutlanes.go): a connect
-// storm (every container reconnecting after a node died) is not answered
-// one at a time, past the servers' 2 s timeout. Refusals take no worker.
+// calloutWorkers is how many authorization requests one coordinator
+// decides at once (calloutlanes.go): a connect storm (every container
+// reconnecting after a node died) is not answered one at a time, past
+// the servers' 2 s timeout; and a flood of garbage cannot take more than
+// these, each for the microseconds a refusal takes.
 const calloutWorkers = 32
 
 // Refused is how many connections the callout refused, by reason.

@@ -30,16 +30,17 @@ import (
 //
 // Stage one (dispatch, on the subscription's goroutine, in arrival
 // order) opens the request with the shared key cached per server
-// (calloutbox.go, about 1 µs), reads its claims without checking the
+// (calloutbox.go, about 1 µs) and reads its claims without checking the
 // server's signature (any server key signs one: it proves nothing about
-// who sent it), and runs the one authorizer, decide (an HMAC for a token,
-// a constant-time compare for a password: microseconds). A refusal is
-// answered there and then with an empty message, which the server takes
-// as a refusal at once ("Authorization Violation" to the client): nothing
-// signed, nothing sealed, nothing for the server to open or check.
-// Stage two, the grant lane (up to calloutWorkers at once), gets only
-// what decide let in: it checks the server's signature, signs the user
-// JWT and the answer, and seals it.
+// who sent it). Stage two (up to calloutWorkers at once, so a connect
+// storm is decided in parallel and a flood takes no more) runs the one
+// authorizer, decide (an HMAC for a token, a constant-time compare for a
+// password: microseconds). A refusal is answered there and then with an
+// empty message, which the server takes as a refusal at once
+// ("Authorization Violation" to the client): nothing signed, nothing
+// sealed, nothing for the server to open or check, and the worker is
+// free again in microseconds. Only what decide let in is verified (the
+// server's signature), signed (the user JWT and the answer) and sealed.
 //
 // A request that cannot be opened or read, or whose signature is wrong,
 // is dropped (the server times the client out); drops are counted
@@ -98,6 +99,15 @@ func (c *Callout) dispatch(m *nats.Msg) {
 		c.drop("an authorization request could not be read", err)
 		return
 	}
+	c.slots <- struct{}{}
+	c.wg.Go(func() {
+		defer func() { <-c.slots }()
+		c.decide(m, data, req)
+	})
+}
+
+// decide is stage two: refused at once, or granted.
+func (c *Callout) decide(m *nats.Msg, data []byte, req *jwt.AuthorizationRequestClaims) {
 	uc, refusal := c.grant(req)
 	if refusal != "" {
 		if err := m.Respond(nil); err != nil {
@@ -107,11 +117,7 @@ func (c *Callout) dispatch(m *nats.Msg) {
 		c.lanes.refusedFast.Add(1)
 		return
 	}
-	c.slots <- struct{}{}
-	c.wg.Go(func() {
-		defer func() { <-c.slots }()
-		c.answer(m, data, uc)
-	})
+	c.answer(m, data, uc)
 }
 
 // open is the request's JWT, out of its seal when the callout has an
@@ -164,7 +170,7 @@ func readAuthRequest(data []byte) (*jwt.AuthorizationRequestClaims, error) {
 	return &req, nil
 }
 
-// answer is stage two: the grant of uc to the request in data.
+// answer is the grant of uc to the request in data.
 func (c *Callout) answer(m *nats.Msg, data []byte, uc *jwt.UserClaims) {
 	out, granted, ok := c.sealedGrant(data, uc)
 	if !ok {
