@@ -103,7 +103,7 @@ func (bc *beatingContainer) beatStored(t *testing.T, h *coordinatortest.Harness,
 	t.Helper()
 	tw, _ := schemas.ForTown("T")
 	bc.beat(t, tw, nil)
-	kv := heartbeatsKV(t, h)
+	kv := stateKV(t, h, schemas.BucketHeartbeats)
 	require.Eventually(t, func() bool {
 		rec, ok := lastHeartbeat(t, kv)
 		return ok && !rec.ReceivedAt.Before(at)
@@ -116,14 +116,15 @@ type storedHeartbeat struct {
 	Agents     []schemas.AgentBeat `json:"agents"`
 }
 
-// heartbeatsKV is the bucket of each town's last heartbeat.
-func heartbeatsKV(t *testing.T, h *coordinatortest.Harness) jetstream.KeyValue {
+// stateKV is one of the daemon's state buckets, read on its own
+// connection to JetStream.
+func stateKV(t *testing.T, h *coordinatortest.Harness, bucket string) jetstream.KeyValue {
 	t.Helper()
 	js, err := jetstream.New(h.StateConn())
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	kv, err := js.KeyValue(ctx, schemas.BucketHeartbeats)
+	kv, err := js.KeyValue(ctx, bucket)
 	require.NoError(t, err)
 	return kv
 }
@@ -332,7 +333,7 @@ func TestDeathAcrossRestart(t *testing.T) {
 	clk.Advance(interval / 2)
 	c.beatStored(t, h, clk.Now())
 	c.kill()
-	last, ok := lastHeartbeat(t, heartbeatsKV(t, h))
+	last, ok := lastHeartbeat(t, stateKV(t, h, schemas.BucketHeartbeats))
 	require.True(t, ok)
 	require.True(t, slices.ContainsFunc(last.Agents, func(a schemas.AgentBeat) bool { return a.AgentID == res.AgentID }))
 
