@@ -53,22 +53,6 @@ func Or(c Clock) Clock {
 	return c
 }
 
-// Sleep waits d on c, or until done is closed; it reports whether the whole
-// of d passed.
-func Sleep(c Clock, done <-chan struct{}, d time.Duration) bool {
-	if d <= 0 {
-		return true
-	}
-	t := c.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C():
-		return true
-	case <-done:
-		return false
-	}
-}
-
 type realClock struct{}
 
 func (realClock) Now() time.Time                   { return time.Now() }

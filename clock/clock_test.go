@@ -103,22 +103,6 @@ func TestManualAdvanceFiresInOrder(t *testing.T) {
 	require.Equal(t, start.Add(5*time.Second), m.Now())
 }
 
-func TestSleep(t *testing.T) {
-	m := clock.NewManual(start)
-	done := make(chan struct{})
-	slept := make(chan bool)
-	go func() { slept <- clock.Sleep(m, done, time.Minute) }()
-	require.Eventually(t, func() bool { return m.Waiters() == 1 }, 10*time.Second, time.Millisecond)
-	m.Advance(time.Minute)
-	require.True(t, <-slept)
-
-	go func() { slept <- clock.Sleep(m, done, time.Minute) }()
-	require.Eventually(t, func() bool { return m.Waiters() == 1 }, 10*time.Second, time.Millisecond)
-	close(done)
-	require.False(t, <-slept)
-	require.True(t, clock.Sleep(m, done, 0))
-}
-
 func TestReal(t *testing.T) {
 	c := clock.Or(nil)
 	require.WithinDuration(t, time.Now(), c.Now(), time.Minute)
