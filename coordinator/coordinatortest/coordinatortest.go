@@ -151,10 +151,14 @@ func (h *Harness) Restart(now func() time.Time) {
 
 // Crash stops the daemon the hard way: its NATS server goes first, so the
 // coordinator can neither answer nor release its leases, as if the process
-// were killed. Then it starts again on the same port and data directory.
+// were killed. Its connections go with it, as a killed process's do, so
+// nothing of it waits out a request timeout on them while it stops. Then
+// it starts again on the same port and data directory.
 func (h *Harness) Crash() {
 	h.t.Helper()
 	h.Daemon.Server().Close()
+	h.Daemon.Conn().Close()
+	h.Daemon.StateConn().Close()
 	h.Stop()
 	h.start()
 }
