@@ -288,7 +288,13 @@ func clusterRPC(ctx context.Context, o options, s *clusterSetup, adm *nats.Conn)
 		results = append(results, clusterRPCResults(label, workers, got["bus"], got["plain"], got[plain2Sys.name])...)
 	}
 	if o.clusterProfile != "" {
-		if err := profileRPC(ctx, options{cpuProfile: o.clusterProfile, concurrency: o.concurrency, duration: o.duration}, busSys); err != nil {
+		// -cpuprofile-system picks bus or plain here too (http: the bus),
+		// so that the two profiles can be set side by side.
+		sys := busSys
+		if o.profileOf == "plain" {
+			sys = plainSys
+		}
+		if err := profileRPC(ctx, options{cpuProfile: o.clusterProfile, concurrency: o.concurrency, duration: o.duration}, sys); err != nil {
 			return results, err
 		}
 	}
