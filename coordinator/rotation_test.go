@@ -139,6 +139,9 @@ func BenchmarkRotationFanout(b *testing.B) {
 			towns := make([]string, n)
 			for i := range towns {
 				towns[i] = fmt.Sprintf("t%d", i)
+				// token.rotate answers only for a town that exists
+				body, _ := json.Marshal(schemas.TownCreate{TownID: towns[i]})
+				require.NoError(b, bus.Call(context.Background(), h.AdminConn(), &nats.Msg{Subject: "gastown.admin.town.create", Data: body}, nil))
 				startSource(b, h, towns[i])
 			}
 			b.ResetTimer()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,8 +23,9 @@ import (
 // cluster, two coordinators in cluster mode on nodes 1 and 2, a
 // container on node 3 calling ping ("bus"), against plain request/reply
 // from node 3 to a fixed responder on node 1 ("plain": the callout's
-// nkey user on both ends, same subject, headers, body and reply bytes).
-// Each runs 32 callers per CPU on one connection.
+// nkey user on both ends, same subject, headers, body and reply bytes)
+// and against "plain-2nodes", two such responders in a queue group on
+// nodes 1 and 2 (the bus's topology without its middleware). Each runs 32 callers per CPU on one connection.
 func BenchmarkClusterPing(b *testing.B) {
 	c := clustertest.StartInProcess(b, clustertest.Options{})
 	c.WaitReady()
@@ -79,6 +81,19 @@ func BenchmarkClusterPing(b *testing.B) {
 	if _, err := responder.Subscribe(subject, func(m *nats.Msg) { _ = m.Respond(reply) }); err != nil {
 		b.Fatal(err)
 	}
+	// The bus's topology without the middleware: two responders in a
+	// queue group on nodes 1 and 2, as the two coordinators are.
+	queued := subject + ".queued"
+	for node := range 2 {
+		r, err := cluster.Dial(c.URLs()[node:node+1], c.Creds().Auth, nats.IgnoreDiscoveredServers())
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(r.Close)
+		if _, err := r.QueueSubscribe(queued, "bench", func(m *nats.Msg) { _ = m.Respond(reply) }); err != nil {
+			b.Fatal(err)
+		}
+	}
 	requester, err := cluster.Dial(c.URLs()[2:], c.Creds().Auth, nats.IgnoreDiscoveredServers(), nats.CustomInboxPrefix(tt.Inbox()))
 	if err != nil {
 		b.Fatal(err)
@@ -97,16 +112,38 @@ func BenchmarkClusterPing(b *testing.B) {
 			_, err := requester.RequestMsgWithContext(ctx, m)
 			return err
 		},
+		"plain-2nodes": func(ctx context.Context) error {
+			m := nats.NewMsg(queued)
+			m.Data = []byte("{}")
+			m.Header.Set(schemas.AuthorizationHeader, schemas.BearerPrefix+tok)
+			_, err := requester.RequestMsgWithContext(ctx, m)
+			return err
+		},
 	}
-	for _, name := range []string{"bus", "plain"} {
-		call := calls[name]
+	for _, name := range []string{"bus", "plain", "plain-2nodes"} {
 		for { // the responders' interest crosses the routes a moment later
-			if err := call(ctx); err == nil {
+			if err := calls[name](ctx); err == nil {
 				break
 			} else if ctx.Err() != nil {
 				b.Fatal(name, err)
 			}
 		}
+	}
+	// Warm up, so the first one measured does not pay for the cluster
+	// settling (leaders elected, leases taken) after its start.
+	var wg sync.WaitGroup
+	for range 64 {
+		wg.Go(func() {
+			for range 100 {
+				for _, call := range calls {
+					_ = call(ctx)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for _, name := range []string{"bus", "plain", "plain-2nodes"} {
+		call := calls[name]
 		b.Run(name, func(b *testing.B) {
 			b.ReportAllocs()
 			b.SetParallelism(32)
