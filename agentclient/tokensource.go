@@ -336,7 +336,9 @@ func (s *TokenSource) acceptPeeked(tok string, claims schemas.ContainerClaims, e
 	s.newest = &held{token: tok, claims: claims}
 	s.adopted++
 	s.mu.Unlock()
-	s.log.Debug("new token held", keyExpires, claims.Expires())
+	if s.log.Enabled(context.Background(), slog.LevelDebug) { // its argument costs an allocation, on every rotation
+		s.log.Debug("new token held", keyExpires, claims.Expires())
+	}
 	s.poke()
 	return nil
 }
