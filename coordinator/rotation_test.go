@@ -145,6 +145,7 @@ func BenchmarkRotationFanout(b *testing.B) {
 				startSource(b, h, towns[i])
 			}
 			b.ResetTimer()
+			cpu := processCPU()
 			for b.Loop() {
 				var wg sync.WaitGroup
 				for _, town := range towns {
@@ -161,6 +162,7 @@ func BenchmarkRotationFanout(b *testing.B) {
 				wg.Wait()
 			}
 			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/1000, "ms/rotation-of-all")
+			b.ReportMetric(float64((processCPU()-cpu).Microseconds())/float64(b.N*n), "cpu-µs/town")
 		})
 	}
 }
