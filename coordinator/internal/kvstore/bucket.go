@@ -309,8 +309,13 @@ func (b *Bucket[T]) Update(ctx context.Context, key string, change func(*T) erro
 		// spares the write a read of the store: the compare-and-set refuses
 		// it if the view was behind, and the attempts after it read the
 		// store.
-		v, read, cached := b.cachedCopy(key)
-		if attempt > 0 || !cached {
+		var v T
+		var read uint64
+		cached := false
+		if attempt == 0 {
+			v, read, cached = b.cachedCopy(key)
+		}
+		if !cached {
 			e, err := b.kv.Get(ctx, key)
 			if errors.Is(err, jetstream.ErrKeyNotFound) {
 				return zero, errors.Mark(errors.Newf("%s not found", key), ErrKeyNotFound)
