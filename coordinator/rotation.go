@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"log/slog"
 	"math/rand/v2"
 	"time"
 
@@ -36,7 +37,9 @@ func (c *Coordinator) nextRefresh(now time.Time) time.Time {
 }
 
 // rotationLoop refreshes every town whose schedule is due until ctx is done.
-func (c *Coordinator) rotationLoop(ctx context.Context) { every(ctx, c.rotationTick(), c.refreshDue) }
+func (c *Coordinator) rotationLoop(ctx context.Context) {
+	every(ctx, c.cfg.Clock, c.rotationTick(), c.refreshDue)
+}
 
 // refreshDue refreshes the due towns, a bounded number at a time, and
 // returns when all of them are done.
@@ -115,7 +118,7 @@ func (c *Coordinator) refresh(ctx context.Context, townID string) schemas.Rotate
 	})
 	if err != nil {
 		c.log.Warn("token delivered but schedule not saved; the town will be refreshed again soon", KeyTown, townID, KeyErr, err)
-	} else {
+	} else if c.log.Enabled(ctx, slog.LevelDebug) { // its arguments cost allocations, on every rotation
 		c.log.Debug("token refreshed", KeyTown, townID, KeyExpires, claims.Expires(), KeyNext, next.NextRefreshAt)
 	}
 	c.publishEvent(t, schemas.EventTokenRotated, townID, map[string]any{"expiresAt": claims.Expires()})

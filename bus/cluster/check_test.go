@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/gastown/gastown/bus/cluster"
@@ -11,13 +12,23 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// opsHashes holds the bcrypt hash of each ops password initDir was given:
+// a hash costs a second or more under -race, and every directory of a
+// password may carry the same one (its keys are its own).
+var opsHashes sync.Map
+
 // initDir makes a cluster directory as 'gastown cluster init' does.
 func initDir(t *testing.T, ops string) (string, cluster.Plan) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "cluster")
 	plan, err := cluster.NewPlan(filepath.Join(dir, "data"))
 	require.NoError(t, err)
-	require.NoError(t, plan.SetOpsPassword(ops))
+	if h, ok := opsHashes.Load(ops); ok {
+		plan.OpsPasswordHash = h.(string)
+	} else {
+		require.NoError(t, plan.SetOpsPassword(ops))
+		opsHashes.Store(ops, plan.OpsPasswordHash)
+	}
 	plan, _, err = cluster.Init(dir, plan)
 	require.NoError(t, err)
 	return dir, plan
