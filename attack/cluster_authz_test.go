@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -201,6 +202,62 @@ func TestClusterTownCapIsPerTown(t *testing.T) {
 		require.Error(t, err, "a fifth capx connection was admitted")
 		_, err = w.container(t, 2, "Capx", upper)
 		require.Error(t, err, "a fifth Capx connection was admitted")
+	})
+
+	// A container names its connections like another town's: the count
+	// goes by the callout's name for them, so the other town keeps every
+	// slot.
+	t.Run("ConnectionNamesTakeNoOtherTownsSlots", func(t *testing.T) {
+		own := w.token(t, "namer")
+		for i := range 4 {
+			_, err := w.container(t, i, "namer", own, nats.Name(fmt.Sprintf("town:victim;iat=%d", i)))
+			require.NoError(t, err)
+		}
+		victim := w.token(t, "victim")
+		for i := range 4 {
+			_, err := w.container(t, i, "victim", victim)
+			require.NoError(t, err, "victim connection %d: another town's names took its slots", i+1)
+		}
+		_, err := w.container(t, 0, "namer", own)
+		require.Error(t, err, "namer's connections named like victim's left its own count")
+	})
+
+	// Connects at the same instant, over every node and both
+	// coordinators: each coordinator counts its own grants at once, so
+	// the town has at most coordinators × TownConns (clustercount.go's
+	// bound), and once its servers have announced them, none more.
+	t.Run("ABurstStaysWithinTheBound", func(t *testing.T) {
+		tok := w.token(t, "burst")
+		start := make(chan struct{})
+		var admitted atomic.Int64
+		var wg sync.WaitGroup
+		for g := range 24 {
+			wg.Go(func() {
+				<-start
+				if _, err := w.container(t, g, "burst", tok); err == nil {
+					admitted.Add(1)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		require.GreaterOrEqual(t, admitted.Load(), int64(4), "the burst got the town's cap at least")
+		require.LessOrEqual(t, admitted.Load(), int64(2*4), "a burst got past coordinators × TownConns")
+		require.Eventually(t, func() bool {
+			n := 0
+			for _, seen := range w.connz(t) {
+				for _, s := range seen {
+					if strings.HasPrefix(s.user, "town:burst;") {
+						n++
+					}
+				}
+			}
+			return n == int(admitted.Load())
+		}, wait, 50*time.Millisecond, "the servers list the burst's connections")
+		for i := range 3 {
+			_, err := w.container(t, i, "burst", tok)
+			require.Error(t, err, "a connection past the cap was admitted after the burst, on node %d", i+1)
+		}
 	})
 
 	t.Run("ChurnLeavesOtherTownsIn", func(t *testing.T) {
