@@ -13,6 +13,8 @@ import (
 	"github.com/gastown/gastown/bus"
 	"github.com/gastown/gastown/bus/cluster"
 	"github.com/gastown/gastown/schemas"
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
@@ -296,4 +298,71 @@ func TestClusterTownCapIsPerTown(t *testing.T) {
 		}
 		t.Logf("the churning town made %d connections meanwhile", made.Load())
 	})
+}
+
+// forgedRequest is an authorization request as a server makes it, for
+// a client presenting tok, signed by a server key of the forger's own
+// and sealed to the coordinators' xkey (public: every node's config
+// names it).
+func forgedRequest(t *testing.T, coordXKey, tok string) *nats.Msg {
+	t.Helper()
+	srv, err := nkeys.CreateServer()
+	require.NoError(t, err)
+	srvPub, err := srv.PublicKey()
+	require.NoError(t, err)
+	xkp, err := nkeys.CreateCurveKeys()
+	require.NoError(t, err)
+	xpub, err := xkp.PublicKey()
+	require.NoError(t, err)
+	user, err := nkeys.CreateUser()
+	require.NoError(t, err)
+	userPub, err := user.PublicKey()
+	require.NoError(t, err)
+	req := jwt.NewAuthorizationRequestClaims(srvPub)
+	req.UserNkey = userPub
+	req.Server = jwt.ServerID{Name: "forged", ID: srvPub, XKey: xpub}
+	req.ClientInformation.Host = "203.0.113.9"
+	req.ConnectOptions.Token = tok
+	enc, err := req.Encode(srv)
+	require.NoError(t, err)
+	sealed, err := xkp.Seal([]byte(enc), coordXKey)
+	require.NoError(t, err)
+	m := nats.NewMsg(bus.AuthCalloutSubject)
+	m.Header.Set(server.AuthRequestXKeyHeader, xpub)
+	m.Data = sealed
+	return m
+}
+
+// TestClusterNobodyForgesCalloutRequests: the callout's first stage
+// reads a request without checking its signature and answers a refusal
+// with an empty message to whatever reply subject the request names. So
+// whoever could publish on $SYS.REQ.USER.AUTH would choose where the
+// coordinators answer (their own grant and throttle subjects, in their
+// account) and could replay a captured request for a fresh grant (no
+// nonce is checked). Nobody can: no identity but the coordinators' auth
+// key is in the auth account (TestClusterAuthAccountIsTheCoordinatorsAlone),
+// and nats-server itself denies every client of the callout account
+// publishing there (auth.go, mergeDenyPermissions of AuthCalloutSubject),
+// the coordinators' auth key included, on every node. Only the servers
+// send requests, with replies of their own. (What the stages do with a
+// forged request is bus's TestCalloutForgedRequests, on a server
+// without that guard.)
+func TestClusterNobodyForgesCalloutRequests(t *testing.T) {
+	w := startClusterWorld(t, false)
+	creds := w.c.Creds()
+	coordXKey, err := creds.XKey.PublicKey()
+	require.NoError(t, err)
+	for i, url := range w.c.URLs() {
+		onErr, errs := asyncErrs()
+		forger, err := cluster.Dial([]string{url}, creds.Auth, nats.IgnoreDiscoveredServers(), onErr)
+		require.NoError(t, err)
+		t.Cleanup(forger.Close)
+		for _, tok := range []string{"garbage", w.token(t, "forged")} {
+			err := refusedWithin(t, errs, bus.AuthCalloutSubject, wait, func(ctx context.Context) error {
+				_, err := forger.RequestMsgWithContext(ctx, forgedRequest(t, coordXKey, tok))
+				return err
+			})
+			require.ErrorContains(t, err, "Permissions Violation", "node %d answered a forged request", i+1)
+		}
+	}
 }
