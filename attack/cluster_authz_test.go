@@ -11,7 +11,11 @@ import (
 	"time"
 
 	"github.com/gastown/gastown/bus"
+	"github.com/gastown/gastown/bus/bustest"
 	"github.com/gastown/gastown/bus/cluster"
+	"github.com/gastown/gastown/bus/cluster/clustertest"
+	"github.com/gastown/gastown/coordinator"
+	"github.com/gastown/gastown/coordinator/token"
 	"github.com/gastown/gastown/schemas"
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
@@ -365,4 +369,61 @@ func TestClusterNobodyForgesCalloutRequests(t *testing.T) {
 			require.ErrorContains(t, err, "Permissions Violation", "node %d answered a forged request", i+1)
 		}
 	}
+}
+
+// TestClusterChurnAtTheDefaultCap: ChurnLeavesOtherTownsIn at the
+// default town cap (bus.DefaultTownConns, 64): a town's container with
+// a valid token churns 64 connects at a time, each a grant the
+// coordinators verify, sign and seal, and the servers register and
+// announce; another town's containers connect meanwhile on every node,
+// within the servers' callout timeout.
+func TestClusterChurnAtTheDefaultCap(t *testing.T) {
+	c := clustertest.StartInProcess(t, clustertest.Options{})
+	key, err := token.NewKey([]byte("cluster-attack-secret-of-at-least-32-bytes"))
+	require.NoError(t, err)
+	w := &clusterWorld{c: c, issuer: token.NewIssuer(token.NewKeyRing(key), nil)}
+	cfg := coordinator.DaemonConfig{
+		Config: coordinator.Config{Replicas: 3, LeaseTTL: 3 * time.Second, Logger: bustest.Logger(t), DispatchCooldown: time.Hour},
+		Bus:    bus.Config{AdminPassword: clusterAdminPW}, Cluster: c.Creds(),
+	}
+	for i := range 2 {
+		cfg.NatsURL = c.URLs()[i]
+		d, err := coordinator.StartDaemon(context.Background(), w.issuer, cfg)
+		require.NoError(t, err)
+		t.Cleanup(d.Close)
+	}
+	churn := w.token(t, "churn")
+	stop := make(chan struct{})
+	var made atomic.Int64
+	var wg sync.WaitGroup
+	for g := range bus.DefaultTownConns {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				nc, err := nats.Connect(w.c.URLs()[(g+i)%len(w.c.URLs())], nats.Token(churn),
+					nats.CustomInboxPrefix(schemas.InboxRoot+".churn"), nats.NoReconnect(),
+					nats.IgnoreDiscoveredServers(), nats.Timeout(wait))
+				if err == nil {
+					made.Add(1)
+					nc.Close()
+				}
+			}
+		})
+	}
+	defer wg.Wait()
+	defer close(stop)
+	require.Eventually(t, func() bool { return made.Load() >= 200 }, time.Minute, 10*time.Millisecond, "the churn got going")
+	calm := w.token(t, "calm")
+	for round := range 3 {
+		for i := range w.c.URLs() {
+			nc, err := w.container(t, i, "calm", calm)
+			require.NoError(t, err, "round %d: a container was refused on node %d while another town churned (%d connects so far)", round, i+1, made.Load())
+			nc.Close()
+		}
+	}
+	t.Logf("the churning town made %d connections meanwhile", made.Load())
 }
