@@ -437,7 +437,6 @@ func TestClusterAttack(t *testing.T) {
 	// costs a node a bcrypt hash (cost 11): a flood of them is CPU spent
 	// before any callout.
 	t.Run("OpsPasswordGuessesAreThrottled", func(t *testing.T) {
-		t.Skip("open: the ops password is checked by the servers (a config user, no throttle); see the comment above")
 		for range clusterFailures + 2 {
 			_, err := w.node(t, 0, nats.UserInfo(bus.OpsUser, "guess"))
 			require.Error(t, err)
@@ -473,7 +472,6 @@ func TestClusterAttack(t *testing.T) {
 	// sees all of them refused.) Run last: were it fixed, it would lock
 	// the test's own address out.
 	t.Run("AdminThrottleSharedByTheCoordinators", func(t *testing.T) {
-		t.Skip("open: the password throttle is per coordinator, not per cluster")
 		for i := range clusterFailures {
 			_, err := w.node(t, i, nats.UserInfo(bus.AdminUser, "guess"))
 			require.Error(t, err)
@@ -492,7 +490,6 @@ func TestClusterAttack(t *testing.T) {
 // node spends first, and an honest container's connect waits behind them
 // past the server's first PING (2 s).
 func TestClusterOpsPasswordFlood(t *testing.T) {
-	t.Skip("open: wrong ops passwords cost each node a bcrypt hash (cost 11), unthrottled")
 	w := startClusterWorld(t, true)
 	w.floodThenConnect(t, 300, func(int) nats.Option { return nats.UserInfo(bus.OpsUser, "guess") })
 }
