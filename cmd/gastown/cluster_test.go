@@ -348,8 +348,8 @@ func TestOpsContextForTheBreakGlassKey(t *testing.T) {
 		require.NoError(t, os.WriteFile(notUser, issuer, 0o600))
 		for file, want := range map[string]string{
 			filepath.Join(t.TempDir(), "missing.nk"): "is missing",
-			loose:                                   "others may read the seed",
-			notUser:                                 "does not hold a user nkey seed",
+			loose:                                    "others may read the seed",
+			notUser:                                  "does not hold a user nkey seed",
 		} {
 			dir := t.TempDir()
 			_, _, err := run(t, vars, "ops", "context", "--nkey", file, "--dir", dir)
