@@ -2,14 +2,16 @@ package bus_test
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/cockroachdb/errors"
 	"github.com/gastown/gastown/bus"
+	"github.com/gastown/gastown/bus/cluster"
+	"github.com/gastown/gastown/bus/cluster/clustertest"
 	"github.com/gastown/gastown/coordinator/token"
 	"github.com/gastown/gastown/schemas"
 	"github.com/nats-io/nats-server/v2/server"
@@ -18,56 +20,25 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// calloutKeys are one coordinator's keys for a callout server.
-type calloutKeys struct {
-	issuer, xkey, auth, sys, control nkeys.KeyPair
-}
-
-func newCalloutKeys(t *testing.T) calloutKeys {
+// calloutServer starts one in-process server from the node configuration
+// 'gastown cluster init' renders (package cluster) naming keys: the first
+// node of a three-node plan, alone (the callout needs no JetStream
+// quorum; its routes to the others just find nobody). edit, when not
+// nil, changes the rendered text first, as an operator's hand edit would
+// (to test a mismatch).
+func calloutServer(t *testing.T, keys cluster.PublicKeys, edit func(conf string) string) *server.Server {
 	t.Helper()
-	must := func(kp nkeys.KeyPair, err error) nkeys.KeyPair { require.NoError(t, err); return kp }
-	return calloutKeys{
-		issuer: must(nkeys.CreateAccount()), xkey: must(nkeys.CreateCurveKeys()),
-		auth: must(nkeys.CreateUser()), sys: must(nkeys.CreateUser()), control: must(nkeys.CreateUser()),
-	}
-}
-
-func pub(t *testing.T, kp nkeys.KeyPair) string {
-	t.Helper()
-	p, err := kp.PublicKey()
+	dir := t.TempDir()
+	plan, err := cluster.NewPlan(filepath.Join(dir, "data"))
 	require.NoError(t, err)
-	return p
-}
-
-// calloutServer starts one server whose every client but the listed
-// nkeys goes through the auth callout; issuer and xkey are what its
-// configuration names (they may differ from k's, to test a mismatch).
-func calloutServer(t *testing.T, k calloutKeys, issuerPub, xkeyPub string) *server.Server {
-	t.Helper()
-	xkeyLine := ""
-	if xkeyPub != "" {
-		xkeyLine = "xkey: " + xkeyPub
+	base := clustertest.FreePortBlock(t)
+	plan.ClientBase, plan.ClusterBase, plan.MonitorBase = base, base+16, 0
+	conf, err := plan.NodeConfig(0, keys)
+	require.NoError(t, err)
+	if edit != nil {
+		conf = edit(conf)
 	}
-	conf := fmt.Sprintf(`
-listen: "127.0.0.1:-1"
-accounts {
-  GASTOWN_AUTH { users: [{nkey: %[1]s}] }
-  %[4]s { users: [{nkey: %[3]s}] }
-  %[5]s { }
-  SYS { users: [{nkey: %[2]s}] }
-}
-system_account: SYS
-authorization {
-  timeout: 1
-  auth_callout {
-    issuer: %[6]s
-    account: GASTOWN_AUTH
-    auth_users: [%[1]s, %[2]s, %[3]s]
-    %[7]s
-  }
-}
-`, pub(t, k.auth), pub(t, k.sys), pub(t, k.control), bus.ControlAccount, bus.OpsAccount, issuerPub, xkeyLine)
-	path := filepath.Join(t.TempDir(), "server.conf")
+	path := filepath.Join(dir, cluster.NodeConfigFile(0))
 	require.NoError(t, os.WriteFile(path, []byte(conf), 0o600))
 	opts, err := server.ProcessConfigFile(path)
 	require.NoError(t, err)
@@ -76,8 +47,25 @@ authorization {
 	require.NoError(t, err)
 	go ns.Start()
 	require.True(t, ns.ReadyForConnections(waitFor))
-	t.Cleanup(ns.Shutdown)
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
 	return ns
+}
+
+// newCreds makes a coordinator's keys and their public halves.
+func newCreds(t *testing.T) (*cluster.Creds, cluster.PublicKeys) {
+	t.Helper()
+	c, err := cluster.NewCreds()
+	require.NoError(t, err)
+	keys, err := c.Public()
+	require.NoError(t, err)
+	return c, keys
+}
+
+func pub(t *testing.T, kp nkeys.KeyPair) string {
+	t.Helper()
+	p, err := kp.PublicKey()
+	require.NoError(t, err)
+	return p
 }
 
 func nkeyConn(t *testing.T, url string, kp nkeys.KeyPair, opts ...nats.Option) *nats.Conn {
@@ -93,26 +81,36 @@ type calloutFixture struct {
 	*fixture
 	ns      *server.Server
 	url     string
-	keys    calloutKeys
+	creds   *cluster.Creds
 	callout *bus.Callout
 	kicker  *bus.ClusterKicker
 }
 
 func newCalloutFixture(t *testing.T) *calloutFixture {
 	t.Helper()
-	k := newCalloutKeys(t)
-	ns := calloutServer(t, k, pub(t, k.issuer), pub(t, k.xkey))
-	f := &calloutFixture{ns: ns, url: ns.ClientURL(), keys: k}
+	return newCalloutFixtureWith(t, nil)
+}
+
+// newCalloutFixtureWith answers the callout with tokens verified by
+// tokens (the fixture's issuer's when nil).
+func newCalloutFixtureWith(t *testing.T, tokens bus.TokenAuthorizer) *calloutFixture {
+	t.Helper()
+	creds, keys := newCreds(t)
+	ns := calloutServer(t, keys, nil)
+	f := &calloutFixture{ns: ns, url: ns.ClientURL(), creds: creds}
 	f.fixture = newFixture(t, token.AuthConfig{})
-	auth, err := token.NewConnAuthorizer(f.issuer, token.AuthConfig{}, nil)
-	require.NoError(t, err)
-	c, err := bus.StartCallout(nkeyConn(t, f.url, k.auth), bus.CalloutConfig{
-		Tokens: auth, AdminPassword: adminPassword, Issuer: k.issuer, XKey: k.xkey,
+	if tokens == nil {
+		auth, err := token.NewConnAuthorizer(f.issuer, token.AuthConfig{}, nil)
+		require.NoError(t, err)
+		tokens = auth
+	}
+	c, err := bus.StartCallout(nkeyConn(t, f.url, creds.Auth), bus.CalloutConfig{
+		Tokens: tokens, AdminPassword: adminPassword, Issuer: creds.Issuer, XKey: creds.XKey,
 	})
 	require.NoError(t, err)
 	t.Cleanup(c.Close)
 	f.callout = c
-	f.kicker = bus.NewClusterKicker(nkeyConn(t, f.url, k.sys), nil)
+	f.kicker = bus.NewClusterKicker(nkeyConn(t, f.url, creds.System), nil)
 	t.Cleanup(f.kicker.Close)
 	return f
 }
@@ -128,7 +126,7 @@ func TestCalloutGrantsTheEmbeddedPermissions(t *testing.T) {
 	defer nc.Close()
 
 	// The coordinator (control key) hears the town's own heartbeat...
-	co := nkeyConn(t, f.url, f.keys.control)
+	co := nkeyConn(t, f.url, f.creds.Control)
 	hb, err := co.SubscribeSync(schemas.AllTowns.Heartbeat())
 	require.NoError(t, err)
 	require.NoError(t, co.Flush())
@@ -188,7 +186,7 @@ func TestCalloutRecoveryGrant(t *testing.T) {
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { errs <- err }))
 	require.NoError(t, err, "a token expired within the recovery window connects")
 	defer nc.Close()
-	co := nkeyConn(t, f.url, f.keys.control)
+	co := nkeyConn(t, f.url, f.creds.Control)
 	get, err := co.SubscribeSync(schemas.AllTowns.TokenGet())
 	require.NoError(t, err)
 	require.NoError(t, co.Flush())
@@ -266,28 +264,34 @@ func TestCalloutProbe(t *testing.T) {
 		f := newCalloutFixture(t)
 		require.NoError(t, f.callout.Probe(ctx, f.url))
 	})
-	start := func(t *testing.T, issuerPub, xkeyPub string, k calloutKeys) error {
-		ns := calloutServer(t, k, issuerPub, xkeyPub)
-		c, err := bus.StartCallout(nkeyConn(t, ns.ClientURL(), k.auth), bus.CalloutConfig{Issuer: k.issuer, XKey: k.xkey})
+	start := func(t *testing.T, keys cluster.PublicKeys, creds *cluster.Creds, edit func(string) string) error {
+		ns := calloutServer(t, keys, edit)
+		c, err := bus.StartCallout(nkeyConn(t, ns.ClientURL(), creds.Auth), bus.CalloutConfig{Issuer: creds.Issuer, XKey: creds.XKey})
 		require.NoError(t, err)
 		defer c.Close()
 		return c.Probe(ctx, ns.ClientURL())
 	}
 	t.Run("wrong issuer", func(t *testing.T) {
-		k := newCalloutKeys(t)
-		other := newCalloutKeys(t)
-		err := start(t, pub(t, other.issuer), pub(t, k.xkey), k)
+		creds, keys := newCreds(t)
+		_, other := newCreds(t)
+		keys.Issuer = other.Issuer
+		err := start(t, keys, creds, nil)
 		require.True(t, errors.Is(err, bus.ErrCalloutRefused), "%v", err)
 	})
 	t.Run("wrong xkey", func(t *testing.T) {
-		k := newCalloutKeys(t)
-		other := newCalloutKeys(t)
-		err := start(t, pub(t, k.issuer), pub(t, other.xkey), k)
+		creds, keys := newCreds(t)
+		_, other := newCreds(t)
+		keys.XKey = other.XKey
+		err := start(t, keys, creds, nil)
 		require.ErrorContains(t, err, "xkey")
 	})
 	t.Run("no xkey in the configuration", func(t *testing.T) {
-		k := newCalloutKeys(t)
-		err := start(t, pub(t, k.issuer), "", k)
+		creds, keys := newCreds(t)
+		err := start(t, keys, creds, func(conf string) string {
+			line := `xkey: "` + keys.XKey + `"`
+			require.Contains(t, conf, line)
+			return strings.Replace(conf, line, "", 1)
+		})
 		require.ErrorContains(t, err, "auth_callout.xkey is missing")
 	})
 }

@@ -48,11 +48,11 @@ func (c *Coordinator) adminVerbHandlers() map[string]nats.MsgHandler {
 			}
 			return beads, nil
 		}),
-		schemas.AdminBeadShow: adminMethod(c, func(_ context.Context, r schemas.TownBeadRef) (any, error) {
+		schemas.AdminBeadShow: adminMethod(c, func(ctx context.Context, r schemas.TownBeadRef) (any, error) {
 			if _, err := c.requireTown(r.TownID); err != nil {
 				return nil, err
 			}
-			return c.bead(r.TownID, r.BeadID)
+			return c.lookupBead(ctx, r.TownID, r.BeadID)
 		}),
 		schemas.AdminConvoyList: adminMethod(c, func(_ context.Context, r schemas.TownRequest) (any, error) {
 			if _, err := c.requireTown(r.TownID); err != nil {
@@ -60,11 +60,11 @@ func (c *Coordinator) adminVerbHandlers() map[string]nats.MsgHandler {
 			}
 			return c.convoysOf(r.TownID), nil
 		}),
-		schemas.AdminConvoyShow: adminMethod(c, func(_ context.Context, r schemas.ConvoyRef) (any, error) {
+		schemas.AdminConvoyShow: adminMethod(c, func(ctx context.Context, r schemas.ConvoyRef) (any, error) {
 			if _, err := c.requireTown(r.TownID); err != nil {
 				return nil, err
 			}
-			return c.convoyStatus(r.TownID, r.ConvoyID)
+			return c.convoyStatus(ctx, r.TownID, r.ConvoyID)
 		}),
 	}
 }
@@ -97,7 +97,7 @@ func (c *Coordinator) convoysOf(townID string) []schemas.ConvoyStatus {
 	convoys := c.listBeads(townID, schemas.BeadsList{Type: BeadConvoy})
 	out := make([]schemas.ConvoyStatus, 0, len(convoys))
 	for _, cv := range convoys {
-		if st, err := c.convoyStatus(townID, cv.BeadID); err == nil {
+		if st, err := c.convoyStatus(c.runCtx, townID, cv.BeadID); err == nil { // listed: in the view
 			out = append(out, st)
 		}
 	}
@@ -239,8 +239,8 @@ func (c *Coordinator) removeRig(ctx context.Context, r schemas.RigRemove) (any, 
 	if _, err := c.requireTown(r.TownID); err != nil {
 		return nil, err
 	}
-	if _, ok := c.st.rigs.Get(schemas.Key(r.TownID, r.RigID)); !ok {
-		return nil, schemas.NewError(schemas.CodeNotFound, "no rig %s in town %s", r.RigID, r.TownID)
+	if _, err := fetch(ctx, c, c.st.rigs, schemas.Key(r.TownID, r.RigID), "no rig %s in town %s", r.RigID, r.TownID); err != nil {
+		return nil, err
 	}
 	working := c.workingAgents(r.TownID, r.RigID)
 	live := c.st.beads.List(func(_ string, b Bead) bool { return b.TownID == r.TownID && b.RigID == r.RigID && !b.Final() })

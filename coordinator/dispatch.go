@@ -26,7 +26,7 @@ func (c *Coordinator) dispatch(ctx context.Context, townID, agentID string) erro
 		return err
 	}
 	c.metrics.dispatched()
-	req, err := c.startRequest(a)
+	req, err := c.startRequest(ctx, a)
 	if err != nil {
 		return c.dispatchFailed(ctx, a, runID, err.Error())
 	}
@@ -107,13 +107,13 @@ func contains(list []string, s string) bool {
 
 // startRequest builds the StartAgent of a run: its workspace from the
 // agent's rig, its prompt from its hooked bead. It never holds a token.
-func (c *Coordinator) startRequest(a Agent) (*schemas.StartAgent, error) {
+func (c *Coordinator) startRequest(ctx context.Context, a Agent) (*schemas.StartAgent, error) {
 	req := &schemas.StartAgent{
 		TownID: a.TownID, RigID: a.RigID, AgentID: a.AgentID, RunID: a.RunID, Role: a.Role,
 		BeadID: a.Hook, Workspace: schemas.Workspace{Kind: schemas.WorkspaceEmpty},
 	}
 	if a.Hook != "" {
-		if b, ok := c.st.beads.Get(schemas.Key(a.TownID, a.Hook)); ok {
+		if b, err := c.lookupBead(ctx, a.TownID, a.Hook); err == nil {
 			req.Prompt = b.Title
 			if b.Body != "" {
 				req.Prompt += "\n\n" + b.Body
@@ -121,7 +121,10 @@ func (c *Coordinator) startRequest(a Agent) (*schemas.StartAgent, error) {
 		}
 	}
 	if a.Role == schemas.RolePolecat || a.Role == schemas.RoleRefinery {
-		rig, ok := c.st.rigs.Get(schemas.Key(a.TownID, a.RigID))
+		rig, ok, err := c.st.rigs.Fetch(ctx, schemas.Key(a.TownID, a.RigID))
+		if err != nil {
+			return nil, errors.Wrapf(err, "reading rig %s of agent %s", a.RigID, a.AgentID)
+		}
 		if !ok {
 			return nil, errors.Newf("rig %s of agent %s does not exist", a.RigID, a.AgentID)
 		}

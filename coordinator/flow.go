@@ -29,7 +29,7 @@ func (c *Coordinator) toolDone(ctx context.Context, caller Caller, r schemas.Don
 	if a.Hook == "" {
 		return nil, schemas.NewError(schemas.CodeConflict, "nothing is on your hook")
 	}
-	src, err := c.bead(caller.TownID, a.Hook)
+	src, err := c.lookupBead(ctx, caller.TownID, a.Hook)
 	if err != nil {
 		return nil, err
 	}
@@ -149,7 +149,7 @@ func (c *Coordinator) hookRefinery(ctx context.Context, townID, rigID string) (s
 // bead (and moves its convoy); failed or conflict sends it back to work,
 // and conflict also opens an escalation.
 func (c *Coordinator) toolReviewComplete(ctx context.Context, caller Caller, r schemas.ReviewComplete) (any, error) {
-	mr, err := c.bead(caller.TownID, r.BeadID)
+	mr, err := c.lookupBead(ctx, caller.TownID, r.BeadID)
 	if err != nil {
 		return nil, err
 	}
@@ -254,7 +254,7 @@ func (c *Coordinator) closeBead(ctx context.Context, townID, beadID string) (Bea
 
 // convoyProgress lands the convoy when every bead it tracks is closed.
 func (c *Coordinator) convoyProgress(ctx context.Context, townID, convoyID string) {
-	st, err := c.convoyStatus(townID, convoyID)
+	st, err := c.convoyStatus(ctx, townID, convoyID)
 	if err != nil || st.Closed < st.Tracked {
 		return
 	}
@@ -279,8 +279,8 @@ func (c *Coordinator) convoyProgress(ctx context.Context, townID, convoyID strin
 }
 
 // convoyStatus counts a convoy's closed beads.
-func (c *Coordinator) convoyStatus(townID, convoyID string) (schemas.ConvoyStatus, error) {
-	cv, err := c.bead(townID, convoyID)
+func (c *Coordinator) convoyStatus(ctx context.Context, townID, convoyID string) (schemas.ConvoyStatus, error) {
+	cv, err := c.lookupBead(ctx, townID, convoyID)
 	if err != nil {
 		return schemas.ConvoyStatus{}, err
 	}
@@ -305,7 +305,7 @@ func (c *Coordinator) toolConvoyCreate(ctx context.Context, caller Caller, r sch
 
 func (c *Coordinator) createConvoy(ctx context.Context, townID string, r schemas.ConvoyCreate) (Bead, error) {
 	for _, id := range r.Beads {
-		b, err := c.bead(townID, id)
+		b, err := c.lookupBead(ctx, townID, id)
 		if err != nil {
 			return Bead{}, err
 		}

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"context"
 	"sync"
 
 	"github.com/gastown/gastown/coordinator/internal/kvstore"
@@ -142,10 +143,13 @@ func (c *Coordinator) admitBead(b Bead) (release func(), err error) {
 // admitBeadUpdate checks a bead.update's new title and body against the
 // town's caps, and reserves the bytes it adds; release once it is
 // written or failed.
-func (c *Coordinator) admitBeadUpdate(townID string, r schemas.BeadUpdate) (release func(), err error) {
-	old, ok := c.st.beads.Get(schemas.Key(townID, r.BeadID))
-	if !ok {
+func (c *Coordinator) admitBeadUpdate(ctx context.Context, townID string, r schemas.BeadUpdate) (release func(), err error) {
+	old, err := c.lookupBead(ctx, townID, r.BeadID)
+	if schemas.CodeOf(err) == schemas.CodeNotFound {
 		return func() {}, nil // the update finds no bead
+	}
+	if err != nil {
+		return nil, err
 	}
 	next := old
 	if r.Title != "" {

@@ -73,8 +73,8 @@ func (c *Coordinator) rpcMethods() map[string]rpcMethod {
 		}),
 		schemas.ToolBeadUpdate:   tool(c.toolBeadUpdate),
 		schemas.ToolConvoyCreate: tool(c.toolConvoyCreate),
-		schemas.ToolConvoyStatus: tool(func(_ context.Context, caller Caller, r schemas.BeadRef) (any, error) {
-			return c.convoyStatus(caller.TownID, r.BeadID)
+		schemas.ToolConvoyStatus: tool(func(ctx context.Context, caller Caller, r schemas.BeadRef) (any, error) {
+			return c.convoyStatus(ctx, caller.TownID, r.BeadID)
 		}),
 		schemas.ToolReviewComplete: tool(c.toolReviewComplete),
 		schemas.ToolTriageResolve:  tool(c.toolTriageResolve),
@@ -132,7 +132,7 @@ func (c *Coordinator) toolBeadGet(_ context.Context, caller Caller, r schemas.Be
 
 // toolBeadClose closes a bead: the caller's hooked bead, or any (mayor).
 func (c *Coordinator) toolBeadClose(ctx context.Context, caller Caller, r schemas.BeadRef) (any, error) {
-	b, err := c.bead(caller.TownID, r.BeadID)
+	b, err := c.lookupBead(ctx, caller.TownID, r.BeadID)
 	if err != nil {
 		return nil, err
 	}
@@ -146,8 +146,8 @@ func (c *Coordinator) toolMailSend(ctx context.Context, caller Caller, r schemas
 	if err := selfOnly(caller, r.From); err != nil {
 		return nil, err
 	}
-	if _, ok := c.st.agents.Get(schemas.Key(caller.TownID, r.To)); !ok {
-		return nil, schemas.NewError(schemas.CodeNotFound, "no agent %s", r.To)
+	if _, err := fetch(ctx, c, c.st.agents, schemas.Key(caller.TownID, r.To), "no agent %s", r.To); err != nil {
+		return nil, err
 	}
 	return c.createBead(ctx, schemas.BeadCreate{TownID: caller.TownID, Type: BeadMessage, Title: r.Subject, Body: r.Body}, func(m *Bead) {
 		m.From, m.Assignee = caller.AgentID, r.To
@@ -219,7 +219,7 @@ func (c *Coordinator) toolBeadUpdate(ctx context.Context, caller Caller, r schem
 	if status != "" && !status.valid() {
 		return nil, schemas.NewError(schemas.CodeInvalidArgument, "status %q is not a bead status", r.Status)
 	}
-	release, err := c.admitBeadUpdate(caller.TownID, r)
+	release, err := c.admitBeadUpdate(ctx, caller.TownID, r)
 	if err != nil {
 		return nil, err
 	}

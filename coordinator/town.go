@@ -193,12 +193,13 @@ func (c *Coordinator) hookPolecat(ctx context.Context, townID, rigID, agentID, b
 // hookNamed hooks a named polecat, creating it if new.
 func (c *Coordinator) hookNamed(ctx context.Context, townID, rigID, agentID string, hook func(*Agent) error) error {
 	key := schemas.Key(townID, agentID)
-	if a, ok := c.st.agents.Get(key); ok && (a.Role != schemas.RolePolecat || a.RigID != rigID) {
-		return schemas.NewError(schemas.CodeConflict, "agent %s is a %s of rig %s, not a polecat of %s", agentID, a.Role, a.RigID, rigID)
-	}
+	// The role is checked on the value read from the store, not the view:
+	// another coordinator may have just made the agent.
 	_, err := c.st.agents.Upsert(ctx, key, func(a *Agent) error {
 		if a.AgentID == "" {
 			*a = newAgent(townID, agentID, rigID, schemas.RolePolecat)
+		} else if a.Role != schemas.RolePolecat || a.RigID != rigID {
+			return schemas.NewError(schemas.CodeConflict, "agent %s is a %s of rig %s, not a polecat of %s", agentID, a.Role, a.RigID, rigID)
 		}
 		return hook(a)
 	})

@@ -177,7 +177,14 @@ func (c *Coordinator) hookTriageAgent(ctx context.Context, townID, rigID, beadID
 // agent is dispatched again; fail fails its bead and unhooks it.
 func (c *Coordinator) toolTriageResolve(ctx context.Context, caller Caller, r schemas.TriageResolve) (any, error) {
 	me, _ := c.st.agents.Get(schemas.Key(caller.TownID, caller.AgentID))
-	tb, ok := c.st.beads.Get(schemas.Key(caller.TownID, me.Hook))
+	var tb Bead
+	ok := false
+	if me.Hook != "" {
+		var err error
+		if tb, ok, err = c.st.beads.Fetch(ctx, schemas.Key(caller.TownID, me.Hook)); err != nil {
+			return nil, err
+		}
+	}
 	if me.Hook == "" || !ok || tb.CreatedBy != patrolCreator || tb.TriageFor == "" {
 		return nil, schemas.NewError(schemas.CodePermissionDenied, "triage.resolve needs a patrol triage request on your hook")
 	}

@@ -128,28 +128,13 @@ func (m *Ack) setType()          { m.Type = TypeAck }
 
 // Validate checks that a refusal says why.
 func (m *Ack) Validate() error {
-	switch {
-	case !m.OK && m.Error == "":
-		return invalidf("ack that is not ok must say why in error")
-	case m.Code != "" && !m.Code.Known():
-		return invalidf("ack code %q is not a protocol code", m.Code)
-	case m.OK && m.Code != "":
-		return invalidf("an ok ack carries no code")
-	}
-	return nil
+	return validOutcome("ack", m.OK, m.Code, m.Error)
 }
 
 // Err is the refusal an Ack that is not ok carries, as a *Error (code
 // internal when the sender named none), or nil for an ok Ack.
 func (m *Ack) Err() error {
-	if m.OK {
-		return nil
-	}
-	code := m.Code
-	if code == "" {
-		code = CodeInternal
-	}
-	return &Error{Code: code, Message: m.Error}
+	return outcomeErr(m.OK, m.Code, m.Error)
 }
 
 // TokenRequest asks the coordinator for a fresh container token.
@@ -317,28 +302,13 @@ func (m *StartAgentResult) Validate() error {
 	if err := validIDs("agentId", m.AgentID, "runId", m.RunID); err != nil {
 		return err
 	}
-	switch {
-	case !m.OK && m.Error == "":
-		return invalidf("a failed start must say why in error")
-	case m.Code != "" && !m.Code.Known():
-		return invalidf("start result code %q is not a protocol code", m.Code)
-	case m.OK && m.Code != "":
-		return invalidf("an ok start result carries no code")
-	}
-	return nil
+	return validOutcome("start result", m.OK, m.Code, m.Error)
 }
 
 // Err is the refusal a failed StartAgentResult carries, as a *Error (code
 // internal when the sender named none), or nil when it started.
 func (m *StartAgentResult) Err() error {
-	if m.OK {
-		return nil
-	}
-	code := m.Code
-	if code == "" {
-		code = CodeInternal
-	}
-	return &Error{Code: code, Message: m.Error}
+	return outcomeErr(m.OK, m.Code, m.Error)
 }
 
 // StopAgent asks a container to stop an agent run.
@@ -452,4 +422,31 @@ func (m *TownEvent) Validate() error {
 		return err
 	}
 	return requiredTime("at", m.At)
+}
+
+// validOutcome checks the outcome fields an Ack and a StartAgentResult
+// share: a failure says why, a code is a protocol code, and only a
+// failure carries one. what names the message in the error.
+func validOutcome(what string, ok bool, code Code, msg string) error {
+	switch {
+	case !ok && msg == "":
+		return invalidf("a failed %s must say why in error", what)
+	case code != "" && !code.Known():
+		return invalidf("%s code %q is not a protocol code", what, code)
+	case ok && code != "":
+		return invalidf("an ok %s carries no code", what)
+	}
+	return nil
+}
+
+// outcomeErr is the refusal such an outcome carries, as a *Error (code
+// internal when the sender named none), or nil when ok.
+func outcomeErr(ok bool, code Code, msg string) error {
+	if ok {
+		return nil
+	}
+	if code == "" {
+		code = CodeInternal
+	}
+	return &Error{Code: code, Message: msg}
 }

@@ -1,23 +1,16 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/cockroachdb/errors"
-	"github.com/gastown/gastown/agentclient"
 	"github.com/gastown/gastown/bus/cluster/clustertest"
 	"github.com/gastown/gastown/coordinator"
-	"github.com/gastown/gastown/schemas"
 	"github.com/stretchr/testify/require"
 )
 
@@ -79,70 +72,8 @@ func TestClusterFaultsLoseNothing(t *testing.T) {
 		return st
 	}
 
-	admin("town", "create", "--town", "load")
-	loadToken, _, err := run(t, vars, "token", "mint", "--town", "load")
-	require.NoError(t, err)
-	src, err := agentclient.Start(context.Background(), agentclient.Config{
-		URL: url, Token: strings.TrimSpace(loadToken), ContainerID: "load", RequestTimeout: 5 * time.Second,
-	})
-	require.NoError(t, err)
-	defer src.Close()
-	client := agentclient.NewClient(src, "", "")
-	var ok, retried, failed, unauth atomic.Int64
-	var firstFailure atomic.Value
-	ctx, stopLoad := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	for range 16 {
-		wg.Go(func() {
-			for ctx.Err() == nil {
-				// One call: retried until it succeeds, for up to a minute.
-				callCtx, cancel := context.WithTimeout(ctx, time.Minute)
-				for {
-					rctx, rcancel := context.WithTimeout(callCtx, 5*time.Second)
-					err := client.Call(rctx, schemas.ToolPing, nil, nil)
-					rcancel()
-					if err == nil {
-						ok.Add(1)
-						break
-					}
-					if errors.Is(err, schemas.ErrUnauthenticated) {
-						unauth.Add(1)
-						firstFailure.CompareAndSwap(nil, err.Error())
-					}
-					if callCtx.Err() != nil {
-						if ctx.Err() == nil {
-							failed.Add(1)
-							firstFailure.CompareAndSwap(nil, err.Error())
-						}
-						break
-					}
-					retried.Add(1)
-					time.Sleep(20 * time.Millisecond)
-				}
-				cancel()
-			}
-		})
-	}
-	defer func() { stopLoad(); wg.Wait() }()
-
-	bin := binary(t)
-	repo := bareRepo(t)
-	admin("town", "create", "--town", "work")
-	admin("rig", "add", "--town", "work", "--rig", "app", "--git", repo)
-	workToken, _, err := run(t, vars, "token", "mint", "--town", "work")
-	require.NoError(t, err)
-	cont := startProcess(t, map[string]string{"GASTOWN_CONTAINER_TOKEN": strings.TrimSpace(workToken)}, "container", "--server", url,
-		"--workdir", t.TempDir(), "--heartbeat", "150ms",
-		"--polecat-cmd", bin+" agent sim --work 1500ms", "--refinery-cmd", bin+" agent sim --work 100ms",
-		"--triage-cmd", bin+" agent sim --work 100ms")
-	defer func() {
-		if t.Failed() {
-			t.Logf("container log:\n%s", tail(cont.logs.String(), 200))
-			if dir := os.Getenv("GASTOWN_FAULT_LOGS"); dir != "" {
-				_ = os.WriteFile(filepath.Join(dir, "container.log"), []byte(cont.logs.String()), 0o600)
-			}
-		}
-	}()
+	load := startLoadedTown(t, vars, url, admin, time.Minute)
+	startWorkingTown(t, vars, url, admin)
 	// sling slings a bead; a sling whose answer was lost (a node killed
 	// under it) may have hooked the bead: then it is not slung again.
 	sling := func(id string) {
@@ -161,37 +92,20 @@ func TestClusterFaultsLoseNothing(t *testing.T) {
 			return false
 		}, time.Minute, 100*time.Millisecond, "sling %s", id)
 	}
-	w := &workState{beads: map[string]bool{}, closed: map[string]bool{}}
-	var convoys []string
-	batch := func(n int) {
-		var ids []string
-		for i := range n {
-			id := fmt.Sprintf("b%d", len(w.beads)+i)
-			admin("bead", "create", "--town", "work", "--rig", "app", "--id", id, "--title", "Do "+id)
-			ids = append(ids, id)
-		}
-		var convoy coordinator.Bead
-		require.NoError(t, json.Unmarshal([]byte(admin("convoy", "create", "--town", "work", "--title", "batch", "--beads", strings.Join(ids, ","))), &convoy))
-		convoys = append(convoys, convoy.BeadID)
-		for _, id := range ids {
-			w.beads[id] = true
-			sling(id)
-		}
-		w.beads[convoy.BeadID] = true
-	}
+	work := newConvoyWork(t, admin, sling)
 	rotating := func(what string) time.Duration {
 		t.Helper()
 		start := time.Now()
-		target := src.Adopted() + 3
-		require.Eventually(t, func() bool { return src.Adopted() >= target }, 2*time.Minute, 10*time.Millisecond,
+		target := load.rotations() + 3
+		require.Eventually(t, func() bool { return load.rotations() >= target }, 2*time.Minute, 10*time.Millisecond,
 			"the loaded container keeps getting tokens %s", what)
 		return time.Since(start)
 	}
 	settled := func(what string) {
 		t.Helper()
-		untilNoProblem(t, 2*time.Minute, what, func() string { return w.check(status("work")) })
+		untilNoProblem(t, 2*time.Minute, what, func() string { return work.w.check(status("work")) })
 	}
-	batch(3)
+	work.batch(3)
 	rotating("at first")
 
 	// A node dies.
@@ -200,7 +114,7 @@ func TestClusterFaultsLoseNothing(t *testing.T) {
 	settled("with a node killed")
 	c.Restart(0)
 	c.WaitReady()
-	batch(2)
+	work.batch(2)
 
 	// The coordinator running the loaded town's loops dies; the other
 	// takes the town over once the lease lapses.
@@ -218,32 +132,15 @@ func TestClusterFaultsLoseNothing(t *testing.T) {
 		c.Restart(i)
 		c.WaitReady()
 	}
-	batch(2)
+	work.batch(2)
 
-	untilNoProblem(t, 3*time.Minute, "every convoy lands, nothing lost", func() string {
-		st := status("work")
-		if p := w.check(st); p != "" {
-			return p
-		}
-		for _, b := range st.Beads {
-			if slices.Contains(convoys, b.BeadID) && !b.Landed {
-				return "convoy " + b.BeadID + " has not landed"
-			}
-		}
-		return ""
-	})
-	for _, b := range status("work").Beads {
-		if w.beads[b.BeadID] && b.Type == coordinator.BeadIssue {
-			require.Equal(t, coordinator.BeadClosed, b.Status, "bead %s", b.BeadID)
-		}
-	}
-	stopLoad()
-	wg.Wait()
+	work.requireLanded(status)
+	load.stop()
 	t.Logf("the loaded container held %d tokens; %d calls ok (%d attempts retried), %d failed, %d unauthenticated; %d beads",
-		src.Adopted(), ok.Load(), retried.Load(), failed.Load(), unauth.Load(), len(w.beads))
-	require.Zero(t, unauth.Load(), "calls failed with unauthenticated: %v", firstFailure.Load())
-	require.Zero(t, failed.Load(), "calls never succeeded: %v", firstFailure.Load())
-	require.Positive(t, ok.Load())
+		load.rotations(), load.ok.Load(), load.retried.Load(), load.failed.Load(), load.unauth.Load(), len(work.w.beads))
+	require.Zero(t, load.unauth.Load(), "calls failed with unauthenticated: %v", load.firstUnauth.Load())
+	require.Zero(t, load.failed.Load(), "calls never succeeded: %v", load.firstFailed.Load())
+	require.Positive(t, load.ok.Load())
 }
 
 // holderOf is the index of the coordinator process that holds town's

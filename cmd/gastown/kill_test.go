@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -10,14 +9,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/cockroachdb/errors"
-	"github.com/gastown/gastown/agentclient"
 	"github.com/gastown/gastown/coordinator"
 	"github.com/gastown/gastown/schemas"
 	"github.com/stretchr/testify/require"
@@ -185,7 +180,6 @@ func untilNoProblem(t *testing.T, timeout time.Duration, what string, problem fu
 // the loaded container has taken 1,000 rotations.
 func TestKilledCoordinatorMidRotation(t *testing.T) {
 	soak := os.Getenv("GASTOWN_SOAK") != ""
-	bin := binary(t)
 	addr := freeAddr(t)
 	url := "nats://" + addr
 	vars := map[string]string{"GASTOWN_JWT_SECRET": testSecret, "GASTOWN_ADMIN_PASSWORD": "admin-pw"}
@@ -205,84 +199,15 @@ func TestKilledCoordinatorMidRotation(t *testing.T) {
 		return st
 	}
 
-	// The loaded town: a container in this process, 16 callers.
-	admin("town", "create", "--town", "load")
-	loadToken, _, err := run(t, vars, "token", "mint", "--town", "load")
-	require.NoError(t, err)
-	src, err := agentclient.Start(context.Background(), agentclient.Config{
-		URL: url, Token: strings.TrimSpace(loadToken), ContainerID: "load", RequestTimeout: 5 * time.Second,
+	// The loaded town: a container in this process, 16 callers; the
+	// working town: a container running `gastown agent sim` agents.
+	load := startLoadedTown(t, vars, url, admin, 0)
+	cont := startWorkingTown(t, vars, url, admin)
+	work := newConvoyWork(t, admin, func(id string) {
+		var res schemas.SlingResult
+		require.NoError(t, json.Unmarshal([]byte(admin("sling", "--town", "work", "--bead", id)), &res))
 	})
-	require.NoError(t, err)
-	defer src.Close()
-	client := agentclient.NewClient(src, "", "")
-	var ok, unauth, down atomic.Int64
-	var firstUnauth atomic.Value
-	ctx, stopLoad := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	for range 16 {
-		wg.Go(func() {
-			for ctx.Err() == nil {
-				rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				err := client.Call(rctx, schemas.ToolPing, nil, nil)
-				cancel()
-				switch {
-				case err == nil:
-					ok.Add(1)
-				case errors.Is(err, schemas.ErrUnauthenticated):
-					unauth.Add(1)
-					firstUnauth.CompareAndSwap(nil, err.Error())
-				default:
-					down.Add(1) // the coordinator is down: unavailable, timeouts
-					time.Sleep(20 * time.Millisecond)
-				}
-			}
-		})
-	}
-	defer func() { stopLoad(); wg.Wait() }()
-
-	// The working town: a container running `gastown agent sim` agents.
-	repo := bareRepo(t)
-	admin("town", "create", "--town", "work")
-	admin("rig", "add", "--town", "work", "--rig", "app", "--git", repo)
-	workToken, _, err := run(t, vars, "token", "mint", "--town", "work")
-	require.NoError(t, err)
-	cont := startProcess(t, map[string]string{"GASTOWN_CONTAINER_TOKEN": strings.TrimSpace(workToken)}, "container", "--server", url,
-		"--workdir", t.TempDir(), "--heartbeat", "150ms",
-		"--polecat-cmd", bin+" agent sim --work 1500ms", "--refinery-cmd", bin+" agent sim --work 100ms",
-		"--triage-cmd", bin+" agent sim --work 100ms") // a polecat killed three times is a crash loop
-	defer func() {
-		if t.Failed() {
-			t.Logf("container log:\n%s", cont.logs.String())
-		}
-	}()
-	w := &workState{beads: map[string]bool{}, closed: map[string]bool{}}
-	var convoys []string
-	batch := func(n int) {
-		var ids []string
-		for i := range n {
-			id := fmt.Sprintf("b%d", len(w.beads)+i)
-			admin("bead", "create", "--town", "work", "--rig", "app", "--id", id, "--title", "Do "+id)
-			ids = append(ids, id)
-		}
-		var convoy coordinator.Bead
-		require.NoError(t, json.Unmarshal([]byte(admin("convoy", "create", "--town", "work", "--title", "batch", "--beads", strings.Join(ids, ","))), &convoy))
-		convoys = append(convoys, convoy.BeadID)
-		for _, id := range ids {
-			w.beads[id] = true
-			var res schemas.SlingResult
-			require.NoError(t, json.Unmarshal([]byte(admin("sling", "--town", "work", "--bead", id)), &res))
-		}
-		w.beads[convoy.BeadID] = true
-	}
-	landed := func(st coordinator.TownStatus) bool {
-		for _, b := range st.Beads {
-			if slices.Contains(convoys, b.BeadID) && !b.Landed {
-				return false
-			}
-		}
-		return true
-	}
-	batch(4)
+	work.batch(4)
 
 	kills, limit, rotationsPerKill := 0, 4, int64(3)
 	if soak {
@@ -292,10 +217,10 @@ func TestKilledCoordinatorMidRotation(t *testing.T) {
 	for {
 		// Let it rotate and work a while, then kill it mid-rotation (a
 		// rotation is always under way: one every 300 ms).
-		target := src.Adopted() + rotationsPerKill
-		require.Eventually(t, func() bool { return src.Adopted() >= target }, time.Minute, 10*time.Millisecond,
+		target := load.rotations() + rotationsPerKill
+		require.Eventually(t, func() bool { return load.rotations() >= target }, time.Minute, 10*time.Millisecond,
 			"the loaded container keeps getting tokens")
-		if soak && (src.Adopted() >= 1000 || time.Now().After(deadline)) || !soak && kills >= limit {
+		if soak && (load.rotations() >= 1000 || time.Now().After(deadline)) || !soak && kills >= limit {
 			break
 		}
 		// Every third kill takes the working town's container and its
@@ -309,30 +234,15 @@ func TestKilledCoordinatorMidRotation(t *testing.T) {
 		victim.kill()
 		kills++
 		victim.start()
-		untilNoProblem(t, time.Minute, fmt.Sprintf("after kill %d", kills), func() string { return w.check(status("work")) })
-		if soak && landed(status("work")) {
-			batch(2)
+		untilNoProblem(t, time.Minute, fmt.Sprintf("after kill %d", kills), func() string { return work.w.check(status("work")) })
+		if soak && work.unlanded(status("work")) == "" {
+			work.batch(2)
 		}
 	}
-	untilNoProblem(t, 3*time.Minute, "every convoy lands, nothing lost", func() string {
-		st := status("work")
-		if p := w.check(st); p != "" {
-			return p
-		}
-		if !landed(st) {
-			return "a convoy has not landed"
-		}
-		return ""
-	})
-	for _, b := range status("work").Beads {
-		if w.beads[b.BeadID] && b.Type == coordinator.BeadIssue {
-			require.Equal(t, coordinator.BeadClosed, b.Status, "bead %s", b.BeadID)
-		}
-	}
-	stopLoad()
-	wg.Wait()
+	work.requireLanded(status)
+	load.stop()
 	t.Logf("%d kills; the loaded container held %d tokens and moved connections %d times; %d calls ok, %d unauthenticated, %d failed while the coordinator was down; %d beads",
-		kills, src.Adopted(), src.Switches(), ok.Load(), unauth.Load(), down.Load(), len(w.beads))
-	require.Zero(t, unauth.Load(), "calls failed with unauthenticated: %v", firstUnauth.Load())
-	require.Positive(t, ok.Load())
+		kills, load.rotations(), load.src.Switches(), load.ok.Load(), load.unauth.Load(), load.failed.Load(), len(work.w.beads))
+	require.Zero(t, load.unauth.Load(), "calls failed with unauthenticated: %v", load.firstUnauth.Load())
+	require.Positive(t, load.ok.Load())
 }

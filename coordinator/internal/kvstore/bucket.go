@@ -379,8 +379,9 @@ func (b *Bucket[T]) landed(ctx context.Context, key string, data []byte) (rev ui
 }
 
 // How landed waits for a store that does not answer: a killed stream
-// leader stalls writes for up to about 9 s.
-const (
+// leader stalls writes for up to about 9 s. Variables only so that a test
+// can make landed give up at once (export_test.go).
+var (
 	landedTries = 40
 	landedWait  = 250 * time.Millisecond
 )
