@@ -33,6 +33,9 @@ type Client struct {
 	agentID string
 	rigID   string
 	timeout time.Duration
+	// headers are the requests' headers for the newest token, shared by
+	// the copies WithTimeout makes.
+	headers *headerCache
 }
 
 // A call refused with resource_exhausted and a retry hint (its town is
@@ -53,7 +56,8 @@ const DefaultCallTimeout = 3 * time.Minute
 
 // NewClient makes a tool client for an agent of rig rigID.
 func NewClient(s Session, agentID, rigID string) *Client {
-	return &Client{s: s, agentID: agentID, rigID: rigID, timeout: DefaultCallTimeout}
+	return &Client{s: s, agentID: agentID, rigID: rigID, timeout: DefaultCallTimeout,
+		headers: &headerCache{agentID: agentID, rigID: rigID}}
 }
 
 // WithTimeout is a copy of the client whose calls without a deadline get
@@ -81,12 +85,11 @@ func (c *Client) Call(ctx context.Context, method string, body, out any) error {
 	if err != nil {
 		return errors.Mark(err, schemas.ErrInvalidArgument)
 	}
-	if body == nil {
-		body = struct{}{}
-	}
-	data, err := json.Marshal(body)
-	if err != nil {
-		return errors.Mark(errors.Wrapf(err, "encoding %s body", method), schemas.ErrInvalidArgument)
+	data := emptyBody // what json.Marshal(struct{}{}) writes, without the encoder
+	if body != nil {
+		if data, err = json.Marshal(body); err != nil {
+			return errors.Mark(errors.Wrapf(err, "encoding %s body", method), schemas.ErrInvalidArgument)
+		}
 	}
 	err = c.callAdmitted(ctx, subject, data, out)
 	if !errors.Is(err, schemas.ErrUnauthenticated) {
@@ -97,6 +100,10 @@ func (c *Client) Call(ctx context.Context, method string, body, out any) error {
 	}
 	return c.callAdmitted(ctx, subject, data, out)
 }
+
+// emptyBody is the body of a call without one. It is never written to:
+// the request only reads it.
+var emptyBody = []byte("{}")
 
 // callAdmitted is callDelivered, sent again after the hinted wait while
 // the town is over a rate: a refused call did nothing, so it is always
@@ -146,14 +153,7 @@ func (c *Client) callDelivered(ctx context.Context, subject string, data []byte,
 }
 
 func (c *Client) call(ctx context.Context, subject string, data []byte, out any) error {
-	m := nats.NewMsg(subject)
-	m.Data = data
-	m.Header.Set(schemas.AuthorizationHeader, schemas.BearerPrefix+c.s.Token())
-	if c.agentID != "" {
-		m.Header.Set(schemas.AgentIDHeader, c.agentID)
-	}
-	if c.rigID != "" {
-		m.Header.Set(schemas.RigIDHeader, c.rigID)
-	}
+	// The header is shared with the other calls of this token, read only.
+	m := &nats.Msg{Subject: subject, Data: data, Header: c.headers.header(c.s.Token())}
 	return c.s.Do(ctx, func(ctx context.Context, nc *nats.Conn) error { return bus.Call(ctx, nc, m, out) })
 }

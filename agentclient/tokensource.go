@@ -310,6 +310,12 @@ func (s *TokenSource) want() {
 // their jti) is its equal, and the one received last is held.
 func (s *TokenSource) accept(tok string) error {
 	claims, err := schemas.PeekContainerClaims(tok)
+	return s.acceptPeeked(tok, claims, err)
+}
+
+// acceptPeeked is accept of a token already peeked at (claims and err are
+// PeekContainerClaims's): a pushed token is peeked at once, not twice.
+func (s *TokenSource) acceptPeeked(tok string, claims schemas.ContainerClaims, err error) error {
 	if err != nil {
 		return errors.Wrap(err, "received token")
 	}
@@ -330,7 +336,9 @@ func (s *TokenSource) accept(tok string) error {
 	s.newest = &held{token: tok, claims: claims}
 	s.adopted++
 	s.mu.Unlock()
-	s.log.Debug("new token held", keyExpires, claims.Expires())
+	if s.log.Enabled(context.Background(), slog.LevelDebug) { // its argument costs an allocation, on every rotation
+		s.log.Debug("new token held", keyExpires, claims.Expires())
+	}
 	s.poke()
 	return nil
 }
@@ -354,12 +362,13 @@ func (s *TokenSource) handleRotation(m *nats.Msg) {
 		_ = bus.RespondRefusal(m, schemas.NewError(schemas.CodePermissionDenied, "this container is town %s's, not %s's", s.town.ID(), rot.TownID))
 		return
 	}
-	if claims, err := schemas.PeekContainerClaims(rot.Token); err == nil && !claims.Expires().After(s.cfg.Now()) {
+	claims, peekErr := schemas.PeekContainerClaims(rot.Token)
+	if peekErr == nil && !claims.Expires().After(s.cfg.Now()) {
 		s.log.Warn("refused a pushed token that has expired", keyExpires, claims.Expires())
 		_ = bus.RespondRefusal(m, schemas.NewError(schemas.CodeUnauthenticated, "the pushed token expired at %s", claims.Expires().UTC().Format(time.RFC3339)))
 		return
 	}
-	if err := s.accept(rot.Token); err != nil {
+	if err := s.acceptPeeked(rot.Token, claims, peekErr); err != nil {
 		s.log.Warn("refused a pushed token", keyErr, err)
 		_ = bus.RespondRefusal(m, refusalOf(err))
 		return

@@ -68,7 +68,7 @@ func main() {
 	flag.IntVar(&o.floodRate, "flood-rate", 10_000, "requests per second the flooding town of the fairness phase sends")
 	flag.StringVar(&o.jsonPath, "json", "bench.json", "write the results as JSON to this file (empty: do not write)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of an extra authenticated RPC run (concurrent callers) to this file")
-	flag.StringVar(&o.profileOf, "cpuprofile-system", "bus", "which RPC system -cpuprofile profiles: bus, plain or http")
+	flag.StringVar(&o.profileOf, "cpuprofile-system", "bus", "which RPC system -cpuprofile profiles: bus, plain or http (-cluster-cpuprofile: bus or plain; http profiles the bus there)")
 	flag.StringVar(&o.rotProfile, "rotation-cpuprofile", "", "write a CPU profile of the rotation rounds to this file")
 	flag.StringVar(&o.only, "only", strings.Join(phases, ","), "comma-separated phases to run: "+strings.Join(phases, ", "))
 	flag.IntVar(&o.rotTowns, "rotation-towns", 1000, "towns, each with a connected container, in the rotation fan-out")

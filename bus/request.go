@@ -75,11 +75,9 @@ func RespondError(m *nats.Msg, e *schemas.Error) error {
 
 // RespondResult sends a result Reply.
 func RespondResult(m *nats.Msg, result any) error {
-	b, err := schemas.ResultReply(result)
-	if err != nil {
-		return err
-	}
-	return errors.Wrap(m.Respond(b), "sending reply")
+	return schemas.WithResultReply(result, func(b []byte) error {
+		return errors.Wrap(m.Respond(b), "sending reply")
+	})
 }
 
 // Call sends a JSON body to an RPC or admin subject and decodes the Reply's

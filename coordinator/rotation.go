@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"log/slog"
 	"math/rand/v2"
 	"time"
 
@@ -115,7 +116,7 @@ func (c *Coordinator) refresh(ctx context.Context, townID string) schemas.Rotate
 	})
 	if err != nil {
 		c.log.Warn("token delivered but schedule not saved; the town will be refreshed again soon", KeyTown, townID, KeyErr, err)
-	} else {
+	} else if c.log.Enabled(ctx, slog.LevelDebug) { // its arguments cost allocations, on every rotation
 		c.log.Debug("token refreshed", KeyTown, townID, KeyExpires, claims.Expires(), KeyNext, next.NextRefreshAt)
 	}
 	c.publishEvent(t, schemas.EventTokenRotated, townID, map[string]any{"expiresAt": claims.Expires()})

@@ -39,12 +39,13 @@ type rpcMethod struct {
 // checks run on the subscription's goroutine (they read memory only); the
 // method then runs there too when inline, or on its own goroutine.
 func (c *Coordinator) handleRPC(methods map[string]rpcMethod) nats.MsgHandler {
+	now := c.now // bound once: a method value made per call is an allocation
 	return func(m *nats.Msg) {
 		townID, rest, err := schemas.ParseTownSubject(m.Subject)
 		if err != nil || !c.townReplyOK(m, townID) || !c.track() {
 			return
 		}
-		call := c.metrics.rpcCall(rest, c.now)
+		call := c.metrics.rpcCall(rest, now)
 		h, caller, body, err := c.admitRPC(methods, m, townID, rest)
 		if err != nil || h.inline {
 			defer c.handlers.Done()

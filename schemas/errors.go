@@ -87,6 +87,9 @@ func Exhausted(retryAfter time.Duration, format string, args ...any) *Error {
 // RetryAfterOf is the retry hint err carries: its *Error's RetryAfter, or
 // zero.
 func RetryAfterOf(err error) time.Duration {
+	if err == nil { // every call that succeeds asks
+		return 0
+	}
 	var e *Error
 	if errors.As(err, &e) {
 		return e.RetryAfter
@@ -233,6 +236,9 @@ func DecodeResult(data []byte, out any) error {
 		// anything: on a syntax error out is untouched, and the general
 		// path decides (`{"result":1,"error":{…}}` is one).
 		err := json.Unmarshal(data[len(resultPrefix):len(data)-len(resultSuffix)], out)
+		if err == nil {
+			return nil
+		}
 		var syntax *json.SyntaxError
 		if !errors.As(err, &syntax) {
 			return errors.Wrap(err, "decoding result")

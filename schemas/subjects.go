@@ -162,7 +162,11 @@ func ValidateMethod(method string) error {
 	if method == "" {
 		return errors.Mark(errors.New("method is required"), ErrInvalidID)
 	}
-	for _, part := range strings.Split(method, ".") {
+	// The parts one by one, without a slice of them: every tool call
+	// checks its method.
+	for rest, more := method, true; more; {
+		var part string
+		part, rest, more = strings.Cut(rest, ".")
 		if err := ValidateID("method part", part); err != nil {
 			return errors.Wrapf(err, "method %q", method)
 		}

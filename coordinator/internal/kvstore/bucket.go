@@ -292,8 +292,10 @@ func (b *Bucket[T]) Put(ctx context.Context, key string, v T) error {
 	return nil
 }
 
-// Update reads key from the bucket, applies change, and writes it back
-// with compare-and-set, retrying when another writer got there first.
+// Update applies change to key's value and writes it back with
+// compare-and-set, retrying when another writer got there first. The
+// first attempt starts from the view's value (no read of the store when
+// the view is current); a refused attempt reads the store.
 // change may return an error to abandon the write; it is returned as is.
 // A key that does not exist is ErrKeyNotFound.
 func (b *Bucket[T]) Update(ctx context.Context, key string, change func(*T) error) (T, error) {
@@ -303,20 +305,32 @@ func (b *Bucket[T]) Update(ctx context.Context, key string, change func(*T) erro
 	// back): if the key holds it when read again, that write landed.
 	var unsure []byte
 	for attempt := 0; ; attempt++ {
-		e, err := b.kv.Get(ctx, key)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return zero, errors.Mark(errors.Newf("%s not found", key), ErrKeyNotFound)
-		}
-		if err != nil {
-			return zero, errors.Wrapf(err, "reading %s/%s", b.name, key)
-		}
+		// The first attempt builds on the view's value and revision, which
+		// spares the write a read of the store: the compare-and-set refuses
+		// it if the view was behind, and the attempts after it read the
+		// store.
 		var v T
-		if err := json.Unmarshal(e.Value(), &v); err != nil {
-			return zero, errors.Wrapf(err, "decoding %s/%s", b.name, key)
+		var read uint64
+		cached := false
+		if attempt == 0 {
+			v, read, cached = b.cachedCopy(key)
 		}
-		if unsure != nil && bytes.Equal(e.Value(), unsure) {
-			b.apply(key, v, e.Revision()) // our earlier write landed
-			return v, nil
+		if !cached {
+			e, err := b.kv.Get(ctx, key)
+			if errors.Is(err, jetstream.ErrKeyNotFound) {
+				return zero, errors.Mark(errors.Newf("%s not found", key), ErrKeyNotFound)
+			}
+			if err != nil {
+				return zero, errors.Wrapf(err, "reading %s/%s", b.name, key)
+			}
+			v, read = *new(T), e.Revision()
+			if err := json.Unmarshal(e.Value(), &v); err != nil {
+				return zero, errors.Wrapf(err, "decoding %s/%s", b.name, key)
+			}
+			if unsure != nil && bytes.Equal(e.Value(), unsure) {
+				b.apply(key, v, e.Revision()) // our earlier write landed
+				return v, nil
+			}
 		}
 		if err := change(&v); err != nil {
 			return zero, err
@@ -325,7 +339,7 @@ func (b *Bucket[T]) Update(ctx context.Context, key string, change func(*T) erro
 		if err != nil {
 			return zero, errors.Wrapf(err, "encoding %s/%s", b.name, key)
 		}
-		rev, err := b.kv.Update(ctx, key, data, e.Revision())
+		rev, err := b.kv.Update(ctx, key, data, read)
 		stale := errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)
 		if err != nil && !stale {
 			// Unknown, not lost: read it back.
@@ -353,6 +367,25 @@ func (b *Bucket[T]) Update(ctx context.Context, key string, change func(*T) erro
 			return zero, errors.Wrapf(err, "writing %s/%s", b.name, key)
 		}
 	}
+}
+
+// cachedCopy is the view's value of key and its revision, as a copy that
+// shares nothing with the view (a change may write into its maps and
+// slices): decoded again from its encoding, as a read of the store
+// would decode it.
+func (b *Bucket[T]) cachedCopy(key string) (T, uint64, bool) {
+	var v T
+	b.mu.RLock()
+	cur, ok := b.items[key]
+	b.mu.RUnlock()
+	if !ok || cur.revision == 0 {
+		return v, 0, false
+	}
+	data, err := json.Marshal(cur.value)
+	if err != nil || json.Unmarshal(data, &v) != nil {
+		return *new(T), 0, false
+	}
+	return v, cur.revision, true
 }
 
 // landed reads key back after a write whose outcome is unknown: a write
