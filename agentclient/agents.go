@@ -13,6 +13,7 @@ import (
 
 	"github.com/cockroachdb/errors"
 	"github.com/gastown/gastown/bus"
+	"github.com/gastown/gastown/clock"
 	"github.com/gastown/gastown/schemas"
 	"github.com/nats-io/nats.go"
 )
@@ -38,7 +39,10 @@ type RunnerConfig struct {
 	TLS bus.ClientTLS
 	// StopGrace is the wait between SIGTERM and SIGKILL.
 	StopGrace time.Duration
-	// Now is the clock; nil means time.Now.
+	// Clock times the stop grace and the container's heartbeats; nil means
+	// the wall clock (clock.Real). Tests advance a clock.Manual instead.
+	Clock clock.Clock
+	// Now reads the time; nil means Clock.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
 }
@@ -93,8 +97,9 @@ func NewRunner(townID string, cfg RunnerConfig) (*Runner, error) {
 	if cfg.StopGrace == 0 {
 		cfg.StopGrace = DefaultStopGrace
 	}
+	cfg.Clock = clock.Or(cfg.Clock)
 	if cfg.Now == nil {
-		cfg.Now = time.Now
+		cfg.Now = cfg.Clock.Now
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -356,9 +361,11 @@ func (r *Runner) terminate(ru *run, reason string) int {
 	r.log.Info("stopping agent", "agent", ru.req.AgentID, "run", ru.req.RunID, "reason", reason)
 	pgid := ru.cmd.Process.Pid
 	_ = syscall.Kill(-pgid, syscall.SIGTERM)
+	grace := r.cfg.Clock.NewTimer(r.cfg.StopGrace)
+	defer grace.Stop()
 	select {
 	case <-ru.exited:
-	case <-time.After(r.cfg.StopGrace):
+	case <-grace.C():
 		_ = syscall.Kill(-pgid, syscall.SIGKILL)
 		<-ru.exited
 	}

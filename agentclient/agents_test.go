@@ -11,6 +11,7 @@ import (
 
 	"github.com/gastown/gastown/agentclient"
 	"github.com/gastown/gastown/bus/bustest"
+	"github.com/gastown/gastown/clock"
 	"github.com/gastown/gastown/coordinator"
 	"github.com/gastown/gastown/coordinator/coordinatortest"
 	"github.com/gastown/gastown/schemas"
@@ -166,12 +167,15 @@ func TestDispatchStartsAgentInWorkspace(t *testing.T) {
 
 // TestRunnerRunsAndStops: dispatch is idempotent by run id, a new run
 // replaces the old, a stale stop is refused, SIGKILL follows an ignored
-// SIGTERM, and an exit is reported once with its code.
+// SIGTERM, and an exit is reported once with its code. The grace period
+// is on a manual clock: the test ends it once SIGTERM was ignored.
 func TestRunnerRunsAndStops(t *testing.T) {
 	out := t.TempDir()
 	script, _ := filepath.Abs("testdata/agent.sh")
+	const grace = 2 * time.Second
+	clk := clock.NewManual(time.Now())
 	r, err := agentclient.NewRunner("T", agentclient.RunnerConfig{WorkDir: t.TempDir(),
-		Commands: map[string][]string{schemas.RoleMayor: {script}}, StopGrace: 2 * time.Second})
+		Commands: map[string][]string{schemas.RoleMayor: {script}}, StopGrace: grace, Clock: clk})
 	require.NoError(t, err)
 	defer r.Close()
 	ctx := context.Background()
@@ -202,7 +206,20 @@ func TestRunnerRunsAndStops(t *testing.T) {
 	// SIGTERM ignored: SIGKILL after the grace period.
 	require.True(t, start("b", "r1", map[string]string{"AGENT_IGNORE_TERM": "1"}).OK)
 	require.Eventually(t, func() bool { return pids("b", "r1") }, 10*time.Second, 10*time.Millisecond)
-	require.NoError(t, r.Stop(ctx, "b", "r1", "test"))
+	stopped := make(chan error, 1)
+	go func() { stopped <- r.Stop(ctx, "b", "r1", "test") }()
+	// SIGTERM noted, and the grace period running: let it pass.
+	require.Eventually(t, func() bool {
+		_, err := os.Stat(filepath.Join(out, "b-r1.term"))
+		return err == nil && clk.Waiters() == 1
+	}, 10*time.Second, 5*time.Millisecond, "SIGTERM came first, and was ignored")
+	select {
+	case err := <-stopped:
+		t.Fatalf("the stop ended before its grace period: %v", err)
+	default:
+	}
+	clk.Advance(grace)
+	require.NoError(t, <-stopped)
 	_, err = os.Stat(filepath.Join(out, "b-r1.term"))
 	require.NoError(t, err, "SIGTERM came first, and was ignored")
 	pid, err := os.ReadFile(filepath.Join(out, "b-r1.pid"))

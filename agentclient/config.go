@@ -7,6 +7,7 @@ import (
 
 	"github.com/cockroachdb/errors"
 	"github.com/gastown/gastown/bus"
+	"github.com/gastown/gastown/clock"
 )
 
 // DefaultURL is where the bus is when GASTOWN_NATS_URL is unset.
@@ -50,7 +51,13 @@ type Config struct {
 	// non-zero. Zero means DefaultRefusedExitAfter (5 min); negative,
 	// never.
 	RefusedExitAfter time.Duration
-	// Now is the clock; nil means time.Now.
+	// Clock times the source's loop: its waits for a connection's switch
+	// time and its retries; nil means the wall clock (clock.Real). Tests
+	// advance a clock.Manual instead. What is bounded by the network (a
+	// request, draining an old connection, the NATS client's own
+	// reconnects) stays on the wall clock.
+	Clock clock.Clock
+	// Now reads the time; nil means Clock.Now.
 	Now func() time.Time
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
@@ -101,8 +108,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = DefaultDrainTimeout
 	}
+	c.Clock = clock.Or(c.Clock)
 	if c.Now == nil {
-		c.Now = time.Now
+		c.Now = c.Clock.Now
 	}
 	if c.ReconnectMin == 0 {
 		c.ReconnectMin = DefaultReconnectMin

@@ -14,6 +14,12 @@
 //   - every environment variable name a container reads or an agent gets
 //     (env.go), and the one retry backoff (backoff.go).
 //
+// Its waits run on Config.Clock and RunnerConfig.Clock (package clock): the
+// token source's loop (a connection's switch time, its retries), the
+// runner's stop grace and the heartbeats; tests advance a clock.Manual.
+// What the network bounds (a request, draining a connection, the NATS
+// client's reconnects) stays on the wall clock.
+//
 // It never signs tokens: it reads a token's town and expiry from its claims
 // without the secret (schemas.PeekContainerClaims). The simulated agent is
 // agentclient/sim, which the container does not link.

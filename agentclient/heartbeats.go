@@ -17,7 +17,7 @@ const DefaultHeartbeatInterval = 30 * time.Second
 // (PROTOCOL.md, The heartbeat interval); interval (DefaultHeartbeatInterval
 // when not positive) only until it has sent one. It sends on the source's
 // newest connection; exits whose heartbeat could not be sent go out with
-// the next one.
+// the next one. The runner's clock times them.
 func RunHeartbeats(ctx context.Context, src *TokenSource, runner *Runner, containerID string, interval time.Duration, now func() time.Time) {
 	if interval <= 0 {
 		interval = DefaultHeartbeatInterval
@@ -32,14 +32,14 @@ func RunHeartbeats(ctx context.Context, src *TokenSource, runner *Runner, contai
 		return interval
 	}
 	cur := every()
-	t := time.NewTicker(cur)
+	t := runner.cfg.Clock.NewTicker(cur)
 	defer t.Stop()
 	for {
 		sendHeartbeat(ctx, src, runner, containerID, now)
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.C():
 		case <-src.HeartbeatIntervalChanged():
 			if d := every(); d != cur {
 				cur = d

@@ -12,6 +12,7 @@ import (
 	"github.com/gastown/gastown/agentclient"
 	"github.com/gastown/gastown/bus"
 	"github.com/gastown/gastown/bus/bustest"
+	"github.com/gastown/gastown/clock"
 	"github.com/gastown/gastown/coordinator"
 	"github.com/gastown/gastown/coordinator/coordinatortest"
 	"github.com/gastown/gastown/schemas"
@@ -103,13 +104,18 @@ func TestCallRetriesABoundedNumberOfTimes(t *testing.T) {
 
 // TestTokenGetBacksOffByTheHint: a container refused a token over its
 // town's token.get rate asks again when the hint says, not sooner: one
-// refusal, then a token.
+// refusal, then a token. The coordinator's clock and the container's are
+// moved by hand, together, a tenth of a second at a time, each step once
+// the container's loop waits again.
 func TestTokenGetBacksOffByTheHint(t *testing.T) {
+	coordClock, contClock := clock.NewManual(time.Now()), clock.NewManual(time.Now())
 	h := coordinatortest.Start(t, coordinator.Config{
 		TokenTTL: 10 * time.Second, RefreshInterval: 2 * time.Second, RefreshJitter: 100 * time.Millisecond,
-		Limits: coordinator.Limits{TokenGetRate: 0.5, TokenGetBurst: 1},
+		Limits: coordinator.Limits{TokenGetRate: 0.5, TokenGetBurst: 1}, Clock: coordClock,
 	})
-	src := startContainer(t, h, "R", 8*time.Hour)
+	src := startContainer(t, h, "R", 8*time.Hour, func(c *agentclient.Config) { c.Clock = contClock })
+	// The container's loop waits on its clock: its one timer.
+	waiting := func() bool { return contClock.Waiters() == 1 }
 	// Watch the container's inbox: every answer to its token.get.
 	var mu sync.Mutex
 	var answers []string
@@ -130,11 +136,23 @@ func TestTokenGetBacksOffByTheHint(t *testing.T) {
 	// A permissions violation makes the container ask for a fresh token at
 	// once: within the second of its first, over the rate.
 	require.NoError(t, src.Conn().Publish("gastown.town.other.rpc.ping", nil))
-	require.Eventually(t, func() bool {
+	got := func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(answers) > 0 && answers[len(answers)-1] == schemas.TypeTokenRotation+" "
-	}, 30*time.Second, 10*time.Millisecond, "the container gets its token in the end")
+	}
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(answers) > 0
+	}, 10*time.Second, time.Millisecond, "the container asks for a fresh token at once")
+	for step := 0; !got(); step++ {
+		require.Less(t, step, 300, "the container gets its token in the end")
+		require.Eventually(t, waiting, 10*time.Second, time.Millisecond)
+		coordClock.Advance(100 * time.Millisecond)
+		contClock.Advance(100 * time.Millisecond)
+		require.Eventually(t, func() bool { return waiting() || got() }, 10*time.Second, time.Millisecond)
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	require.Equal(t, []string{schemas.TypeAck + " " + string(schemas.CodeResourceExhausted), schemas.TypeTokenRotation + " "}, answers,

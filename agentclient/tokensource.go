@@ -557,13 +557,13 @@ func (s *TokenSource) untilSwitch() time.Duration {
 // sleep waits d (not at all when it is not positive) or until the loop is
 // poked; it reports false when the source is closing.
 func (s *TokenSource) sleep(d time.Duration) bool {
-	t := time.NewTimer(max(d, 0))
+	t := s.cfg.Clock.NewTimer(max(d, 0))
 	defer t.Stop()
 	select {
 	case <-s.ctx.Done():
 		return false
 	case <-s.wake:
-	case <-t.C:
+	case <-t.C():
 	}
 	return true
 }

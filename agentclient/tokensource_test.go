@@ -52,9 +52,14 @@ func adminCall(t *testing.T, h *coordinatortest.Harness, method, town string, ou
 // TestRotationUnderLoad is the seed's outage made impossible: tokens live
 // ~2 s and are refreshed every 200 ms, connections are closed by the server
 // at each token's exp, and 64 concurrent callers never see unauthenticated.
+// It runs for three token lifetimes; make soak (GASTOWN_SOAK=1) runs it
+// for ten.
 func TestRotationUnderLoad(t *testing.T) {
-	duration := 20 * time.Second
-	if testing.Short() {
+	duration := 6 * time.Second
+	switch {
+	case os.Getenv("GASTOWN_SOAK") != "":
+		duration = 20 * time.Second
+	case testing.Short():
 		duration = 3 * time.Second
 	}
 	h := coordinatortest.Start(t, coordinator.Config{

@@ -191,6 +191,31 @@ func asyncErrs() (nats.Option, chan error) {
 	}), ch
 }
 
+// refusedWithin runs call, which a refused publish on a subject containing
+// subject leaves unanswered, and returns its error once it returns or
+// once the server's permissions violation for that subject arrives on
+// errs (the call's context is then cancelled): a refusal costs the
+// round trip, not the call's timeout. Violations naming other subjects
+// are dropped.
+func refusedWithin(t *testing.T, errs chan error, subject string, timeout time.Duration, call func(context.Context) error) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- call(ctx) }()
+	for {
+		select {
+		case err := <-done:
+			return err
+		case v := <-errs:
+			if strings.Contains(v.Error(), "Permissions Violation") && strings.Contains(v.Error(), subject) {
+				cancel()
+				return errors.Join(v, <-done)
+			}
+		}
+	}
+}
+
 // randomUserJWT is a user JWT signed by an account key of the attacker's
 // own, naming the state account as its audience.
 func randomUserJWT(t *testing.T) (string, nkeys.KeyPair) {
@@ -325,15 +350,19 @@ func TestClusterAttack(t *testing.T) {
 				require.NoError(t, err)
 				for _, subject := range []string{bus.AuthCalloutSubject, "$SYS.REQ.SERVER.PING.CONNZ",
 					schemas.AdminRoot + "." + schemas.AdminStatus, "gastown.town.alpha.token.get"} {
-					_, err := ops.Request(subject, []byte(`{}`), time.Second)
+					err := refusedWithin(t, errs, subject, time.Second, func(ctx context.Context) error {
+						_, err := ops.RequestWithContext(ctx, subject, []byte(`{}`))
+						return err
+					})
 					require.Error(t, err, "ops was answered on %s", subject)
 				}
 				js, err := jetstream.New(ops)
 				require.NoError(t, err)
-				ctx, cancel := context.WithTimeout(context.Background(), wait)
-				defer cancel()
-				_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: "EVIL", Sources: []*jetstream.StreamSource{{
-					Name: "KV_" + schemas.BucketTokens, External: &jetstream.ExternalStream{APIPrefix: "$JS." + cluster.StateAccount + ".API"}}}})
+				err = refusedWithin(t, errs, "EVIL", wait, func(ctx context.Context) error {
+					_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "EVIL", Sources: []*jetstream.StreamSource{{
+						Name: "KV_" + schemas.BucketTokens, External: &jetstream.ExternalStream{APIPrefix: "$JS." + cluster.StateAccount + ".API"}}}})
+					return err
+				})
 				require.Error(t, err, "ops made a stream sourcing the state account")
 				// It cannot listen to the control account's traffic either.
 				sub, err := ops.SubscribeSync("gastown.admin.>")

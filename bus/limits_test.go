@@ -3,37 +3,17 @@ package bus_test
 import (
 	"context"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/cockroachdb/errors"
 	"github.com/gastown/gastown/bus"
 	"github.com/gastown/gastown/bus/bustest"
+	"github.com/gastown/gastown/clock"
 	"github.com/gastown/gastown/coordinator/token"
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 )
-
-// clock is a clock the test moves by hand.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newClock() *clock { return &clock{now: time.Now()} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
 
 // refused dials with opts and requires the connection to be refused.
 func (f *fixture) refused(t *testing.T, opts ...nats.Option) {
@@ -51,7 +31,7 @@ func (f *fixture) refused(t *testing.T, opts ...nats.Option) {
 // throttled. Once the lockout is over the right password works and
 // forgets the failures.
 func TestPasswordLockout(t *testing.T) {
-	clk := newClock()
+	clk := clock.NewManual(time.Now())
 	f := newFixtureWith(t, token.AuthConfig{}, bus.Config{OpsPassword: opsPassword, AdminPassword: adminPassword,
 		Limits: bus.Limits{Now: clk.Now}})
 	for range bus.DefaultPasswordFailures {
@@ -76,11 +56,11 @@ func TestPasswordLockout(t *testing.T) {
 		require.NoError(t, bustest.Connect(t, f.srv).Flush())
 	})
 	t.Run("still locked out just before the lockout ends", func(t *testing.T) {
-		clk.Add(bus.DefaultLockoutBase - time.Millisecond)
+		clk.Advance(bus.DefaultLockoutBase - time.Millisecond)
 		f.refused(t, nats.UserInfo(bus.OpsUser, opsPassword))
 	})
 	t.Run("the right password once the lockout is over", func(t *testing.T) {
-		clk.Add(time.Millisecond)
+		clk.Advance(time.Millisecond)
 		c := f.connect(t, nats.UserInfo(bus.OpsUser, opsPassword))
 		require.NoError(t, c.nc.Flush())
 		// The success forgot the failures: as many free ones again.
@@ -94,11 +74,11 @@ func TestPasswordLockout(t *testing.T) {
 		for range bus.DefaultPasswordFailures {
 			f.refused(t, nats.UserInfo(bus.OpsUser, "guess"))
 		}
-		clk.Add(bus.DefaultLockoutBase)
+		clk.Advance(bus.DefaultLockoutBase)
 		f.refused(t, nats.UserInfo(bus.OpsUser, "guess")) // counted: locks out for twice as long
-		clk.Add(2*bus.DefaultLockoutBase - time.Millisecond)
+		clk.Advance(2*bus.DefaultLockoutBase - time.Millisecond)
 		f.refused(t, nats.UserInfo(bus.OpsUser, opsPassword))
-		clk.Add(time.Millisecond)
+		clk.Advance(time.Millisecond)
 		require.NoError(t, f.connect(t, nats.UserInfo(bus.OpsUser, opsPassword)).nc.Flush())
 	})
 }
@@ -165,7 +145,7 @@ func TestTownConnCap(t *testing.T) {
 // Refusals are counted by reason and logged at most once per reason per
 // LogInterval; the next line says how many were left out.
 func TestRefusalLogRateLimited(t *testing.T) {
-	clk := newClock()
+	clk := clock.NewManual(time.Now())
 	recs := bustest.NewRecords(slog.LevelInfo)
 	f := newFixtureWith(t, token.AuthConfig{}, bus.Config{OpsPassword: opsPassword, Logger: recs.Logger(),
 		Limits: bus.Limits{Now: clk.Now, LogInterval: time.Minute}})
@@ -185,7 +165,7 @@ func TestRefusalLogRateLimited(t *testing.T) {
 	require.Equal(t, bus.RefusedUnknownUser, got[1].Attrs[bus.KeyReason])
 	require.Len(t, recs.Lines(nil), 2, "and no other line (the server's own goes to debug)")
 
-	clk.Add(time.Minute)
+	clk.Advance(time.Minute)
 	f.refused(t)
 	got = refusedLines()
 	require.Len(t, got, 3)

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gastown/gastown/clock"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/stretchr/testify/require"
 )
@@ -43,41 +44,24 @@ func (l lines) all() []map[string]any {
 	return append([]map[string]any(nil), *l.recs...)
 }
 
-// fakeClock is a clock tests move by hand.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{now: time.Unix(1_000_000, 0)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
+// newFakeClock is a clock tests move by hand.
+func newFakeClock() *clock.Manual { return clock.NewManual(time.Unix(1_000_000, 0)) }
 
 // One line per key per interval; the next line written says how many
 // were left out; keys do not hold each other back.
 func TestRateLog(t *testing.T) {
 	out, log := newLines()
-	clock := newFakeClock()
-	r := NewRateLog(log, time.Minute, clock.Now)
+	clk := newFakeClock()
+	r := NewRateLog(log, time.Minute, clk.Now)
 	ctx := context.Background()
 	require.True(t, r.Log(ctx, slog.LevelInfo, "a", "refused", "n", 0))
 	for i := range 999 {
 		require.False(t, r.Log(ctx, slog.LevelInfo, "a", "refused", "n", i+1))
 	}
 	require.True(t, r.Log(ctx, slog.LevelWarn, "b", "other"), "another key has its own allowance")
-	clock.Add(time.Minute - time.Nanosecond)
+	clk.Advance(time.Minute - time.Nanosecond)
 	require.False(t, r.Log(ctx, slog.LevelInfo, "a", "refused", "n", 1000))
-	clock.Add(time.Nanosecond)
+	clk.Advance(time.Nanosecond)
 	require.True(t, r.Log(ctx, slog.LevelInfo, "a", "refused", "n", 1001))
 	require.True(t, r.Log(ctx, slog.LevelWarn, "b", "other"))
 
@@ -114,8 +98,8 @@ func TestRateLogUnlimited(t *testing.T) {
 // keys neither grow memory nor the log.
 func TestRateLogBoundedKeys(t *testing.T) {
 	out, log := newLines()
-	clock := newFakeClock()
-	r := NewRateLog(log, time.Minute, clock.Now)
+	clk := newFakeClock()
+	r := NewRateLog(log, time.Minute, clk.Now)
 	for i := range 3 * RateLogKeys {
 		r.Log(context.Background(), slog.LevelInfo, fmt.Sprint(i), "x")
 	}
@@ -123,7 +107,7 @@ func TestRateLogBoundedKeys(t *testing.T) {
 	require.Len(t, out.all(), RateLogKeys+1, "one line per key that fitted, one for the rest")
 	// Once the keys may write again and have nothing to report, new keys
 	// take their place.
-	clock.Add(time.Minute)
+	clk.Advance(time.Minute)
 	require.True(t, r.Log(context.Background(), slog.LevelInfo, "new", "x"))
 	require.Contains(t, r.keys, "new")
 	require.LessOrEqual(t, len(r.keys), RateLogKeys+1)
@@ -132,11 +116,11 @@ func TestRateLogBoundedKeys(t *testing.T) {
 // The caller's arguments are not written to.
 func TestRateLogKeepsArgs(t *testing.T) {
 	_, log := newLines()
-	clock := newFakeClock()
-	r := NewRateLog(log, time.Minute, clock.Now)
+	clk := newFakeClock()
+	r := NewRateLog(log, time.Minute, clk.Now)
 	r.Log(context.Background(), slog.LevelInfo, "a", "x")
 	r.Log(context.Background(), slog.LevelInfo, "a", "x")
-	clock.Add(time.Minute)
+	clk.Advance(time.Minute)
 	args := make([]any, 2, 4)
 	args[0], args[1] = "k", "v"
 	r.Log(context.Background(), slog.LevelInfo, "a", "x", args...)
@@ -159,8 +143,8 @@ func TestConnLine(t *testing.T) {
 // be a mistyped secret); lines of the server itself are all written.
 func TestServerLogPerConnection(t *testing.T) {
 	out, log := newLines()
-	clock := newFakeClock()
-	s := serverLog{l: log, perConn: NewRateLog(log, time.Minute, clock.Now)}
+	clk := newFakeClock()
+	s := serverLog{l: log, perConn: NewRateLog(log, time.Minute, clk.Now)}
 	for i := range 100 {
 		c := fmt.Sprintf("10.0.0.%d:%d - cid:%d - ", i%250, 1000+i, i)
 		s.Errorf(c+"%v - %s", server.ErrAuthentication, `User "eyJhbGciOi.secret.token"`)
@@ -184,7 +168,7 @@ func TestServerLogPerConnection(t *testing.T) {
 	// At debug, the refused connections are there, without the user.
 	var captured strings.Builder
 	debug := slog.New(slog.NewTextHandler(&captured, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	s = serverLog{l: debug, perConn: NewRateLog(debug, time.Minute, clock.Now)}
+	s = serverLog{l: debug, perConn: NewRateLog(debug, time.Minute, clk.Now)}
 	s.Errorf("10.0.0.1:1000 - cid:7 - %v - %s", server.ErrAuthentication, `User "eyJhbGciOi.secret.token"`)
 	require.Contains(t, captured.String(), "10.0.0.1:1000 - cid:7 - authentication error")
 	require.NotContains(t, captured.String(), "secret")

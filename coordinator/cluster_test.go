@@ -137,7 +137,16 @@ func TestClusterContainersOnEveryNode(t *testing.T) {
 	// The operator reads the state's copies from any node, and cannot write them.
 	require.NoError(t, o.admin(schemas.AdminTownCreate, schemas.TownCreate{TownID: "alpha"}, nil))
 	for i := range o.c.URLs() {
-		ops, err := o.node(i, nats.UserInfo(cluster.OpsUser, clusterOpsPassword), nats.CustomInboxPrefix(schemas.OpsInbox))
+		violations := make(chan error, 4)
+		ops, err := o.node(i, nats.UserInfo(cluster.OpsUser, clusterOpsPassword), nats.CustomInboxPrefix(schemas.OpsInbox),
+			nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+				if errors.Is(err, nats.ErrPermissionViolation) {
+					select {
+					case violations <- err:
+					default:
+					}
+				}
+			}))
 		require.NoError(t, err, "ops connects to node %d", i+1)
 		js, err := jetstream.New(ops)
 		require.NoError(t, err)
@@ -151,27 +160,43 @@ func TestClusterContainersOnEveryNode(t *testing.T) {
 		}, 30*time.Second, 100*time.Millisecond, "ops reads the towns' copy on node %d", i+1)
 		kv, err := js.KeyValue(ctx, schemas.BucketTowns)
 		require.NoError(t, err)
-		_, err = kv.Put(ctx, "alpha", []byte("scribble"))
+		// The server refuses the write as a permissions violation, so
+		// nothing answers it: the put ends when the violation arrives
+		// rather than at its timeout.
+		pctx, pcancel := context.WithCancel(ctx)
+		put := make(chan error, 1)
+		go func() { _, err := kv.Put(pctx, "alpha", []byte("scribble")); put <- err }()
+		select {
+		case v := <-violations:
+			require.ErrorContains(t, v, `Permissions Violation for Publish to "$KV.gastown_towns.alpha"`)
+			pcancel()
+			err = <-put
+		case err = <-put:
+		}
+		pcancel()
 		require.Error(t, err, "ops wrote its copy")
 		ops.Close()
 
 		// The nats CLI is the console, against any node.
-		cli := func(args ...string) (string, error) {
+		cli := func(timeout string, args ...string) (string, error) {
 			cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 			defer cancel()
-			all := append([]string{"--server", o.c.URLs()[i], "--timeout", "5s", "--user", cluster.OpsUser,
+			all := append([]string{"--server", o.c.URLs()[i], "--timeout", timeout, "--user", cluster.OpsUser,
 				"--password", clusterOpsPassword, "--inbox-prefix", schemas.OpsInbox}, args...)
 			out, err := bustest.NatsCommand(cctx, t, all...).CombinedOutput()
 			return string(out), err
 		}
-		out, err := cli("kv", "ls")
+		out, err := cli("5s", "kv", "ls")
 		require.NoError(t, err, out)
 		require.Contains(t, out, schemas.BucketTowns)
-		out, err = cli("kv", "get", schemas.BucketTowns, "alpha", "--raw")
+		out, err = cli("5s", "kv", "get", schemas.BucketTowns, "alpha", "--raw")
 		require.NoError(t, err, out)
 		require.Contains(t, out, `"townId":"alpha"`)
-		out, err = cli("kv", "del", schemas.BucketTowns, "alpha", "--force")
+		// The CLI prints the server's refusal at once, then waits its
+		// timeout for an answer that never comes: a short one.
+		out, err = cli("2s", "kv", "del", schemas.BucketTowns, "alpha", "--force")
 		require.Error(t, err, "ops deleted a key of its copy: %s", out)
+		require.Contains(t, out, `Permissions Violation for Publish to "$KV.gastown_towns.alpha"`)
 	}
 
 	// With no coordinator running, the ops password is refused (the

@@ -6,6 +6,7 @@ import (
 
 	"github.com/cockroachdb/errors"
 	"github.com/gastown/gastown/bus"
+	"github.com/gastown/gastown/clock"
 	"github.com/gastown/gastown/coordinator/token"
 )
 
@@ -65,7 +66,12 @@ type Config struct {
 	// subject is logged; the rest are counted ("suppressed") on the next
 	// line of that subject. Zero means bus.DefaultLogInterval.
 	ErrorLogInterval time.Duration
-	// Now is the clock; nil means time.Now.
+	// Clock makes the tickers of the rotation and patrol loops (patrol
+	// judges liveness); nil means the wall clock (clock.Real). Tests hand
+	// it a clock.Manual and advance it instead of waiting. The leases stay
+	// on the wall clock: the store expires them by its own.
+	Clock clock.Clock
+	// Now reads the time; nil means Clock.Now.
 	Now func() time.Time
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
@@ -120,8 +126,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.ErrorLogInterval == 0 {
 		c.ErrorLogInterval = bus.DefaultLogInterval
 	}
+	c.Clock = clock.Or(c.Clock)
 	if c.Now == nil {
-		c.Now = time.Now
+		c.Now = c.Clock.Now
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

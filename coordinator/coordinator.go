@@ -59,13 +59,10 @@ type Coordinator struct {
 	idleMu    sync.Mutex
 	idleUntil map[string]time.Time
 
-	// handlers run concurrently, at most Limits.Handlers at once;
+	// pool runs the request handlers, at most Limits.Handlers at once;
 	// Close waits for them.
-	sem       chan struct{}
-	limits    *limiter // each town's rates and calls in flight
-	handMu    sync.Mutex
-	closing   bool
-	handlers  sync.WaitGroup
+	pool      *handlerPool
+	limits    *limiter        // each town's rates and calls in flight
 	runCtx    context.Context // every handler's and loop's; done when Close begins
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -97,7 +94,7 @@ func New(ctx context.Context, nc *nats.Conn, issuer *token.Issuer, cfg Config, o
 	c := &Coordinator{
 		nc: nc, state: nc, issuer: issuer, verified: token.NewVerifyCache(issuer), cfg: cfg, log: cfg.Logger, tokens: newTokenStore(),
 		idleUntil: map[string]time.Time{}, runCtx: runCtx, cancel: cancel,
-		sem: make(chan struct{}, cfg.Limits.Handlers), mint: newMintLocks(),
+		pool: newHandlerPool(cfg.Limits.Handlers), mint: newMintLocks(),
 		errLog: bus.NewRateLog(cfg.Logger, cfg.ErrorLogInterval, cfg.Now),
 	}
 	c.limits = c.newTownLimiter()
@@ -165,7 +162,7 @@ func (c *Coordinator) subscribe() error {
 		handlers = append(handlers, struct {
 			subject string
 			h       nats.MsgHandler
-		}{schemas.AdminRoot + "." + method, c.concurrent(h)})
+		}{schemas.AdminRoot + "." + method, c.pool.concurrent(h)})
 	}
 	for _, h := range handlers {
 		s, err := c.nc.QueueSubscribe(h.subject, schemas.CoordinatorQueue, h.h)
@@ -175,40 +172,6 @@ func (c *Coordinator) subscribe() error {
 		c.subs = append(c.subs, s)
 	}
 	return errors.Wrap(c.nc.Flush(), "flushing subscriptions")
-}
-
-// concurrent runs h for each message on its own goroutine, bounded and
-// tracked so that Close waits for every one.
-func (c *Coordinator) concurrent(h nats.MsgHandler) nats.MsgHandler {
-	return func(m *nats.Msg) {
-		if c.track() {
-			c.spawn(func() { h(m) })
-		}
-	}
-}
-
-// track counts a handler in, so that Close waits for it, unless the
-// coordinator is closing. A tracked handler ends with handlers.Done, or
-// is handed to spawn, which calls it.
-func (c *Coordinator) track() bool {
-	c.handMu.Lock()
-	defer c.handMu.Unlock()
-	if c.closing {
-		return false
-	}
-	c.handlers.Add(1)
-	return true
-}
-
-// spawn runs a tracked handler f on its own goroutine once one of the
-// Limits.Handlers slots is free (admin requests; towns' requests never
-// wait: trySpawn).
-func (c *Coordinator) spawn(f func()) {
-	c.sem <- struct{}{}
-	go func() {
-		defer func() { <-c.sem; c.handlers.Done() }()
-		f()
-	}()
 }
 
 // Close stops every handler and loop and waits for them: it takes no new
@@ -221,11 +184,9 @@ func (c *Coordinator) Close() {
 		for _, s := range c.subs {
 			_ = s.Unsubscribe()
 		}
-		c.handMu.Lock()
-		c.closing = true
-		c.handMu.Unlock()
+		c.pool.close()
 		c.cancel()
-		c.handlers.Wait() // before wg.Wait: a handler may still start a goroutine of wg
+		c.pool.wait() // before wg.Wait: a handler may still start a goroutine of wg
 		c.wg.Wait()
 		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RequestTimeout)
 		defer cancel()

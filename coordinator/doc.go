@@ -46,9 +46,14 @@
 //   - State and running: state.go (the buckets, kvstore.Bucket each, and
 //     the liveness view),
 //     lease.go and loops.go (per-town leases and the loops they gate),
-//     coordinator.go (New, the handler pool, Close: cancel, then wait),
+//     coordinator.go (New, Close: cancel, then wait), pool.go (the handler
+//     pool: at most Limits.Handlers handlers at once, each one tracked so
+//     that Close waits for it),
 //     daemon.go (the daemon: server, connections, coordinator),
 //     config.go, log.go, metrics.go, metrics_state.go, httpserver.go.
 //
-// Time comes from one clock, c.now (Config.Now in UTC).
+// Time comes from one clock: c.now reads it (Config.Now, in UTC), and
+// Config.Clock (package clock) makes the tickers of the rotation and patrol
+// loops, so a test that hands it a clock.Manual runs them by advancing it.
+// The leases stay on the wall clock: the store expires them by its own.
 package coordinator

@@ -319,31 +319,16 @@ func (c *Coordinator) rateRPC(townID string, inline bool) error {
 func (c *Coordinator) spawnRPC(m *nats.Msg, townID string, f func()) *schemas.Error {
 	l := c.limiter()
 	t, e := l.take(townID, true)
-	if e == nil && !c.trySpawn(func() { defer t.done(); f() }) {
+	if e == nil && !c.pool.trySpawn(func() { defer t.done(); f() }) {
 		t.done()
 		l.busy.Add(1)
 		e = schemas.Exhausted(l.busyRetry(), "the coordinator is busy; try again shortly")
 	}
 	if e != nil {
-		c.handlers.Done()
+		c.pool.done()
 		_ = bus.RespondError(m, e)
 	}
 	return e
-}
-
-// trySpawn runs a tracked handler f on its own goroutine if one of the
-// pool's slots is free, and reports whether it did. It never waits.
-func (c *Coordinator) trySpawn(f func()) bool {
-	select {
-	case c.sem <- struct{}{}:
-	default:
-		return false
-	}
-	go func() {
-		defer func() { <-c.sem; c.handlers.Done() }()
-		f()
-	}()
-	return true
 }
 
 // tokenGetAdmission charges a token.get to its town's bucket and runs h in
@@ -361,11 +346,11 @@ func (c *Coordinator) tokenGetAdmission(h nats.MsgHandler) nats.MsgHandler {
 				return
 			}
 		} // a bad subject is the handler's to drop
-		if !c.track() {
+		if !c.pool.track() {
 			return
 		}
-		if !c.trySpawn(func() { h(m) }) {
-			c.handlers.Done()
+		if !c.pool.trySpawn(func() { h(m) }) {
+			c.pool.done()
 			l.tokenGet.Add(1)
 			_ = bus.RespondRefusal(m, schemas.Exhausted(l.busyRetry(), "the coordinator is busy; try again shortly"))
 		}
@@ -385,11 +370,11 @@ func (c *Coordinator) heartbeatAdmission(h nats.MsgHandler) nats.MsgHandler {
 		if _, e := l.take(townID, false, loadHeartbeat); e != nil {
 			return
 		}
-		if !c.track() {
+		if !c.pool.track() {
 			return
 		}
-		if !c.trySpawn(func() { h(m) }) {
-			c.handlers.Done()
+		if !c.pool.trySpawn(func() { h(m) }) {
+			c.pool.done()
 			l.heartbeats.Add(1)
 		}
 	}

@@ -2,37 +2,24 @@ package coordinator
 
 import (
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/gastown/gastown/clock"
 	"github.com/gastown/gastown/schemas"
 	"github.com/stretchr/testify/require"
 )
 
-// clock is a settable clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
-func testLimiter(t *testing.T, lim Limits, known ...string) (*limiter, *clock) {
+func testLimiter(t *testing.T, lim Limits, known ...string) (*limiter, *clock.Manual) {
 	t.Helper()
 	lim, err := lim.withDefaults(DefaultHeartbeatInterval)
 	require.NoError(t, err)
-	clk := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clk := clock.NewManual(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	exists := map[string]bool{}
 	for _, k := range known {
 		exists[k] = true
 	}
-	return newLimiter(lim, clk.now, func(id string) bool { return exists[id] }, nil), clk
+	return newLimiter(lim, clk.Now, func(id string) bool { return exists[id] }, nil), clk
 }
 
 func TestTokenBucket(t *testing.T) {
@@ -45,13 +32,13 @@ func TestTokenBucket(t *testing.T) {
 	require.NotNil(t, e)
 	require.Equal(t, schemas.CodeResourceExhausted, e.Code)
 	require.Equal(t, 100*time.Millisecond, e.RetryAfter, "one token comes back every 100 ms")
-	clk.add(50 * time.Millisecond)
+	clk.Advance(50 * time.Millisecond)
 	_, e = l.take("A", false, loadRPC)
 	require.Equal(t, 50*time.Millisecond, e.RetryAfter)
-	clk.add(50 * time.Millisecond)
+	clk.Advance(50 * time.Millisecond)
 	_, e = l.take("A", false, loadRPC)
 	require.Nil(t, e, "the hint was right")
-	clk.add(time.Hour)
+	clk.Advance(time.Hour)
 	for range 3 {
 		_, e := l.take("A", false, loadRPC)
 		require.Nil(t, e, "refilled to the burst, no more")
@@ -105,13 +92,13 @@ func TestLimiterStateIsBounded(t *testing.T) {
 	// their buckets are full again.
 	held, e := l.take("A", true)
 	require.Nil(t, e)
-	clk.add(2 * time.Minute)
+	clk.Advance(2 * time.Minute)
 	_, _ = l.take("ghost0", false, loadRPC)
 	l.mu.RLock()
 	require.Len(t, l.towns, 2, "ghost0 (just heard from) and A (a call in flight)")
 	l.mu.RUnlock()
 	held.done()
-	clk.add(2 * time.Minute)
+	clk.Advance(2 * time.Minute)
 	_, _ = l.take("B", false, loadRPC)
 	l.mu.RLock()
 	require.Len(t, l.towns, 1, "only B, just heard from")

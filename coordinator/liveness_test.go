@@ -3,6 +3,7 @@ package coordinator_test
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/gastown/gastown/agentclient"
 	"github.com/gastown/gastown/bus"
 	"github.com/gastown/gastown/bus/bustest"
+	"github.com/gastown/gastown/clock"
 	"github.com/gastown/gastown/coordinator"
 	"github.com/gastown/gastown/coordinator/coordinatortest"
 	"github.com/gastown/gastown/schemas"
@@ -22,6 +24,8 @@ import (
 // beatingContainer is a container on the bus that accepts dispatches and
 // sends heartbeats for the runs it was given, until it is killed. It runs
 // no processes: the coordinator's side of liveness is under test here.
+// Started with no interval, it beats only when told (beatStored), for a
+// test that moves the coordinator's clock by hand.
 type beatingContainer struct {
 	src    *agentclient.TokenSource
 	mu     sync.Mutex
@@ -57,6 +61,9 @@ func startBeating(t *testing.T, h *coordinatortest.Harness, town string, interva
 	bc.stop = cancel
 	go func() {
 		defer close(bc.done)
+		if interval <= 0 {
+			return
+		}
 		tk := time.NewTicker(interval)
 		defer tk.Stop()
 		for {
@@ -87,6 +94,51 @@ func (bc *beatingContainer) beat(t *testing.T, tw schemas.Town, lines []schemas.
 		return
 	}
 	_ = bc.src.Do(context.Background(), func(_ context.Context, nc *nats.Conn) error { return nc.Publish(tw.Heartbeat(), data) })
+}
+
+// beatStored sends one heartbeat of the runs held and waits until the
+// coordinator has stored it (received at or after at, by its clock), so
+// that the next advance of a manual clock judges liveness on it.
+func (bc *beatingContainer) beatStored(t *testing.T, h *coordinatortest.Harness, at time.Time) {
+	t.Helper()
+	tw, _ := schemas.ForTown("T")
+	bc.beat(t, tw, nil)
+	kv := stateKV(t, h, schemas.BucketHeartbeats)
+	require.Eventually(t, func() bool {
+		rec, ok := lastHeartbeat(t, kv)
+		return ok && !rec.ReceivedAt.Before(at)
+	}, 10*time.Second, 2*time.Millisecond, "the heartbeat is stored")
+}
+
+// storedHeartbeat is a town's last heartbeat as the coordinator stores it.
+type storedHeartbeat struct {
+	ReceivedAt time.Time           `json:"receivedAt"`
+	Agents     []schemas.AgentBeat `json:"agents"`
+}
+
+// stateKV is one of the daemon's state buckets, read on its own
+// connection to JetStream.
+func stateKV(t *testing.T, h *coordinatortest.Harness, bucket string) jetstream.KeyValue {
+	t.Helper()
+	js, err := jetstream.New(h.StateConn())
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, bucket)
+	require.NoError(t, err)
+	return kv
+}
+
+// lastHeartbeat is town T's stored heartbeat, if there is one.
+func lastHeartbeat(t *testing.T, kv jetstream.KeyValue) (storedHeartbeat, bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var rec storedHeartbeat
+	e, err := kv.Get(ctx, "T")
+	if err != nil || json.Unmarshal(e.Value(), &rec) != nil {
+		return rec, false
+	}
+	return rec, true
 }
 
 func (bc *beatingContainer) run(agent string) string {
@@ -184,21 +236,23 @@ func TestDeadContainerWorkRedispatched(t *testing.T) {
 }
 
 // TestRestartKeepsLiveness: restarting the coordinator while agents run
-// declares nothing dead and dispatches nothing twice.
+// declares nothing dead and dispatches nothing twice. The coordinator's
+// clock is moved by hand, the container beating every half interval of it.
 func TestRestartKeepsLiveness(t *testing.T) {
 	const interval = 200 * time.Millisecond
-	h := coordinatortest.Start(t, coordinator.Config{HeartbeatInterval: interval, DispatchCooldown: interval})
+	clk := clock.NewManual(time.Now())
+	h := coordinatortest.Start(t, coordinator.Config{HeartbeatInterval: interval, DispatchCooldown: interval, Clock: clk})
 	slingOne(t, h)
-	c1 := startBeating(t, h, "T", interval/2)
+	c1 := startBeating(t, h, "T", 0)
 	var res schemas.SlingResult
 	require.NoError(t, admin(t, h, schemas.AdminSling, schemas.Sling{TownID: "T", BeadID: "b"}, &res))
 	require.True(t, res.Dispatched, res.Error)
 	run := c1.run(res.AgentID)
+	c1.beatStored(t, h, clk.Now())
 
 	// Down for longer than the dead-after time.
 	h.Stop()
-	downUntil := time.Now().Add(5 * interval)
-	require.Eventually(t, func() bool { return time.Now().After(downUntil) }, 10*time.Second, interval/4)
+	clk.Advance(5 * interval)
 	h.Restart(nil)
 
 	dead := atomic.Int64{}
@@ -210,9 +264,14 @@ func TestRestartKeepsLiveness(t *testing.T) {
 	})
 	require.NoError(t, err)
 	defer sub.Unsubscribe()
-	// Watch 10 intervals of heartbeats arrive after the restart.
-	watchUntil := time.Now().Add(10 * interval)
-	require.Eventually(t, func() bool { return time.Now().After(watchUntil) }, 10*time.Second, interval/4)
+	require.NoError(t, h.Conn().Flush())
+	// Watch 10 intervals of heartbeats arrive after the restart: each
+	// advance runs patrol before that step's heartbeat is sent.
+	for range 20 {
+		clk.Advance(interval / 2)
+		c1.beatStored(t, h, clk.Now())
+	}
+	require.NoError(t, h.Conn().Flush())
 	a := agentState(t, h, "T", res.AgentID)
 	require.Equal(t, coordinator.AgentWorking, a.Status)
 	require.Equal(t, run, a.RunID, "the same run carries on")
@@ -256,47 +315,30 @@ func TestDispatchRetriesThenFails(t *testing.T) {
 // TestDeathAcrossRestart: an agent whose container died just before the
 // coordinator restarted is declared dead with its real last heartbeat as
 // lastSeenAt (not the restart plus a grace), and within the usual
-// intervals of the restart rather than twice that.
+// intervals of the restart rather than twice that. The coordinator's clock
+// is moved by hand.
 func TestDeathAcrossRestart(t *testing.T) {
 	const interval = 200 * time.Millisecond
-	h := coordinatortest.Start(t, coordinator.Config{HeartbeatInterval: interval, DispatchCooldown: time.Hour})
+	clk := clock.NewManual(time.Now())
+	h := coordinatortest.Start(t, coordinator.Config{HeartbeatInterval: interval, DispatchCooldown: time.Hour, Clock: clk})
 	slingOne(t, h)
-	c := startBeating(t, h, "T", interval/2)
+	c := startBeating(t, h, "T", 0)
 	var res schemas.SlingResult
 	require.NoError(t, admin(t, h, schemas.AdminSling, schemas.Sling{TownID: "T", BeadID: "b"}, &res))
 	require.True(t, res.Dispatched, res.Error)
 	require.Eventually(t, func() bool { return c.run(res.AgentID) != "" }, 10*time.Second, 5*time.Millisecond)
 
-	// Wait until a heartbeat naming the run is stored, then kill the
-	// container and read the last heartbeat stored before the restart.
-	js, err := jetstream.New(h.StateConn())
-	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	kv, err := js.KeyValue(ctx, schemas.BucketHeartbeats)
-	require.NoError(t, err)
-	var last struct {
-		ReceivedAt time.Time           `json:"receivedAt"`
-		Agents     []schemas.AgentBeat `json:"agents"`
-	}
-	names := func() bool {
-		e, err := kv.Get(ctx, "T")
-		if err != nil || json.Unmarshal(e.Value(), &last) != nil {
-			return false
-		}
-		for _, a := range last.Agents {
-			if a.AgentID == res.AgentID {
-				return true
-			}
-		}
-		return false
-	}
-	require.Eventually(t, names, 10*time.Second, 5*time.Millisecond)
+	// A heartbeat naming the run is stored; then the container is killed,
+	// and the last heartbeat stored before the restart is read.
+	clk.Advance(interval / 2)
+	c.beatStored(t, h, clk.Now())
 	c.kill()
-	require.True(t, names())
+	last, ok := lastHeartbeat(t, stateKV(t, h, schemas.BucketHeartbeats))
+	require.True(t, ok)
+	require.True(t, slices.ContainsFunc(last.Agents, func(a schemas.AgentBeat) bool { return a.AgentID == res.AgentID }))
 
 	h.Restart(nil)
-	restarted := time.Now()
+	restarted := clk.Now()
 	dead := make(chan schemas.TownEvent, 8)
 	sub, err := h.Conn().Subscribe("gastown.town.T.events", func(m *nats.Msg) {
 		var ev schemas.TownEvent
@@ -306,6 +348,13 @@ func TestDeathAcrossRestart(t *testing.T) {
 	})
 	require.NoError(t, err)
 	defer sub.Unsubscribe()
+	require.NoError(t, h.Conn().Flush())
+	// Past the grace after a restart (twice the dead-after time) by half an
+	// interval of the clock at a time: the patrol that takes the last tick
+	// reads a clock past it.
+	for range 2 * (2*coordinator.DefaultDeadAfter + 1) {
+		clk.Advance(interval / 2)
+	}
 	var ev schemas.TownEvent
 	select {
 	case ev = <-dead:
@@ -316,5 +365,5 @@ func TestDeathAcrossRestart(t *testing.T) {
 	require.NoError(t, err)
 	require.WithinDuration(t, last.ReceivedAt, seen, time.Millisecond,
 		"lastSeenAt is the last heartbeat, not the restart plus a grace")
-	t.Logf("declared dead %s after the restart", time.Since(restarted).Round(time.Millisecond))
+	t.Logf("declared dead %s of the clock after the restart", clk.Now().Sub(restarted))
 }

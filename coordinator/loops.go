@@ -4,17 +4,19 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/gastown/gastown/clock"
 )
 
-// every runs f every period until ctx is done.
-func every(ctx context.Context, period time.Duration, f func(context.Context)) {
-	t := time.NewTicker(period)
+// every runs f every period of clk until ctx is done.
+func every(ctx context.Context, clk clock.Clock, period time.Duration, f func(context.Context)) {
+	t := clk.NewTicker(period)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.C():
 			f(ctx)
 		}
 	}

@@ -21,7 +21,9 @@ func (c *Coordinator) deadAfter() time.Duration {
 
 // patrolLoop declares silent runs dead and dispatches the agents whose work
 // is waiting, until ctx is done.
-func (c *Coordinator) patrolLoop(ctx context.Context) { every(ctx, c.patrolTick(), c.patrol) }
+func (c *Coordinator) patrolLoop(ctx context.Context) {
+	every(ctx, c.cfg.Clock, c.patrolTick(), c.patrol)
+}
 
 // patrol runs one round: liveness first, then dispatches.
 func (c *Coordinator) patrol(ctx context.Context) {

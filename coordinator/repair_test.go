@@ -9,7 +9,6 @@ import (
 	"github.com/gastown/gastown/coordinator"
 	"github.com/gastown/gastown/coordinator/coordinatortest"
 	"github.com/gastown/gastown/schemas"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 )
 
@@ -19,10 +18,7 @@ func put(t *testing.T, h *coordinatortest.Harness, bucket, key string, v any) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	js, err := jetstream.New(h.StateConn())
-	require.NoError(t, err)
-	kv, err := js.KeyValue(ctx, bucket)
-	require.NoError(t, err)
+	kv := stateKV(t, h, bucket)
 	b, err := json.Marshal(v)
 	require.NoError(t, err)
 	_, err = kv.Put(ctx, key, b)

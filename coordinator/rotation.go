@@ -37,7 +37,9 @@ func (c *Coordinator) nextRefresh(now time.Time) time.Time {
 }
 
 // rotationLoop refreshes every town whose schedule is due until ctx is done.
-func (c *Coordinator) rotationLoop(ctx context.Context) { every(ctx, c.rotationTick(), c.refreshDue) }
+func (c *Coordinator) rotationLoop(ctx context.Context) {
+	every(ctx, c.cfg.Clock, c.rotationTick(), c.refreshDue)
+}
 
 // refreshDue refreshes the due towns, a bounded number at a time, and
 // returns when all of them are done.

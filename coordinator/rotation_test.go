@@ -37,14 +37,12 @@ type tokenState struct {
 
 func readState(t *testing.T, h *coordinatortest.Harness, town string) tokenState {
 	t.Helper()
-	js, err := jetstream.New(h.StateConn())
-	require.NoError(t, err)
+	kv := stateKV(t, h, schemas.BucketTokens)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	kv, err := js.KeyValue(ctx, schemas.BucketTokens)
-	require.NoError(t, err)
 	// The schedule is saved just after the token is answered.
 	var e jetstream.KeyValueEntry
+	var err error
 	require.Eventually(t, func() bool { e, err = kv.Get(ctx, town); return err == nil }, 5*time.Second, 5*time.Millisecond, "no token state for %s", town)
 	var s tokenState
 	require.NoError(t, json.Unmarshal(e.Value(), &s))

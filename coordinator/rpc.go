@@ -42,13 +42,13 @@ func (c *Coordinator) handleRPC(methods map[string]rpcMethod) nats.MsgHandler {
 	now := c.now // bound once: a method value made per call is an allocation
 	return func(m *nats.Msg) {
 		townID, rest, err := schemas.ParseTownSubject(m.Subject)
-		if err != nil || !c.townReplyOK(m, townID) || !c.track() {
+		if err != nil || !c.townReplyOK(m, townID) || !c.pool.track() {
 			return
 		}
 		call := c.metrics.rpcCall(rest, now)
 		h, caller, body, err := c.admitRPC(methods, m, townID, rest)
 		if err != nil || h.inline {
-			defer c.handlers.Done()
+			defer c.pool.done()
 			var res any
 			if err == nil {
 				res, err = h.h(c.runCtx, caller, body)

@@ -2,6 +2,7 @@ package cluster_test
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -124,14 +125,32 @@ func TestNoCalloutNoToken(t *testing.T) {
 	c := clustertest.StartInProcess(t, clustertest.Options{Plan: func(p *cluster.Plan) { p.AuthTimeout = 1 }})
 	// The client learns every node from the first one's INFO and tries each
 	// in turn, so one refusal is every node's. It waits longer than the
-	// callout's deadline.
-	_, err := nats.Connect(c.URLs()[0], nats.Token("a-container-token"), nats.NoReconnect(), nats.Timeout(10*time.Second))
-	require.ErrorContains(t, err, "Authorization Violation")
-	_, err = nats.Connect(c.URLs()[1], nats.UserInfo("admin", "whatever"), nats.NoReconnect(), nats.Timeout(10*time.Second))
-	require.ErrorContains(t, err, "Authorization Violation")
-	// The ops password is the callout's to check: no node knows it.
-	_, err = nats.Connect(c.URLs()[2], nats.UserInfo(cluster.OpsUser, "any-password"), nats.NoReconnect(), nats.Timeout(10*time.Second))
-	require.ErrorContains(t, err, "Authorization Violation")
+	// callout's deadline. Each attempt waits out that deadline on every
+	// node, so the three run at once.
+	attempts := []struct {
+		url  string
+		auth nats.Option
+	}{
+		{c.URLs()[0], nats.Token("a-container-token")},
+		{c.URLs()[1], nats.UserInfo("admin", "whatever")},
+		// The ops password is the callout's to check: no node knows it.
+		{c.URLs()[2], nats.UserInfo(cluster.OpsUser, "any-password")},
+	}
+	errs := make([]error, len(attempts))
+	var wg sync.WaitGroup
+	for i, a := range attempts {
+		wg.Go(func() {
+			nc, err := nats.Connect(a.url, a.auth, nats.NoReconnect(), nats.Timeout(10*time.Second))
+			if err == nil {
+				nc.Close()
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		require.ErrorContains(t, err, "Authorization Violation")
+	}
 	// The break-glass ops key is every node's own: it needs no callout.
 	for i := range c.URLs() {
 		kp := c.OpsKey()

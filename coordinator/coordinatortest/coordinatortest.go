@@ -67,7 +67,7 @@ func startWith(t testing.TB, cfg coordinator.Config, dataDir string, bc bus.Conf
 	}
 	h := &Harness{
 		t:       t,
-		Issuer:  token.NewIssuer(token.NewKeyRing(key), cfg.Now),
+		Issuer:  token.NewIssuer(token.NewKeyRing(key), nowOf(cfg)),
 		dataDir: dataDir,
 		listen:  "127.0.0.1:0",
 	}
@@ -86,6 +86,14 @@ func startWith(t testing.TB, cfg coordinator.Config, dataDir string, bc bus.Conf
 	h.listen = h.Daemon.Server().Addr().String()
 	t.Cleanup(h.Stop)
 	return h
+}
+
+// nowOf is the clock cfg reads: Now, else Clock's, else nil (time.Now).
+func nowOf(cfg coordinator.Config) func() time.Time {
+	if cfg.Now == nil && cfg.Clock != nil {
+		return cfg.Clock.Now
+	}
+	return cfg.Now
 }
 
 func (h *Harness) start() {
@@ -143,10 +151,14 @@ func (h *Harness) Restart(now func() time.Time) {
 
 // Crash stops the daemon the hard way: its NATS server goes first, so the
 // coordinator can neither answer nor release its leases, as if the process
-// were killed. Then it starts again on the same port and data directory.
+// were killed. Its connections go with it, as a killed process's do, so
+// nothing of it waits out a request timeout on them while it stops. Then
+// it starts again on the same port and data directory.
 func (h *Harness) Crash() {
 	h.t.Helper()
 	h.Daemon.Server().Close()
+	h.Daemon.Conn().Close()
+	h.Daemon.StateConn().Close()
 	h.Stop()
 	h.start()
 }
