@@ -2,7 +2,9 @@ package coordinator
 
 import (
 	"context"
+	"encoding/json"
 
+	"github.com/cockroachdb/errors"
 	"github.com/gastown/gastown/coordinator/internal/kvstore"
 	"github.com/gastown/gastown/schemas"
 )
@@ -16,10 +18,14 @@ import (
 // reads the store again (compare-and-set), so a lagging hit never
 // overwrites anything.
 //
+// prime reads the store whatever the view holds (Read): an agent primes
+// as its run starts, right after another coordinator wrote its hook.
+//
 // What stays memory-only, on purpose: the RPC middleware's checks and the
-// inline tools (prime, bead.get) run on the subscription's goroutine, where
-// a store read would hold up every call behind it (and the middleware's
-// agent check runs before the town's rate limit); the authorizer answers
+// inline ping run on the subscription's goroutine, where a store read
+// would hold up every call behind it; a middleware check that misses the
+// calling agent sends the call to its own goroutine, under the town's
+// write rate, to read the agent first (readAgentFirst); the authorizer answers
 // from memory while JetStream elects a leader; the loops (patrol, repair,
 // liveness) and every List see the view and catch up at their next turn.
 //
@@ -48,4 +54,30 @@ func fetch[T any](ctx context.Context, c *Coordinator, b *kvstore.Bucket[T], key
 // lookupBead is bead for a request that may wait: it reads through.
 func (c *Coordinator) lookupBead(ctx context.Context, townID, beadID string) (Bead, error) {
 	return fetch(ctx, c, c.st.beads, schemas.Key(townID, beadID), "no bead %s", beadID)
+}
+
+// errAgentUnseen is the middleware's agent check missing the caller's
+// agent in the view: an agent another coordinator has just made (a new
+// polecat, a town's mayor) calls before this one's watch has brought it.
+var errAgentUnseen = errors.New("agent not in the view")
+
+// readAgentFirst is h run on its own goroutine (never inline, so under
+// the town's write rate and in-flight limits) after reading the caller's
+// agent from the store and checking it as allowed does: a call that
+// missed the view is decided on the store's record, and refused as
+// before when the store has no such agent either.
+func (c *Coordinator) readAgentFirst(h rpcMethod, method string) rpcMethod {
+	return rpcMethod{h: func(ctx context.Context, caller Caller, body json.RawMessage) (any, error) {
+		a, err := fetch(ctx, c, c.st.agents, schemas.Key(caller.TownID, caller.AgentID), "no agent %s in town %s", caller.AgentID, caller.TownID)
+		if schemas.CodeOf(err) == schemas.CodeNotFound {
+			return nil, schemas.NewError(schemas.CodePermissionDenied, "no agent %s in town %s", caller.AgentID, caller.TownID)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if err := allowedAs(a, &caller, method); err != nil {
+			return nil, err
+		}
+		return h.h(ctx, caller, body)
+	}}
 }

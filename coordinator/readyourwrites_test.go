@@ -145,3 +145,92 @@ func TestClusterReadsYourWritesAcrossCoordinators(t *testing.T) {
 		"the rig another coordinator added is found")
 	require.True(t, ms[0].said("rig removed"))
 }
+
+// TestClusterAgentCallsBeforeTheWatch: an agent another coordinator has
+// just made calls a tool on one whose watch has not brought it (the
+// watches are paused), as a town's mayor does right after the town is
+// created, or a polecat right after its dispatch. Its prime is its
+// record in the store, and its bead.get finds the bead another
+// coordinator created. Before the fix the middleware refused the call
+// (permission_denied, "no agent mayor"), and prime and bead.get answered
+// from the view.
+func TestClusterAgentCallsBeforeTheWatch(t *testing.T) {
+	o := startOnCluster(t, 0)
+	o.cfg.NatsURL = o.c.URLs()[0]
+	type member struct {
+		d    *coordinator.Daemon
+		said func(string) bool
+	}
+	var ms []member
+	for range 3 {
+		log, said := newHeard(t)
+		o.cfg.Config.Logger = log
+		ms = append(ms, member{d: o.add(), said: said})
+	}
+	// closeWho closes the member that logged msg and waits until node 1
+	// has dropped its connection.
+	closeWho := func(msg string) {
+		t.Helper()
+		for i, m := range ms {
+			if !m.said(msg) {
+				continue
+			}
+			cid, err := m.d.Conn().GetClientID()
+			require.NoError(t, err)
+			m.d.Close()
+			require.Eventually(t, func() bool {
+				cz, err := o.c.Server(0).Connz(&server.ConnzOptions{CID: cid})
+				return err == nil && len(cz.Conns) == 0
+			}, time.Minute, 10*time.Millisecond, "node 1 drops the closed coordinator's connection")
+			ms = slices.Delete(ms, i, i+1)
+			return
+		}
+		t.Fatalf("no coordinator logged %q", msg)
+	}
+	pauseWatches(t.Context(), t, ms[0].d.StateConn(), schemas.BucketTowns, schemas.BucketAgents, schemas.BucketBeads)
+	require.NoError(t, o.admin(schemas.AdminTownCreate, schemas.TownCreate{TownID: "alpha"}, nil))
+	closeWho("town created")
+	// A bead written to the store as another coordinator writes one:
+	// no coordinator left has it in its view.
+	js, err := jetstream.New(ms[0].d.StateConn())
+	require.NoError(t, err)
+	beads, err := js.KeyValue(t.Context(), schemas.BucketBeads)
+	require.NoError(t, err)
+	bead, err := json.Marshal(coordinator.Bead{TownID: "alpha", BeadID: "b-1", Type: coordinator.BeadIssue, Status: coordinator.BeadOpen, Title: "plan"})
+	require.NoError(t, err)
+	_, err = beads.Create(t.Context(), schemas.Key("alpha", "b-1"), bead)
+	require.NoError(t, err)
+
+	town, err := schemas.ForTown("alpha")
+	require.NoError(t, err)
+	tok := o.token("alpha")
+	nc, err := o.node(0, nats.Token(tok), nats.CustomInboxPrefix(town.Inbox()))
+	require.NoError(t, err)
+	call := func(method string, body, out any) error {
+		m := nats.NewMsg("gastown.town.alpha.rpc." + method)
+		m.Header.Set(schemas.AuthorizationHeader, schemas.BearerPrefix+tok)
+		m.Header.Set(schemas.AgentIDHeader, coordinator.MayorID)
+		m.Header.Set(schemas.RigIDHeader, coordinator.MayorRig)
+		var err error
+		m.Data, err = json.Marshal(body)
+		require.NoError(t, err)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		return bus.Call(ctx, nc, m, out)
+	}
+	var p coordinator.Prime
+	require.NoError(t, call(schemas.ToolPrime, struct{}{}, &p), "the mayor another coordinator made may call")
+	require.Equal(t, coordinator.MayorID, p.AgentID)
+	require.Equal(t, schemas.RoleMayor, p.Role)
+	var got coordinator.Bead
+	require.NoError(t, call(schemas.ToolBeadGet, schemas.BeadRef{BeadID: "b-1"}, &got), "the bead another coordinator created is found")
+	require.Equal(t, "plan", got.Title)
+	// An agent the store has not either is refused as before.
+	m := nats.NewMsg("gastown.town.alpha.rpc." + schemas.ToolPrime)
+	m.Header.Set(schemas.AuthorizationHeader, schemas.BearerPrefix+tok)
+	m.Header.Set(schemas.AgentIDHeader, "nobody")
+	m.Header.Set(schemas.RigIDHeader, "web")
+	m.Data = []byte("{}")
+	err = bus.Call(t.Context(), nc, m, nil)
+	require.Equal(t, schemas.CodePermissionDenied, schemas.CodeOf(err), "%v", err)
+}

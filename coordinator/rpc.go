@@ -94,7 +94,9 @@ func (c *Coordinator) admitRPC(methods map[string]rpcMethod, m *nats.Msg, townID
 	if !ok {
 		return rpcMethod{}, Caller{}, nil, schemas.NewError(schemas.CodeNotFound, "no method %q", method)
 	}
-	if err := c.allowed(h, &caller, method); err != nil {
+	if err := c.allowed(h, &caller, method); errors.Is(err, errAgentUnseen) {
+		h = c.readAgentFirst(h, method)
+	} else if err != nil {
 		return rpcMethod{}, Caller{}, nil, err
 	}
 	if err := c.rateRPC(townID, h.inline); err != nil {
@@ -124,8 +126,14 @@ func (c *Coordinator) allowed(h rpcMethod, caller *Caller, method string) error 
 	}
 	a, ok := c.st.agents.Get(schemas.Key(caller.TownID, caller.AgentID))
 	if !ok {
-		return schemas.NewError(schemas.CodePermissionDenied, "no agent %s in town %s", caller.AgentID, caller.TownID)
+		return errAgentUnseen
 	}
+	return allowedAs(a, caller, method)
+}
+
+// allowedAs is allowed's check of an agent record: the caller's rig, and
+// that its role may call method. It sets caller.Role.
+func allowedAs(a Agent, caller *Caller, method string) error {
 	if caller.RigID != a.RigID {
 		return schemas.NewError(schemas.CodePermissionDenied, "agent %s belongs to rig %s, not %q", caller.AgentID, a.RigID, caller.RigID)
 	}

@@ -25,12 +25,6 @@ func tool[R validator](h func(ctx context.Context, caller Caller, req R) (any, e
 	}}
 }
 
-// inline marks a method that only reads the in-memory state by key.
-func inline(m rpcMethod) rpcMethod {
-	m.inline = true
-	return m
-}
-
 // noBody is the body of methods that take none.
 type noBody struct{}
 
@@ -44,8 +38,8 @@ func (c *Coordinator) rpcMethods() map[string]rpcMethod {
 		schemas.ToolPing: {container: true, inline: true, h: func(_ context.Context, caller Caller, _ json.RawMessage) (any, error) {
 			return schemas.PingResult{TownID: caller.TownID, AgentID: caller.AgentID}, nil
 		}},
-		schemas.ToolPrime:      inline(tool(func(_ context.Context, caller Caller, _ noBody) (any, error) { return c.prime(caller) })),
-		schemas.ToolBeadGet:    inline(tool(c.toolBeadGet)),
+		schemas.ToolPrime:      tool(func(ctx context.Context, caller Caller, _ noBody) (any, error) { return c.prime(ctx, caller) }),
+		schemas.ToolBeadGet:    tool(c.toolBeadGet),
 		schemas.ToolBeadClose:  tool(c.toolBeadClose),
 		schemas.ToolDone:       tool(c.toolDone),
 		schemas.ToolMailSend:   tool(c.toolMailSend),
@@ -106,11 +100,26 @@ var roleInstructions = map[string]string{
 	schemas.RoleTriage:   "You are a triage agent: look at the crash-looping agent on your hook, then call triage.resolve with restart or fail.",
 }
 
-func (c *Coordinator) prime(caller Caller) (Prime, error) {
-	a, _ := c.st.agents.Get(schemas.Key(caller.TownID, caller.AgentID))
+// prime reads the agent and its hooked bead from the store, not the view:
+// an agent primes as its run starts, right after the coordinator that
+// dispatched it wrote both, and this one's watch may not have them yet.
+func (c *Coordinator) prime(ctx context.Context, caller Caller) (Prime, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+	defer cancel()
+	a, ok, err := c.st.agents.Read(ctx, schemas.Key(caller.TownID, caller.AgentID))
+	if err != nil {
+		return Prime{}, err
+	}
+	if !ok {
+		return Prime{}, schemas.NewError(schemas.CodeNotFound, "no agent %s in town %s", caller.AgentID, caller.TownID)
+	}
 	p := Prime{AgentID: a.AgentID, RigID: a.RigID, Role: a.Role, RunID: a.RunID, Instructions: roleInstructions[a.Role]}
 	if a.Hook != "" {
-		if b, ok := c.st.beads.Get(schemas.Key(caller.TownID, a.Hook)); ok {
+		b, ok, err := c.st.beads.Read(ctx, schemas.Key(caller.TownID, a.Hook))
+		if err != nil {
+			return Prime{}, err
+		}
+		if ok {
 			p.Hook = &b
 		}
 	}
@@ -126,8 +135,8 @@ func (c *Coordinator) bead(townID, beadID string) (Bead, error) {
 	return b, nil
 }
 
-func (c *Coordinator) toolBeadGet(_ context.Context, caller Caller, r schemas.BeadRef) (any, error) {
-	return c.bead(caller.TownID, r.BeadID)
+func (c *Coordinator) toolBeadGet(ctx context.Context, caller Caller, r schemas.BeadRef) (any, error) {
+	return c.lookupBead(ctx, caller.TownID, r.BeadID)
 }
 
 // toolBeadClose closes a bead: the caller's hooked bead, or any (mayor).

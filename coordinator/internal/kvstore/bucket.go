@@ -214,6 +214,14 @@ func (b *Bucket[T]) Fetch(ctx context.Context, key string) (T, bool, error) {
 	if v, ok := b.Get(key); ok {
 		return v, true, nil
 	}
+	return b.Read(ctx, key)
+}
+
+// Read reads key from the store, whatever the view holds: for a reader
+// that must not act on a value a watch delivery behind (an agent's prime
+// right after another coordinator hooked its bead). What it reads joins
+// the view; false when the store has no such key.
+func (b *Bucket[T]) Read(ctx context.Context, key string) (T, bool, error) {
 	var zero T
 	e, err := b.kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -366,6 +374,23 @@ func (b *Bucket[T]) Update(ctx context.Context, key string, change func(*T) erro
 			}
 			return zero, errors.Wrapf(err, "writing %s/%s", b.name, key)
 		}
+		if stale {
+			contended(ctx, attempt)
+		}
+	}
+}
+
+// contended waits a moment after the attempt-th compare-and-set of a key
+// lost to another writer: up to attempt+1 ms, at random. Without it a
+// writer whose first attempt builds on its view (one round trip) keeps
+// beating one that must read the store first (two), and the slower one
+// runs out of attempts while the other writes on.
+func contended(ctx context.Context, attempt int) {
+	t := time.NewTimer(rand.N(time.Duration(attempt+1) * time.Millisecond))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
 	}
 }
 
