@@ -220,6 +220,10 @@ func (a *authenticator) decide(r connRequest) (decision, bool) {
 			return decision{}, false
 		}
 	}
+	if a.cluster != nil && !a.cluster.admit(g.TownID, grantName(tokenUser(g), g.IssuedAt)) {
+		a.refuse(r.remote, RefusedTownFull, KeyTown, g.TownID)
+		return decision{}, false
+	}
 	d := decision{account: ControlAccount, user: "town:" + g.TownID, perms: ContainerPermissions(t),
 		deadline: g.Deadline, town: g.TownID, issuedAt: g.IssuedAt}
 	if g.RecoveryOnly {

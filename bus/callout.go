@@ -63,8 +63,16 @@ type CalloutConfig struct {
 	// Logger receives refusals (rate-limited) and errors; nil discards.
 	Logger *slog.Logger
 	// Limits throttle password guesses and rate-limit refusal logs; the
-	// town cap is the embedded server's only.
+	// town cap (TownConns) holds on the cluster when System is set.
 	Limits
+	// System, the coordinator's connection to the system account, lets
+	// the callout count every town's connections on every server
+	// (clustercount.go) and refuse one past Limits.TownConns. Nil: no
+	// town cap.
+	System *nats.Conn
+	// TownConnsReconcile is how often that count is reconciled with the
+	// servers' CONNZ. Zero means DefaultTownConnsReconcile.
+	TownConnsReconcile time.Duration
 }
 
 // Callout answers the cluster's authorization requests until Close.
@@ -88,6 +96,8 @@ type Callout struct {
 	// slots bounds the requests decided at once; wg waits for them.
 	slots chan struct{}
 	wg    sync.WaitGroup
+	// lanes are the two stages' state (calloutlanes.go).
+	lanes calloutLanes
 }
 
 // StartCallout subscribes nc (the coordinator's connection to the auth
@@ -116,16 +126,31 @@ func StartCallout(nc *nats.Conn, cfg CalloutConfig) (*Callout, error) {
 	a.authLimits = newAuthLimits(limits, cfg.Logger)
 	c := &Callout{auth: a, issuer: cfg.Issuer, xkey: cfg.XKey, log: cfg.Logger, probe: probe}
 	c.slots = make(chan struct{}, calloutWorkers)
+	if c.lanes.box, err = newCalloutBox(cfg.XKey); err != nil {
+		return nil, err
+	}
+	c.lanes.drops = NewRateLog(cfg.Logger, limits.LogInterval, limits.Now)
+	if cfg.TownConnsReconcile < 0 {
+		return nil, errors.New("the town connections' reconcile interval must not be negative")
+	}
+	if cfg.System != nil {
+		if a.cluster, err = startClusterConns(cfg.System, nc, limits.TownConns, cfg.TownConnsReconcile, limits.Now, cfg.Logger); err != nil {
+			return nil, err
+		}
+	}
 	if c.share, err = startThrottleShare(nc, a.guesses, limits.Now, a.refused.log); err != nil {
+		c.closeCount()
 		return nil, err
 	}
 	if c.sub, err = nc.QueueSubscribe(AuthCalloutSubject, CalloutQueue, c.dispatch); err != nil {
 		c.share.close()
+		c.closeCount()
 		return nil, errors.Wrap(err, "subscribing to the auth callout")
 	}
 	if err := nc.Flush(); err != nil {
 		_ = c.sub.Unsubscribe()
 		c.share.close()
+		c.closeCount()
 		return nil, errors.Wrap(err, "subscribing to the auth callout")
 	}
 	return c, nil
@@ -135,24 +160,15 @@ func StartCallout(nc *nats.Conn, cfg CalloutConfig) (*Callout, error) {
 func (c *Callout) Close() {
 	c.closeOnce.Do(func() { _ = c.sub.Unsubscribe(); c.share.close() })
 	c.wg.Wait()
+	c.closeCount()
 }
 
 // calloutWorkers is how many authorization requests one coordinator
-// decides at once: a connect storm (every container reconnecting after a
-// node died) is not answered one at a time, past the servers' 2 s
-// timeout; and a flood of garbage cannot take more than these.
+// decides at once (calloutlanes.go): a connect storm (every container
+// reconnecting after a node died) is not answered one at a time, past
+// the servers' 2 s timeout; and a flood of garbage cannot take more than
+// these, each for the microseconds a refusal takes.
 const calloutWorkers = 32
-
-// dispatch hands a request to a free worker, waiting for one: the
-// subscription's own goroutine then stops reading, and the server's
-// timeout refuses what waits too long, as it would a slow answer.
-func (c *Callout) dispatch(m *nats.Msg) {
-	c.slots <- struct{}{}
-	c.wg.Go(func() {
-		defer func() { <-c.slots }()
-		c.handle(m)
-	})
-}
 
 // Refused is how many connections the callout refused, by reason.
 func (c *Callout) Refused() map[string]uint64 {
@@ -163,69 +179,23 @@ func (c *Callout) Refused() map[string]uint64 {
 	return out
 }
 
-func (c *Callout) handle(m *nats.Msg) {
-	c.requests.Add(1)
-	data := m.Data
-	serverXKey := m.Header.Get(server.AuthRequestXKeyHeader)
-	switch {
-	case c.xkey != nil && serverXKey == "":
-		c.noteUnseal("the cluster sends authorization requests in clear, but the coordinator has an xkey: auth_callout.xkey is missing from the servers' configuration")
-		return
-	case c.xkey == nil && serverXKey != "":
-		c.noteUnseal("the cluster seals its authorization requests (auth_callout.xkey), but the coordinator has no xkey")
-		return
-	case c.xkey != nil:
-		opened, err := c.xkey.Open(data, serverXKey)
-		if err != nil {
-			c.noteUnseal("an authorization request could not be opened with the coordinator's xkey: auth_callout.xkey is not the public key of xkey.nk")
-			return
-		}
-		data = opened
-	}
-	req, err := jwt.DecodeAuthorizationRequestClaims(string(data))
-	if err != nil {
-		c.log.Warn("an authorization request could not be read", KeyErr, err)
-		return
-	}
-	userJWT, refusal := c.verdict(req)
-	resp := jwt.NewAuthorizationResponseClaims(req.UserNkey)
-	resp.Audience = req.Server.ID
-	resp.Jwt, resp.Error = userJWT, refusal
-	token, err := resp.Encode(c.issuer)
-	if err != nil {
-		c.log.Error("an authorization answer could not be signed", KeyErr, err)
-		return
-	}
-	out := []byte(token)
-	if c.xkey != nil {
-		if out, err = c.xkey.Seal(out, req.Server.XKey); err != nil {
-			c.log.Error("an authorization answer could not be sealed", KeyErr, err)
-			return
-		}
-	}
-	if err := m.Respond(out); err != nil {
-		c.log.Warn("an authorization answer could not be sent", KeyErr, err)
-		return
-	}
-	c.answered.Add(1)
-}
-
 func (c *Callout) noteUnseal(why string) {
 	if c.unsealErr.Swap(&why) == nil {
 		c.log.Error(why)
 	}
 }
 
-// verdict is the user JWT for req, or why it is refused (the client is
-// told only "Authorization Violation").
-func (c *Callout) verdict(req *jwt.AuthorizationRequestClaims) (userJWT, refusal string) {
+// grant is the user claims for req, or why it is refused (the client is
+// told only "Authorization Violation"). It signs nothing: the grant lane
+// signs what it admits.
+func (c *Callout) grant(req *jwt.AuthorizationRequestClaims) (uc *jwt.UserClaims, refusal string) {
 	o := req.ConnectOptions
 	from := calloutAddr(req.ClientInformation.Host)
-	uc := jwt.NewUserClaims(req.UserNkey)
+	uc = jwt.NewUserClaims(req.UserNkey)
 	if o.Username == probeUser {
 		if !equal(o.Password, c.probe) {
 			c.auth.refuse(from, RefusedUnknownUser)
-			return "", RefusedUnknownUser
+			return nil, RefusedUnknownUser
 		}
 		// The start-up check: a connection that may do nothing, briefly.
 		c.probes.Add(1)
@@ -237,7 +207,7 @@ func (c *Callout) verdict(req *jwt.AuthorizationRequestClaims) (userJWT, refusal
 	} else {
 		d, ok := c.auth.decide(connRequest{user: o.Username, password: o.Password, token: o.Token, remote: from})
 		if !ok {
-			return "", "not authorized"
+			return nil, "not authorized"
 		}
 		uc.Audience = d.account
 		uc.Name = d.user
@@ -251,12 +221,7 @@ func (c *Callout) verdict(req *jwt.AuthorizationRequestClaims) (userJWT, refusal
 			uc.Expires = d.deadline.Add(time.Second - 1).Unix()
 		}
 	}
-	u, err := uc.Encode(c.issuer)
-	if err != nil {
-		c.log.Error("a user JWT could not be signed", KeyErr, err)
-		return "", "internal error"
-	}
-	return u, ""
+	return uc, ""
 }
 
 // jwtPermissions carries a server permission set into a user JWT.

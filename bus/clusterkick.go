@@ -136,24 +136,12 @@ func (k *ClusterKicker) SweepRevoked(revoked map[string]time.Time) (int, error) 
 
 func (k *ClusterKicker) sweepRevoked(revoked map[string]time.Time) (int, error) {
 	targets := map[string][]townConn{}
-	msgs, err := pingAll(k.sys, "$SYS.REQ.SERVER.PING.CONNZ", connzBody(0), len(k.sys.Servers()))
+	pages, err := listConns(k.sys)
 	if err != nil {
-		return 0, errors.Wrap(err, "asking the servers for connections")
+		return 0, err
 	}
-	for _, m := range msgs {
-		var p connzReply
-		if err := json.Unmarshal(m.Data, &p); err != nil || p.Error != nil || p.Server.ID == "" {
-			continue
-		}
+	for _, p := range pages {
 		collect(p, revoked, targets)
-		// A server with more connections than one page: ask it for the rest.
-		for off := len(p.Data.Conns); off < p.Data.Total; off += connzPage {
-			more, err := k.ask("$SYS.REQ.SERVER."+p.Server.ID+".CONNZ", off)
-			if err != nil {
-				return 0, err
-			}
-			collect(more, revoked, targets)
-		}
 	}
 	n := 0
 	for srv, conns := range targets {
@@ -287,9 +275,38 @@ func JetStreamServers(sys *nats.Conn) (int, error) {
 	return n, nil
 }
 
-func (k *ClusterKicker) ask(subject string, offset int) (connzReply, error) {
+// listConns asks every server of the cluster, through sys, for the
+// control account's connections (CONNZ), every page of them: the kicker
+// picks revoked ones from them, the town cap counts them
+// (clustercount.go). A server that did not answer is not in them.
+func listConns(sys *nats.Conn) ([]connzReply, error) {
+	msgs, err := pingAll(sys, "$SYS.REQ.SERVER.PING.CONNZ", connzBody(0), len(sys.Servers()))
+	if err != nil {
+		return nil, errors.Wrap(err, "asking the servers for connections")
+	}
+	var out []connzReply
+	for _, m := range msgs {
+		var p connzReply
+		if err := json.Unmarshal(m.Data, &p); err != nil || p.Error != nil || p.Server.ID == "" {
+			continue
+		}
+		out = append(out, p)
+		// A server with more connections than one page: ask it for the rest.
+		for off := len(p.Data.Conns); off < p.Data.Total; off += connzPage {
+			more, err := ask(sys, "$SYS.REQ.SERVER."+p.Server.ID+".CONNZ", off)
+			if err != nil {
+				return nil, err
+			}
+			more.Server.ID = p.Server.ID
+			out = append(out, more)
+		}
+	}
+	return out, nil
+}
+
+func ask(sys *nats.Conn, subject string, offset int) (connzReply, error) {
 	var r connzReply
-	m, err := k.sys.Request(subject, connzBody(offset), kickWait)
+	m, err := sys.Request(subject, connzBody(offset), kickWait)
 	if err != nil {
 		return r, errors.Wrap(err, "asking a server for its connections")
 	}

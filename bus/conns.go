@@ -23,6 +23,9 @@ type authLimits struct {
 	revokedBefore map[string]time.Time
 	// byTown indexes conns by town. Guarded by authenticator.mu.
 	byTown map[string]map[uint64]struct{}
+	// cluster counts the towns' connections on a cluster, for the town
+	// cap of the callout (clustercount.go); nil on the embedded server.
+	cluster *clusterConns
 }
 
 func newAuthLimits(l Limits, log *slog.Logger) authLimits {

@@ -92,8 +92,12 @@ func (d *Daemon) startCluster(ctx context.Context, cfg Config, dc DaemonConfig, 
 	if cs.callout, err = bus.StartCallout(cs.auth, bus.CalloutConfig{
 		Tokens: auth, AdminPassword: dc.Bus.AdminPassword, OpsPassword: dc.Bus.OpsPassword,
 		Issuer: creds.Issuer, XKey: creds.XKey, Logger: cfg.Logger.With(KeyComponent, "auth"), Limits: dc.Bus.Limits,
+		System: cs.system,
 	}); err != nil {
 		return nil, err
+	}
+	if d.metrics != nil {
+		d.metrics.reg.MustRegister(&calloutCollector{c: cs.callout})
 	}
 	probeCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()

@@ -36,8 +36,8 @@ func checkOpsKey(dir string, plan Plan) []string {
 // authAccountKeys are what the auth callout's account may hold in a node
 // config: its users, the coordinators' auth keys. An import or export
 // would let another account's messages reach where only the coordinators
-// may publish: the callout's requests and the password failures the
-// coordinators share (bus.ThrottleSubject).
+// may publish: the callout's requests, and the password failures and
+// grants the coordinators share (bus.ThrottleSubject, bus.GrantsSubject).
 var authAccountKeys = []string{"users"}
 
 // checkAuthAccount is what is wrong with the auth callout's account in
@@ -58,7 +58,7 @@ func checkAuthAccount(path string) []string {
 	for k := range auth {
 		if !slices.Contains(authAccountKeys, strings.ToLower(k)) {
 			out = append(out, fmt.Sprintf("account %s has %q: it may hold only its users (the coordinators' auth keys); an import, export or mapping "+
-				"could let another account publish where only coordinators may (the callout, the shared password failures)", AuthAccount, k))
+				"could let another account publish where only coordinators may (the callout, the shared password failures and grants)", AuthAccount, k))
 		}
 	}
 	slices.Sort(out)

@@ -66,7 +66,7 @@ func runCoordinator(ctx context.Context, args []string, env Env) error {
 	tlsCA := fs.String("tls-ca", "", "CA file (PEM): clients must present a certificate it signs (mutual TLS); needs --tls-cert")
 	tlsTimeout := fs.Duration("tls-timeout", bus.DefaultTLSTimeout, "how long a client's TLS handshake may take")
 	monitor := fs.String("monitor-listen", "", "host:port of the embedded server's HTTP monitoring endpoint (/varz, /connz, /subsz, /jsz); off by default, no authentication: keep it on 127.0.0.1")
-	townConns := fs.Int("town-conns", bus.DefaultTownConns, "most connections one town may have open at once on the embedded server (its container's, and one per agent tool call)")
+	townConns := fs.Int("town-conns", bus.DefaultTownConns, "most connections one town may have open at once, on the embedded server or over a whole cluster (its container's, and one per agent tool call)")
 	metricsListen := fs.String("metrics-listen", "", "host:port to serve Prometheus /metrics, /healthz and /readyz on (off when empty; e.g. 127.0.0.1:9464)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
