@@ -625,21 +625,21 @@ func TestClusterAttack(t *testing.T) {
 	})
 }
 
-// TestClusterOpsPasswordFlood (b): a flood of concurrent wrong ops
-// passwords from one outsider, spread over the nodes. When ops was a user
-// of the servers' configuration, each cost every node a bcrypt hash (cost
-// 11) in the connection's read loop, before any callout and with no
-// throttle: an honest container's connect waited behind them past the
-// server's first PING (2 s); 300 of them kept a -race run busy past go
-// test's 10 minutes, and 40 already kept the container out. Now the
-// password is the callout's to check, in constant time, and the source
-// is locked out after PasswordFailures: a wrong ops password costs what a
-// garbage token does, so the flood is the size of the callout's guard
-// (CalloutFloodLeavesHonestContainersIn); larger floods are the callout's
-// throughput, still open (CalloutFloodOfThousandsLeavesHonestContainersIn).
+// TestClusterOpsPasswordFlood (b): 300 concurrent wrong ops passwords from
+// one outsider, spread over the nodes. When ops was a user of the
+// servers' configuration, each cost every node a bcrypt hash (cost 11) in
+// the connection's read loop, before any callout and with no throttle:
+// an honest container's connect waited behind them past the server's
+// first PING (2 s); under -race the run did not end within go test's 10
+// minutes (and a flood of 40 already kept the container out). Now the
+// password is the callout's to check, in constant time, the source is
+// locked out after PasswordFailures, and the refusal is answered in the
+// callout's first stage: a wrong ops password costs what a garbage token
+// does (CalloutFloodOfThousandsLeavesHonestContainersIn floods 500 of
+// those under -race).
 func TestClusterOpsPasswordFlood(t *testing.T) {
 	w := startClusterWorld(t)
-	w.floodThenConnect(t, 40, func(int) nats.Option { return nats.UserInfo(bus.OpsUser, "guess") })
+	w.floodThenConnect(t, 300, func(int) nats.Option { return nats.UserInfo(bus.OpsUser, "guess") })
 }
 
 // floodThenConnect starts n concurrent connects with cred(i), spread
