@@ -98,8 +98,10 @@ func randomHex(n int) (string, error) {
 
 // Validate says what is wrong with the plan, if anything.
 func (p Plan) Validate() error {
-	if p.Nodes < 1 {
-		return errors.Newf("a cluster needs at least 1 node, not %d", p.Nodes)
+	if p.Nodes < 2 {
+		// nats-server refuses a JetStream cluster without routes.
+		return errors.WithHint(errors.Newf("a cluster needs at least 2 nodes, not %d", p.Nodes),
+			"on one machine, run `gastown coordinator` on its embedded server; a cluster that survives a node's loss needs 3 nodes")
 	}
 	if p.Host == "" || !safe(p.Host) {
 		return errors.Newf("host %q is not a host name or address", p.Host)

@@ -85,9 +85,9 @@ func TestClusterInit(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, before, after)
 	})
-	t.Run("one node", func(t *testing.T) {
-		_, _, stdout, _ := clusterInit(t, nil, "--nodes", "1")
-		require.Contains(t, stdout, "--replicas 1")
+	t.Run("two nodes", func(t *testing.T) {
+		_, _, stdout, _ := clusterInit(t, nil, "--nodes", "2")
+		require.Contains(t, stdout, "--replicas 2")
 	})
 	t.Run("bad flags", func(t *testing.T) {
 		for _, tc := range []struct {
@@ -95,7 +95,9 @@ func TestClusterInit(t *testing.T) {
 			want string
 		}{
 			{[]string{"cluster", "init"}, "cluster init needs --dir"},
-			{[]string{"cluster", "init", "--dir", filepath.Join(t.TempDir(), "x"), "--nodes", "0"}, "at least 1 node"},
+			{[]string{"cluster", "init", "--dir", filepath.Join(t.TempDir(), "x"), "--nodes", "0"}, "at least 2 nodes"},
+			// nats-server refuses to start a JetStream cluster of one node.
+			{[]string{"cluster", "init", "--dir", filepath.Join(t.TempDir(), "x"), "--nodes", "1"}, "at least 2 nodes"},
 			{[]string{"cluster", "init", "--dir", filepath.Join(t.TempDir(), "x"), "--client-base", "6222"}, "overlap"},
 		} {
 			_, _, err := run(t, nil, tc.args...)
