@@ -88,7 +88,7 @@ cluster: build nats-server
 	    --client-base $(CLUSTER_BASE_PORT) --cluster-base $$(($(CLUSTER_BASE_PORT)+2000)) \
 	    --monitor-base $$(($(CLUSTER_BASE_PORT)+4000)) >&2 || exit 1; \
 	else \
-	  echo "make cluster: reusing $(CLUSTER_DIR), with the ports and ops password it was made with (remove it to start over)" >&2; \
+	  echo "make cluster: reusing $(CLUSTER_DIR), with the ports it was made with (remove it to start over)" >&2; \
 	fi; \
 	exec $(BIN)/gastown cluster up --dir "$(CLUSTER_DIR)" --coordinators $(CLUSTER_COORDINATORS) \
 	  --nats-server $(NATS_SERVER) --metrics-base $$(($(CLUSTER_BASE_PORT)+5242))

@@ -63,24 +63,18 @@ type clusterWorld struct {
 }
 
 // startClusterWorld starts the cluster and two coordinators, the first
-// connected to node 1 only and the second to node 2 only. realOps hashes
-// the ops password at the production bcrypt cost (SetOpsPassword) rather
-// than clustertest's least: under -race a connect as ops then outlasts
-// the server's first PING (2 s).
-func startClusterWorld(t *testing.T, realOps bool) *clusterWorld {
+// connected to node 1 only and the second to node 2 only. The
+// coordinators check the admin and ops passwords (through the callout).
+func startClusterWorld(t *testing.T) *clusterWorld {
 	t.Helper()
-	c := clustertest.StartInProcess(t, clustertest.Options{OpsPassword: clusterOpsPW, Plan: func(p *cluster.Plan) {
-		if realOps {
-			require.NoError(t, p.SetOpsPassword(clusterOpsPW))
-		}
-	}})
+	c := clustertest.StartInProcess(t, clustertest.Options{})
 	key, err := token.NewKey([]byte("cluster-attack-secret-of-at-least-32-bytes"))
 	require.NoError(t, err)
 	w := &clusterWorld{c: c, issuer: token.NewIssuer(token.NewKeyRing(key), nil)}
 	cfg := coordinator.DaemonConfig{
 		Config: coordinator.Config{Replicas: 3, LeaseTTL: 3 * time.Second, Logger: bustest.Logger(t),
 			DispatchCooldown: time.Hour},
-		Bus: bus.Config{AdminPassword: clusterAdminPW, Limits: bus.Limits{
+		Bus: bus.Config{AdminPassword: clusterAdminPW, OpsPassword: clusterOpsPW, Limits: bus.Limits{
 			PasswordFailures: clusterFailures, LockoutBase: time.Minute, LockoutMax: time.Minute, TownConns: 4}},
 		Cluster: c.Creds(),
 	}
@@ -108,6 +102,29 @@ func (w *clusterWorld) node(t *testing.T, i int, opts ...nats.Option) (*nats.Con
 		t.Cleanup(nc.Close)
 	}
 	return nc, err
+}
+
+// from connects from the loopback address ip (127.0.0.0/8 is all
+// loopback on Linux): a source address of its own for the password
+// throttle, so that a test locking its source out locks out no other.
+func from(ip string) nats.Option {
+	return nats.SetCustomDialer(&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: wait})
+}
+
+// opsWays are the ways ops connects to a cluster: its password (checked
+// by a coordinator, through the callout) and the break-glass key (checked
+// by the node itself).
+func (w *clusterWorld) opsWays(t *testing.T) []struct {
+	name string
+	cred nats.Option
+} {
+	kp := w.c.OpsKey()
+	pub, err := kp.PublicKey()
+	require.NoError(t, err)
+	return []struct {
+		name string
+		cred nats.Option
+	}{{"password", nats.UserInfo(bus.OpsUser, clusterOpsPW)}, {"key", nats.Nkey(pub, kp.Sign)}}
 }
 
 func (w *clusterWorld) admin(t *testing.T, method string, body, out any) error {
@@ -232,7 +249,7 @@ func randomUserJWT(t *testing.T) (string, nkeys.KeyPair) {
 }
 
 func TestClusterAttack(t *testing.T) {
-	w := startClusterWorld(t, false)
+	w := startClusterWorld(t)
 
 	// (a) Nothing in the CONNECT a container controls (user, password,
 	// nkey and its sig, a JWT, the connection name) places it anywhere but
@@ -334,40 +351,46 @@ func TestClusterAttack(t *testing.T) {
 		}
 	})
 
-	// (c) The ops user lives in GASTOWN_OPS: the callout, the system
-	// account and the control account's services are out of its reach,
-	// and it can make no stream of its own (sourcing another account's).
+	// (c) The ops user lives in GASTOWN_OPS, whether its password let it
+	// in (through the callout) or the break-glass key (the node itself):
+	// the callout, the system account and the control account's services
+	// are out of its reach, and it can make no stream of its own
+	// (sourcing another account's).
 	t.Run("OpsReachesNoOtherAccount", func(t *testing.T) {
-		onErr, errs := asyncErrs()
-		ops, err := w.node(t, 1, nats.UserInfo(bus.OpsUser, clusterOpsPW), nats.CustomInboxPrefix(schemas.OpsInbox), onErr)
-		require.NoError(t, err)
-		for _, subject := range []string{bus.AuthCalloutSubject, "$SYS.REQ.SERVER.PING.CONNZ",
-			schemas.AdminRoot + "." + schemas.AdminStatus, "gastown.town.alpha.token.get"} {
-			err := refusedWithin(t, errs, subject, time.Second, func(ctx context.Context) error {
-				_, err := ops.RequestWithContext(ctx, subject, []byte(`{}`))
-				return err
+		for _, way := range w.opsWays(t) {
+			t.Run(way.name, func(t *testing.T) {
+				onErr, errs := asyncErrs()
+				ops, err := w.node(t, 1, way.cred, nats.CustomInboxPrefix(schemas.OpsInbox), onErr)
+				require.NoError(t, err)
+				for _, subject := range []string{bus.AuthCalloutSubject, "$SYS.REQ.SERVER.PING.CONNZ",
+					schemas.AdminRoot + "." + schemas.AdminStatus, "gastown.town.alpha.token.get"} {
+					err := refusedWithin(t, errs, subject, time.Second, func(ctx context.Context) error {
+						_, err := ops.RequestWithContext(ctx, subject, []byte(`{}`))
+						return err
+					})
+					require.Error(t, err, "ops was answered on %s", subject)
+				}
+				js, err := jetstream.New(ops)
+				require.NoError(t, err)
+				err = refusedWithin(t, errs, "EVIL", wait, func(ctx context.Context) error {
+					_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "EVIL", Sources: []*jetstream.StreamSource{{
+						Name: "KV_" + schemas.BucketTokens, External: &jetstream.ExternalStream{APIPrefix: "$JS." + cluster.StateAccount + ".API"}}}})
+					return err
+				})
+				require.Error(t, err, "ops made a stream sourcing the state account")
+				// It cannot listen to the control account's traffic either.
+				sub, err := ops.SubscribeSync("gastown.admin.>")
+				require.NoError(t, err)
+				require.NoError(t, ops.Flush())
+				select {
+				case err := <-errs:
+					require.ErrorContains(t, err, "Permissions Violation")
+				case <-time.After(wait):
+					t.Fatal("ops subscribed to the admin subjects")
+				}
+				_ = sub.Unsubscribe()
 			})
-			require.Error(t, err, "ops was answered on %s", subject)
 		}
-		js, err := jetstream.New(ops)
-		require.NoError(t, err)
-		err = refusedWithin(t, errs, "EVIL", wait, func(ctx context.Context) error {
-			_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "EVIL", Sources: []*jetstream.StreamSource{{
-				Name: "KV_" + schemas.BucketTokens, External: &jetstream.ExternalStream{APIPrefix: "$JS." + cluster.StateAccount + ".API"}}}})
-			return err
-		})
-		require.Error(t, err, "ops made a stream sourcing the state account")
-		// It cannot listen to the control account's traffic either.
-		sub, err := ops.SubscribeSync("gastown.admin.>")
-		require.NoError(t, err)
-		require.NoError(t, ops.Flush())
-		select {
-		case err := <-errs:
-			require.ErrorContains(t, err, "Permissions Violation")
-		case <-time.After(wait):
-			t.Fatal("ops subscribed to the admin subjects")
-		}
-		_ = sub.Unsubscribe()
 	})
 
 	// (a) A container's own account holds neither the callout nor the
@@ -385,6 +408,67 @@ func TestClusterAttack(t *testing.T) {
 			case <-time.After(wait):
 				t.Fatalf("a container published on %s", subject)
 			}
+		}
+	})
+
+	// (b) Only coordinators may tell each other of password failures
+	// (bus.ThrottleSubject, in the callout's account): no identity a
+	// client connects as (container, recovery, admin, ops by password or
+	// by the break-glass key) may publish there, which would lock the
+	// administrator out or unlock a guesser, nor listen there.
+	t.Run("ThrottleEventsOnlyFromCoordinators", func(t *testing.T) {
+		old := w.issuer.WithClock(func() time.Time { return time.Now().Add(-2 * time.Hour) })
+		// (gamma: alpha and beta were revoked above.)
+		expired, _, err := old.MintContainer("gamma", "", time.Hour)
+		require.NoError(t, err)
+		ids := []struct {
+			who  string
+			opts []nats.Option
+		}{
+			{"container", []nats.Option{nats.Token(w.token(t, "gamma")), nats.CustomInboxPrefix(schemas.InboxRoot + ".gamma")}},
+			{"recovery", []nats.Option{nats.Token(expired), nats.CustomInboxPrefix(schemas.InboxRoot + ".gamma")}},
+			{"admin", []nats.Option{nats.UserInfo(bus.AdminUser, clusterAdminPW), nats.CustomInboxPrefix(schemas.AdminInbox)}},
+		}
+		for _, way := range w.opsWays(t) {
+			ids = append(ids, struct {
+				who  string
+				opts []nats.Option
+			}{"ops by " + way.name, []nats.Option{way.cred, nats.CustomInboxPrefix(schemas.OpsInbox)}})
+		}
+		forged, err := json.Marshal(map[string]any{"from": "forger", "source": "127.0.0.1", "failed": true})
+		require.NoError(t, err)
+		for i, id := range ids {
+			onErr, errs := asyncErrs()
+			nc, err := w.node(t, i, append(id.opts, onErr)...)
+			require.NoError(t, err, id.who)
+			refused := func(what string) {
+				t.Helper()
+				require.NoError(t, nc.Flush())
+				select {
+				case err := <-errs:
+					require.ErrorContains(t, err, "Permissions Violation", "%s %s", id.who, what)
+				case <-time.After(wait):
+					t.Fatalf("%s was let %s", id.who, what)
+				}
+			}
+			// The coordinators' grants (the town cap's count) live
+			// beside the throttle's events, and are as far out of reach.
+			for _, subject := range []string{bus.ThrottleSubject, bus.GrantsSubject} {
+				for range clusterFailures + 1 {
+					require.NoError(t, nc.Publish(subject, forged))
+				}
+				refused("publish on " + subject)
+				_, err = nc.SubscribeSync(subject)
+				require.NoError(t, err)
+				refused("subscribe to " + subject)
+			}
+			nc.Close()
+		}
+		// Nothing forged counted: the administrator, from the source the
+		// forgeries named, is let in on every node.
+		for i := range w.c.URLs() {
+			_, err := w.node(t, i, nats.UserInfo(bus.AdminUser, clusterAdminPW))
+			require.NoError(t, err, "node %d", i+1)
 		}
 	})
 
@@ -475,24 +559,24 @@ func TestClusterAttack(t *testing.T) {
 		}, wait, 50*time.Millisecond, "the revoked token still connects")
 	})
 
-	// (c) OPEN. The ops user is a user of the servers' configuration
-	// (auth_users): its password is checked by nats-server, with bcrypt,
-	// and no throttle, on every node. An outsider may guess it as fast as
-	// the nodes hash, where the embedded server and the callout lock a
-	// source out after PasswordFailures wrong passwords. It is this way so
-	// that operators can inspect the cluster while no coordinator runs;
-	// sending ops through the callout (CalloutConfig.OpsPassword exists
-	// for it) would throttle it at that price. Each wrong guess also
-	// costs a node a bcrypt hash (cost 11): a flood of them is CPU spent
-	// before any callout.
+	// (c) The ops password is checked by the coordinators, through the
+	// callout, with the throttle admin's has (it was a user of the
+	// servers' configuration, checked by nats-server with bcrypt and no
+	// throttle, so an outsider could guess it as fast as the nodes
+	// hashed). Guesses spread over the nodes from a source of their own:
+	// once the source has sent PasswordFailures wrong passwords, the
+	// right one is refused on every node. The break-glass ops key, which
+	// the nodes check themselves, is a key: nothing to guess.
 	t.Run("OpsPasswordGuessesAreThrottled", func(t *testing.T) {
-		t.Skip("open: the ops password is checked by the servers (a config user, no throttle); see the comment above")
-		for range clusterFailures + 2 {
-			_, err := w.node(t, 0, nats.UserInfo(bus.OpsUser, "guess"))
+		src := from("127.0.0.3")
+		for i := range clusterFailures {
+			_, err := w.node(t, i, src, nats.UserInfo(bus.OpsUser, "guess"))
 			require.Error(t, err)
 		}
-		_, err := w.node(t, 0, nats.UserInfo(bus.OpsUser, clusterOpsPW), nats.CustomInboxPrefix(schemas.OpsInbox))
-		require.Error(t, err, "the right ops password was accepted after more wrong guesses than the throttle allows")
+		for i := range 8 {
+			_, err := w.node(t, i, src, nats.UserInfo(bus.OpsUser, clusterOpsPW), nats.CustomInboxPrefix(schemas.OpsInbox))
+			require.Error(t, err, "the right ops password was accepted after more wrong guesses than the throttle allows")
+		}
 	})
 
 	// (a) The town connection cap (Limits.TownConns) on a cluster. Before
@@ -515,39 +599,46 @@ func TestClusterAttack(t *testing.T) {
 		require.Error(t, err, "a fifth connection of the town was admitted with TownConns 4")
 	})
 
-	// (b) OPEN. The admin password throttle is per coordinator: each
-	// keeps its own failures per source, and the servers spread the
-	// callouts over the queue group at random. After PasswordFailures
-	// wrong guesses from one source the embedded server refuses even the
-	// right password; on the cluster, the guesses split over the
-	// coordinators, or a locked-out one is simply not the one asked next:
-	// N coordinators, up to N×PasswordFailures guesses before every one
-	// has locked the source out. (The right password is tried a few
-	// times: on the current code one attempt in about a thousand runs
-	// sees all of them refused.) Run last: were it fixed, it would lock
-	// the test's own address out.
+	// (b) The admin password throttle is the cluster's: the servers
+	// spread the callouts over the coordinators' queue group at random,
+	// and a throttle kept by each alone let a source guess
+	// PasswordFailures times per coordinator (one run in about a thousand
+	// saw every guess land on one). Now each coordinator tells the others
+	// of every failure it counts (bus.ThrottleSubject) before it answers:
+	// after PasswordFailures wrong guesses, spread over the nodes, the
+	// right password is refused on every node, whichever coordinator
+	// decides. From a source of its own, so that the test's own address
+	// stays unlocked.
 	t.Run("AdminThrottleSharedByTheCoordinators", func(t *testing.T) {
-		t.Skip("open: the password throttle is per coordinator, not per cluster")
+		src := from("127.0.0.2")
 		for i := range clusterFailures {
-			_, err := w.node(t, i, nats.UserInfo(bus.AdminUser, "guess"))
+			_, err := w.node(t, i, src, nats.UserInfo(bus.AdminUser, "guess"))
 			require.Error(t, err)
 		}
 		for i := range 8 {
-			_, err := w.node(t, i, nats.UserInfo(bus.AdminUser, clusterAdminPW))
+			_, err := w.node(t, i, src, nats.UserInfo(bus.AdminUser, clusterAdminPW))
 			require.Error(t, err, "a source that sent PasswordFailures wrong passwords was let in")
 		}
+		// Another source is not locked out.
+		_, err := w.node(t, 0, nats.UserInfo(bus.AdminUser, clusterAdminPW))
+		require.NoError(t, err)
 	})
 }
 
-// TestClusterOpsPasswordFlood (b) OPEN: the ops password is checked by
-// nats-server itself with bcrypt (cost 11, SetOpsPassword), in the
-// connection's read loop, before any callout and with no throttle: an
-// outsider's few hundred concurrent wrong ops passwords are CPU every
-// node spends first, and an honest container's connect waits behind them
-// past the server's first PING (2 s).
+// TestClusterOpsPasswordFlood (b): 300 concurrent wrong ops passwords from
+// one outsider, spread over the nodes. When ops was a user of the
+// servers' configuration, each cost every node a bcrypt hash (cost 11) in
+// the connection's read loop, before any callout and with no throttle:
+// an honest container's connect waited behind them past the server's
+// first PING (2 s); under -race the run did not end within go test's 10
+// minutes (and a flood of 40 already kept the container out). Now the
+// password is the callout's to check, in constant time, the source is
+// locked out after PasswordFailures, and the refusal is answered in the
+// callout's first stage: a wrong ops password costs what a garbage token
+// does (CalloutFloodOfThousandsLeavesHonestContainersIn floods 500 of
+// those under -race).
 func TestClusterOpsPasswordFlood(t *testing.T) {
-	t.Skip("open: wrong ops passwords cost each node a bcrypt hash (cost 11), unthrottled")
-	w := startClusterWorld(t, true)
+	w := startClusterWorld(t)
 	w.floodThenConnect(t, 300, func(int) nats.Option { return nats.UserInfo(bus.OpsUser, "guess") })
 }
 

@@ -136,7 +136,10 @@ func TestRedTeamServiceSubjectsRefused(t *testing.T) {
 	ops := w.ops(t, oeh)
 	sys := []string{"$SYS.REQ.USER.INFO", "$SYS.REQ.ACCOUNT.PING.CONNZ", "$SYS.REQ.ACCOUNT.PING.STATZ", "$SYS.REQ.SERVER.PING.CONNZ",
 		"$SYS.REQ.SERVER.PING", "$SYS.REQ.ACCOUNT.GASTOWN.CONNZ", "$JS.API.INFO", "$JS.API.STREAM.LIST", "$KV.gastown_tokens.alpha",
-		"$JS.gastown_state.API.CONSUMER.CREATE.KV_gastown_tokens", "$JS.FC.KV_gastown_towns.x", "gastown.mirror.x"}
+		"$JS.gastown_state.API.CONSUMER.CREATE.KV_gastown_tokens", "$JS.FC.KV_gastown_towns.x", "gastown.mirror.x",
+		// The subjects a cluster's coordinators share password failures
+		// and grants on.
+		bus.ThrottleSubject, bus.GrantsSubject}
 	for _, c := range []struct {
 		who  string
 		nc   *nats.Conn
@@ -151,7 +154,8 @@ func TestRedTeamServiceSubjectsRefused(t *testing.T) {
 			"$JS.gastown_state.API.CONSUMER.CREATE.KV_gastown_tokens", "gastown.mirror.x", "$JS.API.CONSUMER.DURABLE.CREATE.KV_gastown_towns.x",
 			"$JS.API.STREAM.MSG.DELETE.KV_gastown_towns", "$JS.API.CONSUMER.PAUSE.KV_gastown_towns.x", "$JS.API.CONSUMER.UNPIN.KV_gastown_towns.x",
 			"$JS.API.STREAM.SNAPSHOT.KV_gastown_towns", "$JS.API.ACCOUNT.PURGE.GASTOWN_OPS", "$JS.API.META.LEADER.STEPDOWN",
-			"$JS.API.STREAM.LEADER.STEPDOWN.KV_gastown_towns", "_INBOX.gastown.beta.x", "_INBOX.gastown_coordinator.x", "$KV.gastown_towns.x"}},
+			"$JS.API.STREAM.LEADER.STEPDOWN.KV_gastown_towns", "_INBOX.gastown.beta.x", "_INBOX.gastown_coordinator.x", "$KV.gastown_towns.x",
+			bus.ThrottleSubject, bus.GrantsSubject}},
 	} {
 		for _, subject := range c.subs {
 			require.NoError(t, c.nc.PublishRequest(subject, c.nc.NewRespInbox(), []byte(`{}`)), "%s %s", c.who, subject)

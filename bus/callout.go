@@ -22,8 +22,9 @@ import (
 // answers there, in one queue group. The answer is a user JWT signed with
 // the callout's issuer key, carrying the same permissions and deadline the
 // embedded server would register, and placed (by its audience) in the
-// control or ops account. The coordinator's own identities and the ops
-// user bypass the callout (auth_users in the servers' configuration).
+// control or ops account. The coordinator's own identities and the
+// break-glass ops nkey bypass the callout (auth_users in the servers'
+// configuration).
 
 // AuthCalloutSubject is where the servers ask for a verdict.
 const AuthCalloutSubject = "$SYS.REQ.USER.AUTH"
@@ -48,9 +49,9 @@ type CalloutConfig struct {
 	Tokens TokenAuthorizer
 	// AdminPassword enables the admin identity when not empty.
 	AdminPassword string
-	// OpsPassword, when not empty, lets ops through the callout too (the
-	// generated configuration lists ops as an auth user, so its servers
-	// check ops's password themselves).
+	// OpsPassword enables the ops identity when not empty: on a generated
+	// cluster ops's password is checked here, throttled like admin's
+	// (the servers know only the break-glass ops nkey).
 	OpsPassword string
 	// Issuer is the account key the callout's user JWTs are signed with:
 	// auth_callout.issuer in the servers' configuration is its public key.
@@ -81,6 +82,8 @@ type Callout struct {
 	xkey   nkeys.KeyPair
 	log    *slog.Logger
 	sub    *nats.Subscription
+	// share shares the password throttle with the other coordinators.
+	share *throttleShare
 
 	// probe is the password of this coordinator's start-up check; the
 	// counters say what the check saw.
@@ -135,12 +138,18 @@ func StartCallout(nc *nats.Conn, cfg CalloutConfig) (*Callout, error) {
 			return nil, err
 		}
 	}
+	if c.share, err = startThrottleShare(nc, a.guesses, limits.Now, a.refused.log); err != nil {
+		c.closeCount()
+		return nil, err
+	}
 	if c.sub, err = nc.QueueSubscribe(AuthCalloutSubject, CalloutQueue, c.dispatch); err != nil {
+		c.share.close()
 		c.closeCount()
 		return nil, errors.Wrap(err, "subscribing to the auth callout")
 	}
 	if err := nc.Flush(); err != nil {
 		_ = c.sub.Unsubscribe()
+		c.share.close()
 		c.closeCount()
 		return nil, errors.Wrap(err, "subscribing to the auth callout")
 	}
@@ -149,7 +158,7 @@ func StartCallout(nc *nats.Conn, cfg CalloutConfig) (*Callout, error) {
 
 // Close stops answering. Safe to call twice.
 func (c *Callout) Close() {
-	c.closeOnce.Do(func() { _ = c.sub.Unsubscribe() })
+	c.closeOnce.Do(func() { _ = c.sub.Unsubscribe(); c.share.close() })
 	c.wg.Wait()
 	c.closeCount()
 }

@@ -33,6 +33,10 @@ func calloutServer(t *testing.T, keys cluster.PublicKeys, edit func(conf string)
 	require.NoError(t, err)
 	base := clustertest.FreePortBlock(t)
 	plan.ClientBase, plan.ClusterBase, plan.MonitorBase = base, base+16, 0
+	ops, err := nkeys.CreateUser() // the break-glass ops key, as init makes one
+	require.NoError(t, err)
+	plan.OpsKey, err = ops.PublicKey()
+	require.NoError(t, err)
 	conf, err := plan.NodeConfig(0, keys)
 	require.NoError(t, err)
 	if edit != nil {

@@ -33,6 +33,12 @@ type throttle struct {
 	max  time.Duration // longest lockout, and how long a quiet source is remembered
 	size int           // most sources remembered
 
+	// report, when set, is told of every failure counted and of every
+	// right password that forgot a source's failures, before attempt
+	// returns: a cluster's coordinators share their throttles so
+	// (throttleshare.go). Set before the throttle is used.
+	report func(key string, failed bool)
+
 	mu      sync.Mutex
 	sources map[string]*list.Element // of *source
 	order   list.List                // least recently failed first
@@ -65,6 +71,16 @@ func newThrottle(l Limits) *throttle {
 // lockout and recording the failure happen at once, so attempts sent in
 // parallel get no more guesses than attempts sent one by one.
 func (t *throttle) attempt(key string, now time.Time, right bool) verdict {
+	v, forgot := t.record(key, now, right)
+	if t.report != nil && (v == wrong || forgot) {
+		t.report(key, v == wrong)
+	}
+	return v
+}
+
+// record is attempt without the report; forgot says a right password
+// forgot the source's failures.
+func (t *throttle) record(key string, now time.Time, right bool) (v verdict, forgot bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.expireLocked(now)
@@ -74,13 +90,13 @@ func (t *throttle) attempt(key string, now time.Time, right bool) verdict {
 		e = nil
 	}
 	if e != nil && now.Before(e.Value.(*source).until) {
-		return lockedOut
+		return lockedOut, false
 	}
 	if right {
 		if e != nil {
 			t.removeLocked(e)
 		}
-		return admitted
+		return admitted, e != nil
 	}
 	if e == nil {
 		for len(t.sources) >= t.size {
@@ -97,7 +113,7 @@ func (t *throttle) attempt(key string, now time.Time, right bool) verdict {
 	if over := s.failures - t.free; over >= 0 {
 		s.until = now.Add(t.lockout(over))
 	}
-	return wrong
+	return wrong, false
 }
 
 // lockout is the lockout after the free failures and over more.

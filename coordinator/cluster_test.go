@@ -38,13 +38,13 @@ type onCluster struct {
 
 func startOnCluster(t *testing.T, coordinators int) *onCluster {
 	t.Helper()
-	c := clustertest.StartInProcess(t, clustertest.Options{OpsPassword: clusterOpsPassword})
+	c := clustertest.StartInProcess(t, clustertest.Options{})
 	key, err := token.NewKey([]byte("cluster-test-secret-of-at-least-32-bytes"))
 	require.NoError(t, err)
 	o := &onCluster{t: t, c: c, issuer: token.NewIssuer(token.NewKeyRing(key), nil)}
 	o.cfg = coordinator.DaemonConfig{
 		Config:  coordinator.Config{Replicas: 3, LeaseTTL: 3 * time.Second, Logger: bustest.Logger(t)},
-		Bus:     bus.Config{AdminPassword: clusterAdminPassword},
+		Bus:     bus.Config{AdminPassword: clusterAdminPassword, OpsPassword: clusterOpsPassword},
 		NatsURL: c.URL(), Cluster: c.Creds(),
 	}
 	for range coordinators {
@@ -197,6 +197,23 @@ func TestClusterContainersOnEveryNode(t *testing.T) {
 		out, err = cli("2s", "kv", "del", schemas.BucketTowns, "alpha", "--force")
 		require.Error(t, err, "ops deleted a key of its copy: %s", out)
 		require.Contains(t, out, `Permissions Violation for Publish to "$KV.gastown_towns.alpha"`)
+	}
+
+	// With no coordinator running, the ops password is refused (the
+	// callout checks it), and the break-glass ops key still reads the
+	// copies, on every node, with the nats CLI.
+	for _, d := range o.ds {
+		d.Close()
+	}
+	_, err = o.node(0, nats.UserInfo(cluster.OpsUser, clusterOpsPassword), nats.CustomInboxPrefix(schemas.OpsInbox))
+	require.ErrorContains(t, err, "Authorization Violation")
+	for i := range o.c.URLs() {
+		cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		out, err := bustest.NatsCommand(cctx, t, "--server", o.c.URLs()[i], "--timeout", "5s", "--nkey", o.c.OpsKeyFile(),
+			"--inbox-prefix", schemas.OpsInbox, "kv", "get", schemas.BucketTowns, "alpha", "--raw").CombinedOutput()
+		cancel()
+		require.NoError(t, err, "node %d: %s", i+1, out)
+		require.Contains(t, string(out), `"townId":"alpha"`)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/cockroachdb/errors"
 	"github.com/gastown/gastown/bus"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nkeys"
 )
 
 // CredsDir is the coordinator's credentials directory in a cluster
@@ -36,6 +37,10 @@ func Check(dir string) []string {
 	var problems []string
 	if err := plan.Keys.Validate(); err != nil {
 		problems = append(problems, fmt.Sprintf("%s: keys: %v", filepath.Join(dir, PlanFile), err))
+		return problems
+	}
+	problems = append(problems, checkOpsKey(dir, plan)...)
+	if !nkeys.IsValidPublicUserKey(plan.OpsKey) {
 		return problems
 	}
 	credsDir := filepath.Join(dir, CredsDir)
@@ -144,6 +149,7 @@ func checkNode(plan Plan, i int, path string) []string {
 		keys.OpsCopy: {bus.OpsAccount, nil},
 		keys.Auth:    {AuthAccount, nil},
 		keys.System:  {SystemAccount, nil},
+		plan.OpsKey:  {bus.OpsAccount, bus.OpsPermissions()},
 	}
 	found := map[string]bool{}
 	for _, u := range opts.Nkeys {
@@ -153,16 +159,20 @@ func checkNode(plan Plan, i int, path string) []string {
 		case !ok && acc == bus.ControlAccount:
 			add("account %s has a user %s besides the coordinator's: only the callout may grant container or admin permissions", bus.ControlAccount, u.Nkey)
 		case !ok:
-			add("account %s has a user %s that is not one of the coordinator's keys", acc, u.Nkey)
+			add("account %s has a user %s that is not one of the coordinator's keys nor the ops key", acc, u.Nkey)
 		case acc != w.account:
-			add("the coordinator's key %s is in account %s, not %s", u.Nkey, acc, w.account)
+			add("the key %s is in account %s, not %s", u.Nkey, acc, w.account)
 		case w.perms != nil && !samePerms(u.Permissions, w.perms):
 			add("the permissions of %s in %s are not the ones this gastown generates", u.Nkey, acc)
 		}
 		found[u.Nkey] = true
 	}
 	for k, w := range wantNkeys {
-		if !found[k] {
+		switch {
+		case found[k]:
+		case k == plan.OpsKey:
+			add("the break-glass ops key %s (%s) is not a user of account %s: with no coordinator running, operators could not get in", k, OpsKeyFile, w.account)
+		default:
 			add("the coordinator's key %s is not a user of account %s", k, w.account)
 		}
 	}
@@ -171,16 +181,15 @@ func checkNode(plan Plan, i int, path string) []string {
 		switch {
 		case acc == bus.ControlAccount:
 			add("account %s has a user %q besides the coordinator's: only the callout may grant container or admin permissions", bus.ControlAccount, u.Username)
-		case u.Username == OpsUser && acc == bus.OpsAccount:
-			if plan.OpsPasswordHash == "" {
-				add("has an ops user, which %s does not plan", PlanFile)
-			} else if !samePerms(u.Permissions, bus.OpsPermissions()) {
-				add("the ops user's permissions are not the read-only ones this gastown generates")
-			}
+		case acc == bus.OpsAccount:
+			add("account %s has a password user %q: the servers would check its password themselves, unthrottled and with a bcrypt hash per guess before any callout; "+
+				"remove it (ops's password goes through the coordinators' callout, throttled, and the way in with no coordinator is the nkey in %s)", acc, u.Username, OpsKeyFile)
 		default:
 			add("account %s has a user %q that Gastown does not make", acc, u.Username)
 		}
 	}
+
+	out = append(out, checkAuthAccount(path)...)
 
 	// The callout.
 	ac := opts.AuthCallout
@@ -208,12 +217,12 @@ func checkNode(plan Plan, i int, path string) []string {
 			add("auth_users lacks the coordinator's key %s: that connection would be sent to the callout it must answer", u)
 		}
 	}
-	if plan.OpsPasswordHash != "" && !slices.Contains(ac.AuthUsers, OpsUser) {
-		add("auth_users lacks %q: the ops console would depend on the coordinators", OpsUser)
+	if !slices.Contains(ac.AuthUsers, plan.OpsKey) {
+		add("auth_users lacks the break-glass ops key %s: it would be sent to the callout, which refuses it, so no operator could get in with no coordinator running", plan.OpsKey)
 	}
 	for _, u := range ac.AuthUsers {
-		if u != OpsUser && !slices.Contains(keys.CoordinatorUsers(), u) {
-			add("auth_users lists %q, which is not one of the coordinator's keys nor ops: it would skip the callout", u)
+		if u != plan.OpsKey && !slices.Contains(keys.CoordinatorUsers(), u) {
+			add("auth_users lists %q, which is not one of the coordinator's keys nor the ops key: it would skip the callout (and its throttle)", u)
 		}
 	}
 	if opts.AuthTimeout > 2 {

@@ -13,7 +13,8 @@ import (
 	"github.com/nats-io/nkeys"
 )
 
-// OpsUser is the operator's user in bus.OpsAccount (password auth).
+// OpsUser is the operator's user (password auth, through the callout,
+// into bus.OpsAccount).
 const OpsUser = "ops"
 
 // opsMaxConsumers bounds the consumers of the ops account, as on the
@@ -54,9 +55,12 @@ func (p Plan) NodeConfig(i int, keys PublicKeys) (string, error) {
 	if err := keys.Validate(); err != nil {
 		return "", err
 	}
+	if !nkeys.IsValidPublicUserKey(p.OpsKey) {
+		return "", errors.Newf("the break-glass ops key %q is not a public user key (U…)", p.OpsKey)
+	}
 	var w confWriter
 	w.comment("nats-server configuration of Gastown cluster node %s, written by 'gastown cluster init'.", NodeName(i))
-	w.comment("It holds the route password and the ops password's hash: keep it mode 0600.")
+	w.comment("It holds the route password: keep it mode 0600.")
 	w.comment("Check a hand-edited set with 'gastown cluster check --dir <dir>'.")
 	w.kv("server_name", q(NodeName(i)))
 	w.kv("listen", q(p.ClientAddr(i)))
@@ -106,6 +110,8 @@ func (p Plan) NodeConfig(i int, keys PublicKeys) (string, error) {
 	w.close()
 
 	w.comment("The operator's: read-only copies of the state and every town's heartbeats and events.")
+	w.comment("ops with its password lands here through the callout (throttled); the nkey user")
+	w.comment("is the break-glass way in while no coordinator runs (its seed is D/ops.nk).")
 	w.open(bus.OpsAccount)
 	w.open("jetstream")
 	w.kv("max_memory", "-1")
@@ -113,12 +119,7 @@ func (p Plan) NodeConfig(i int, keys PublicKeys) (string, error) {
 	w.kv("max_streams", fmt.Sprint(opsStreams))
 	w.kv("max_consumers", fmt.Sprint(opsMaxConsumers))
 	w.close()
-	var opsUsers []user
-	if p.OpsPasswordHash != "" {
-		opsUsers = append(opsUsers, user{name: OpsUser, password: p.OpsPasswordHash, perms: bus.OpsPermissions()})
-	}
-	opsUsers = append(opsUsers, user{nkey: keys.OpsCopy})
-	w.users(opsUsers)
+	w.users([]user{{nkey: p.OpsKey, perms: bus.OpsPermissions()}, {nkey: keys.OpsCopy}})
 	var imports []string
 	for _, s := range exported() {
 		imports = append(imports, fmt.Sprintf("{stream: {account: %s, subject: %s}}", q(bus.ControlAccount), q(s)))
@@ -137,8 +138,8 @@ func (p Plan) NodeConfig(i int, keys PublicKeys) (string, error) {
 	w.close() // accounts
 
 	w.comment("Every connection but the users named in auth_users goes through the callout:")
-	w.comment("the coordinators verify the container token (or admin password) and sign a user")
-	w.comment("JWT with the issuer key, carrying that identity's permissions.")
+	w.comment("the coordinators verify the container token (or the admin or ops password) and")
+	w.comment("sign a user JWT with the issuer key, carrying that identity's permissions.")
 	w.open("authorization")
 	w.kv("timeout", fmt.Sprint(p.AuthTimeout))
 	w.open("auth_callout")
@@ -148,9 +149,7 @@ func (p Plan) NodeConfig(i int, keys PublicKeys) (string, error) {
 	for _, u := range keys.CoordinatorUsers() {
 		authUsers = append(authUsers, q(u))
 	}
-	if p.OpsPasswordHash != "" {
-		authUsers = append(authUsers, q(OpsUser))
-	}
+	authUsers = append(authUsers, q(p.OpsKey))
 	w.list("auth_users", authUsers)
 	w.kv("xkey", q(keys.XKey))
 	w.close()

@@ -12,6 +12,7 @@ import (
 	"github.com/gastown/gastown/schemas"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 	"github.com/stretchr/testify/require"
 )
 
@@ -19,8 +20,7 @@ import (
 // in their accounts, and whose nodes grant nothing to a token without the
 // callout.
 func TestNodeConfigsRunACluster(t *testing.T) {
-	const opsPassword = "ops-password-for-the-test"
-	c := clustertest.StartInProcess(t, clustertest.Options{OpsPassword: opsPassword})
+	c := clustertest.StartInProcess(t, clustertest.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	creds := c.Creds()
@@ -56,7 +56,8 @@ func TestNodeConfigsRunACluster(t *testing.T) {
 	// publish events, which the ops account imports.
 	control := c.Connect(creds.Control)
 	opsErrs := make(chan error, 16)
-	ops, err := c.ConnectOps(opsPassword, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+	// The break-glass ops key: no coordinator runs here.
+	ops, err := c.ConnectOpsKey(nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 		select {
 		case opsErrs <- err:
 		default:
@@ -73,7 +74,7 @@ func TestNodeConfigsRunACluster(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, demo.Events(), m.Subject)
 
-	// The ops user sees the ops account's JetStream, not the state's: the
+	// The ops key sees the ops account's JetStream, not the state's: the
 	// state bucket is not there.
 	ojs, err := jetstream.New(ops)
 	require.NoError(t, err)
@@ -109,8 +110,12 @@ func TestNodeConfigsRunACluster(t *testing.T) {
 	auth := c.Connect(creds.Auth)
 	require.True(t, auth.IsConnected())
 
-	// Wrong ops password: refused.
-	_, err = c.ConnectOps("not-the-password", nats.NoReconnect(), nats.Timeout(10*time.Second))
+	// A wrong ops key: refused.
+	other, err := nkeys.CreateUser()
+	require.NoError(t, err)
+	otherPub, err := other.PublicKey()
+	require.NoError(t, err)
+	_, err = nats.Connect(c.URL(), nats.Nkey(otherPub, other.Sign), nats.NoReconnect(), nats.Timeout(10*time.Second))
 	require.ErrorContains(t, err, "Authorization Violation")
 }
 
@@ -128,7 +133,8 @@ func TestNoCalloutNoToken(t *testing.T) {
 	}{
 		{c.URLs()[0], nats.Token("a-container-token")},
 		{c.URLs()[1], nats.UserInfo("admin", "whatever")},
-		{c.URLs()[2], nats.UserInfo(cluster.OpsUser, "")}, // no ops user without an ops password
+		// The ops password is the callout's to check: no node knows it.
+		{c.URLs()[2], nats.UserInfo(cluster.OpsUser, "any-password")},
 	}
 	errs := make([]error, len(attempts))
 	var wg sync.WaitGroup
@@ -144,5 +150,15 @@ func TestNoCalloutNoToken(t *testing.T) {
 	wg.Wait()
 	for _, err := range errs {
 		require.ErrorContains(t, err, "Authorization Violation")
+	}
+	// The break-glass ops key is every node's own: it needs no callout.
+	for i := range c.URLs() {
+		kp := c.OpsKey()
+		pub, err := kp.PublicKey()
+		require.NoError(t, err)
+		nc, err := nats.Connect(c.URLs()[i], nats.Nkey(pub, kp.Sign), nats.CustomInboxPrefix(schemas.OpsInbox),
+			nats.NoReconnect(), nats.IgnoreDiscoveredServers())
+		require.NoError(t, err, "node %d", i+1)
+		nc.Close()
 	}
 }

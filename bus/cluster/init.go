@@ -9,8 +9,9 @@ import (
 )
 
 // Init makes a cluster directory: fresh credentials in dir/coordinator
-// (0700, seeds 0600), the plan with their public keys as dir/cluster.json
-// and every node's config as dir/node-<i>.conf (0600). dir may exist only
+// (0700, seeds 0600), the break-glass ops key as dir/ops.nk (0600), the
+// plan with their public keys as dir/cluster.json and every node's config
+// as dir/node-<i>.conf (0600). dir may exist only
 // if empty: Init never overwrites a cluster. It returns the plan as
 // written and the credentials.
 func Init(dir string, plan Plan) (Plan, *Creds, error) {
@@ -33,6 +34,13 @@ func Init(dir string, plan Plan) (Plan, *Creds, error) {
 	if plan.Keys, err = creds.Public(); err != nil {
 		return Plan{}, nil, err
 	}
+	ops, err := newOpsKey()
+	if err != nil {
+		return Plan{}, nil, err
+	}
+	if plan.OpsKey, err = ops.PublicKey(); err != nil {
+		return Plan{}, nil, errors.Wrap(err, "reading the break-glass ops key")
+	}
 	// Render every config before anything is written.
 	for i := range plan.Nodes {
 		if _, err := plan.NodeConfig(i, plan.Keys); err != nil {
@@ -43,6 +51,9 @@ func Init(dir string, plan Plan) (Plan, *Creds, error) {
 		return Plan{}, nil, errors.Wrapf(err, "creating %s", dir)
 	}
 	if err := creds.Write(filepath.Join(dir, CredsDir)); err != nil {
+		return Plan{}, nil, err
+	}
+	if err := writeOpsKey(dir, ops); err != nil {
 		return Plan{}, nil, err
 	}
 	if err := plan.Write(dir); err != nil {

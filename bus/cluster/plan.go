@@ -12,7 +12,6 @@ import (
 	"strconv"
 
 	"github.com/cockroachdb/errors"
-	"golang.org/x/crypto/bcrypt"
 )
 
 // Defaults of a Plan.
@@ -30,13 +29,10 @@ const (
 	ClusterName = "gastown"
 	// PlanFile is the plan's file name in a cluster directory.
 	PlanFile = "cluster.json"
-	// bcryptCost is the cost of the ops password's hash.
-	bcryptCost = 11
 )
 
 // Plan is the shape of a cluster: how many nodes, where they listen and
-// store, and the secrets the nodes share (route credentials, the ops
-// password's hash). `gastown cluster init` writes it as D/cluster.json
+// store, and the secret the nodes share (the route credentials). `gastown cluster init` writes it as D/cluster.json
 // (mode 0600: it holds the route password); check and up read it.
 type Plan struct {
 	// Nodes is the number of nodes (default 3; JetStream needs a majority
@@ -56,9 +52,6 @@ type Plan struct {
 	// RouteUser and RoutePassword authenticate routes between the nodes.
 	RouteUser     string `json:"routeUser"`
 	RoutePassword string `json:"routePassword"`
-	// OpsPasswordHash is the bcrypt hash of the ops user's password; empty
-	// means no ops user.
-	OpsPasswordHash string `json:"opsPasswordHash,omitempty"`
 	// AuthTimeout is the authorization timeout in seconds, and so the
 	// callout's deadline (default 2).
 	AuthTimeout int `json:"authTimeout"`
@@ -73,6 +66,11 @@ type Plan struct {
 	// the node configs name: check verifies the configs against them
 	// without the seeds.
 	Keys PublicKeys `json:"keys"`
+	// OpsKey is the public key of the break-glass ops user, an nkey the
+	// servers check themselves (auth_users), so that operators can
+	// inspect the cluster while no coordinator runs; init writes its
+	// seed to D/ops.nk. (The ops password goes through the callout.)
+	OpsKey string `json:"opsKey"`
 }
 
 // NewPlan is a plan with the defaults, its data under dataDir, and fresh
@@ -90,21 +88,6 @@ func NewPlan(dataDir string) (Plan, error) {
 	return p, nil
 }
 
-// SetOpsPassword sets OpsPasswordHash from the ops password; empty
-// removes the ops user.
-func (p *Plan) SetOpsPassword(password string) error {
-	if password == "" {
-		p.OpsPasswordHash = ""
-		return nil
-	}
-	h, err := bcrypt.GenerateFromPassword([]byte(password), bcryptCost)
-	if err != nil {
-		return errors.Wrap(err, "hashing the ops password")
-	}
-	p.OpsPasswordHash = string(h)
-	return nil
-}
-
 func randomHex(n int) (string, error) {
 	b := make([]byte, n)
 	if _, err := rand.Read(b); err != nil {
@@ -115,8 +98,10 @@ func randomHex(n int) (string, error) {
 
 // Validate says what is wrong with the plan, if anything.
 func (p Plan) Validate() error {
-	if p.Nodes < 1 {
-		return errors.Newf("a cluster needs at least 1 node, not %d", p.Nodes)
+	if p.Nodes < 2 {
+		// nats-server refuses a JetStream cluster without routes.
+		return errors.WithHint(errors.Newf("a cluster needs at least 2 nodes, not %d", p.Nodes),
+			"on one machine, run `gastown coordinator` on its embedded server; a cluster that survives a node's loss needs 3 nodes")
 	}
 	if p.Host == "" || !safe(p.Host) {
 		return errors.Newf("host %q is not a host name or address", p.Host)
@@ -142,11 +127,6 @@ func (p Plan) Validate() error {
 	}
 	if p.RouteUser == "" || p.RoutePassword == "" || !urlSafe(p.RouteUser) || !urlSafe(p.RoutePassword) {
 		return errors.New("the route user and password must be set, of letters, digits, '-' and '_' only")
-	}
-	if p.OpsPasswordHash != "" {
-		if _, err := bcrypt.Cost([]byte(p.OpsPasswordHash)); err != nil {
-			return errors.New("the ops password hash is not a bcrypt hash")
-		}
 	}
 	if p.AuthTimeout < 1 || p.AuthTimeout > 2 {
 		return errors.Newf("auth timeout %d s: use 1 or 2 (a longer callout meets the server's first PING at 2 s)", p.AuthTimeout)

@@ -34,14 +34,15 @@ Writes, into the new directory D (it must not exist, or be empty):
                      callout that the coordinators answer
   D/coordinator/     the coordinator's nkey seeds and callout xkey (0700, 0600):
                      give it to every coordinator with --cluster-creds
+  D/ops.nk           the break-glass ops key (0600): the read-only 'ops'
+                     identity as an nkey the nodes check themselves, for
+                     when no coordinator runs ('gastown ops context --nkey')
 
 No node can grant a container token without the callout: the control account
-GASTOWN has no user but the coordinator's own key. Then prints the commands
-that start each node and each coordinator.
-
-Environment:
-  GASTOWN_OPS_PASSWORD   the read-only 'ops' user's password (its bcrypt hash
-                         goes into the configs); unset: no ops user`
+GASTOWN has no user but the coordinator's own key. The 'ops' password is no
+part of the configs: the coordinators check it (GASTOWN_OPS_PASSWORD, the same
+on every one), through the callout, throttled like admin's. Then prints the
+commands that start each node and each coordinator.`
 
 func runClusterInit(_ context.Context, args []string, env Env) error {
 	fs := newFlags("cluster init", clusterInitUsage, clusterInitDesc, env)
@@ -69,28 +70,22 @@ func runClusterInit(_ context.Context, args []string, env Env) error {
 	if err := plan.Validate(); err != nil {
 		return errors.Mark(err, ErrUsage)
 	}
-	opsPassword := env.Getenv("GASTOWN_OPS_PASSWORD")
-	if err := plan.SetOpsPassword(opsPassword); err != nil {
-		return err
-	}
 	plan, _, err = cluster.Init(abs, plan)
 	if err != nil {
 		return err
 	}
-	printClusterCommands(env, *dir, plan, opsPassword != "")
+	printClusterCommands(env, *dir, plan)
 	return nil
 }
 
 // printClusterCommands says what init wrote and how to start it all.
-func printClusterCommands(env Env, dir string, plan cluster.Plan, ops bool) {
+func printClusterCommands(env Env, dir string, plan cluster.Plan) {
 	w := env.Stdout
 	fmt.Fprintf(w, "Wrote a %d-node cluster into %s (configs node-1.conf … node-%d.conf, credentials in %s).\n",
 		plan.Nodes, dir, plan.Nodes, filepath.Join(dir, cluster.CredsDir))
-	if ops {
-		fmt.Fprintln(w, "The read-only 'ops' user has the password in GASTOWN_OPS_PASSWORD.")
-	} else {
-		fmt.Fprintln(w, "GASTOWN_OPS_PASSWORD is not set: the configs have no 'ops' user (run init again with it set for one).")
-	}
+	fmt.Fprintln(w, "The read-only 'ops' identity: its password is the coordinators' GASTOWN_OPS_PASSWORD (checked through")
+	fmt.Fprintf(w, "the callout, throttled); with no coordinator running, the break-glass key %s:\n", filepath.Join(dir, cluster.OpsKeyFile))
+	fmt.Fprintf(w, "  gastown ops context --nkey %s --server %s\n", filepath.Join(dir, cluster.OpsKeyFile), strings.Join(plan.ClientURLs(), ","))
 	fmt.Fprintf(w, "\nAll at once on this machine:\n\n  gastown cluster up --dir %s\n", dir)
 	fmt.Fprintln(w, "\nOr by hand: start each node (nats-server v2.15.2; 'make nats-server' builds bin/nats-server):")
 	fmt.Fprintln(w)
@@ -135,9 +130,12 @@ edited since: every node config parses and is the node cluster.json plans
 of the isolation model with only the coordinator's users (no other user in
 GASTOWN: nothing grants container permissions but the callout); its
 auth_callout names the coordinator's issuer and xkey, the account
-GASTOWN_AUTH and every coordinator key in auth_users; and the credentials in
-D/coordinator are the ones the configs name. Prints each problem and exits 1
-when there is any.`
+GASTOWN_AUTH (with nothing but its users) and every coordinator key in
+auth_users; no password user grants ops (ops's password goes through the
+callout), and the break-glass ops nkey is in GASTOWN_OPS with exactly ops's
+permissions and in auth_users; and the credentials in D/coordinator and
+D/ops.nk are the ones the configs name. Prints each problem and exits 1 when
+there is any.`
 
 func runClusterCheck(_ context.Context, args []string, env Env) error {
 	fs := newFlags("cluster check", clusterCheckUsage, clusterCheckDesc, env)

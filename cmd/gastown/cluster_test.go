@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"net"
 	"net/http"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gastown/gastown/bus/bustest"
 	"github.com/gastown/gastown/bus/cluster"
 	"github.com/gastown/gastown/bus/cluster/clustertest"
 	"github.com/gastown/gastown/schemas"
@@ -38,7 +40,7 @@ func TestClusterInit(t *testing.T) {
 	const opsPassword = "an-ops-password-never-printed"
 	dir, base, stdout, _ := clusterInit(t, map[string]string{"GASTOWN_OPS_PASSWORD": opsPassword})
 
-	for _, f := range []string{"cluster.json", "node-1.conf", "node-2.conf", "node-3.conf", "coordinator/issuer.nk", "coordinator/xkey.nk", "coordinator/control.nk"} {
+	for _, f := range []string{"cluster.json", "node-1.conf", "node-2.conf", "node-3.conf", "coordinator/issuer.nk", "coordinator/xkey.nk", "coordinator/control.nk", "ops.nk"} {
 		info, err := os.Stat(filepath.Join(dir, f))
 		require.NoError(t, err, f)
 		require.Equal(t, os.FileMode(0o600), info.Mode().Perm(), f)
@@ -54,16 +56,24 @@ func TestClusterInit(t *testing.T) {
 	require.Contains(t, stdout, "GASTOWN_JWT_SECRET=… gastown coordinator --nats-url "+urls+" --cluster-creds "+filepath.Join(dir, "coordinator")+" --replicas 3 --metrics-listen 127.0.0.1:9464")
 	require.Contains(t, stdout, "--metrics-listen 127.0.0.1:9465")
 	require.Contains(t, stdout, "gastown cluster up --dir "+dir)
-	require.Contains(t, stdout, "'ops' user has the password in GASTOWN_OPS_PASSWORD")
+	require.Contains(t, stdout, "its password is the coordinators' GASTOWN_OPS_PASSWORD")
+	require.Contains(t, stdout, "gastown ops context --nkey "+filepath.Join(dir, "ops.nk")+" --server "+urls)
 	plan, err := cluster.ReadPlan(dir)
 	require.NoError(t, err)
-	// No secret on the terminal: the ops password, its hash, the route
-	// password, a seed.
+	// No secret on the terminal: the ops password, the route password, a
+	// seed.
 	require.NotContains(t, stdout, opsPassword)
 	require.NotContains(t, stdout, plan.RoutePassword)
-	require.NotContains(t, stdout, plan.OpsPasswordHash)
 	require.NotRegexp(t, `S[AUX][A-Z2-7]{50,}`, stdout)
 	require.Empty(t, cluster.Check(dir))
+	// The ops password is in no file: the coordinators check it.
+	for _, f := range []string{"cluster.json", "node-1.conf", "node-2.conf", "node-3.conf"} {
+		raw, err := os.ReadFile(filepath.Join(dir, f))
+		require.NoError(t, err)
+		require.NotContains(t, string(raw), opsPassword, f)
+		require.NotContains(t, string(raw), `user: "ops"`, f)
+		require.NotContains(t, string(raw), "$2a$", f)
+	}
 
 	t.Run("an existing directory is refused and left alone", func(t *testing.T) {
 		before, err := os.ReadFile(filepath.Join(dir, "node-1.conf"))
@@ -75,13 +85,9 @@ func TestClusterInit(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, before, after)
 	})
-	t.Run("no ops password: no ops user, and init says so", func(t *testing.T) {
-		dir, _, stdout, _ := clusterInit(t, nil, "--nodes", "1")
-		require.Contains(t, stdout, "GASTOWN_OPS_PASSWORD is not set: the configs have no 'ops' user")
-		require.Contains(t, stdout, "--replicas 1")
-		conf, err := os.ReadFile(filepath.Join(dir, "node-1.conf"))
-		require.NoError(t, err)
-		require.NotContains(t, string(conf), `user: "ops"`)
+	t.Run("two nodes", func(t *testing.T) {
+		_, _, stdout, _ := clusterInit(t, nil, "--nodes", "2")
+		require.Contains(t, stdout, "--replicas 2")
 	})
 	t.Run("bad flags", func(t *testing.T) {
 		for _, tc := range []struct {
@@ -89,7 +95,9 @@ func TestClusterInit(t *testing.T) {
 			want string
 		}{
 			{[]string{"cluster", "init"}, "cluster init needs --dir"},
-			{[]string{"cluster", "init", "--dir", filepath.Join(t.TempDir(), "x"), "--nodes", "0"}, "at least 1 node"},
+			{[]string{"cluster", "init", "--dir", filepath.Join(t.TempDir(), "x"), "--nodes", "0"}, "at least 2 nodes"},
+			// nats-server refuses to start a JetStream cluster of one node.
+			{[]string{"cluster", "init", "--dir", filepath.Join(t.TempDir(), "x"), "--nodes", "1"}, "at least 2 nodes"},
 			{[]string{"cluster", "init", "--dir", filepath.Join(t.TempDir(), "x"), "--client-base", "6222"}, "overlap"},
 		} {
 			_, _, err := run(t, nil, tc.args...)
@@ -284,4 +292,73 @@ func TestClusterUpRealCoordinators(t *testing.T) {
 	for i := range 3 {
 		require.True(t, refused(plan.ClientAddr(i)), "node %d still listens", i+1)
 	}
+}
+
+// With no coordinator running, an operator inspects the cluster with the
+// break-glass ops key: `gastown ops context --nkey D/ops.nk` writes a nats
+// CLI context naming the seed file (no password), and the real nats CLI
+// with it watches the towns' events, through any node.
+func TestOpsContextForTheBreakGlassKey(t *testing.T) {
+	c := clustertest.StartInProcess(t, clustertest.Options{})
+	config := t.TempDir()
+	vars := map[string]string{"XDG_CONFIG_HOME": config}
+	stdout, _, err := run(t, vars, "ops", "context", "--nkey", c.OpsKeyFile(), "--server", c.URL())
+	require.NoError(t, err)
+	path := filepath.Join(config, "nats", "context", "gastown-ops.json")
+	require.Contains(t, stdout, path)
+	raw, err := os.ReadFile(path)
+	require.NoError(t, err)
+	var nctx map[string]string
+	require.NoError(t, json.Unmarshal(raw, &nctx))
+	require.Equal(t, c.OpsKeyFile(), nctx["nkey"])
+	require.Empty(t, nctx["user"])
+	require.Empty(t, nctx["password"])
+	require.Equal(t, schemas.OpsInbox, nctx["inbox_prefix"])
+	seed, err := os.ReadFile(c.OpsKeyFile())
+	require.NoError(t, err)
+	require.NotContains(t, string(raw), strings.TrimSpace(string(seed)), "the context names the seed's file, not the seed")
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := bustest.NatsCommand(ctx, t, "--context", "gastown-ops", "sub", "gastown.town.*.events", "--count", "1", "--raw")
+	cmd.Env = append(cmd.Env[:len(cmd.Env):len(cmd.Env)], "XDG_CONFIG_HOME="+config)
+	var out strings.Builder // written by the command's copier only until Wait returns
+	cmd.Stdout, cmd.Stderr = &out, &out
+	require.NoError(t, cmd.Start())
+	control := c.Connect(c.Creds().Control)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for waiting := true; waiting; {
+		select {
+		case err := <-done:
+			require.NoError(t, err, "%s", out.String())
+			waiting = false
+		case <-tick.C:
+			require.NoError(t, control.Publish("gastown.town.alpha.events", []byte(`{"kind":"seen"}`)))
+		}
+	}
+	require.Contains(t, out.String(), `{"kind":"seen"}`)
+
+	t.Run("bad key files", func(t *testing.T) {
+		loose := filepath.Join(t.TempDir(), "ops.nk")
+		require.NoError(t, os.WriteFile(loose, seed, 0o644))
+		notUser := filepath.Join(t.TempDir(), "issuer.nk")
+		issuer, err := os.ReadFile(filepath.Join(c.CredsDir(), "issuer.nk"))
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(notUser, issuer, 0o600))
+		for file, want := range map[string]string{
+			filepath.Join(t.TempDir(), "missing.nk"): "is missing",
+			loose:                                    "others may read the seed",
+			notUser:                                  "does not hold a user nkey seed",
+		} {
+			dir := t.TempDir()
+			_, _, err := run(t, vars, "ops", "context", "--nkey", file, "--dir", dir)
+			require.ErrorContains(t, err, want)
+			entries, err := os.ReadDir(dir)
+			require.NoError(t, err)
+			require.Empty(t, entries, "nothing written")
+		}
+	})
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -11,10 +12,11 @@ import (
 	"github.com/cockroachdb/errors"
 	"github.com/gastown/gastown/agentclient"
 	"github.com/gastown/gastown/bus"
+	"github.com/gastown/gastown/bus/cluster"
 	"github.com/gastown/gastown/schemas"
 )
 
-const opsUsage = `ops context [--name gastown-ops] [--server URL] [--tls-ca F [--tls-cert F --tls-key F]] [--dir D]`
+const opsUsage = `ops context [--name gastown-ops] [--server URL] [--nkey D/ops.nk] [--tls-ca F [--tls-cert F --tls-key F]] [--dir D]`
 
 const opsDesc = `
 context writes a nats CLI context for the read-only 'ops' identity, with
@@ -29,6 +31,14 @@ As ops you watch every town's heartbeats and events and read the state
 buckets (read-only mirrors kept by the embedded server); you cannot write,
 call a handler, or see a token. The file is written with mode 0600: it
 holds the password.
+
+On a cluster made by 'gastown cluster init', the coordinators check the ops
+password (through the callout, throttled), so it works only while one runs.
+--nkey D/ops.nk writes a context for the break-glass ops key instead (no
+password; the context names the seed file by its absolute path), which the
+nodes check themselves, with exactly ops's permissions:
+
+  gastown ops context --nkey D/ops.nk --server nats://127.0.0.1:4222,nats://127.0.0.1:4223
 
 For a bus that speaks TLS, give --server tls://host:port and the CA with
 --tls-ca (or GASTOWN_NATS_CA), and a client certificate with --tls-cert and
@@ -45,6 +55,7 @@ func runOps(_ context.Context, args []string, env Env) error {
 	fs := newFlags("ops context", opsUsage, opsDesc, env)
 	name := fs.String("name", "gastown-ops", "name of the nats CLI context")
 	server := fs.String("server", "nats://127.0.0.1:4222", "NATS URL of the coordinator's bus")
+	nkey := fs.String("nkey", "", "the break-glass ops key's seed file of a cluster (D/ops.nk), instead of the password")
 	tlsf := addTLSFlags(fs)
 	dir := fs.String("dir", "", "directory of the nats CLI's contexts (default: $XDG_CONFIG_HOME/nats/context, or ~/.config/nats/context)")
 	if done, err := parse(fs, args[1:], env); done {
@@ -53,10 +64,9 @@ func runOps(_ context.Context, args []string, env Env) error {
 	if !contextName.MatchString(*name) {
 		return errors.Mark(errors.Newf("context name %q: use 1 to 64 letters, digits, - or _", *name), ErrUsage)
 	}
-	pw := env.Getenv("GASTOWN_OPS_PASSWORD")
-	if pw == "" {
-		return errors.WithHint(errors.New("GASTOWN_OPS_PASSWORD is not set"),
-			"set it to the ops password the coordinator was started with")
+	creds, err := opsContextCreds(*nkey, env)
+	if err != nil {
+		return err
 	}
 	tls, err := tlsf.resolve(env)
 	if err != nil {
@@ -80,10 +90,9 @@ func runOps(_ context.Context, args []string, env Env) error {
 	nctx := map[string]string{
 		"description":  "Gastown operator (read-only)",
 		"url":          *server,
-		"user":         bus.OpsUser,
-		"password":     pw,
 		"inbox_prefix": schemas.OpsInbox,
 	}
+	maps.Copy(nctx, creds)
 	for k, v := range map[string]string{"ca": tls.CAFile, "cert": tls.CertFile, "key": tls.KeyFile} {
 		if v != "" {
 			nctx[k] = v
@@ -102,4 +111,26 @@ func runOps(_ context.Context, args []string, env Env) error {
 	}
 	_, err = fmt.Fprintf(env.Stdout, "wrote %s\nuse it with: nats --context %s kv ls\n", path, *name)
 	return err
+}
+
+// opsContextCreds are the context's credentials: the break-glass key's
+// seed file when nkey is given (checked to hold a user seed only its
+// owner may read), else ops's password from GASTOWN_OPS_PASSWORD.
+func opsContextCreds(nkey string, env Env) (map[string]string, error) {
+	if nkey == "" {
+		pw := env.Getenv("GASTOWN_OPS_PASSWORD")
+		if pw == "" {
+			return nil, errors.WithHint(errors.New("GASTOWN_OPS_PASSWORD is not set"),
+				"set it to the ops password the coordinator was started with, or on a cluster give the break-glass key with --nkey D/"+cluster.OpsKeyFile)
+		}
+		return map[string]string{"user": bus.OpsUser, "password": pw}, nil
+	}
+	abs, err := filepath.Abs(nkey)
+	if err != nil {
+		return nil, errors.Wrapf(err, "resolving %s", nkey)
+	}
+	if _, err := cluster.LoadOpsKey(abs); err != nil {
+		return nil, err
+	}
+	return map[string]string{"nkey": abs}, nil
 }

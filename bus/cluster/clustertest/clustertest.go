@@ -18,15 +18,12 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 	"github.com/stretchr/testify/require"
-	"golang.org/x/crypto/bcrypt"
 )
 
 // Options shape a test cluster.
 type Options struct {
 	// Nodes is the number of nodes (default 3).
 	Nodes int
-	// OpsPassword, when set, enables the ops user with this password.
-	OpsPassword string
 	// Partitionable routes every link between two nodes through a
 	// loopback proxy, so that Cut and Heal can partition a node.
 	Partitionable bool
@@ -93,14 +90,6 @@ func prepare(t testing.TB, o Options) *Cluster {
 	plan.ClientBase, plan.ClusterBase, plan.MonitorBase = base, base+16, 0
 	if o.Monitor {
 		plan.MonitorBase = base + 32
-	}
-	if o.OpsPassword != "" {
-		// The least bcrypt cost: a race-instrumented in-process server
-		// takes seconds to check a password of the production cost, past
-		// the 2 s authorization timeout.
-		h, err := bcrypt.GenerateFromPassword([]byte(o.OpsPassword), bcrypt.MinCost)
-		require.NoError(t, err)
-		plan.OpsPasswordHash = string(h)
 	}
 	c := &Cluster{t: t, dir: dir}
 	if o.Partitionable {
@@ -216,7 +205,35 @@ func (c *Cluster) Connect(kp nkeys.KeyPair, opts ...nats.Option) *nats.Conn {
 	return nc
 }
 
-// ConnectOps connects as the ops user with its password.
+// OpsKeyFile is the break-glass ops key's seed file (D/ops.nk).
+func (c *Cluster) OpsKeyFile() string { return filepath.Join(c.dir, cluster.OpsKeyFile) }
+
+// OpsKey is the break-glass ops key.
+func (c *Cluster) OpsKey() nkeys.KeyPair {
+	c.t.Helper()
+	kp, err := cluster.LoadOpsKey(c.OpsKeyFile())
+	require.NoError(c.t, err)
+	return kp
+}
+
+// ConnectOpsKey connects as the break-glass ops user (its nkey), with
+// the ops inbox prefix; closed at cleanup. The servers admit it
+// themselves: no coordinator need run.
+func (c *Cluster) ConnectOpsKey(opts ...nats.Option) (*nats.Conn, error) {
+	c.t.Helper()
+	kp := c.OpsKey()
+	pub, err := kp.PublicKey()
+	require.NoError(c.t, err)
+	all := append([]nats.Option{nats.Nkey(pub, kp.Sign), nats.CustomInboxPrefix(schemas.OpsInbox)}, opts...)
+	nc, err := nats.Connect(c.URL(), all...)
+	if err == nil {
+		c.t.Cleanup(nc.Close)
+	}
+	return nc, err
+}
+
+// ConnectOps connects as the ops user with its password, which a
+// coordinator (the callout) checks.
 func (c *Cluster) ConnectOps(password string, opts ...nats.Option) (*nats.Conn, error) {
 	all := append([]nats.Option{nats.UserInfo(cluster.OpsUser, password), nats.CustomInboxPrefix(schemas.OpsInbox)}, opts...)
 	nc, err := nats.Connect(c.URL(), all...)
