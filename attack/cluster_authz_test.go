@@ -27,8 +27,8 @@ import (
 
 // The coordinators' own channels on a cluster (issue #11, session 5):
 // the grants they tell each other (bus.GrantsSubject, the town cap's
-// count), the password failures they share (gastown.auth.throttle, on
-// branch s5-auth) and the callout requests themselves
+// count), the password failures they share (bus.ThrottleSubject) and
+// the callout requests themselves
 // ($SYS.REQ.USER.AUTH) live in the auth callout's account, GASTOWN_AUTH.
 // Whoever could publish there could lock a town out (a forged grant note
 // counts for 3 s toward its cap), lock a source out of the admin
@@ -36,9 +36,8 @@ import (
 // (empty refusals, sealed grants) go to a reply subject of its choosing.
 // Whoever could subscribe there would see every coordinator's grants.
 
-// throttleSubject is bus.ThrottleSubject of branch s5-auth (not yet on
-// main when this was written).
-const throttleSubject = "gastown.auth.throttle"
+// throttleSubject is where the coordinators share password failures.
+const throttleSubject = bus.ThrottleSubject
 
 // authIdentity is one identity of the cluster, connected to one node.
 type authIdentity struct {
@@ -47,15 +46,16 @@ type authIdentity struct {
 }
 
 // TestClusterAuthAccountIsTheCoordinatorsAlone: every identity other
-// than the coordinators' auth key (a container, the admin, ops, and the
-// coordinator's other keys: control, state, ops copier, system), on
+// than the coordinators' auth key (a container, the admin, ops with its
+// password and with the break-glass nkey, and the coordinator's other
+// keys: control, state, ops copier, system), on
 // every node, publishes on the coordinators' subjects and subscribes to
 // them (and to everything it may): nothing it publishes reaches the auth
 // account, and nothing the coordinators publish there (a real grant
 // note, a throttle event) reaches it. Ops's JetStream can source nothing
 // from the auth account either.
 func TestClusterAuthAccountIsTheCoordinatorsAlone(t *testing.T) {
-	w := startClusterWorld(t, false)
+	w := startClusterWorld(t)
 	creds := w.c.Creds()
 	subjects := []string{bus.GrantsSubject, throttleSubject, bus.AuthCalloutSubject}
 	// What the others publish, and what the coordinators do.
@@ -103,7 +103,8 @@ func TestClusterAuthAccountIsTheCoordinatorsAlone(t *testing.T) {
 		for _, k := range []struct {
 			name string
 			kp   nkeys.KeyPair
-		}{{"control key", creds.Control}, {"state key", creds.State}, {"ops-copy key", creds.OpsCopy}, {"system key", creds.System}} {
+		}{{"control key", creds.Control}, {"state key", creds.State}, {"ops-copy key", creds.OpsCopy}, {"system key", creds.System},
+			{"break-glass ops key", w.c.OpsKey()}} {
 			nc, err := cluster.Dial([]string{url}, k.kp, nats.IgnoreDiscoveredServers())
 			if err == nil {
 				t.Cleanup(nc.Close)
@@ -192,7 +193,7 @@ func TestClusterAuthAccountIsTheCoordinatorsAlone(t *testing.T) {
 // can, from many goroutines on every node, leaves another town's
 // containers connecting meanwhile on every node.
 func TestClusterTownCapIsPerTown(t *testing.T) {
-	w := startClusterWorld(t, false)
+	w := startClusterWorld(t)
 
 	t.Run("TownsDifferingInCaseHaveTheirOwnCaps", func(t *testing.T) {
 		lower, upper := w.token(t, "capx"), w.token(t, "Capx")
@@ -352,7 +353,7 @@ func forgedRequest(t *testing.T, coordXKey, tok string) *nats.Msg {
 // forged request is bus's TestCalloutForgedRequests, on a server
 // without that guard.)
 func TestClusterNobodyForgesCalloutRequests(t *testing.T) {
-	w := startClusterWorld(t, false)
+	w := startClusterWorld(t)
 	creds := w.c.Creds()
 	coordXKey, err := creds.XKey.PublicKey()
 	require.NoError(t, err)
