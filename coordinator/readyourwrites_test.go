@@ -81,6 +81,56 @@ func pauseWatches(ctx context.Context, t *testing.T, state *nats.Conn, buckets .
 	}
 }
 
+// ringOfThree is three coordinators on node 1 of a cluster, each logging
+// to a heard logger, so that a test can close the one that handled a
+// request (closeWho) and send the next to another.
+type ringOfThree struct {
+	t  *testing.T
+	o  *onCluster
+	ms []ringMember
+}
+
+type ringMember struct {
+	d    *coordinator.Daemon
+	said func(string) bool
+}
+
+func startRingOfThree(t *testing.T) *ringOfThree {
+	o := startOnCluster(t, 0)
+	// Every coordinator on node 1, with the clients: a coordinator that
+	// closes is gone from the queue group there once its connection is.
+	o.cfg.NatsURL = o.c.URLs()[0]
+	r := &ringOfThree{t: t, o: o}
+	for range 3 {
+		log, said := newHeard(t)
+		o.cfg.Config.Logger = log
+		r.ms = append(r.ms, ringMember{d: o.add(), said: said})
+	}
+	return r
+}
+
+// closeWho closes the member that logged msg and waits until node 1 has
+// dropped its connection; the rest stay.
+func (r *ringOfThree) closeWho(msg string) {
+	t := r.t
+	t.Helper()
+	for i, m := range r.ms {
+		if !m.said(msg) {
+			continue
+		}
+		cid, err := m.d.Conn().GetClientID()
+		require.NoError(t, err)
+		m.d.Close()
+		require.Eventually(t, func() bool {
+			cz, err := r.o.c.Server(0).Connz(&server.ConnzOptions{CID: cid})
+			return err == nil && len(cz.Conns) == 0
+		}, time.Minute, 10*time.Millisecond, "node 1 drops the closed coordinator's connection")
+		r.ms = slices.Delete(r.ms, i, i+1)
+		return
+	}
+	t.Fatalf("no coordinator logged %q", msg)
+}
+
 // TestClusterReadsYourWritesAcrossCoordinators: an administrator's script
 // creates a town, adds a rig and removes it, each step answered by a
 // different coordinator whose watch has not brought the step before (the
@@ -88,21 +138,8 @@ func pauseWatches(ctx context.Context, t *testing.T, state *nats.Conn, buckets .
 // store. Without the read-through, rig.add says the town does not exist
 // (requireTown) and rig.remove that the rig does not (removeRig).
 func TestClusterReadsYourWritesAcrossCoordinators(t *testing.T) {
-	o := startOnCluster(t, 0)
-	// Every coordinator on node 1, with the administrator: a coordinator
-	// that closes is gone from the queue group there once its connection
-	// is.
-	o.cfg.NatsURL = o.c.URLs()[0]
-	type member struct {
-		d    *coordinator.Daemon
-		said func(string) bool
-	}
-	var ms []member
-	for range 3 {
-		log, said := newHeard(t)
-		o.cfg.Config.Logger = log
-		ms = append(ms, member{d: o.add(), said: said})
-	}
+	r := startRingOfThree(t)
+	o := r.o
 	admin, err := o.node(0, nats.UserInfo(bus.AdminUser, clusterAdminPassword), nats.CustomInboxPrefix(schemas.AdminInbox))
 	require.NoError(t, err)
 	call := func(method string, body any) error {
@@ -114,36 +151,16 @@ func TestClusterReadsYourWritesAcrossCoordinators(t *testing.T) {
 		defer cancel()
 		return bus.Call(ctx, admin, &nats.Msg{Subject: subject, Data: b}, nil)
 	}
-	// handledBy closes the member that logged msg, waits until node 1 has
-	// dropped its connection, and returns the rest.
-	handledBy := func(msg string) {
-		t.Helper()
-		for i, m := range ms {
-			if !m.said(msg) {
-				continue
-			}
-			cid, err := m.d.Conn().GetClientID()
-			require.NoError(t, err)
-			m.d.Close()
-			require.Eventually(t, func() bool {
-				cz, err := o.c.Server(0).Connz(&server.ConnzOptions{CID: cid})
-				return err == nil && len(cz.Conns) == 0
-			}, time.Minute, 10*time.Millisecond, "node 1 drops the closed coordinator's connection")
-			ms = slices.Delete(ms, i, i+1)
-			return
-		}
-		t.Fatalf("no coordinator logged %q", msg)
-	}
 
-	pauseWatches(t.Context(), t, ms[0].d.StateConn(), schemas.BucketTowns, schemas.BucketRigs)
+	pauseWatches(t.Context(), t, r.ms[0].d.StateConn(), schemas.BucketTowns, schemas.BucketRigs)
 	require.NoError(t, call(schemas.AdminTownCreate, schemas.TownCreate{TownID: "alpha"}))
-	handledBy("town created")
+	r.closeWho("town created")
 	require.NoError(t, call(schemas.AdminRigAdd, schemas.RigAdd{TownID: "alpha", RigID: "web", GitURL: "https://example.com/web.git"}),
 		"the town another coordinator created is found")
-	handledBy("rig added")
+	r.closeWho("rig added")
 	require.NoError(t, call(schemas.AdminRigRemove, schemas.RigRemove{TownID: "alpha", RigID: "web"}),
 		"the rig another coordinator added is found")
-	require.True(t, ms[0].said("rig removed"))
+	require.True(t, r.ms[0].said("rig removed"))
 }
 
 // TestClusterAgentCallsBeforeTheWatch: an agent another coordinator has
@@ -155,44 +172,14 @@ func TestClusterReadsYourWritesAcrossCoordinators(t *testing.T) {
 // (permission_denied, "no agent mayor"), and prime and bead.get answered
 // from the view.
 func TestClusterAgentCallsBeforeTheWatch(t *testing.T) {
-	o := startOnCluster(t, 0)
-	o.cfg.NatsURL = o.c.URLs()[0]
-	type member struct {
-		d    *coordinator.Daemon
-		said func(string) bool
-	}
-	var ms []member
-	for range 3 {
-		log, said := newHeard(t)
-		o.cfg.Config.Logger = log
-		ms = append(ms, member{d: o.add(), said: said})
-	}
-	// closeWho closes the member that logged msg and waits until node 1
-	// has dropped its connection.
-	closeWho := func(msg string) {
-		t.Helper()
-		for i, m := range ms {
-			if !m.said(msg) {
-				continue
-			}
-			cid, err := m.d.Conn().GetClientID()
-			require.NoError(t, err)
-			m.d.Close()
-			require.Eventually(t, func() bool {
-				cz, err := o.c.Server(0).Connz(&server.ConnzOptions{CID: cid})
-				return err == nil && len(cz.Conns) == 0
-			}, time.Minute, 10*time.Millisecond, "node 1 drops the closed coordinator's connection")
-			ms = slices.Delete(ms, i, i+1)
-			return
-		}
-		t.Fatalf("no coordinator logged %q", msg)
-	}
-	pauseWatches(t.Context(), t, ms[0].d.StateConn(), schemas.BucketTowns, schemas.BucketAgents, schemas.BucketBeads)
+	r := startRingOfThree(t)
+	o := r.o
+	pauseWatches(t.Context(), t, r.ms[0].d.StateConn(), schemas.BucketTowns, schemas.BucketAgents, schemas.BucketBeads)
 	require.NoError(t, o.admin(schemas.AdminTownCreate, schemas.TownCreate{TownID: "alpha"}, nil))
-	closeWho("town created")
+	r.closeWho("town created")
 	// A bead written to the store as another coordinator writes one:
 	// no coordinator left has it in its view.
-	js, err := jetstream.New(ms[0].d.StateConn())
+	js, err := jetstream.New(r.ms[0].d.StateConn())
 	require.NoError(t, err)
 	beads, err := js.KeyValue(t.Context(), schemas.BucketBeads)
 	require.NoError(t, err)

@@ -124,35 +124,13 @@ func LoadCreds(dir string) (*Creds, error) {
 	c := &Creds{}
 	for _, f := range credFiles {
 		path := filepath.Join(dir, f.name)
-		info, err := os.Stat(path)
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, errors.WithHint(errors.Newf("credentials file %s is missing (%s)", path, f.what),
-				"give the coordinator directory that 'gastown cluster init' wrote (D/coordinator)")
-		}
+		kp, prefix, err := readSeed(path, "credentials file "+path, "give the coordinator directory that 'gastown cluster init' wrote (D/coordinator)")
 		if err != nil {
-			return nil, errors.Wrapf(err, "reading credentials file %s", path)
-		}
-		if info.Mode().Perm()&0o077 != 0 {
-			return nil, errors.WithHint(errors.Newf("credentials file %s has mode %v: others may read the seed", path, info.Mode().Perm()),
-				"chmod 600 "+path)
-		}
-		raw, err := os.ReadFile(path)
-		if err != nil {
-			return nil, errors.Wrapf(err, "reading credentials file %s", path)
-		}
-		seed := []byte(strings.TrimSpace(string(raw)))
-		prefix, _, err := nkeys.DecodeSeed(seed)
-		if err != nil {
-			return nil, errors.WithHint(errors.Newf("credentials file %s does not hold an nkey seed", path),
-				"it must hold one seed as 'gastown cluster init' wrote it")
+			return nil, err
 		}
 		if prefix != f.prefix {
 			return nil, errors.WithHint(errors.Newf("credentials file %s holds a %s seed where %s belongs (a %s seed)", path, prefix, f.what, f.prefix),
 				"the files of one 'gastown cluster init' must not be swapped")
-		}
-		kp, err := nkeys.FromSeed(seed)
-		if err != nil {
-			return nil, errors.Wrapf(err, "decoding the seed in %s", path)
 		}
 		*f.key(c) = kp
 	}
@@ -189,4 +167,36 @@ func (c *Creds) Public() (PublicKeys, error) {
 // callout (auth_users).
 func (p PublicKeys) CoordinatorUsers() []string {
 	return []string{p.Auth, p.Control, p.State, p.OpsCopy, p.System}
+}
+
+// readSeed reads the one nkey seed in path, a file only its owner may
+// read. name is how errors call the file; missing is the hint when it
+// does not exist.
+func readSeed(path, name, missing string) (nkeys.KeyPair, nkeys.PrefixByte, error) {
+	info, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, 0, errors.WithHint(errors.Newf("%s is missing", name), missing)
+	}
+	if err != nil {
+		return nil, 0, errors.Wrapf(err, "reading %s", name)
+	}
+	if info.Mode().Perm()&0o077 != 0 {
+		return nil, 0, errors.WithHint(errors.Newf("%s has mode %v: others may read the seed", name, info.Mode().Perm()),
+			"chmod 600 "+path)
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, 0, errors.Wrapf(err, "reading %s", name)
+	}
+	seed := []byte(strings.TrimSpace(string(raw)))
+	prefix, _, err := nkeys.DecodeSeed(seed)
+	if err != nil {
+		return nil, 0, errors.WithHint(errors.Newf("%s does not hold an nkey seed", name),
+			"it must hold one seed as 'gastown cluster init' wrote it")
+	}
+	kp, err := nkeys.FromSeed(seed)
+	if err != nil {
+		return nil, 0, errors.Wrapf(err, "decoding the seed in %s", name)
+	}
+	return kp, prefix, nil
 }

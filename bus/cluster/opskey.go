@@ -1,10 +1,7 @@
 package cluster
 
 import (
-	"io/fs"
-	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/cockroachdb/errors"
 	"github.com/nats-io/nkeys"
@@ -46,31 +43,13 @@ func writeOpsKey(dir string, kp nkeys.KeyPair) error {
 // missing file, one that others may read, or a seed that is not a user
 // key's is an error naming the file.
 func LoadOpsKey(path string) (nkeys.KeyPair, error) {
-	info, err := os.Stat(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, errors.WithHint(errors.Newf("the ops key file %s is missing", path),
-			"'gastown cluster init' writes it as D/"+OpsKeyFile)
-	}
+	kp, prefix, err := readSeed(path, "the ops key file "+path, "'gastown cluster init' writes it as D/"+OpsKeyFile)
 	if err != nil {
-		return nil, errors.Wrapf(err, "reading the ops key file %s", path)
+		return nil, err
 	}
-	if info.Mode().Perm()&0o077 != 0 {
-		return nil, errors.WithHint(errors.Newf("the ops key file %s has mode %v: others may read the seed", path, info.Mode().Perm()),
-			"chmod 600 "+path)
-	}
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		return nil, errors.Wrapf(err, "reading the ops key file %s", path)
-	}
-	seed := []byte(strings.TrimSpace(string(raw)))
-	prefix, _, err := nkeys.DecodeSeed(seed)
-	if err != nil || prefix != nkeys.PrefixByteUser {
+	if prefix != nkeys.PrefixByteUser {
 		return nil, errors.WithHint(errors.Newf("the ops key file %s does not hold a user nkey seed (SU…)", path),
 			"give the "+OpsKeyFile+" that 'gastown cluster init' wrote")
-	}
-	kp, err := nkeys.FromSeed(seed)
-	if err != nil {
-		return nil, errors.Wrapf(err, "decoding the seed in %s", path)
 	}
 	return kp, nil
 }
