@@ -34,6 +34,7 @@ func TestPasswordLockout(t *testing.T) {
 	clk := clock.NewManual(time.Now())
 	f := newFixtureWith(t, token.AuthConfig{}, bus.Config{OpsPassword: opsPassword, AdminPassword: adminPassword,
 		Limits: bus.Limits{Now: clk.Now}})
+	f.embeddedOnly(t)
 	for range bus.DefaultPasswordFailures {
 		f.refused(t, nats.UserInfo(bus.OpsUser, "guess"))
 	}
@@ -88,6 +89,7 @@ func TestPasswordLockout(t *testing.T) {
 // nothing.
 func TestTokenConnsForgottenOnClose(t *testing.T) {
 	f := newFixtureWith(t, token.AuthConfig{}, bus.Config{Limits: bus.Limits{ConnSweep: 10 * time.Millisecond}})
+	f.embeddedOnly(t)
 	tok := f.mint(t, "A", time.Hour)
 	for range 300 {
 		c := f.connectTown(t, "A", tok)
@@ -111,6 +113,7 @@ func TestTokenConnsForgottenOnClose(t *testing.T) {
 func TestTownConnCap(t *testing.T) {
 	const limit = 3
 	f := newFixtureWith(t, token.AuthConfig{}, bus.Config{Limits: bus.Limits{TownConns: limit, ConnSweep: time.Hour}})
+	f.embeddedOnly(t)
 	base := f.srv.NumClients() // the fixture's in-process connection
 	alpha := f.mint(t, "alpha", time.Hour)
 	var open []*client
@@ -149,6 +152,7 @@ func TestRefusalLogRateLimited(t *testing.T) {
 	recs := bustest.NewRecords(slog.LevelInfo)
 	f := newFixtureWith(t, token.AuthConfig{}, bus.Config{OpsPassword: opsPassword, Logger: recs.Logger(),
 		Limits: bus.Limits{Now: clk.Now, LogInterval: time.Minute}})
+	f.embeddedOnly(t)
 	refusedLines := func() []bustest.Record {
 		return recs.Lines(func(r bustest.Record) bool { return r.Message == "connection refused" })
 	}

@@ -35,6 +35,7 @@ func monitorGet(t *testing.T, srv *bus.Server, path string) string {
 // TestMonitoringOff: without MonitorListen there is no endpoint.
 func TestMonitoringOff(t *testing.T) {
 	f := newFixture(t, token.AuthConfig{})
+	f.embeddedOnly(t)
 	require.Empty(t, f.srv.MonitorURL())
 }
 
@@ -46,6 +47,7 @@ func TestMonitoringOff(t *testing.T) {
 func TestMonitoringShowsNoSecret(t *testing.T) {
 	f := newFixtureWith(t, token.AuthConfig{}, bus.Config{OpsPassword: opsPassword, AdminPassword: adminPassword,
 		MonitorListen: "127.0.0.1:0"})
+	f.embeddedOnly(t)
 	require.True(t, strings.HasPrefix(f.srv.MonitorURL(), "http://127.0.0.1:"), f.srv.MonitorURL())
 	tok := f.mint(t, "alpha", time.Hour)
 	town, err := schemas.ForTown("alpha")

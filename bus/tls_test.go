@@ -42,6 +42,7 @@ func TestTLSClientPort(t *testing.T) {
 	certs := bustest.NewCerts(t)
 	f := newFixtureWith(t, token.AuthConfig{}, bus.Config{OpsPassword: opsPassword, AdminPassword: adminPassword,
 		TLS: certs.ServerTLS(false)})
+	f.embeddedOnly(t) // the cluster fixture serves no TLS
 	require.True(t, strings.HasPrefix(f.url, "tls://127.0.0.1:"), f.url)
 
 	// A container over TLS, answered by the in-process side.
@@ -124,6 +125,7 @@ func TestMutualTLS(t *testing.T) {
 	certs := bustest.NewCerts(t)
 	f := newFixtureWith(t, token.AuthConfig{}, bus.Config{OpsPassword: opsPassword, AdminPassword: adminPassword,
 		TLS: certs.ServerTLS(true)})
+	f.embeddedOnly(t) // the cluster fixture serves no TLS
 	tok := f.mint(t, "alpha", time.Hour)
 	town := []nats.Option{nats.Token(tok), nats.CustomInboxPrefix(inbox("alpha"))}
 
