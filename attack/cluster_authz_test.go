@@ -268,40 +268,7 @@ func TestClusterTownCapIsPerTown(t *testing.T) {
 	})
 
 	t.Run("ChurnLeavesOtherTownsIn", func(t *testing.T) {
-		churn := w.token(t, "churn")
-		stop := make(chan struct{})
-		var made atomic.Int64
-		var wg sync.WaitGroup
-		for g := range 12 {
-			wg.Go(func() {
-				for i := 0; ; i++ {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					nc, err := nats.Connect(w.c.URLs()[(g+i)%len(w.c.URLs())], nats.Token(churn),
-						nats.CustomInboxPrefix(schemas.InboxRoot+".churn"), nats.NoReconnect(),
-						nats.IgnoreDiscoveredServers(), nats.Timeout(wait))
-					if err == nil {
-						made.Add(1)
-						nc.Close()
-					}
-				}
-			})
-		}
-		defer wg.Wait()
-		defer close(stop)
-		require.Eventually(t, func() bool { return made.Load() >= 50 }, time.Minute, 10*time.Millisecond, "the churn got going")
-		calm := w.token(t, "calm")
-		for round := range 3 {
-			for i := range w.c.URLs() {
-				nc, err := w.container(t, i, "calm", calm)
-				require.NoError(t, err, "round %d: a container was refused on node %d while another town churned (%d connects so far)", round, i+1, made.Load())
-				nc.Close()
-			}
-		}
-		t.Logf("the churning town made %d connections meanwhile", made.Load())
+		w.churnWhileOthersConnect(t, 12, 50)
 	})
 }
 
@@ -393,11 +360,20 @@ func TestClusterChurnAtTheDefaultCap(t *testing.T) {
 		require.NoError(t, err)
 		t.Cleanup(d.Close)
 	}
+	w.churnWhileOthersConnect(t, bus.DefaultTownConns, 200)
+}
+
+// churnWhileOthersConnect has town churn connect and close from
+// goroutines at once, spread over the nodes, and once it has made warm
+// connections, connects town calm's container to every node, three
+// rounds: each must get in.
+func (w *clusterWorld) churnWhileOthersConnect(t *testing.T, goroutines int, warm int64) {
+	t.Helper()
 	churn := w.token(t, "churn")
 	stop := make(chan struct{})
 	var made atomic.Int64
 	var wg sync.WaitGroup
-	for g := range bus.DefaultTownConns {
+	for g := range goroutines {
 		wg.Go(func() {
 			for i := 0; ; i++ {
 				select {
@@ -417,7 +393,7 @@ func TestClusterChurnAtTheDefaultCap(t *testing.T) {
 	}
 	defer wg.Wait()
 	defer close(stop)
-	require.Eventually(t, func() bool { return made.Load() >= 200 }, time.Minute, 10*time.Millisecond, "the churn got going")
+	require.Eventually(t, func() bool { return made.Load() >= warm }, time.Minute, 10*time.Millisecond, "the churn got going")
 	calm := w.token(t, "calm")
 	for round := range 3 {
 		for i := range w.c.URLs() {

@@ -182,16 +182,7 @@ func clusterRPC(ctx context.Context, o options, s *clusterSetup, adm *nats.Conn)
 	}
 	defer src.Close()
 	client := agentclient.NewClient(src, "", "")
-	busSys := system{name: "bus", call: func(ctx context.Context) error {
-		var out schemas.PingResult
-		if err := client.Call(ctx, schemas.ToolPing, nil, &out); err != nil {
-			return err
-		}
-		if out.TownID != rpcTown {
-			return fmt.Errorf("ping answered for town %q", out.TownID)
-		}
-		return nil
-	}}
+	busSys := system{name: "bus", call: pingCall(client)}
 
 	// Plain request/reply in the callout's account (where nothing else
 	// listens but the callout responders, on another subject): the
@@ -218,19 +209,7 @@ func clusterRPC(ctx context.Context, o options, s *clusterSetup, adm *nats.Conn)
 		return nil, err
 	}
 	defer requester.Close()
-	plainSys := system{name: "plain", call: func(ctx context.Context) error {
-		m := nats.NewMsg(subject)
-		m.Data = []byte("{}")
-		m.Header.Set(schemas.AuthorizationHeader, schemas.BearerPrefix+tok)
-		r, err := requester.RequestMsgWithContext(ctx, m)
-		if err != nil {
-			return err
-		}
-		if len(r.Data) == 0 {
-			return errors.New("empty reply")
-		}
-		return nil
-	}}
+	plainSys := system{name: "plain", call: plainCall(requester, subject, tok)}
 	// A second baseline with the bus's topology: two responders in a
 	// queue group on nodes 1 and 2, as the two coordinators are, so that
 	// what the split over two routes costs shows apart from the
@@ -249,19 +228,7 @@ func clusterRPC(ctx context.Context, o options, s *clusterSetup, adm *nats.Conn)
 			return nil, err
 		}
 	}
-	plain2Sys := system{name: "plain-2nodes", call: func(ctx context.Context) error {
-		m := nats.NewMsg(queued)
-		m.Data = []byte("{}")
-		m.Header.Set(schemas.AuthorizationHeader, schemas.BearerPrefix+tok)
-		r, err := requester.RequestMsgWithContext(ctx, m)
-		if err != nil {
-			return err
-		}
-		if len(r.Data) == 0 {
-			return errors.New("empty reply")
-		}
-		return nil
-	}}
+	plain2Sys := system{name: "plain-2nodes", call: plainCall(requester, queued, tok)}
 	// The responders' interest crosses the routes asynchronously.
 	for _, sys := range []system{plainSys, plain2Sys} {
 		if err := waitFor(ctx, 30*time.Second, func() bool {

@@ -170,16 +170,7 @@ func startRPCSystems(ctx context.Context) (s *rpcSystems, err error) {
 	}
 	s.stop = append(s.stop, src.Close)
 	client := agentclient.NewClient(src, "", "")
-	s.bus = system{name: "bus", call: func(ctx context.Context) error {
-		var out schemas.PingResult
-		if err := client.Call(ctx, schemas.ToolPing, nil, &out); err != nil {
-			return err
-		}
-		if out.TownID != rpcTown {
-			return fmt.Errorf("ping answered for town %q", out.TownID)
-		}
-		return nil
-	}}
+	s.bus = system{name: "bus", call: pingCall(client)}
 
 	// The reply ping sends, byte for byte.
 	reply, err := schemas.ResultReply(schemas.PingResult{TownID: rpcTown})
@@ -218,19 +209,7 @@ func startRPCSystems(ctx context.Context) (s *rpcSystems, err error) {
 		return s, err
 	}
 	s.stop = append(s.stop, plain.Close)
-	s.plain = system{name: "plain", call: func(ctx context.Context) error {
-		m := nats.NewMsg(subject)
-		m.Data = []byte("{}")
-		m.Header.Set(schemas.AuthorizationHeader, schemas.BearerPrefix+tok)
-		r, err := plain.RequestMsgWithContext(ctx, m)
-		if err != nil {
-			return err
-		}
-		if len(r.Data) == 0 {
-			return fmt.Errorf("empty reply")
-		}
-		return nil
-	}}
+	s.plain = system{name: "plain", call: plainCall(plain, subject, tok)}
 
 	// The seed's way: HTTP with a bearer-token middleware that verifies the
 	// JWT on every request (no cache), the same JSON reply.
@@ -466,4 +445,36 @@ func profileRPC(ctx context.Context, o options, sys system) error {
 	pprof.StopCPUProfile()
 	progress("rpc: profiled run: %.0f req/s", m.throughput())
 	return f.Close()
+}
+
+// plainCall is one plain request on subject with the bus's headers and
+// body, answered by a responder with the fixed ping reply.
+func plainCall(requester *nats.Conn, subject, tok string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		m := nats.NewMsg(subject)
+		m.Data = []byte("{}")
+		m.Header.Set(schemas.AuthorizationHeader, schemas.BearerPrefix+tok)
+		r, err := requester.RequestMsgWithContext(ctx, m)
+		if err != nil {
+			return err
+		}
+		if len(r.Data) == 0 {
+			return fmt.Errorf("empty reply")
+		}
+		return nil
+	}
+}
+
+// pingCall is one ping through the tool client, checked for its town.
+func pingCall(client *agentclient.Client) func(context.Context) error {
+	return func(ctx context.Context) error {
+		var out schemas.PingResult
+		if err := client.Call(ctx, schemas.ToolPing, nil, &out); err != nil {
+			return err
+		}
+		if out.TownID != rpcTown {
+			return fmt.Errorf("ping answered for town %q", out.TownID)
+		}
+		return nil
+	}
 }

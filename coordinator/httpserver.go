@@ -178,8 +178,20 @@ func (b *busCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, k := range bus.ConnKinds {
 		ch <- prometheus.MustNewConstMetric(descConns, prometheus.GaugeValue, float64(conns[k]), k)
 	}
+	collectRefusals(ch, descRefused, b.srv.Refused())
+	failed := 0.0
+	if b.srv.Err() != nil {
+		failed = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descStoreFailed, prometheus.GaugeValue, failed)
+}
+
+// collectRefusals sends refused, counted by refusal reason, as desc's
+// counters by label: every known label (zero included), and "other" for
+// reasons without one when there are any.
+func collectRefusals(ch chan<- prometheus.Metric, desc *prometheus.Desc, refused map[string]uint64) {
 	byLabel := map[string]uint64{}
-	for reason, n := range b.srv.Refused() {
+	for reason, n := range refused {
 		label, ok := refusalLabels[reason]
 		if !ok {
 			label = otherLabel
@@ -187,14 +199,9 @@ func (b *busCollector) Collect(ch chan<- prometheus.Metric) {
 		byLabel[label] += n
 	}
 	for _, label := range refusalLabels {
-		ch <- prometheus.MustNewConstMetric(descRefused, prometheus.CounterValue, float64(byLabel[label]), label)
+		ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, float64(byLabel[label]), label)
 	}
 	if n, ok := byLabel[otherLabel]; ok {
-		ch <- prometheus.MustNewConstMetric(descRefused, prometheus.CounterValue, float64(n), otherLabel)
+		ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, float64(n), otherLabel)
 	}
-	failed := 0.0
-	if b.srv.Err() != nil {
-		failed = 1
-	}
-	ch <- prometheus.MustNewConstMetric(descStoreFailed, prometheus.GaugeValue, failed)
 }

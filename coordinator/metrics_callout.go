@@ -27,18 +27,5 @@ func (cc *calloutCollector) Collect(ch chan<- prometheus.Metric) {
 	for outcome, v := range map[string]uint64{"granted": n.Granted, "refused_fast": n.RefusedFast, "dropped": n.Dropped} {
 		ch <- prometheus.MustNewConstMetric(descCalloutRequests, prometheus.CounterValue, float64(v), outcome)
 	}
-	byLabel := map[string]uint64{}
-	for reason, v := range cc.c.Refused() {
-		label, ok := refusalLabels[reason]
-		if !ok {
-			label = otherLabel
-		}
-		byLabel[label] += v
-	}
-	for _, label := range refusalLabels {
-		ch <- prometheus.MustNewConstMetric(descCalloutRefused, prometheus.CounterValue, float64(byLabel[label]), label)
-	}
-	if v, ok := byLabel[otherLabel]; ok {
-		ch <- prometheus.MustNewConstMetric(descCalloutRefused, prometheus.CounterValue, float64(v), otherLabel)
-	}
+	collectRefusals(ch, descCalloutRefused, cc.c.Refused())
 }
