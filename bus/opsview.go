@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/errors"
@@ -34,6 +35,14 @@ var opsBuckets = slices.DeleteFunc(slices.Clone(schemas.StateBuckets), func(b st
 // opsCopyCheck is how often a copy is checked for messages the copier did
 // not write.
 const opsCopyCheck = 5 * time.Second
+
+// opsCopyRetry is the first wait before a copy that could not be made (or
+// whose store failed) is made again; it doubles up to opsCopyCheck.
+const opsCopyRetry = 100 * time.Millisecond
+
+// opsCopyMade, when set (tests), is called between making a copy's
+// bucket and limiting its stream.
+var opsCopyMade atomic.Pointer[func(bucket string)]
 
 // opsView is the running copier, owned by the Server.
 type opsView struct {
@@ -152,6 +161,9 @@ func opsCopyOf(ctx context.Context, dst jetstream.JetStream, from jetstream.KeyV
 			Storage:     jetstream.FileStorage,
 			Replicas:    replicasOf(st),
 		})
+		if f := opsCopyMade.Load(); err == nil && f != nil {
+			(*f)(from.Bucket())
+		}
 	}
 	if err != nil {
 		return nil, nil, errors.Wrapf(err, "making the ops copy of %s", from.Bucket())
@@ -193,6 +205,17 @@ type copier struct {
 	expect uint64
 	known  bool // expect is known
 	ready  bool
+	// broken is set when the server refused a write to the copy or a
+	// change of its stream (an answer, not a lost one): its store is
+	// unusable, so the copy is deleted and made again. nats-server sends
+	// a stream's deletion advisory before it moves the stream's files
+	// away, so a copy made again at once can lose its files to the old
+	// copy's deletion.
+	broken bool
+	// retry fires when a copy that could not be made (or is broken) is
+	// to be made again; retryWait is the next wait.
+	retry     <-chan time.Time
+	retryWait time.Duration
 }
 
 func (c *copier) run(ctx context.Context, w jetstream.KeyWatcher) {
@@ -215,8 +238,11 @@ func (c *copier) run(ctx context.Context, w jetstream.KeyWatcher) {
 			c.apply(ctx, e)
 		case <-c.deleted:
 			c.remake(ctx)
+		case <-c.retry:
+			c.retry = nil
+			c.remake(ctx)
 		case <-t.C:
-			if c.ready {
+			if c.ready && c.retry == nil {
 				c.check(ctx)
 			}
 		}
@@ -227,16 +253,23 @@ func (c *copier) run(ctx context.Context, w jetstream.KeyWatcher) {
 // present contents, after a restart) it writes only what differs, so a
 // restart does not rewrite every key.
 func (c *copier) apply(ctx context.Context, e jetstream.KeyValueEntry) {
-	var err error
-	switch e.Operation() {
-	case jetstream.KeyValuePut:
+	put := e.Operation() == jetstream.KeyValuePut
+	if put {
 		c.seen[e.Key()] = maphash.Bytes(c.seed, e.Value())
+	} else { // deleted or purged
+		delete(c.seen, e.Key())
+	}
+	if c.ready && c.retry != nil {
+		return // the copy is made again soon, and filled from seen (a broken store may not even answer)
+	}
+	var err error
+	switch {
+	case put:
 		if !c.ready && c.holds(ctx, e.Key(), e.Value()) {
 			return
 		}
 		_, err = c.dst.Put(ctx, e.Key(), e.Value())
-	default: // deleted or purged
-		delete(c.seen, e.Key())
+	default:
 		if !c.ready && c.holds(ctx, e.Key(), nil) {
 			return
 		}
@@ -245,9 +278,30 @@ func (c *copier) apply(ctx context.Context, e jetstream.KeyValueEntry) {
 	if err != nil {
 		c.log.Warn("copying state for operators", "bucket", c.bucket, KeyErr, err)
 		c.known = false // re-read at the next check
+		c.failed(err)
 		return
 	}
 	c.expect++
+}
+
+// failed marks the copy broken when err is the server's refusal, and has
+// it made again soon.
+func (c *copier) failed(err error) {
+	var refused *jetstream.APIError
+	if !errors.As(err, &refused) {
+		return // a lost answer: the next check reads the copy again
+	}
+	c.broken = true
+	c.later()
+}
+
+// later has the copy made again after the next wait.
+func (c *copier) later() {
+	if c.retry != nil {
+		return
+	}
+	c.retryWait = min(max(2*c.retryWait, opsCopyRetry), opsCopyCheck)
+	c.retry = time.After(c.retryWait)
 }
 
 // holds reports whether the copy already has value for key (nil: no key).
@@ -259,12 +313,25 @@ func (c *copier) holds(ctx context.Context, key string, value []byte) bool {
 	return err == nil && value != nil && bytes.Equal(e.Value(), value)
 }
 
-// remake makes the copy again after its stream was deleted, and fills it.
+// remake makes the copy again after its stream was deleted (or its store
+// failed: it is deleted first), and fills it.
 func (c *copier) remake(ctx context.Context) {
+	if c.broken {
+		// The server answers a deletion once the store's files are moved
+		// away, so the copy made next gets files of its own.
+		if err := c.js.DeleteStream(ctx, "KV_"+c.bucket); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			c.log.Warn("deleting the operators' broken copy", "bucket", c.bucket, KeyErr, err)
+			c.later()
+			return
+		}
+		c.broken = false
+	}
 	to, stream, err := opsCopyOf(ctx, c.js, c.src)
 	if err != nil {
 		c.log.Warn("making the operators' copy again", "bucket", c.bucket, KeyErr, err)
 		c.known = false
+		c.later()
+		c.failed(err)
 		return
 	}
 	c.dst, c.stream = to, stream
@@ -272,7 +339,12 @@ func (c *copier) remake(ctx context.Context) {
 	if c.ready {
 		n = c.restore(ctx, true)
 	}
-	c.log.Warn("the operators' copy of a state bucket was deleted; made again", "bucket", c.bucket, "keys", n)
+	if c.broken {
+		c.log.Warn("the operators' copy of a state bucket failed as it was made; making it again", "bucket", c.bucket)
+		return
+	}
+	c.retryWait = 0
+	c.log.Warn("the operators' copy of a state bucket was made again", "bucket", c.bucket, "keys", n)
 }
 
 // check restores the copy when it has messages the copier did not write,
@@ -308,7 +380,9 @@ func (c *copier) restore(ctx context.Context, full bool) (fixed int) {
 		for k := range keys.Keys() {
 			want, ok := c.seen[k]
 			if !ok {
-				if c.dst.Delete(ctx, k) == nil {
+				if err := c.dst.Delete(ctx, k); err != nil {
+					c.failed(err)
+				} else {
 					fixed++
 				}
 				continue
@@ -321,7 +395,9 @@ func (c *copier) restore(ctx context.Context, full bool) (fixed int) {
 				continue
 			}
 			if e, err := c.src.Get(ctx, k); err == nil {
-				if _, err := c.dst.Put(ctx, k, e.Value()); err == nil {
+				if _, err := c.dst.Put(ctx, k, e.Value()); err != nil {
+					c.failed(err)
+				} else {
 					fixed++
 				}
 			}
@@ -331,7 +407,9 @@ func (c *copier) restore(ctx context.Context, full bool) (fixed int) {
 		for k := range c.seen { // keys the operator deleted from its copy
 			if _, err := c.dst.Get(ctx, k); errors.Is(err, jetstream.ErrKeyNotFound) {
 				if e, err := c.src.Get(ctx, k); err == nil {
-					if _, err := c.dst.Put(ctx, k, e.Value()); err == nil {
+					if _, err := c.dst.Put(ctx, k, e.Value()); err != nil {
+						c.failed(err)
+					} else {
 						fixed++
 					}
 				}
