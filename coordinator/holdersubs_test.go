@@ -8,7 +8,6 @@ import (
 
 	"github.com/gastown/gastown/bus"
 	"github.com/gastown/gastown/bus/bustest"
-	"github.com/gastown/gastown/coordinator/token"
 	"github.com/gastown/gastown/schemas"
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
@@ -23,18 +22,7 @@ import (
 // connection still up) it unsubscribes them, and the coordinator that
 // takes the leases over answers there.
 func TestHolderSubjectFollowsTheLease(t *testing.T) {
-	srv := bustest.Start(t, bus.Config{})
-	key, err := token.NewKey([]byte("lease-test-secret-of-at-least-32-bytes"))
-	require.NoError(t, err)
-	issuer := token.NewIssuer(token.NewKeyRing(key), nil)
-	cfg := Config{LeaseTTL: 2 * time.Second, Logger: bustest.Logger(t)}
-	start := func() (*Coordinator, func()) {
-		sc := bustest.ConnectState(t, srv)
-		c, err := New(context.Background(), bustest.Connect(t, srv), issuer, cfg, WithStateConn(sc))
-		require.NoError(t, err)
-		t.Cleanup(c.Close)
-		return c, sc.Close
-	}
+	srv, issuer, start := leaseBus(t)
 	towns := []string{"T1", "T2"}
 	// pingHolder calls ping on town's holder subject, as its container.
 	callers := map[string]*nats.Conn{}
