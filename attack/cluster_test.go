@@ -67,7 +67,7 @@ type clusterWorld struct {
 // coordinators check the admin and ops passwords (through the callout).
 func startClusterWorld(t *testing.T) *clusterWorld {
 	t.Helper()
-	c := clustertest.StartInProcess(t, clustertest.Options{})
+	c := clustertest.Start(t, clustertest.Options{})
 	key, err := token.NewKey([]byte("cluster-attack-secret-of-at-least-32-bytes"))
 	require.NoError(t, err)
 	w := &clusterWorld{c: c, issuer: token.NewIssuer(token.NewKeyRing(key), nil)}

@@ -180,12 +180,10 @@ func (c *Callout) answer(m *nats.Msg, data []byte, uc *jwt.UserClaims) {
 		return
 	}
 	// Counted before it is sent, as a refusal is.
-	c.answered.Add(1)
 	if granted {
 		c.lanes.granted.Add(1)
 	}
 	if err := m.Respond(out); err != nil {
-		c.answered.Add(-1)
 		if granted {
 			c.lanes.granted.Add(^uint64(0))
 		}
