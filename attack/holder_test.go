@@ -34,7 +34,7 @@ func TestRedTeamHolderSubjectIsItsTownsAlone(t *testing.T) {
 	require.Eventually(t, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), wait)
 		defer cancel()
-		return bus.Call(ctx, nc, toolOn(subject, tok), nil) == nil
+		return bus.Call(ctx, nc, holderMsg(t, "alpha", tok, subject), nil) == nil
 	}, wait, 50*time.Millisecond, "alpha's container calls ping on alpha's holder subject")
 	select {
 	case err := <-errs:
@@ -44,7 +44,7 @@ func TestRedTeamHolderSubjectIsItsTownsAlone(t *testing.T) {
 
 	// Another town's: refused by the server, never delivered.
 	for _, s := range []string{"gastown.town.beta.holder.rpc.ping", "gastown.town.beta.holder.rpc.checkpoint"} {
-		require.NoError(t, nc.PublishMsg(toolOn(s, tok)))
+		require.NoError(t, nc.PublishMsg(holderMsg(t, "alpha", tok, s)))
 		require.NoError(t, nc.Flush())
 		rtRefused(t, errs, "publishing", s)
 	}
@@ -67,10 +67,9 @@ func TestRedTeamHolderSubjectIsItsTownsAlone(t *testing.T) {
 	}
 }
 
-// toolOn is a request with tok to subject, which names a method.
-func toolOn(subject, tok string) *nats.Msg {
-	m := nats.NewMsg(subject)
-	m.Header.Set(schemas.AuthorizationHeader, schemas.BearerPrefix+tok)
-	m.Data = []byte("{}")
+// holderMsg is town's mayor's ping, bearing tok, sent to subject.
+func holderMsg(t *testing.T, town, tok, subject string) *nats.Msg {
+	m := toolMsg(t, town, tok, schemas.ToolPing, nil)
+	m.Subject = subject
 	return m
 }
