@@ -41,7 +41,10 @@ func (c *Coordinator) syncHolderSubs() {
 	}
 	for town, s := range h.subs {
 		if !want[town] {
-			_ = s.Unsubscribe()
+			// Drain, not Unsubscribe: the requests already delivered to
+			// it were received, so their clients will not send them
+			// again; they are answered before the subscription goes.
+			_ = s.Drain()
 			delete(h.subs, town)
 		}
 	}

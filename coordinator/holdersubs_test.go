@@ -3,6 +3,8 @@ package coordinator
 import (
 	"context"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -88,5 +90,76 @@ func TestHolderSubjectFollowsTheLease(t *testing.T) {
 	require.Eventually(t, func() bool { return a.leases.heldCount() == 2 && subscribedAsHeld(a) }, 20*time.Second, 10*time.Millisecond)
 	for _, town := range towns {
 		require.NoError(t, pingHolder(town), "the new holder answers %s's holder subject", town)
+	}
+}
+
+// TestRedTeamHolderLetGoAnswersWhatItReceived: a coordinator that lets a
+// town's holder subject go (its lease moved or lapsed) still answers the
+// requests it had already received there. They were delivered to it,
+// not refused with no responders, so the client never sends them again
+// (PROTOCOL.md, RPC): one dropped unanswered is a tool call that hangs
+// until its deadline (3 minutes for `gastown tool`). Here the holder's
+// handler is held while a second request waits behind the first in the
+// subscription; the coordinator then stops acting on the lease (its
+// state connection cut) and lets the subject go; the second request must
+// still get its answer.
+func TestRedTeamHolderLetGoAnswersWhatItReceived(t *testing.T) {
+	srv, issuer, start := leaseBus(t)
+	a, cutA := start()
+	_, err := a.createTown(context.Background(), schemas.TownCreate{TownID: "T1"})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return slices.Equal(a.holderTowns(), []string{"T1"}) }, 10*time.Second, 10*time.Millisecond)
+
+	// Hold the holder subject's handler at the first request.
+	entered, open := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	h := &a.holder
+	h.mu.Lock()
+	inner := a.rpcHandler
+	a.rpcHandler = func(m *nats.Msg) {
+		if strings.Contains(m.Subject, ".holder.") {
+			once.Do(func() { close(entered) })
+			<-open
+		}
+		inner(m)
+	}
+	_ = h.subs["T1"].Unsubscribe()
+	delete(h.subs, "T1")
+	h.mu.Unlock()
+	a.syncHolderSubs()
+	require.Equal(t, []string{"T1"}, a.holderTowns())
+
+	tw, err := schemas.ForTown("T1")
+	require.NoError(t, err)
+	nc := bustest.Connect(t, srv, nats.CustomInboxPrefix(tw.Inbox()))
+	tok, _, err := issuer.MintContainer("T1", "", time.Hour)
+	require.NoError(t, err)
+	subject, err := tw.HolderRPC(schemas.ToolPing)
+	require.NoError(t, err)
+	answers := make(chan error, 2)
+	ping := func() {
+		m := nats.NewMsg(subject)
+		m.Header.Set(schemas.AuthorizationHeader, schemas.BearerPrefix+tok)
+		m.Data = []byte("{}")
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		answers <- bus.Call(ctx, nc, m, nil)
+	}
+	go ping()
+	<-entered
+	go ping()
+	require.Eventually(t, func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		n, _, _ := h.subs["T1"].Pending()
+		return n == 1
+	}, 10*time.Second, time.Millisecond, "the second request waits in the holder's subscription")
+
+	cutA()
+	require.Eventually(t, func() bool { return len(a.holderTowns()) == 0 }, 10*time.Second, 10*time.Millisecond,
+		"the coordinator lets the holder subject go once it stops acting on the lease")
+	close(open)
+	for range 2 {
+		require.NoError(t, <-answers, "a request the old holder had received was never answered")
 	}
 }
