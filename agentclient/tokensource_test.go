@@ -370,15 +370,32 @@ func TestRequestInFlightWhenTheBusDrops(t *testing.T) {
 	defer sess.Close()
 	client := agentclient.NewClient(sess, "", "")
 	require.NoError(t, ping(t, client))
+	// Nobody ever answers a request on …heartbeat: the coordinator takes
+	// heartbeats, and so does the test, to know the request went out.
+	out := make(chan struct{}, 1)
+	seen, err := h.Conn().Subscribe(sess.Town().Heartbeat(), func(*nats.Msg) {
+		select {
+		case out <- struct{}{}:
+		default:
+		}
+	})
+	require.NoError(t, err)
+	require.NoError(t, h.Conn().Flush())
 	done := make(chan error, 1)
 	go func() {
-		// Nobody ever answers a request on …heartbeat.
 		done <- sess.Do(context.Background(), func(ctx context.Context, nc *nats.Conn) error {
 			_, err := nc.RequestWithContext(ctx, sess.Town().Heartbeat(), []byte("{}"))
 			return err
 		})
 	}()
-	time.Sleep(200 * time.Millisecond) // let it go out
+	select {
+	case <-out: // it is in flight: the bus has it
+	case err := <-done:
+		t.Fatalf("the request ended before the bus dropped: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the request never reached the bus")
+	}
+	require.NoError(t, seen.Unsubscribe())
 	h.Stop()
 	select {
 	case err := <-done:
