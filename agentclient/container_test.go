@@ -107,8 +107,14 @@ func TestRunContainerThroughTheBus(t *testing.T) {
 	require.Equal(t, "m", res.AgentID)
 	require.Equal(t, "r1", res.RunID)
 	pid := sleeperPid(t, out, "m", "r1")
-	env, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
-	if err == nil { // Linux: the running agent's own environment
+	if _, err := os.Stat("/proc/self/environ"); err == nil { // Linux: the running agent's own environment
+		// The script writes its pid and then execs sleep: during the exec
+		// the process's environment reads empty.
+		var env []byte
+		require.Eventually(t, func() bool {
+			env, err = os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+			return err == nil && len(env) > 0
+		}, 10*time.Second, 10*time.Millisecond, "the agent's environment never read")
 		require.NotContains(t, string(env), tok, "the token never reaches an agent")
 		require.Contains(t, string(env), "GASTOWN_TOKEN_FILE="+filepath.Join(work, "token"))
 	}

@@ -346,7 +346,7 @@ func TestClusterNobodyForgesCalloutRequests(t *testing.T) {
 // announce; another town's containers connect meanwhile on every node,
 // within the servers' callout timeout.
 func TestClusterChurnAtTheDefaultCap(t *testing.T) {
-	c := clustertest.StartInProcess(t, clustertest.Options{})
+	c := clustertest.Start(t, clustertest.Options{})
 	key, err := token.NewKey([]byte("cluster-attack-secret-of-at-least-32-bytes"))
 	require.NoError(t, err)
 	w := &clusterWorld{c: c, issuer: token.NewIssuer(token.NewKeyRing(key), nil)}

@@ -106,10 +106,10 @@ func flood(t *testing.T, nc *nats.Conn, inbox string, r *replies, mk func() *nat
 	return sent.Load()
 }
 
-// steady calls call every interval until stop is closed and reports the
-// latencies of the calls that succeeded and the errors of those that did
-// not.
-func steady(interval time.Duration, stop <-chan struct{}, call func(i int) error) (lat []time.Duration, errs []error) {
+// steady calls call every interval until stop is closed and it has made
+// at least `least` calls, and reports the latencies of the calls that
+// succeeded and the errors of those that did not.
+func steady(interval time.Duration, stop <-chan struct{}, least int, call func(i int) error) (lat []time.Duration, errs []error) {
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for i := 0; ; i++ {
@@ -118,6 +118,10 @@ func steady(interval time.Duration, stop <-chan struct{}, call func(i int) error
 			errs = append(errs, err)
 		} else {
 			lat = append(lat, time.Since(t0))
+		}
+		if i+1 < least {
+			<-tick.C
+			continue
 		}
 		select {
 		case <-stop:
@@ -128,13 +132,14 @@ func steady(interval time.Duration, stop <-chan struct{}, call func(i int) error
 }
 
 // during runs the other town's steady calls while f floods, and for
-// afterFlood after it.
-func during(f func(), interval time.Duration, call func(i int) error) (lat []time.Duration, errs []error) {
+// afterFlood after it; at least `least` calls in all, however slowly they
+// are answered (a loaded machine answers fewer within the time).
+func during(f func(), interval time.Duration, least int, call func(i int) error) (lat []time.Duration, errs []error) {
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		lat, errs = steady(interval, stop, call)
+		lat, errs = steady(interval, stop, least, call)
 	}()
 	f()
 	time.AfterFunc(afterFlood, func() { close(stop) })
@@ -167,7 +172,7 @@ func TestFloodOfWritesStarvesNoOtherTown(t *testing.T) {
 		sent = flood(t, alpha, "_INBOX.gastown.alpha.flood", r, func() *nats.Msg {
 			return toolMsg(t, "alpha", alphaTok, schemas.ToolCheckpoint, schemas.Checkpoint{Note: "flood"})
 		})
-	}, 50*time.Millisecond, func(i int) error {
+	}, 50*time.Millisecond, 1, func(i int) error {
 		return tool(t, beta, "beta", betaTok, schemas.ToolCheckpoint, schemas.Checkpoint{Note: fmt.Sprintf("beta %d", i)}, nil)
 	})
 	elapsed := time.Since(start)
@@ -219,7 +224,7 @@ func TestFloodOfTokenRequestsStarvesNoOtherTown(t *testing.T) {
 		sent = flood(t, alpha, "_INBOX.gastown.alpha.flood", r, func() *nats.Msg {
 			return &nats.Msg{Subject: "gastown.town.alpha.token.get", Data: body}
 		})
-	}, 500*time.Millisecond, func(int) error {
+	}, 500*time.Millisecond, 5, func(int) error {
 		ctx, cancel := context.WithTimeout(context.Background(), wait)
 		defer cancel()
 		var rot schemas.TokenRotation
@@ -273,7 +278,7 @@ func TestFloodOfHeartbeatsStarvesNoOtherTown(t *testing.T) {
 	beats := 0
 	lat, errs := during(func() {
 		flood(t, alpha, "", nil, func() *nats.Msg { return &nats.Msg{Subject: "gastown.town.alpha.heartbeat", Data: body} })
-	}, 500*time.Millisecond, func(i int) error {
+	}, 500*time.Millisecond, 1, func(i int) error {
 		beats++
 		id := fmt.Sprintf("beta-%d", i)
 		hb, err := schemas.Encode(&schemas.Heartbeat{TownID: "beta", ContainerID: id, SentAt: time.Now()})

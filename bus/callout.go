@@ -91,7 +91,6 @@ type Callout struct {
 	requests  atomic.Int64
 	probes    atomic.Int64 // this coordinator's own probes it answered
 	unsealErr atomic.Pointer[string]
-	answered  atomic.Int64
 	closeOnce sync.Once
 	// slots bounds the requests decided at once; wg waits for them.
 	slots chan struct{}

@@ -110,11 +110,14 @@ func (c *Callout) dispatch(m *nats.Msg) {
 func (c *Callout) decide(m *nats.Msg, data []byte, req *jwt.AuthorizationRequestClaims) {
 	uc, refusal := c.grant(req)
 	if refusal != "" {
-		if err := m.Respond(nil); err != nil {
-			c.drop("an authorization refusal could not be sent", err)
-			return
-		}
+		// Counted before it is sent: the client may see the refusal
+		// before this goroutine runs again, and the counts never lag
+		// what a client has seen.
 		c.lanes.refusedFast.Add(1)
+		if err := m.Respond(nil); err != nil {
+			c.lanes.refusedFast.Add(^uint64(0))
+			c.drop("an authorization refusal could not be sent", err)
+		}
 		return
 	}
 	c.answer(m, data, uc)
@@ -176,13 +179,15 @@ func (c *Callout) answer(m *nats.Msg, data []byte, uc *jwt.UserClaims) {
 	if !ok {
 		return
 	}
-	if err := m.Respond(out); err != nil {
-		c.drop("an authorization answer could not be sent", err)
-		return
-	}
-	c.answered.Add(1)
+	// Counted before it is sent, as a refusal is.
 	if granted {
 		c.lanes.granted.Add(1)
+	}
+	if err := m.Respond(out); err != nil {
+		if granted {
+			c.lanes.granted.Add(^uint64(0))
+		}
+		c.drop("an authorization answer could not be sent", err)
 	}
 }
 

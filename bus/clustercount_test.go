@@ -21,7 +21,7 @@ type townCapCluster struct {
 
 func newTownCapCluster(t *testing.T, limit int) *townCapCluster {
 	t.Helper()
-	c := clustertest.StartInProcess(t, clustertest.Options{})
+	c := clustertest.Start(t, clustertest.Options{})
 	f := newFixture(t, token.AuthConfig{})
 	auth, err := token.NewConnAuthorizer(f.issuer, token.AuthConfig{}, nil)
 	require.NoError(t, err)

@@ -89,7 +89,7 @@ func (f *fixture) embeddedOnly(t *testing.T) {
 // key) connect to the third node; the callout's answerer to any.
 func newClusterFixture(t *testing.T, bc bus.Config, auth bus.TokenAuthorizer, f *fixture) *fixture {
 	t.Helper()
-	c := clustertest.StartInProcess(t, clustertest.Options{})
+	c := clustertest.Start(t, clustertest.Options{})
 	creds := c.Creds()
 	callout, err := bus.StartCallout(c.Connect(creds.Auth), bus.CalloutConfig{
 		Tokens: auth, AdminPassword: bc.AdminPassword, OpsPassword: bc.OpsPassword,

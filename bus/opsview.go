@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"hash/maphash"
+	"iter"
 	"log/slog"
 	"slices"
 	"sync"
@@ -39,6 +40,13 @@ const opsCopyCheck = 5 * time.Second
 // opsCopyRetry is the first wait before a copy that could not be made (or
 // whose store failed) is made again; it doubles up to opsCopyCheck.
 const opsCopyRetry = 100 * time.Millisecond
+
+// opsCopyList bounds the wait for the next key of a copy's listing. A
+// copy deleted while it is listed leaves the listing waiting for good:
+// its ordered consumer cannot be made again on a stream that is gone, and
+// nats.go's key lister ends only with its context. The copier waited with
+// it, and never made the copy again.
+const opsCopyList = opsCopyCheck
 
 // opsCopyMade, when set (tests), is called between making a copy's
 // bucket and limiting its stream.
@@ -176,7 +184,10 @@ func opsCopyOf(ctx context.Context, dst jetstream.JetStream, from jetstream.KeyV
 	// some answers are empty (a direct get's 404, the end of a batch): an
 	// empty body aimed at the ops account's own API purges or deletes a
 	// stream. Purges are denied here; a deleted copy is made again at
-	// once (the copier watches for it).
+	// once (the copier watches for its deletion advisory), or at the next
+	// check (opsCopyCheck) if the server loses the advisory: nats-server
+	// queues it on the stream's loop and stops the loop right after, and
+	// the loop may stop first.
 	if cfg := stream.CachedInfo().Config; !cfg.DenyPurge || cfg.AllowRollup || cfg.ConsumerLimits.InactiveThreshold != opsConsumerInactive {
 		cfg.DenyPurge, cfg.AllowRollup = true, false // the copier deletes with markers, never rolls up
 		cfg.ConsumerLimits.InactiveThreshold = opsConsumerInactive
@@ -371,13 +382,16 @@ func (c *copier) check(ctx context.Context) {
 // have are deleted, and (when full) every value is compared and rewritten
 // where it differs.
 func (c *copier) restore(ctx context.Context, full bool) (fixed int) {
-	keys, err := c.dst.ListKeys(ctx)
+	list, cancel := context.WithCancel(ctx)
+	defer cancel()
+	keys, err := c.dst.ListKeys(list)
 	if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
 		c.log.Warn("checking the operators' copy", "bucket", c.bucket, KeyErr, err)
 		return 0
 	}
 	if keys != nil {
-		for k := range keys.Keys() {
+		stalled := false
+		for k := range listed(keys, &stalled) {
 			want, ok := c.seen[k]
 			if !ok {
 				if err := c.dst.Delete(ctx, k); err != nil {
@@ -402,6 +416,13 @@ func (c *copier) restore(ctx context.Context, full bool) (fixed int) {
 				}
 			}
 		}
+		if stalled {
+			// The copy deleted meanwhile, say: what was expected of the
+			// copy still stands, so the next check looks again, and
+			// makes the copy again if it is gone.
+			c.log.Warn("checking the operators' copy: its listing stalled", "bucket", c.bucket, "waited", opsCopyList)
+			return fixed
+		}
 	}
 	if full {
 		for k := range c.seen { // keys the operator deleted from its copy
@@ -421,6 +442,27 @@ func (c *copier) restore(ctx context.Context, full bool) (fixed int) {
 		c.expect, c.known = info.State.LastSeq, true
 	}
 	return fixed
+}
+
+// listed is the lister's keys until it ends, or until no key came for
+// opsCopyList, which sets *stalled.
+func listed(keys jetstream.KeyLister, stalled *bool) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		t := time.NewTimer(opsCopyList)
+		defer t.Stop()
+		for {
+			select {
+			case k, ok := <-keys.Keys():
+				if !ok || !yield(k) {
+					return
+				}
+				t.Reset(opsCopyList)
+			case <-t.C:
+				*stalled = true
+				return
+			}
+		}
+	}
 }
 
 // replicasOf is a bucket's replica count: a copy is as durable as its

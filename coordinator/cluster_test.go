@@ -38,7 +38,7 @@ type onCluster struct {
 
 func startOnCluster(t *testing.T, coordinators int) *onCluster {
 	t.Helper()
-	c := clustertest.StartInProcess(t, clustertest.Options{})
+	c := clustertest.Start(t, clustertest.Options{})
 	key, err := token.NewKey([]byte("cluster-test-secret-of-at-least-32-bytes"))
 	require.NoError(t, err)
 	o := &onCluster{t: t, c: c, issuer: token.NewIssuer(token.NewKeyRing(key), nil)}
@@ -347,7 +347,7 @@ func TestClusterRotationAndLeases(t *testing.T) {
 // in the state account.
 func localLastSeq(t *testing.T, c *clustertest.Cluster, i int, stream string) uint64 {
 	t.Helper()
-	jsz, err := c.Server(i).Jsz(&server.JSzOptions{Account: cluster.StateAccount, Streams: true})
+	jsz, err := c.Jsz(i, server.JSzOptions{Account: cluster.StateAccount, Streams: true})
 	require.NoError(t, err)
 	for _, a := range jsz.AccountDetails {
 		for _, s := range a.Streams {
@@ -363,7 +363,7 @@ func localLastSeq(t *testing.T, c *clustertest.Cluster, i int, stream string) ui
 // through a proxy that is cut) refuses writes; the majority carries on,
 // answering containers and the administrator; healed, the node catches up.
 func TestClusterPartition(t *testing.T) {
-	c := clustertest.StartInProcess(t, clustertest.Options{Partitionable: true})
+	c := clustertest.Start(t, clustertest.Options{Partitionable: true})
 	key, err := token.NewKey([]byte("cluster-test-secret-of-at-least-32-bytes"))
 	require.NoError(t, err)
 	o := &onCluster{t: t, c: c, issuer: token.NewIssuer(token.NewKeyRing(key), nil)}

@@ -122,7 +122,7 @@ func (r *ringOfThree) closeWho(msg string) {
 		require.NoError(t, err)
 		m.d.Close()
 		require.Eventually(t, func() bool {
-			cz, err := r.o.c.Server(0).Connz(&server.ConnzOptions{CID: cid})
+			cz, err := r.o.c.Connz(0, server.ConnzOptions{CID: cid})
 			return err == nil && len(cz.Conns) == 0
 		}, time.Minute, 10*time.Millisecond, "node 1 drops the closed coordinator's connection")
 		r.ms = slices.Delete(r.ms, i, i+1)

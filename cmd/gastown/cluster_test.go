@@ -299,7 +299,7 @@ func TestClusterUpRealCoordinators(t *testing.T) {
 // CLI context naming the seed file (no password), and the real nats CLI
 // with it watches the towns' events, through any node.
 func TestOpsContextForTheBreakGlassKey(t *testing.T) {
-	c := clustertest.StartInProcess(t, clustertest.Options{})
+	c := clustertest.Start(t, clustertest.Options{})
 	config := t.TempDir()
 	vars := map[string]string{"XDG_CONFIG_HOME": config}
 	stdout, _, err := run(t, vars, "ops", "context", "--nkey", c.OpsKeyFile(), "--server", c.URL())
