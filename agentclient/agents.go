@@ -74,6 +74,9 @@ type Runner struct {
 	// heartbeat), from their admission until they are tracked or refused:
 	// heartbeats list them as starting, so they are not declared dead.
 	starting map[startKey]time.Time
+	// reported is each agent's last run whose exit a heartbeat listed,
+	// once it is no longer among the runs: stopping it again is fine.
+	reported map[string]string
 	// agentMu serializes starts of one agent.
 	agentMu map[string]*sync.Mutex
 	// turns orders the dispatches of one agent that HandleDispatch runs
@@ -115,7 +118,7 @@ func NewRunner(townID string, cfg RunnerConfig) (*Runner, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Runner{town: townID, cfg: cfg, log: cfg.Logger.With(keyTown, townID), runs: map[string]*run{},
+	return &Runner{town: townID, cfg: cfg, log: cfg.Logger.With(keyTown, townID), runs: map[string]*run{}, reported: map[string]string{},
 		starting: map[startKey]time.Time{}, agentMu: map[string]*sync.Mutex{}, turns: map[string]chan struct{}{}}, nil
 }
 
@@ -426,8 +429,11 @@ func (r *Runner) agentEnv(req schemas.StartAgent) []string {
 // run is the current one: a stale stop never touches a newer run).
 func (r *Runner) Stop(ctx context.Context, agentID, runID, reason string) error {
 	r.mu.Lock()
-	ru := r.runs[agentID]
+	ru, gone := r.runs[agentID], r.reported[agentID]
 	r.mu.Unlock()
+	if ru == nil && gone == runID && runID != "" {
+		return nil // it ended, and a heartbeat said so: stopped already
+	}
 	if ru == nil {
 		return schemas.NewError(schemas.CodeNotFound, "agent %s has no run here", agentID)
 	}
@@ -484,6 +490,7 @@ func (r *Runner) Beat() ([]schemas.AgentBeat, []schemas.AgentExit) {
 		agents = append(agents, schemas.AgentBeat{AgentID: ru.req.AgentID, RunID: ru.req.RunID, Status: ru.status, LastActivityAt: last.UTC()})
 		if ru.status == schemas.RunExited {
 			delete(r.runs, ru.req.AgentID) // listed once as exited, then gone
+			r.reported[ru.req.AgentID] = ru.req.RunID
 		}
 	}
 	exits := r.exits

@@ -251,6 +251,10 @@ func TestRunnerRunsAndStops(t *testing.T) {
 	require.Equal(t, 3, exits[0].ExitCode)
 	_, again := r.Beat()
 	require.Empty(t, again, "reported once")
+	// Its exit reported, the run is forgotten; stopping it is still fine
+	// (a heartbeat may go out between two stops at any time).
+	require.NoError(t, r.Stop(ctx, "c", "r1", "again"))
+	require.ErrorContains(t, r.Stop(ctx, "nobody", "r1", "test"), "no run here")
 }
 
 // TestHeartbeatsListAgents: a container's heartbeats reach the bus, list
