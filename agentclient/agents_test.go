@@ -393,10 +393,10 @@ func TestSlowCloneIsNotDead(t *testing.T) {
 	for len(beats) > 0 { // from the clone on
 		<-beats
 	}
-	// Ten heartbeats while the clone holds: over three times the
-	// coordinator's dead-after.
+	// Six heartbeats while the clone holds: five intervals, well over the
+	// coordinator's dead-after (three).
 	var agent, run string
-	for i := range 10 {
+	for i := range 6 {
 		hb := <-beats
 		var line *schemas.AgentBeat
 		for j := range hb.Agents {

@@ -465,7 +465,7 @@ func TestNoTightLoopWhileTheBusIsDown(t *testing.T) {
 	// the connection's switch time, half of 2 s, it fails every round):
 	// each wait between two is at least the backoff's shortest, 3/4 of
 	// 50 ms (a 2 s token's ceiling is 100 ms); a tight loop has none.
-	const retries = 20
+	const retries = 10
 	require.Eventually(t, func() bool { return len(logged.retryTimes(retriedBefore)) >= retries }, time.Minute, 10*time.Millisecond,
 		"the loop retries while the bus is down")
 	at := logged.retryTimes(retriedBefore)

@@ -103,7 +103,7 @@ func TestNoContainerWarnedOnce(t *testing.T) {
 func TestSlingReportsItsOwnDispatch(t *testing.T) {
 	h := coordinatortest.Start(t, coordinator.Config{HeartbeatInterval: 20 * time.Millisecond, DispatchCooldown: time.Hour})
 	slingOne(t, h)
-	for i := range 40 {
+	for i := range 30 {
 		id := "s" + strconv.Itoa(i)
 		require.NoError(t, admin(t, h, schemas.AdminBeadCreate, schemas.BeadCreate{TownID: "T", BeadID: id, RigID: "r", Title: "work " + id}, nil))
 		var res schemas.SlingResult
