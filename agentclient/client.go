@@ -36,6 +36,9 @@ type Client struct {
 	// headers are the requests' headers for the newest token, shared by
 	// the copies WithTimeout makes.
 	headers *headerCache
+	// route says whether to send to the town's lease holder first, also
+	// shared by the copies.
+	route *holderRoute
 }
 
 // A call refused with resource_exhausted and a retry hint (its town is
@@ -57,7 +60,7 @@ const DefaultCallTimeout = 3 * time.Minute
 // NewClient makes a tool client for an agent of rig rigID.
 func NewClient(s Session, agentID, rigID string) *Client {
 	return &Client{s: s, agentID: agentID, rigID: rigID, timeout: DefaultCallTimeout,
-		headers: &headerCache{agentID: agentID, rigID: rigID}}
+		headers: &headerCache{agentID: agentID, rigID: rigID}, route: &holderRoute{}}
 }
 
 // WithTimeout is a copy of the client whose calls without a deadline get
@@ -81,10 +84,13 @@ func (c *Client) Call(ctx context.Context, method string, body, out any) error {
 		ctx, cancel = context.WithTimeout(ctx, c.timeout)
 		defer cancel()
 	}
-	subject, err := c.s.Town().RPC(method)
-	if err != nil {
+	var subject rpcSubjects
+	var err error
+	if subject.queue, err = c.s.Town().RPC(method); err != nil {
 		return errors.Mark(err, schemas.ErrInvalidArgument)
 	}
+	subject.holder, _ = c.s.Town().HolderRPC(method) // the same method, valid
+
 	data := emptyBody // what json.Marshal(struct{}{}) writes, without the encoder
 	if body != nil {
 		if data, err = json.Marshal(body); err != nil {
@@ -108,7 +114,7 @@ var emptyBody = []byte("{}")
 // callAdmitted is callDelivered, sent again after the hinted wait while
 // the town is over a rate: a refused call did nothing, so it is always
 // safe to send again.
-func (c *Client) callAdmitted(ctx context.Context, subject string, data []byte, out any) error {
+func (c *Client) callAdmitted(ctx context.Context, subject rpcSubjects, data []byte, out any) error {
 	for attempt := 0; ; attempt++ {
 		err := c.callDelivered(ctx, subject, data, out)
 		wait := schemas.RetryAfterOf(err)
@@ -136,13 +142,13 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// callDelivered is call, tried again while no coordinator is there to
-// answer (the bus or the coordinator restarting): a request nobody received
-// is always safe to send again. ctx bounds it.
-func (c *Client) callDelivered(ctx context.Context, subject string, data []byte, out any) error {
+// callDelivered is callRouted, tried again while no coordinator is there
+// to answer (the bus or the coordinator restarting): a request nobody
+// received is always safe to send again. ctx bounds it.
+func (c *Client) callDelivered(ctx context.Context, subject rpcSubjects, data []byte, out any) error {
 	retry := backoff{lo: 50 * time.Millisecond, hi: time.Second}
 	for {
-		err := c.call(ctx, subject, data, out)
+		err := c.callRouted(ctx, subject, data, out)
 		if !errors.Is(err, nats.ErrNoResponders) {
 			return err
 		}

@@ -11,14 +11,15 @@ import (
 func queueOnly(subject string) string { return subject + " " + schemas.ContainerQueue }
 
 // ContainerPermissions are what a town's container (and every agent in it)
-// may do: publish heartbeats, RPC requests, token requests and replies;
+// may do: publish heartbeats, RPC requests (to the queue group's subjects
+// and to the lease holder's), token requests and replies;
 // subscribe, in the container queue group, to its token pushes, dispatches
 // and control requests, and to its own inbox. Everything for its own town
 // only.
 func ContainerPermissions(t schemas.Town) *server.Permissions {
 	return &server.Permissions{
 		Publish: &server.SubjectPermission{
-			Allow: []string{t.Heartbeat(), t.RPCAll(), t.TokenGet()},
+			Allow: []string{t.Heartbeat(), t.RPCAll(), t.HolderRPCAll(), t.TokenGet()},
 		},
 		Subscribe: &server.SubjectPermission{
 			Allow: []string{queueOnly(t.Token()), queueOnly(t.Dispatch()), queueOnly(t.Control()), t.Inbox() + ".>"},
@@ -39,7 +40,8 @@ func RecoveryPermissions(t schemas.Town) *server.Permissions {
 
 // CoordinatorPermissions are the coordinator's own control connection's:
 // it answers the requests of containers and the administrator (on their
-// inboxes only), pushes tokens, dispatches, stops agents, publishes events,
+// inboxes only, on the queue group's RPC subjects and on the lease
+// holder's), pushes tokens, dispatches, stops agents, publishes events,
 // and hears replies on its own inbox. It cannot publish on an RPC, admin or
 // heartbeat subject, nor anywhere in the state account, so not even a bug
 // can make it write state for someone else.
@@ -51,7 +53,7 @@ func CoordinatorPermissions() *server.Permissions {
 			schemas.InboxRoot + ".>", schemas.AdminInbox + ".>",
 		}},
 		Subscribe: &server.SubjectPermission{Allow: []string{
-			all.TokenGet(), all.RPCAll(), all.Heartbeat(), schemas.AdminAll,
+			all.TokenGet(), all.RPCAll(), all.HolderRPCAll(), all.Heartbeat(), schemas.AdminAll,
 			schemas.CoordinatorInbox + ".>",
 		}},
 	}

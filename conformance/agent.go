@@ -70,8 +70,10 @@ type Report struct {
 	TokenTown string `json:"tokenTown,omitempty"`
 	TokenErr  string `json:"tokenErr,omitempty"`
 	// PingErr is how the ping tool call with that token failed ("" when
-	// it did not).
-	PingErr string `json:"pingErr,omitempty"`
+	// it did not); PingSubject is the subject that answered it: the lease
+	// holder's, or the queue group's after no responder there.
+	PingErr     string `json:"pingErr,omitempty"`
+	PingSubject string `json:"pingSubject,omitempty"`
 }
 
 // Calls is what an agent in ModeCalls has done so far, rewritten after
@@ -127,7 +129,8 @@ func RunAgent(ctx context.Context, getenv func(string) string) error {
 	} else {
 		rep.TokenTown = c.TownID
 	}
-	if err := ping(ctx, url, file); err != nil {
+	subject, err := ping(ctx, url, file)
+	if rep.PingSubject = subject; err != nil {
 		rep.PingErr = err.Error()
 	}
 	if err := writeJSON(filepath.Join(dir, run+".json"), rep); err != nil {
@@ -155,7 +158,7 @@ func RunAgent(ctx context.Context, getenv func(string) string) error {
 		var c Calls
 		for ctx.Err() == nil {
 			c.Calls++
-			if err := ping(ctx, url, file); err != nil && ctx.Err() == nil {
+			if _, err := ping(ctx, url, file); err != nil && ctx.Err() == nil {
 				c.Failures++
 				c.LastErr = err.Error()
 			}
@@ -185,36 +188,47 @@ func readBareToken(path string) (string, error) {
 
 // ping calls the ping tool as the container itself (no agent identity)
 // with the token the token file holds now, on a connection of its own
-// opened with that token, as `gastown tool` does.
-func ping(ctx context.Context, url, file string) error {
+// opened with that token, as `gastown tool` does: on the town's lease
+// holder's subject, and on the queue group's when no one listens there
+// (PROTOCOL.md, RPC). It returns the subject that answered.
+func ping(ctx context.Context, url, file string) (string, error) {
 	tok, err := agentclient.ReadTokenFile(file)
 	if err != nil {
-		return err
+		return "", err
 	}
 	claims, err := schemas.PeekContainerClaims(tok)
 	if err != nil {
-		return errors.Wrap(err, "token file")
+		return "", errors.Wrap(err, "token file")
 	}
 	town, err := schemas.ForTown(claims.TownID)
 	if err != nil {
-		return err
+		return "", err
 	}
 	nc, err := nats.Connect(url, nats.Name(agentConnName), nats.Token(tok), nats.CustomInboxPrefix(town.Inbox()),
 		nats.Timeout(5*time.Second))
 	if err != nil {
-		return errors.Wrap(err, "connecting with the token file's token")
+		return "", errors.Wrap(err, "connecting with the token file's token")
 	}
 	defer nc.Close()
-	subject, err := town.RPC("ping")
+	holder, err := town.HolderRPC(schemas.ToolPing)
 	if err != nil {
-		return err
+		return "", err
 	}
-	m := nats.NewMsg(subject)
-	m.Data = []byte("{}")
-	m.Header.Set(schemas.AuthorizationHeader, schemas.BearerPrefix+tok)
+	queue, err := town.RPC(schemas.ToolPing)
+	if err != nil {
+		return "", err
+	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	return bus.Call(cctx, nc, m, nil)
+	for _, subject := range []string{holder, queue} {
+		m := nats.NewMsg(subject)
+		m.Data = []byte("{}")
+		m.Header.Set(schemas.AuthorizationHeader, schemas.BearerPrefix+tok)
+		if err = bus.Call(cctx, nc, m, nil); !errors.Is(err, nats.ErrNoResponders) {
+			return subject, err
+		}
+	}
+	return queue, err
 }
 
 // writeJSON replaces path with v, atomically.

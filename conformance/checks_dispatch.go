@@ -233,6 +233,11 @@ func (k *kit) checkDispatch(ctx context.Context) {
 		case rep.PingErr != "":
 			return errors.Newf("the ping tool call failed: %s", rep.PingErr)
 		}
+		// The kit's one coordinator holds every town's lease, so it
+		// answers on the lease holder's subject (PROTOCOL.md, RPC).
+		if want, _ := k.town.HolderRPC(schemas.ToolPing); rep.PingSubject != want {
+			return errors.Newf("the ping tool call was answered on %s, not on the lease holder's %s", rep.PingSubject, want)
+		}
 		return nil
 	})
 	k.check("a dispatch is idempotent by runId", func() error {

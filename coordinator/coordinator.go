@@ -62,13 +62,17 @@ type Coordinator struct {
 
 	// pool runs the request handlers, at most Limits.Handlers at once;
 	// Close waits for them.
-	pool      *handlerPool
-	limits    *limiter        // each town's rates and calls in flight
-	runCtx    context.Context // every handler's and loop's; done when Close begins
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
-	subs      []*nats.Subscription
-	closeOnce sync.Once
+	pool   *handlerPool
+	limits *limiter        // each town's rates and calls in flight
+	runCtx context.Context // every handler's and loop's; done when Close begins
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	subs   []*nats.Subscription
+	// rpcHandler is the middleware of every RPC subject, the queue
+	// group's and the lease holder's (holder).
+	rpcHandler nats.MsgHandler
+	holder     holderSubs
+	closeOnce  sync.Once
 }
 
 // Option tunes a Coordinator.
@@ -144,6 +148,7 @@ func New(ctx context.Context, nc *nats.Conn, issuer *token.Issuer, cfg Config, o
 		c.Close()
 		return nil, err
 	}
+	c.syncHolderSubs()
 	c.wg.Go(func() { c.rotationLoop(runCtx) })
 	c.wg.Go(func() { c.patrolLoop(runCtx) })
 	c.wg.Go(func() { c.leaseLoop(runCtx) })
@@ -151,12 +156,13 @@ func New(ctx context.Context, nc *nats.Conn, issuer *token.Issuer, cfg Config, o
 }
 
 func (c *Coordinator) subscribe() error {
+	c.rpcHandler = c.handleRPC(c.rpcMethods())
 	handlers := []struct {
 		subject string
 		h       nats.MsgHandler
 	}{
 		{schemas.AllTowns.TokenGet(), c.tokenGetAdmission(c.handleTokenGet)},
-		{schemas.AllTowns.RPCAll(), c.handleRPC(c.rpcMethods())}, // its own concurrency
+		{schemas.AllTowns.RPCAll(), c.rpcHandler}, // its own concurrency
 		{schemas.AllTowns.Heartbeat(), c.heartbeatAdmission(c.handleHeartbeat)},
 	}
 	for method, h := range c.adminHandlers() {
@@ -185,6 +191,7 @@ func (c *Coordinator) Close() {
 		for _, s := range c.subs {
 			_ = s.Unsubscribe()
 		}
+		c.closeHolderSubs()
 		c.pool.close()
 		c.cancel()
 		c.pool.wait() // before wg.Wait: a handler may still start a goroutine of wg
@@ -200,7 +207,8 @@ func (c *Coordinator) Close() {
 func (c *Coordinator) now() time.Time { return c.cfg.Now().UTC() }
 
 // leaseLoop keeps this coordinator's towns' leases until ctx is done.
-func (c *Coordinator) leaseLoop(ctx context.Context) { c.leases.run(ctx) }
+// The lease holder's RPC subscriptions follow the leases.
+func (c *Coordinator) leaseLoop(ctx context.Context) { c.leases.run(ctx, c.syncHolderSubs) }
 
 // leaseTowns lists the towns whose loops need a lease: every town, and
 // every town with token state that is not deleted.

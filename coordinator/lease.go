@@ -160,8 +160,9 @@ func (l *leases) holdsKey(key string) bool {
 const leaseTakeEvery = 250 * time.Millisecond
 
 // run renews the leases every third of the TTL and takes free ones as
-// they appear, until ctx is done.
-func (l *leases) run(ctx context.Context) {
+// they appear, until ctx is done; after each pass it calls changed
+// (what it held may have changed).
+func (l *leases) run(ctx context.Context, changed func()) {
 	renew := time.NewTicker(l.ttl / 3)
 	defer renew.Stop()
 	take := time.NewTicker(leaseTakeEvery)
@@ -175,6 +176,7 @@ func (l *leases) run(ctx context.Context) {
 		case <-take.C:
 			l.takeFree(ctx)
 		}
+		changed()
 	}
 }
 

@@ -48,23 +48,31 @@ func TestLeasesOneCoordinatorPerTown(t *testing.T) {
 	}, 5*time.Second, 5*time.Millisecond)
 }
 
-// TestLeasesSpreadAndLapse: the towns are spread over the coordinators
-// (none holds more than ceil(towns/coordinators)+1, and they even out),
-// re-spread when one joins, and a coordinator that vanishes without
-// giving its leases up loses them when the bucket's TTL expires them.
-func TestLeasesSpreadAndLapse(t *testing.T) {
+// leaseBus is a bus and an issuer for coordinators with 2 s leases;
+// start starts one more, closed when the test ends, and returns it with
+// a function that cuts its state connection (it can then neither renew
+// nor give up its leases).
+func leaseBus(t *testing.T) (*bus.Server, *token.Issuer, func() (*Coordinator, func())) {
 	srv := bustest.Start(t, bus.Config{})
 	key, err := token.NewKey([]byte("lease-test-secret-of-at-least-32-bytes"))
 	require.NoError(t, err)
 	issuer := token.NewIssuer(token.NewKeyRing(key), nil)
 	cfg := Config{LeaseTTL: 2 * time.Second, Logger: bustest.Logger(t)}
-	start := func() (*Coordinator, func()) {
+	return srv, issuer, func() (*Coordinator, func()) {
 		sc := bustest.ConnectState(t, srv)
 		c, err := New(context.Background(), bustest.Connect(t, srv), issuer, cfg, WithStateConn(sc))
 		require.NoError(t, err)
 		t.Cleanup(c.Close)
 		return c, sc.Close
 	}
+}
+
+// TestLeasesSpreadAndLapse: the towns are spread over the coordinators
+// (none holds more than ceil(towns/coordinators)+1, and they even out),
+// re-spread when one joins, and a coordinator that vanishes without
+// giving its leases up loses them when the bucket's TTL expires them.
+func TestLeasesSpreadAndLapse(t *testing.T) {
+	_, _, start := leaseBus(t)
 	a, _ := start()
 	towns := []string{"T1", "T2", "T3", "T4", "T5", "T6"}
 	for _, town := range towns {

@@ -1,7 +1,6 @@
 package coordinator
 
 import (
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -237,13 +236,13 @@ type rpcCall struct {
 	now   func() time.Time
 }
 
-// rpcCall starts timing a call on …rpc.<method> (rest is the subject
-// after the town: "rpc.<method>").
-func (m *Metrics) rpcCall(rest string, now func() time.Time) rpcCall {
+// rpcCall starts timing a call of method (on …rpc.<method> or
+// …holder.rpc.<method>).
+func (m *Metrics) rpcCall(method string, now func() time.Time) rpcCall {
 	if m == nil {
 		return rpcCall{}
 	}
-	in, ok := m.rpc[strings.TrimPrefix(rest, "rpc.")]
+	in, ok := m.rpc[method]
 	if !ok {
 		in = m.rpcUnknown
 	}

@@ -13,10 +13,10 @@ import (
 // unknown method is counted as "unknown"; a nil Metrics costs nothing.
 func TestRPCCallInstruments(t *testing.T) {
 	m := NewMetrics()
-	m.rpcCall("rpc."+schemas.ToolPing, time.Now).done(nil)
-	m.rpcCall("rpc.no.such", time.Now).done(schemas.NewError(schemas.CodeNotFound, "no"))
+	m.rpcCall(schemas.ToolPing, time.Now).done(nil)
+	m.rpcCall("no.such", time.Now).done(schemas.NewError(schemas.CodeNotFound, "no"))
 	var none *Metrics
-	none.rpcCall("rpc.ping", time.Now).done(nil)
+	none.rpcCall("ping", time.Now).done(nil)
 	none.rotationAcked(time.Second)
 
 	fams, err := m.reg.Gather()
@@ -43,6 +43,6 @@ func BenchmarkRPCCallInstruments(b *testing.B) {
 	m := NewMetrics()
 	b.ReportAllocs()
 	for b.Loop() {
-		m.rpcCall("rpc."+schemas.ToolPing, time.Now).done(nil)
+		m.rpcCall(schemas.ToolPing, time.Now).done(nil)
 	}
 }

@@ -35,7 +35,8 @@ type rpcMethod struct {
 	h      func(ctx context.Context, caller Caller, body json.RawMessage) (any, error)
 }
 
-// handleRPC is the middleware of every gastown.town.<T>.rpc.<method>. The
+// handleRPC is the middleware of every gastown.town.<T>.rpc.<method> and
+// gastown.town.<T>.holder.rpc.<method> (the lease holder's). The
 // checks run on the subscription's goroutine (they read memory only); the
 // method then runs there too when inline, or on its own goroutine.
 func (c *Coordinator) handleRPC(methods map[string]rpcMethod) nats.MsgHandler {
@@ -45,8 +46,9 @@ func (c *Coordinator) handleRPC(methods map[string]rpcMethod) nats.MsgHandler {
 		if err != nil || !c.townReplyOK(m, townID) || !c.pool.track() {
 			return
 		}
-		call := c.metrics.rpcCall(rest, now)
-		h, caller, body, err := c.admitRPC(methods, m, townID, rest)
+		method, _ := schemas.RPCMethod(rest) // only RPC subjects are subscribed
+		call := c.metrics.rpcCall(method, now)
+		h, caller, body, err := c.admitRPC(methods, m, townID, method)
 		if err != nil || h.inline {
 			defer c.pool.done()
 			var res any
@@ -83,9 +85,8 @@ func (c *Coordinator) answerRPC(m *nats.Msg, res any, err error) {
 
 // admitRPC runs the middleware's checks: subject, token, identity, role,
 // body. It returns the method to run, for whom, with which body.
-// townID and rest are m's subject, already parsed by handleRPC.
-func (c *Coordinator) admitRPC(methods map[string]rpcMethod, m *nats.Msg, townID, rest string) (rpcMethod, Caller, json.RawMessage, error) {
-	method := strings.TrimPrefix(rest, "rpc.")
+// townID and method are from m's subject, already parsed by handleRPC.
+func (c *Coordinator) admitRPC(methods map[string]rpcMethod, m *nats.Msg, townID, method string) (rpcMethod, Caller, json.RawMessage, error) {
 	caller, err := c.authenticate(townID, m.Header)
 	if err != nil {
 		return rpcMethod{}, Caller{}, nil, err

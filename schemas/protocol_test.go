@@ -88,8 +88,10 @@ func TestProtocolSubjects(t *testing.T) {
 	require.NoError(t, err)
 	rpc, err := tw.RPC("m")
 	require.NoError(t, err)
+	holder, err := tw.HolderRPC("m")
+	require.NoError(t, err)
 	var code []string
-	for _, s := range []string{tw.Token(), tw.TokenGet(), tw.Dispatch(), tw.ControlStop(), tw.Heartbeat(), rpc, tw.Events()} {
+	for _, s := range []string{tw.Token(), tw.TokenGet(), tw.Dispatch(), tw.ControlStop(), tw.Heartbeat(), rpc, holder, tw.Events()} {
 		leaf := strings.TrimPrefix(s, "gastown.town.T.")
 		leaf = strings.Replace(leaf, "rpc.m", "rpc.<method>", 1)
 		code = append(code, "…"+leaf)

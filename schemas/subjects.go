@@ -40,6 +40,10 @@ const (
 	leafControl   = "control"
 	leafHeartbeat = "heartbeat"
 	leafRPC       = "rpc"
+	// leafHolderRPC is the RPC subjects of the town's lease holder: the
+	// same methods, answered by the one coordinator that runs the town's
+	// loops (PROTOCOL.md, RPC).
+	leafHolderRPC = "holder.rpc"
 	leafEvents    = "events"
 )
 
@@ -87,6 +91,31 @@ func (t Town) RPC(method string) (string, error) {
 
 // RPCAll matches every RPC subject of the town.
 func (t Town) RPCAll() string { return t.prefix + leafRPC + ".>" }
+
+// HolderRPC is the subject of one tool method at the town's lease holder:
+// the coordinator that holds the town's lease subscribes it, so a town's
+// requests go to one coordinator (across one route on a cluster) instead
+// of being spread over every coordinator's queue group. A request there
+// that finds no responder is sent to RPC(method) (PROTOCOL.md, RPC).
+func (t Town) HolderRPC(method string) (string, error) {
+	if err := ValidateMethod(method); err != nil {
+		return "", err
+	}
+	return t.prefix + leafHolderRPC + "." + method, nil
+}
+
+// HolderRPCAll matches every HolderRPC subject of the town.
+func (t Town) HolderRPCAll() string { return t.prefix + leafHolderRPC + ".>" }
+
+// RPCMethod is the method of the rest of an RPC subject as
+// ParseTownSubject returns it: "rpc.bead.get" and "holder.rpc.bead.get"
+// are both "bead.get". ok is false for any other leaf.
+func RPCMethod(rest string) (method string, ok bool) {
+	if m, ok := strings.CutPrefix(rest, leafRPC+"."); ok {
+		return m, true
+	}
+	return strings.CutPrefix(rest, leafHolderRPC+".")
+}
 
 // Events is where the coordinator publishes the town's TownEvents.
 func (t Town) Events() string { return t.prefix + leafEvents }

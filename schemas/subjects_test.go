@@ -16,6 +16,8 @@ func TestTownSubjects(t *testing.T) {
 
 	rpc, err := town.RPC("bead.get")
 	require.NoError(t, err)
+	holder, err := town.HolderRPC("bead.get")
+	require.NoError(t, err)
 
 	for _, tc := range []struct{ name, got, want string }{
 		{"token", town.Token(), "gastown.town.A.token"},
@@ -26,6 +28,9 @@ func TestTownSubjects(t *testing.T) {
 		{"heartbeat", town.Heartbeat(), "gastown.town.A.heartbeat"},
 		{"rpc method", rpc, "gastown.town.A.rpc.bead.get"},
 		{"rpc wildcard", town.RPCAll(), "gastown.town.A.rpc.>"},
+		{"holder rpc method", holder, "gastown.town.A.holder.rpc.bead.get"},
+		{"holder rpc wildcard", town.HolderRPCAll(), "gastown.town.A.holder.rpc.>"},
+		{"all towns holder rpc", schemas.AllTowns.HolderRPCAll(), "gastown.town.*.holder.rpc.>"},
 		{"events", town.Events(), "gastown.town.A.events"},
 		{"inbox", town.Inbox(), "_INBOX.gastown.A"},
 		{"all towns heartbeat", schemas.AllTowns.Heartbeat(), "gastown.town.*.heartbeat"},
@@ -62,10 +67,27 @@ func TestRPCAndAdminRefuseBadMethods(t *testing.T) {
 			s, err := town.RPC(m)
 			require.True(t, errors.Is(err, schemas.ErrInvalidID), "%v", err)
 			require.Empty(t, s)
+			s, err = town.HolderRPC(m)
+			require.True(t, errors.Is(err, schemas.ErrInvalidID), "%v", err)
+			require.Empty(t, s)
 			s, err = schemas.Admin(m)
 			require.True(t, errors.Is(err, schemas.ErrInvalidID), "%v", err)
 			require.Empty(t, s)
 		})
+	}
+}
+
+// TestRPCMethod: both RPC subjects name the same method; nothing else
+// names one.
+func TestRPCMethod(t *testing.T) {
+	for rest, want := range map[string]string{"rpc.bead.get": "bead.get", "holder.rpc.bead.get": "bead.get", "rpc.ping": "ping"} {
+		m, ok := schemas.RPCMethod(rest)
+		require.True(t, ok, rest)
+		require.Equal(t, want, m, rest)
+	}
+	for _, rest := range []string{"heartbeat", "holder.ping", "token.get", "rpcx.ping", "holder.rpcx.ping"} {
+		_, ok := schemas.RPCMethod(rest)
+		require.False(t, ok, rest)
 	}
 }
 

@@ -74,25 +74,7 @@ func TestClusterFaultsLoseNothing(t *testing.T) {
 
 	load := startLoadedTown(t, vars, url, admin, time.Minute)
 	startWorkingTown(t, vars, url, admin)
-	// sling slings a bead; a sling whose answer was lost (a node killed
-	// under it) may have hooked the bead: then it is not slung again.
-	sling := func(id string) {
-		t.Helper()
-		require.Eventually(t, func() bool {
-			if _, _, err := run(t, vars, "sling", "--town", "work", "--bead", id, "--server", url, "--timeout", "10s"); err == nil || exitCode(err) == 15 {
-				return true
-			} else {
-				t.Logf("sling %s: exit %d: %s", id, exitCode(err), printed(err))
-			}
-			for _, b := range status("work").Beads {
-				if b.BeadID == id && b.Status != coordinator.BeadOpen {
-					return true
-				}
-			}
-			return false
-		}, time.Minute, 100*time.Millisecond, "sling %s", id)
-	}
-	work := newConvoyWork(t, admin, sling)
+	work := newConvoyWork(t, admin, slinger(t, vars, url, status))
 	rotating := func(what string) time.Duration {
 		t.Helper()
 		start := time.Now()

@@ -130,6 +130,30 @@ func startWorkingTown(t *testing.T, vars map[string]string, url string, admin fu
 	return cont
 }
 
+// slinger slings a bead of the working town until it is hooked. A sling
+// whose answer was lost (a node or the coordinator killed under it) may
+// have hooked the bead, and one answered "hooked, not dispatched" (exit
+// 15: the container is not connected yet, or gone) has: then it is not
+// slung again, and the coordinator dispatches it when it can.
+func slinger(t *testing.T, vars map[string]string, url string, status func(town string) coordinator.TownStatus) func(id string) {
+	return func(id string) {
+		t.Helper()
+		require.Eventually(t, func() bool {
+			_, _, err := run(t, vars, "sling", "--town", "work", "--bead", id, "--server", url, "--timeout", "10s")
+			if err == nil || exitCode(err) == 15 {
+				return true
+			}
+			t.Logf("sling %s: exit %d: %s", id, exitCode(err), printed(err))
+			for _, b := range status("work").Beads {
+				if b.BeadID == id && b.Status != coordinator.BeadOpen {
+					return true
+				}
+			}
+			return false
+		}, time.Minute, 100*time.Millisecond, "sling %s", id)
+	}
+}
+
 // convoyWork is the work given to the working town: batches of beads of
 // the rig "app", each batch in a convoy and every bead slung.
 type convoyWork struct {

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/gastown/gastown/coordinator"
-	"github.com/gastown/gastown/schemas"
 	"github.com/stretchr/testify/require"
 )
 
@@ -203,10 +202,7 @@ func TestKilledCoordinatorMidRotation(t *testing.T) {
 	// working town: a container running `gastown agent sim` agents.
 	load := startLoadedTown(t, vars, url, admin, 0)
 	cont := startWorkingTown(t, vars, url, admin)
-	work := newConvoyWork(t, admin, func(id string) {
-		var res schemas.SlingResult
-		require.NoError(t, json.Unmarshal([]byte(admin("sling", "--town", "work", "--bead", id)), &res))
-	})
+	work := newConvoyWork(t, admin, slinger(t, vars, url, status))
 	work.batch(4)
 
 	kills, limit, rotationsPerKill := 0, 4, int64(3)
