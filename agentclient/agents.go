@@ -69,12 +69,26 @@ type Runner struct {
 
 	mu   sync.Mutex
 	runs map[string]*run // agent → current run
+	// starting holds the runs being started (their workspace prepared, a
+	// clone that may take longer than the coordinator waits for a
+	// heartbeat), from their admission until they are tracked or refused:
+	// heartbeats list them as starting, so they are not declared dead.
+	starting map[startKey]time.Time
+	// reported is each agent's last run whose exit a heartbeat listed,
+	// once it is no longer among the runs: stopping it again is fine.
+	reported map[string]string
 	// agentMu serializes starts of one agent.
 	agentMu map[string]*sync.Mutex
-	exits   []schemas.AgentExit
-	closed  bool
-	wg      sync.WaitGroup
+	// turns orders the dispatches of one agent that HandleDispatch runs
+	// at once: each agent's last one, closed when it is done.
+	turns  map[string]chan struct{}
+	exits  []schemas.AgentExit
+	closed bool
+	wg     sync.WaitGroup
 }
+
+// startKey names one run being started.
+type startKey struct{ agent, run string }
 
 // NewRunner makes the runner of a town's container.
 func NewRunner(townID string, cfg RunnerConfig) (*Runner, error) {
@@ -104,10 +118,15 @@ func NewRunner(townID string, cfg RunnerConfig) (*Runner, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Runner{town: townID, cfg: cfg, log: cfg.Logger.With(keyTown, townID), runs: map[string]*run{}, agentMu: map[string]*sync.Mutex{}}, nil
+	return &Runner{town: townID, cfg: cfg, log: cfg.Logger.With(keyTown, townID), runs: map[string]*run{}, reported: map[string]string{},
+		starting: map[startKey]time.Time{}, agentMu: map[string]*sync.Mutex{}, turns: map[string]chan struct{}{}}, nil
 }
 
-// HandleDispatch answers …dispatch.
+// HandleDispatch answers …dispatch. Each start runs on its own, in the
+// order its agent's dispatches came: a start waits for its workspace (a
+// clone may take minutes), and must not hold up the other agents'
+// dispatches, which the subscription would otherwise handle one at a
+// time, unlisted in heartbeats, until the coordinator declared them dead.
 func (r *Runner) HandleDispatch(m *nats.Msg) {
 	var req schemas.StartAgent
 	if err := schemas.Decode(m.Data, &req); err != nil {
@@ -121,9 +140,61 @@ func (r *Runner) HandleDispatch(m *nats.Msg) {
 		_ = bus.RespondFailed(m, res, res.Err().(*schemas.Error))
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	res := r.Start(ctx, req)
+	res := schemas.StartAgentResult{AgentID: req.AgentID, RunID: req.RunID}
+	argv, err := r.admit(req)
+	if err != nil {
+		r.answerStart(m, r.refuse(res, err))
+		return
+	}
+	started := r.starts(req)
+	after, turnDone, ok := r.takeTurn(req.AgentID)
+	if !ok {
+		started()
+		r.answerStart(m, r.refuse(res, errStopping()))
+		return
+	}
+	go func() {
+		defer turnDone()
+		if after != nil {
+			<-after
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		res := r.startAdmitted(ctx, req, argv)
+		started()
+		r.answerStart(m, res)
+	}()
+}
+
+// takeTurn is the agent's next turn to start, for HandleDispatch: after is
+// closed once the start dispatched before it is done (nil when there is
+// none); done ends this turn. The runner's Close waits for the turn; none
+// is given once it is closed.
+func (r *Runner) takeTurn(agentID string) (after <-chan struct{}, done func(), ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil, nil, false
+	}
+	r.wg.Add(1)
+	mine := make(chan struct{})
+	if prev, ok := r.turns[agentID]; ok {
+		after = prev
+	}
+	r.turns[agentID] = mine
+	return after, func() {
+		r.mu.Lock()
+		if r.turns[agentID] == mine {
+			delete(r.turns, agentID)
+		}
+		r.mu.Unlock()
+		close(mine)
+		r.wg.Done()
+	}, true
+}
+
+// answerStart answers a dispatch with res.
+func (r *Runner) answerStart(m *nats.Msg, res schemas.StartAgentResult) {
 	var err error
 	if res.OK {
 		err = bus.Respond(m, &res)
@@ -171,6 +242,14 @@ func (r *Runner) Start(ctx context.Context, req schemas.StartAgent) schemas.Star
 	if err != nil {
 		return r.refuse(res, err)
 	}
+	defer r.starts(req)()
+	return r.startAdmitted(ctx, req, argv)
+}
+
+// startAdmitted is Start of a request admit has let in, with argv its
+// command.
+func (r *Runner) startAdmitted(ctx context.Context, req schemas.StartAgent, argv []string) schemas.StartAgentResult {
+	res := schemas.StartAgentResult{AgentID: req.AgentID, RunID: req.RunID}
 	release, err := r.lockAgent(req.AgentID)
 	if err != nil {
 		return r.refuse(res, err)
@@ -190,6 +269,20 @@ func (r *Runner) Start(ctx context.Context, req schemas.StartAgent) schemas.Star
 	r.log.Info("agent started", "agent", req.AgentID, "run", req.RunID, "role", req.Role, "pid", ru.cmd.Process.Pid)
 	res.OK = true
 	return res
+}
+
+// starts lists req's run as starting in heartbeats until the returned
+// func is called (track moves it to the runs before that).
+func (r *Runner) starts(req schemas.StartAgent) (done func()) {
+	k := startKey{req.AgentID, req.RunID}
+	r.mu.Lock()
+	r.starting[k] = r.cfg.Now()
+	r.mu.Unlock()
+	return func() {
+		r.mu.Lock()
+		delete(r.starting, k)
+		r.mu.Unlock()
+	}
 }
 
 // refuse is the result of a start refused with err (a *schemas.Error: its
@@ -302,6 +395,7 @@ func (r *Runner) track(ru *run) error {
 	closed := r.closed
 	if !closed {
 		r.runs[ru.req.AgentID] = ru
+		delete(r.starting, startKey{ru.req.AgentID, ru.req.RunID})
 	}
 	r.mu.Unlock()
 	if closed {
@@ -335,8 +429,11 @@ func (r *Runner) agentEnv(req schemas.StartAgent) []string {
 // run is the current one: a stale stop never touches a newer run).
 func (r *Runner) Stop(ctx context.Context, agentID, runID, reason string) error {
 	r.mu.Lock()
-	ru := r.runs[agentID]
+	ru, gone := r.runs[agentID], r.reported[agentID]
 	r.mu.Unlock()
+	if ru == nil && gone == runID && runID != "" {
+		return nil // it ended, and a heartbeat said so: stopped already
+	}
 	if ru == nil {
 		return schemas.NewError(schemas.CodeNotFound, "agent %s has no run here", agentID)
 	}
@@ -374,11 +471,17 @@ func (r *Runner) terminate(ru *run, reason string) int {
 	return ru.code
 }
 
-// Beat lists every agent run and drains the exits since the last call.
+// Beat lists every agent run (those being started as starting) and drains
+// the exits since the last call.
 func (r *Runner) Beat() ([]schemas.AgentBeat, []schemas.AgentExit) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	agents := make([]schemas.AgentBeat, 0, len(r.runs))
+	agents := make([]schemas.AgentBeat, 0, len(r.runs)+len(r.starting))
+	for k, since := range r.starting {
+		if ru := r.runs[k.agent]; ru == nil || ru.req.RunID != k.run {
+			agents = append(agents, schemas.AgentBeat{AgentID: k.agent, RunID: k.run, Status: schemas.RunStarting, LastActivityAt: since.UTC()})
+		}
+	}
 	for _, ru := range r.runs {
 		last := ru.started
 		if fi, err := os.Stat(ru.logPath); err == nil && fi.ModTime().After(last) {
@@ -387,6 +490,7 @@ func (r *Runner) Beat() ([]schemas.AgentBeat, []schemas.AgentExit) {
 		agents = append(agents, schemas.AgentBeat{AgentID: ru.req.AgentID, RunID: ru.req.RunID, Status: ru.status, LastActivityAt: last.UTC()})
 		if ru.status == schemas.RunExited {
 			delete(r.runs, ru.req.AgentID) // listed once as exited, then gone
+			r.reported[ru.req.AgentID] = ru.req.RunID
 		}
 	}
 	exits := r.exits

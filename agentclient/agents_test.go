@@ -251,6 +251,10 @@ func TestRunnerRunsAndStops(t *testing.T) {
 	require.Equal(t, 3, exits[0].ExitCode)
 	_, again := r.Beat()
 	require.Empty(t, again, "reported once")
+	// Its exit reported, the run is forgotten; stopping it is still fine
+	// (a heartbeat may go out between two stops at any time).
+	require.NoError(t, r.Stop(ctx, "c", "r1", "again"))
+	require.ErrorContains(t, r.Stop(ctx, "nobody", "r1", "test"), "no run here")
 }
 
 // TestHeartbeatsListAgents: a container's heartbeats reach the bus, list
@@ -330,5 +334,105 @@ func TestRunnerConcurrentStartsAndClose(t *testing.T) {
 	for _, p := range pids {
 		b, _ := os.ReadFile(p)
 		require.Error(t, exec.Command("kill", "-0", strings.TrimSpace(string(b))).Run(), "%s still runs after Close", filepath.Base(p))
+	}
+}
+
+// TestSlowCloneIsNotDead: a polecat whose rig takes longer to clone than
+// the coordinator waits for a heartbeat (3 intervals) is not declared dead
+// while it clones: the container's heartbeats list its run as starting
+// from the dispatch on. Meanwhile the container starts other agents (a
+// dispatch does not wait for another's clone). Once cloned, the polecat
+// works on that same run.
+func TestSlowCloneIsNotDead(t *testing.T) {
+	const interval = 50 * time.Millisecond
+	h := coordinatortest.Start(t, coordinator.Config{HeartbeatInterval: interval, DispatchCooldown: time.Hour})
+	repo := gitRepo(t)
+	// Every clone's checkout holds until the test releases it: a git
+	// template whose post-checkout hook waits for a file.
+	tmpl, marks := t.TempDir(), t.TempDir()
+	cloning, release := filepath.Join(marks, "cloning"), filepath.Join(marks, "release")
+	require.NoError(t, os.MkdirAll(filepath.Join(tmpl, "hooks"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(tmpl, "hooks", "post-checkout"),
+		[]byte("#!/bin/sh\ntouch '"+cloning+"'\nwhile [ ! -e '"+release+"' ]; do sleep 0.02; done\n"), 0o755))
+	t.Setenv("GIT_TEMPLATE_DIR", tmpl)
+	t.Setenv("AGENT_OUT", t.TempDir())
+	runContainer(t, h, "S", time.Second, func(c *agentclient.ContainerConfig) {
+		c.Runner.PassEnv = []string{"AGENT_OUT"}
+		c.HeartbeatInterval = interval
+	})
+	t.Cleanup(func() { _ = os.WriteFile(release, nil, 0o600) }) // before the container stops, on a failure too
+	beats := make(chan schemas.Heartbeat, 256)
+	hbSub, err := h.Conn().Subscribe("gastown.town.S.heartbeat", func(m *nats.Msg) {
+		var hb schemas.Heartbeat
+		if schemas.Decode(m.Data, &hb) == nil {
+			beats <- hb
+		}
+	})
+	require.NoError(t, err)
+	defer hbSub.Unsubscribe()
+	dead := make(chan string, 4)
+	evSub, err := h.Conn().Subscribe("gastown.town.S.events", func(m *nats.Msg) {
+		var ev schemas.TownEvent
+		if schemas.Decode(m.Data, &ev) == nil && ev.Kind == schemas.EventAgentDead {
+			dead <- ev.Subject
+		}
+	})
+	require.NoError(t, err)
+	defer evSub.Unsubscribe()
+
+	adminBody(t, h, schemas.AdminTownCreate, schemas.TownCreate{TownID: "S"}, nil)
+	adminBody(t, h, schemas.AdminRigAdd, schemas.RigAdd{TownID: "S", RigID: "r", GitURL: repo}, nil)
+	adminBody(t, h, schemas.AdminBeadCreate, schemas.BeadCreate{TownID: "S", BeadID: "b", RigID: "r", Title: "work"}, nil)
+	slung := make(chan schemas.SlingResult, 1)
+	go func() {
+		var res schemas.SlingResult
+		adminBody(t, h, schemas.AdminSling, schemas.Sling{TownID: "S", BeadID: "b"}, &res)
+		slung <- res
+	}()
+	require.Eventually(t, func() bool { _, err := os.Stat(cloning); return err == nil }, 30*time.Second, 5*time.Millisecond, "the clone starts")
+	for len(beats) > 0 { // from the clone on
+		<-beats
+	}
+	// Six heartbeats while the clone holds: five intervals, well over the
+	// coordinator's dead-after (three).
+	var agent, run string
+	for i := range 6 {
+		hb := <-beats
+		var line *schemas.AgentBeat
+		for j := range hb.Agents {
+			if hb.Agents[j].Status == schemas.RunStarting {
+				line = &hb.Agents[j]
+			}
+		}
+		require.NotNil(t, line, "heartbeat %d during the clone lists its run as starting: %+v", i, hb.Agents)
+		if agent == "" {
+			agent, run = line.AgentID, line.RunID
+		}
+		require.Equal(t, []string{agent, run}, []string{line.AgentID, line.RunID})
+	}
+	select {
+	case a := <-dead:
+		t.Fatalf("%s was declared dead while its rig was cloning", a)
+	default:
+	}
+	other, _ := dispatch(t, h, schemas.StartAgent{TownID: "S", RigID: "r", AgentID: "other", RunID: "o1", Role: schemas.RoleMayor,
+		Workspace: schemas.Workspace{Kind: schemas.WorkspaceEmpty}})
+	require.True(t, other.OK, "another agent starts while the clone holds: %s", other.Error)
+	require.NoError(t, os.WriteFile(release, nil, 0o600))
+	res := <-slung
+	require.True(t, res.Dispatched, res.Error)
+	require.Equal(t, agent, res.AgentID)
+	var st coordinator.TownStatus
+	adminBody(t, h, schemas.AdminStatus, schemas.TownRequest{TownID: "S"}, &st)
+	for _, a := range st.Agents {
+		if a.AgentID == agent {
+			require.Equal(t, coordinator.AgentWorking, a.Status)
+			require.Equal(t, run, a.RunID, "the run dispatched is the one that works")
+		}
+	}
+	select {
+	case a := <-dead:
+		t.Fatalf("%s was declared dead while its rig was cloning", a)
+	default:
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -369,15 +370,32 @@ func TestRequestInFlightWhenTheBusDrops(t *testing.T) {
 	defer sess.Close()
 	client := agentclient.NewClient(sess, "", "")
 	require.NoError(t, ping(t, client))
+	// Nobody ever answers a request on …heartbeat: the coordinator takes
+	// heartbeats, and so does the test, to know the request went out.
+	out := make(chan struct{}, 1)
+	seen, err := h.Conn().Subscribe(sess.Town().Heartbeat(), func(*nats.Msg) {
+		select {
+		case out <- struct{}{}:
+		default:
+		}
+	})
+	require.NoError(t, err)
+	require.NoError(t, h.Conn().Flush())
 	done := make(chan error, 1)
 	go func() {
-		// Nobody ever answers a request on …heartbeat.
 		done <- sess.Do(context.Background(), func(ctx context.Context, nc *nats.Conn) error {
 			_, err := nc.RequestWithContext(ctx, sess.Town().Heartbeat(), []byte("{}"))
 			return err
 		})
 	}()
-	time.Sleep(200 * time.Millisecond) // let it go out
+	select {
+	case <-out: // it is in flight: the bus has it
+	case err := <-done:
+		t.Fatalf("the request ended before the bus dropped: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the request never reached the bus")
+	}
+	require.NoError(t, seen.Unsubscribe())
 	h.Stop()
 	select {
 	case err := <-done:
@@ -390,13 +408,39 @@ func TestRequestInFlightWhenTheBusDrops(t *testing.T) {
 	require.Eventually(t, func() bool { return ping(t, client) == nil }, 30*time.Second, 20*time.Millisecond)
 }
 
-// countingHandler counts the log records it is given.
-type countingHandler struct{ n *atomic.Int64 }
+// countingHandler counts the log records it is given, and keeps the
+// times of those whose message is one of retries: the token source
+// loop's failed attempts.
+type countingHandler struct {
+	n       *atomic.Int64
+	retries []string
+	mu      *sync.Mutex
+	at      *[]time.Time
+}
 
-func (h countingHandler) Enabled(context.Context, slog.Level) bool  { return true }
-func (h countingHandler) Handle(context.Context, slog.Record) error { h.n.Add(1); return nil }
-func (h countingHandler) WithAttrs([]slog.Attr) slog.Handler        { return h }
-func (h countingHandler) WithGroup(string) slog.Handler             { return h }
+func newCountingHandler(retries ...string) countingHandler {
+	return countingHandler{n: new(atomic.Int64), retries: retries, mu: new(sync.Mutex), at: new([]time.Time)}
+}
+
+func (h countingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h countingHandler) Handle(_ context.Context, r slog.Record) error {
+	h.n.Add(1)
+	if slices.Contains(h.retries, r.Message) {
+		h.mu.Lock()
+		*h.at = append(*h.at, time.Now())
+		h.mu.Unlock()
+	}
+	return nil
+}
+func (h countingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h countingHandler) WithGroup(string) slog.Handler      { return h }
+
+// retryTimes is when each retry was logged, from the after-th on.
+func (h countingHandler) retryTimes(after int) []time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone((*h.at)[min(after, len(*h.at)):])
+}
 
 // TestNoTightLoopWhileTheBusIsDown: a container whose connection is past
 // its switch time while the bus is down backs off between attempts rather
@@ -404,21 +448,33 @@ func (h countingHandler) WithGroup(string) slog.Handler             { return h }
 // tight loop; it comes back when the bus does.
 func TestNoTightLoopWhileTheBusIsDown(t *testing.T) {
 	h := coordinatortest.Start(t, coordinator.Config{TokenTTL: 2 * time.Second, RefreshInterval: 200 * time.Millisecond})
-	var logged atomic.Int64
+	// The loop's failed attempts: each is logged as one of these.
+	logged := newCountingHandler("could not open a connection with the new token; will retry",
+		"could not get a fresh token; carrying on with the current one")
 	// Reconnect waits up to 1 s (not 30 s): it is back soon after the bus.
 	// The attempts counted are the loop's, which ReconnectMax does not bound.
 	src := startContainer(t, h, "down", 2*time.Second, func(c *agentclient.Config) {
-		c.Logger = slog.New(countingHandler{&logged})
+		c.Logger = slog.New(logged)
 		c.ReconnectMax = time.Second
 	})
 	client := agentclient.NewClient(src, "", "")
 	require.NoError(t, ping(t, client))
 	h.Stop()
-	before := logged.Load()
-	time.Sleep(3 * time.Second) // past the connection's switch time (half of 2 s)
-	attempts := logged.Load() - before
-	t.Logf("%d log lines in 3 s with the bus down", attempts)
-	require.Less(t, attempts, int64(200), "retries while the bus is down must back off")
+	stopped, before, retriedBefore := time.Now(), logged.n.Load(), len(logged.retryTimes(0))
+	// Wait for the loop to fail that many times with the bus down (past
+	// the connection's switch time, half of 2 s, it fails every round):
+	// each wait between two is at least the backoff's shortest, 3/4 of
+	// 50 ms (a 2 s token's ceiling is 100 ms); a tight loop has none.
+	const retries = 10
+	require.Eventually(t, func() bool { return len(logged.retryTimes(retriedBefore)) >= retries }, time.Minute, 10*time.Millisecond,
+		"the loop retries while the bus is down")
+	at := logged.retryTimes(retriedBefore)
+	lines := logged.n.Load() - before
+	t.Logf("%d log lines in %s with the bus down, %d of them the loop's retries", lines, at[len(at)-1].Sub(stopped).Round(time.Millisecond), len(at))
+	for i := 1; i < len(at); i++ {
+		require.GreaterOrEqual(t, at[i].Sub(at[i-1]), 50*time.Millisecond*3/4, "retry %d came %s after the one before: retries while the bus is down must back off", i, at[i].Sub(at[i-1]))
+	}
+	require.Less(t, lines, int64(200), "retries while the bus is down must back off")
 	require.NoError(t, h.TryStart())
 	// Each try within a second: the first request after the outage goes
 	// out on a connection that reconnected with the expired token, whose

@@ -19,9 +19,9 @@ const reasonNoContainer = "no container of the town is connected"
 // instead of after the cooldown (the mayor of a town created before its
 // container, first of all). The check is in memory; the writes, only when
 // such agents exist, run on their own so the handler that called it is
-// not held up.
-func (c *Coordinator) containerArrived(townID string) {
-	c.noContainer.remove(townID) // a dispatch failing for want of it warns again
+// not held up. heard is the noContainer stamp of when it was heard from.
+func (c *Coordinator) containerArrived(townID string, heard uint64) {
+	c.noContainer.remove(townID, heard) // a dispatch failing for want of it warns again
 	now := c.now()
 	waiting := c.st.agents.List(func(_ string, a Agent) bool {
 		return a.TownID == townID && a.AwaitsContainer && a.Status != AgentWorking && a.NextAttemptAt.After(now)

@@ -39,7 +39,8 @@ type Coordinator struct {
 	st       *state
 	live     *liveness
 	leases   *leases
-	// dispatching holds the agents patrol is dispatching now.
+	// dispatching holds the agents being dispatched now: by patrol, or
+	// by a sling from its hook on (hookPolecat); patrol skips them.
 	dispatching sync.Map
 	kicker      Kicker
 	misdirected misdirected

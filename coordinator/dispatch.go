@@ -35,6 +35,7 @@ func (c *Coordinator) dispatch(ctx context.Context, townID, agentID string) erro
 	defer cancel()
 	var res schemas.StartAgentResult
 	err = bus.Request(rctx, c.nc, t.Dispatch(), req, &res)
+	heard := c.noContainer.stamp() // an answer is news of the container
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
 		return c.dispatchFailed(ctx, a, runID, reasonNoContainer)
@@ -49,7 +50,7 @@ func (c *Coordinator) dispatch(ctx context.Context, townID, agentID string) erro
 	if a.Hook != "" {
 		c.setBeadStatus(ctx, townID, a.Hook, BeadInProgress, BeadOpen)
 	}
-	c.noContainer.remove(townID)
+	c.noContainer.remove(townID, heard)
 	c.log.Info("agent dispatched", KeyTown, townID, KeyAgent, agentID, KeyRun, runID, "role", a.Role)
 	return nil
 }
@@ -57,6 +58,7 @@ func (c *Coordinator) dispatch(ctx context.Context, townID, agentID string) erro
 // dispatchFailed records a failed dispatch: the agent waits the cooldown,
 // and after MaxAttempts its bead fails and it is unhooked.
 func (c *Coordinator) dispatchFailed(ctx context.Context, a Agent, runID, reason string) error {
+	seen := c.noContainer.stamp() // when the failure was seen, before its writes
 	c.metrics.dispatchFailed()
 	// A dispatch cut short by Close is recorded all the same (a short
 	// write, which Close waits for), so no run that never started is left
@@ -82,7 +84,7 @@ func (c *Coordinator) dispatchFailed(ctx context.Context, a Agent, runID, reason
 	}
 	// A town without a container fails every dispatch, every cooldown:
 	// warn once per town until its container is heard from again.
-	if reason != reasonNoContainer || c.noContainer.add(a.TownID) {
+	if reason != reasonNoContainer || c.noContainer.add(a.TownID, seen) {
 		c.log.Warn("dispatch failed", KeyTown, a.TownID, KeyAgent, a.AgentID, KeyRun, runID, KeyReason, reason)
 	} else {
 		c.log.Debug("dispatch failed", KeyTown, a.TownID, KeyAgent, a.AgentID, KeyRun, runID, KeyReason, reason)

@@ -28,6 +28,12 @@ func (l *logBuffer) Write(p []byte) (int, error) {
 	return l.b.Write(p)
 }
 
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
 // count is how many lines hold every one of parts.
 func (l *logBuffer) count(parts ...string) int {
 	l.mu.Lock()
@@ -53,6 +59,11 @@ func TestNoContainerWarnedOnce(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo, ReplaceAttr: bus.PlainErrors}))
 	const interval = 100 * time.Millisecond
 	h := coordinatortest.Start(t, coordinator.Config{Logger: log, HeartbeatInterval: interval, DispatchCooldown: time.Hour})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Log("the coordinator's log:\n" + logs.String())
+		}
+	})
 	slingOne(t, h)
 	sling := func(id string) schemas.SlingResult {
 		t.Helper()
@@ -81,4 +92,23 @@ func TestNoContainerWarnedOnce(t *testing.T) {
 	}, 10*time.Second, 10*time.Millisecond)
 	sling("b5")
 	require.Equal(t, 2, logs.count(noContainer...), "warned again once the container was gone")
+}
+
+// A sling reports its own dispatch: with no container every sling is told
+// it failed and why, even though patrol (every 10 ms here) sees each new
+// polecat due the moment its hook is written, before the sling dispatches
+// it. Patrol must leave a slung polecat to its sling: it used to dispatch
+// it first, and the sling then reported "dispatched" while that dispatch
+// was failing, or "cooling down" once it had failed.
+func TestSlingReportsItsOwnDispatch(t *testing.T) {
+	h := coordinatortest.Start(t, coordinator.Config{HeartbeatInterval: 20 * time.Millisecond, DispatchCooldown: time.Hour})
+	slingOne(t, h)
+	for i := range 30 {
+		id := "s" + strconv.Itoa(i)
+		require.NoError(t, admin(t, h, schemas.AdminBeadCreate, schemas.BeadCreate{TownID: "T", BeadID: id, RigID: "r", Title: "work " + id}, nil))
+		var res schemas.SlingResult
+		require.NoError(t, admin(t, h, schemas.AdminSling, schemas.Sling{TownID: "T", BeadID: id}, &res))
+		require.False(t, res.Dispatched, "sling %s of %s: no container is connected", id, res.AgentID)
+		require.Contains(t, res.Error, "no container of the town is connected", "sling %s of %s", id, res.AgentID)
+	}
 }

@@ -29,7 +29,8 @@ func (c *Coordinator) handleHeartbeat(m *nats.Msg) {
 		c.log.Warn("heartbeat naming another town dropped", KeyTown, townID, "claimed", hb.TownID)
 		return
 	}
-	c.noContainer.remove(townID) // its container is back: warn again if it goes
+	heard := c.noContainer.stamp()
+	c.noContainer.remove(townID, heard) // its container is back: warn again if it goes
 	c.metrics.heartbeat()
 	ctx, cancel := context.WithTimeout(c.runCtx, c.cfg.RequestTimeout)
 	defer cancel()
@@ -54,7 +55,7 @@ func (c *Coordinator) handleHeartbeat(m *nats.Msg) {
 		c.log.Warn("storing heartbeat", KeyTown, townID, KeyErr, err)
 	}
 	if !wasConnected {
-		c.containerArrived(townID) // its first heartbeat after none
+		c.containerArrived(townID, heard) // its first heartbeat after none
 	}
 }
 

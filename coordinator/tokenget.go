@@ -33,6 +33,7 @@ func (c *Coordinator) handleTokenGet(m *nats.Msg) {
 		_ = bus.RespondRefusal(m, c.wireError(m.Subject, err))
 		return
 	}
+	heard := c.noContainer.stamp()
 	if err := bus.Respond(m, &schemas.TokenRotation{
 		TownID: townID, Token: token, IssuedAt: claims.Issued(), ExpiresAt: claims.Expires(), RevokedBefore: state.RevokedBefore,
 		HeartbeatIntervalMs: c.cfg.HeartbeatInterval.Milliseconds(),
@@ -59,6 +60,6 @@ func (c *Coordinator) handleTokenGet(m *nats.Msg) {
 			c.log.Warn("saving token schedule", KeyTown, townID, KeyErr, err)
 		}
 	}
-	c.containerArrived(townID)
+	c.containerArrived(townID, heard)
 	c.log.Debug("token issued on request", KeyTown, townID, "container", req.ContainerID)
 }

@@ -152,14 +152,21 @@ func (c *Coordinator) sling(ctx context.Context, req schemas.Sling) (schemas.Sli
 	} else if !ok {
 		return res, schemas.NewError(schemas.CodeNotFound, "no rig %s in town %s", rigID, req.TownID)
 	}
-	agentID, err := c.hookPolecat(ctx, req.TownID, rigID, req.AgentID, req.BeadID)
+	agentID, release, err := c.hookPolecat(ctx, req.TownID, rigID, req.AgentID, req.BeadID)
 	if err != nil {
 		return res, err
 	}
+	defer release()
 	res.AgentID = agentID
 	err = c.dispatch(ctx, req.TownID, agentID)
-	if a, _ := c.st.agents.Get(schemas.Key(req.TownID, agentID)); err != nil && a.Status == AgentWorking && a.Hook == req.BeadID {
-		err = nil // patrol dispatched it first
+	if errors.Is(err, schemas.ErrConflict) {
+		// Refused before the container was asked: this coordinator's
+		// patrol leaves the polecat to the sling (hookPolecat claimed
+		// it), another's may have dispatched it first. The store says,
+		// not the view, which may be a write behind.
+		if a, ok, rerr := c.st.agents.Read(ctx, schemas.Key(req.TownID, agentID)); rerr == nil && ok && a.running() && a.Hook == req.BeadID {
+			err = nil
+		}
 	}
 	if err != nil {
 		res.Error = err.Error()
@@ -172,22 +179,52 @@ func (c *Coordinator) sling(ctx context.Context, req schemas.Sling) (schemas.Sli
 // hookPolecat hooks the bead to a polecat (the named one, or any free one
 // of the rig) with hook, so two slings never share a bead or a polecat;
 // the loser's polecat is unhooked again (hook's failure rule).
-func (c *Coordinator) hookPolecat(ctx context.Context, townID, rigID, agentID, beadID string) (string, error) {
+//
+// The polecat's dispatch is claimed (c.dispatching) before its hook is
+// written, and held until the caller calls release: the sling dispatches
+// it itself and reports how that went, so this coordinator's patrol must
+// not dispatch it meanwhile (between the agent's write and the bead's, a
+// patrol round sees a due polecat). A polecat already being dispatched is
+// busy. On an error nothing is held.
+func (c *Coordinator) hookPolecat(ctx context.Context, townID, rigID, agentID, beadID string) (hooked string, release func(), err error) {
 	if b, _ := c.st.beads.Get(schemas.Key(townID, beadID)); b.Final() || b.Assignee != "" {
-		return "", schemas.NewError(schemas.CodeConflict, "bead %s is %s and hooked to %q", beadID, b.Status, b.Assignee)
+		return "", nil, schemas.NewError(schemas.CodeConflict, "bead %s is %s and hooked to %q", beadID, b.Status, b.Assignee)
 	}
-	hooked, err := c.hook(ctx, townID, beadID, func(hook func(*Agent) error) (string, error) {
-		if agentID != "" {
-			return agentID, c.hookNamed(ctx, townID, rigID, agentID, hook)
+	// hookOne may try several polecats, and a compare-and-set may apply
+	// the hook more than once: the claim follows the polecat tried (all
+	// in this goroutine).
+	claimed := ""
+	release = func() {
+		if claimed != "" {
+			c.dispatching.Delete(claimed)
+			claimed = ""
 		}
-		return c.hookAny(ctx, townID, rigID, hook)
+	}
+	claimThen := func(hook func(*Agent) error) func(*Agent) error {
+		return func(a *Agent) error {
+			if key := schemas.Key(townID, a.AgentID); claimed != key {
+				release()
+				if _, busy := c.dispatching.LoadOrStore(key, true); busy {
+					return schemas.NewError(schemas.CodeConflict, "%s %s is being dispatched", a.Role, a.AgentID)
+				}
+				claimed = key
+			}
+			return hook(a)
+		}
+	}
+	hooked, err = c.hook(ctx, townID, beadID, func(hook func(*Agent) error) (string, error) {
+		if agentID != "" {
+			return agentID, c.hookNamed(ctx, townID, rigID, agentID, claimThen(hook))
+		}
+		return c.hookAny(ctx, townID, rigID, claimThen(hook))
 	}, func(b *Bead) error { b.RigID = rigID; return nil })
 	if err != nil {
 		// Patrol's repair finishes a hook whose bead write failed: the
 		// sling is reported failed all the same.
-		return "", err
+		release()
+		return "", nil, err
 	}
-	return hooked, nil
+	return hooked, release, nil
 }
 
 // hookNamed hooks a named polecat, creating it if new.
@@ -225,7 +262,9 @@ func (c *Coordinator) hookAny(ctx context.Context, townID, rigID string, hook fu
 			name = fmt.Sprintf("%s-%d", name, i/len(polecatNames)+1)
 		}
 		a := newAgent(townID, name, rigID, schemas.RolePolecat)
-		if err := hook(&a); err != nil {
+		if err := hook(&a); errors.Is(err, schemas.ErrConflict) {
+			continue // a new agent is free: the name is busy (hookPolecat's claim)
+		} else if err != nil {
 			return "", err
 		}
 		err := c.st.agents.Create(ctx, schemas.Key(townID, name), a)

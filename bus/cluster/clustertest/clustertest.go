@@ -33,6 +33,9 @@ type Options struct {
 	Monitor bool
 	// Plan, when set, adjusts the plan before the configs are written.
 	Plan func(*cluster.Plan)
+	// Later are nodes Start leaves unstarted (real processes only):
+	// Restart starts them. The others must be a JetStream quorum.
+	Later []int
 }
 
 // Cluster is a running test cluster.

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -72,7 +73,14 @@ func Start(t testing.TB, o Options) *Cluster {
 	c.bin = bin
 	t.Cleanup(c.shutdown)
 	for i := range c.nodes {
-		n := c.startProcess(i)
+		var n node
+		if slices.Contains(o.Later, i) {
+			never := &process{done: make(chan struct{})}
+			close(never.done)
+			n = never
+		} else {
+			n = c.startProcess(i)
+		}
 		c.mu.Lock()
 		c.nodes[i] = n
 		c.mu.Unlock()

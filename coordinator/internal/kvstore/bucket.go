@@ -157,7 +157,7 @@ func OpenKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueC
 			return kv, err
 		}
 		if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) &&
-			!errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoStreamResponse) {
+			!errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoStreamResponse) && !noPeersYet(err) {
 			return nil, err
 		}
 		select {
@@ -166,6 +166,19 @@ func OpenKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueC
 		case <-time.After(time.Duration(rand.Int64N(int64(500 * time.Millisecond)))):
 		}
 	}
+}
+
+// errNoPeers is JetStream's "no suitable peers for placement": a new
+// bucket's replicas need that many peers the meta leader has heard from.
+// Just after the nodes start (make cluster starts the coordinators right
+// behind them), or while a node never started comes up, a peer is not
+// heard from yet; a cluster short of peers for good fails at the end of
+// ctx, with this error.
+const errNoPeers = 10005
+
+func noPeersYet(err error) bool {
+	var api *jetstream.APIError
+	return errors.As(err, &api) && api.ErrorCode == errNoPeers
 }
 
 func (b *Bucket[T]) applyEntry(e jetstream.KeyValueEntry) {
