@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/cockroachdb/errors"
 	"github.com/gastown/gastown/bus"
+	"github.com/gastown/gastown/coordinator/internal/kvstore"
 	"github.com/gastown/gastown/coordinator/token"
 	"github.com/gastown/gastown/schemas"
 	"github.com/nats-io/nats.go"
@@ -186,6 +188,10 @@ func (c *Coordinator) authenticate(townID string, h nats.Header) (Caller, error)
 	return Caller{TownID: townID, UserID: v.Container.UserID, AgentID: agentID, RigID: rigID, Kind: token.KindContainer}, nil
 }
 
+// staleRetryAfter is the retry hint of a write that kept losing to other
+// writers of its record.
+const staleRetryAfter = 50 * time.Millisecond
+
 // wireError turns a handler error into what the caller sees. Errors that
 // are not *schemas.Error are internal: logged with a correlation id, no
 // detail sent. Their log is rate-limited per subject (a caller decides how
@@ -198,6 +204,13 @@ func (c *Coordinator) wireError(subject string, err error) *schemas.Error {
 	}
 	if code := schemas.CodeOf(err); code == schemas.CodeInvalidArgument {
 		return schemas.NewError(code, "%s", err.Error())
+	}
+	if errors.Is(err, kvstore.ErrStale) {
+		// Every compare-and-set lost to another writer of the same record
+		// (an agent's concurrent calls): nothing was written.
+		e := schemas.NewError(schemas.CodeUnavailable, "the record changed under every attempt to write it (concurrent calls on it); nothing was written: try again")
+		e.RetryAfter = staleRetryAfter
+		return e
 	}
 	id := nats.NewInbox()[len(nats.InboxPrefix):]
 	c.errLog.Log(context.Background(), slog.LevelError, subject, "rpc failed", KeySubject, subject, KeyCorrelation, id, KeyErr, err)
