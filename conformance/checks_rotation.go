@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/errors"
+	"github.com/gastown/gastown/agentclient"
 	"github.com/gastown/gastown/bus"
 	"github.com/gastown/gastown/schemas"
 )
@@ -79,9 +80,21 @@ func (k *kit) checkRotations(ctx context.Context) {
 	k.check("acknowledges a pushed rotation only once the token file holds it (0600, bare, renamed)", func() error {
 		for i := range n {
 			k.nextBeats(ctx, 1)
-			before, err := k.tokenFileNow()
-			if err != nil {
+			if _, err := k.tokenFileNow(); err != nil {
 				return err
+			}
+			// Held open, the file's inode cannot be given to the file
+			// renamed over it (the container may also have replaced the
+			// file on its own meanwhile, freeing an inode for reuse), so
+			// the same file after means a rewrite in place.
+			held, err := os.Open(k.tokenFile)
+			if err != nil {
+				return errors.Wrap(err, agentclient.EnvTokenFile)
+			}
+			defer held.Close() // one per rotation, until the check ends
+			before, err := held.Stat()
+			if err != nil {
+				return errors.Wrap(err, agentclient.EnvTokenFile)
 			}
 			rot, err := k.rotation(k.cfg.TokenTTL)
 			if err != nil {
@@ -101,7 +114,7 @@ func (k *kit) checkRotations(ctx context.Context) {
 			if after.claims.Issued().Before(rot.IssuedAt) {
 				return errors.Newf("rotation %d was acknowledged before the token file held it", i+1)
 			}
-			if os.SameFile(before.info, after.info) {
+			if os.SameFile(before, after.info) {
 				return errors.Newf("rotation %d: the token file was rewritten in place, not replaced by rename", i+1)
 			}
 			newest = rot.IssuedAt
