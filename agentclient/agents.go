@@ -79,12 +79,9 @@ type Runner struct {
 	reported map[string]string
 	// agentMu serializes starts of one agent.
 	agentMu map[string]*sync.Mutex
-	// turns orders the dispatches of one agent that HandleDispatch runs
-	// at once: each agent's last one, closed when it is done.
-	turns  map[string]chan struct{}
-	exits  []schemas.AgentExit
-	closed bool
-	wg     sync.WaitGroup
+	exits   []schemas.AgentExit
+	closed  bool
+	wg      sync.WaitGroup
 }
 
 // startKey names one run being started.
@@ -119,7 +116,7 @@ func NewRunner(townID string, cfg RunnerConfig) (*Runner, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Runner{town: townID, cfg: cfg, log: cfg.Logger.With(keyTown, townID), runs: map[string]*run{}, reported: map[string]string{},
-		starting: map[startKey]time.Time{}, agentMu: map[string]*sync.Mutex{}, turns: map[string]chan struct{}{}}, nil
+		starting: map[startKey]time.Time{}, agentMu: map[string]*sync.Mutex{}}, nil
 }
 
 // HandleDispatch answers …dispatch, one start at a time (the
@@ -141,57 +138,9 @@ func (r *Runner) HandleDispatch(m *nats.Msg) {
 		_ = bus.RespondFailed(m, res, res.Err().(*schemas.Error))
 		return
 	}
-	res := schemas.StartAgentResult{AgentID: req.AgentID, RunID: req.RunID}
-	argv, err := r.admit(req)
-	if err != nil {
-		r.answerStart(m, r.refuse(res, err))
-		return
-	}
-	started := r.starts(req)
-	after, turnDone, ok := r.takeTurn(req.AgentID)
-	if !ok {
-		started()
-		r.answerStart(m, r.refuse(res, errStopping()))
-		return
-	}
-	func() {
-		defer turnDone()
-		if after != nil {
-			<-after
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		res := r.startAdmitted(ctx, req, argv)
-		started()
-		r.answerStart(m, res)
-	}()
-}
-
-// takeTurn is the agent's next turn to start, for HandleDispatch: after is
-// closed once the start dispatched before it is done (nil when there is
-// none); done ends this turn. The runner's Close waits for the turn; none
-// is given once it is closed.
-func (r *Runner) takeTurn(agentID string) (after <-chan struct{}, done func(), ok bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		return nil, nil, false
-	}
-	r.wg.Add(1)
-	mine := make(chan struct{})
-	if prev, ok := r.turns[agentID]; ok {
-		after = prev
-	}
-	r.turns[agentID] = mine
-	return after, func() {
-		r.mu.Lock()
-		if r.turns[agentID] == mine {
-			delete(r.turns, agentID)
-		}
-		r.mu.Unlock()
-		close(mine)
-		r.wg.Done()
-	}, true
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	r.answerStart(m, r.Start(ctx, req))
 }
 
 // answerStart answers a dispatch with res.
@@ -244,13 +193,6 @@ func (r *Runner) Start(ctx context.Context, req schemas.StartAgent) schemas.Star
 		return r.refuse(res, err)
 	}
 	defer r.starts(req)()
-	return r.startAdmitted(ctx, req, argv)
-}
-
-// startAdmitted is Start of a request admit has let in, with argv its
-// command.
-func (r *Runner) startAdmitted(ctx context.Context, req schemas.StartAgent, argv []string) schemas.StartAgentResult {
-	res := schemas.StartAgentResult{AgentID: req.AgentID, RunID: req.RunID}
 	release, err := r.lockAgent(req.AgentID)
 	if err != nil {
 		return r.refuse(res, err)

@@ -100,25 +100,22 @@ func BenchmarkClusterPing(b *testing.B) {
 	}
 	b.Cleanup(requester.Close)
 
-	calls := map[string]func(context.Context) error{
-		"bus": func(ctx context.Context) error {
-			var out schemas.PingResult
-			return client.Call(ctx, schemas.ToolPing, nil, &out)
-		},
-		"plain": func(ctx context.Context) error {
+	plainTo := func(subject string) func(context.Context) error {
+		return func(ctx context.Context) error {
 			m := nats.NewMsg(subject)
 			m.Data = []byte("{}")
 			m.Header.Set(schemas.AuthorizationHeader, schemas.BearerPrefix+tok)
 			_, err := requester.RequestMsgWithContext(ctx, m)
 			return err
+		}
+	}
+	calls := map[string]func(context.Context) error{
+		"bus": func(ctx context.Context) error {
+			var out schemas.PingResult
+			return client.Call(ctx, schemas.ToolPing, nil, &out)
 		},
-		"plain-2nodes": func(ctx context.Context) error {
-			m := nats.NewMsg(queued)
-			m.Data = []byte("{}")
-			m.Header.Set(schemas.AuthorizationHeader, schemas.BearerPrefix+tok)
-			_, err := requester.RequestMsgWithContext(ctx, m)
-			return err
-		},
+		"plain":        plainTo(subject),
+		"plain-2nodes": plainTo(queued),
 	}
 	for _, name := range []string{"bus", "plain", "plain-2nodes"} {
 		for { // the responders' interest crosses the routes a moment later
